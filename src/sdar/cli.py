@@ -1,0 +1,59 @@
+"""The ``sdar`` command line.
+
+Each area of the package contributes its own sub-commands through a ``register(subparsers)``
+function in its ``cli`` module (``sdar.trainer.cli`` for ``train``/``eval``/``report``/``sft``,
+``sdar.envs.cli`` for ``env play``, ``sdar.envs.alfworld.cli`` for ``alfworld generate``, ...), so
+that this file stays a short table of contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMAND_MODULES = (
+    "sdar.trainer.cli",
+    "sdar.envs.cli",
+    "sdar.skills.cli",
+    "sdar.envs.alfworld.cli",
+    "sdar.envs.webshop.cli",
+    "sdar.envs.search.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdar",
+        description="Self-Distilled Agentic Reinforcement Learning: train and evaluate LLM agents.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:  # an area not built yet; anything else is a real error
+            if err.name != module_name:
+                raise
+            continue
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""Agent environments behind one interface (``sdar.envs.base.AgentEnv``).
+
+``make_env(name, **options)`` builds one by registry name; each environment package is imported
+only when asked for, so a user of one environment never pays for the others' imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from sdar.envs.base import AgentEnv, EnvState, ParsedAction, TaskInfo
+
+# registry name -> "module:factory". The factory takes keyword options and returns an AgentEnv.
+ENVIRONMENTS: dict[str, str] = {
+    "alfworld": "sdar.envs.alfworld:make_alfworld_env",
+    "webshop": "sdar.envs.webshop:make_webshop_env",
+    "search": "sdar.envs.search:make_search_env",
+}
+
+
+def register_env(name: str, target: str) -> None:
+    """Register an environment factory given as ``"module:function"`` (used by tests and plugins)."""
+    ENVIRONMENTS[name] = target
+
+
+def make_env(name: str, **options: Any) -> AgentEnv:
+    """Build environment ``name`` with its keyword ``options`` (see each environment's docs)."""
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"unknown environment {name!r}; known: {sorted(ENVIRONMENTS)}")
+    module_name, factory_name = ENVIRONMENTS[name].split(":")
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    return factory(**options)
+
+
+__all__ = ["AgentEnv", "EnvState", "ParsedAction", "TaskInfo", "ENVIRONMENTS", "make_env", "register_env"]
