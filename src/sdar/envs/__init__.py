@@ -16,6 +16,7 @@ ENVIRONMENTS: dict[str, str] = {
     "alfworld": "sdar.envs.alfworld:make_alfworld_env",
     "webshop": "sdar.envs.webshop:make_webshop_env",
     "search": "sdar.envs.search:make_search_env",
+    "toy": "sdar.envs.toy:make_toy_env",  # a seconds-fast counting task for smoke tests, not a benchmark
 }
 
 

@@ -1,0 +1,7 @@
+"""Step-wise multi-turn rollouts: prompt building (student and teacher) and the batched collector."""
+
+from sdar.rollout.collector import Episode, Rollout, StepSample, collect_rollout, rollout_metrics
+from sdar.rollout.prompts import PromptBuilder, PromptIds, PromptTooLongError
+
+__all__ = ["Episode", "Rollout", "StepSample", "collect_rollout", "rollout_metrics", "PromptBuilder",
+           "PromptIds", "PromptTooLongError"]

@@ -1,0 +1,1 @@
+"""Training: config, the trainer loop, teacher branch, checkpoints, evaluation and the CLI."""

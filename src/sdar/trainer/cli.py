@@ -1,0 +1,148 @@
+"""``sdar train``, ``sdar eval`` and ``sdar report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    train = subparsers.add_parser("train", help="train an agent (SDAR or any baseline)",
+                                  description="Train an agent. Config keys can be overridden as key.sub=value.")
+    train.add_argument("--config", help="YAML config (see configs/); required unless --resume")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-5")
+    train.add_argument("--output-dir", help="run directory (default: the config's output_dir)")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    train.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    train.set_defaults(func=run_train)
+
+    ev = subparsers.add_parser("eval", help="evaluate a checkpoint (or the untrained model) on the validation panel")
+    ev.add_argument("target", nargs="?", help="run directory or checkpoint folder; omit with --config to "
+                                              "evaluate the untrained model (Vanilla / Skill-Prompt)")
+    ev.add_argument("--config", help="YAML config (default: the run directory's config.yaml)")
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. eval.num_tasks=32)")
+    ev.add_argument("--split", help="validation split (e.g. valid_unseen); default: the config's env.val_split")
+    ev.add_argument("--with-skills", action="store_true", help="show the skills to the agent (Skill-Prompt)")
+    ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
+    ev.set_defaults(func=run_eval)
+
+    rep = subparsers.add_parser("report", help="write PNG curves and the token-level HTML view of a run")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=run_report)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from sdar.reporting import write_report
+    from sdar.trainer.config import load_config
+    from sdar.trainer.trainer import Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        config = load_config(args.config or run_dir / "config.yaml", args.overrides)
+    else:
+        if not args.config:
+            raise SystemExit("sdar train: give --config FILE (see configs/) or --resume RUN_DIR")
+        config = load_config(args.config, args.overrides)
+        run_dir = Path(args.output_dir or config.output_dir)
+        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+            raise SystemExit(f"{run_dir} already holds a run; use --resume {run_dir} or another --output-dir")
+    trainer = Trainer(config, run_dir, resume=bool(args.resume))
+    try:
+        trainer.train()
+    except KeyboardInterrupt:
+        return 130
+    print_success_table(run_dir)
+    if not args.no_report:
+        path = write_report(run_dir)
+        print(f"report: {path}")
+    return 0
+
+
+def print_success_table(run_dir: Path) -> None:
+    """Validation success at the start and at the end of the run, overall and per task type."""
+    from sdar.reporting import read_metrics
+
+    lines = [m for m in read_metrics(run_dir) if "val/success" in m]
+    if not lines:
+        return
+    first, last = lines[0], lines[-1]
+    keys = ["val/success"] + sorted(k for k in last if k.startswith("val/success/"))
+    print(f"\nvalidation success (iteration {first['iteration']} -> {last['iteration']})")
+    print(f"{'task type':<40} {'start':>8} {'end':>8}")
+    for k in keys:
+        name = "overall" if k == "val/success" else k.split("/", 2)[2]
+        start = first.get(k, float("nan"))
+        print(f"{name:<40} {100 * start:>7.1f}% {100 * last.get(k, float('nan')):>7.1f}%")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from sdar.envs import make_env
+    from sdar.models.loading import load_policy
+    from sdar.rollout import PromptBuilder
+    from sdar.skills import SkillLibrary
+    from sdar.trainer.checkpoint import load_checkpoint, resolve_checkpoint
+    from sdar.trainer.config import load_config
+    from sdar.trainer.evaluation import run_panel
+
+    checkpoint = None
+    run_dir = None
+    if args.target:
+        checkpoint = resolve_checkpoint(args.target)
+        run_dir = checkpoint.parent.parent
+    config_path = args.config or (run_dir / "config.yaml" if run_dir else None)
+    if config_path is None:
+        raise SystemExit("sdar eval: give a run directory / checkpoint, or --config FILE for the untrained model")
+    config = load_config(config_path, args.overrides)
+    split = args.split or config.env.val_split
+    options = dict(config.env.options)
+    if split is not None:
+        options["split"] = split
+    if config.env.max_steps is not None:
+        options["max_steps"] = config.env.max_steps
+    model, tokenizer = load_policy(config.model)
+    if checkpoint is not None:
+        load_checkpoint(checkpoint, model)
+    with make_env(config.env.name, **options) as env:
+        skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if args.with_skills else None
+        builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout)
+        history = config.env.history_length if config.env.history_length is not None else env.history_length
+        metrics = run_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
+                            prefix="val")
+    result = {
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "model": config.model.name,
+        "split": split,
+        "with_skills": args.with_skills,
+        "num_tasks": config.eval.num_tasks,
+        "success": metrics.get("val/success"),
+        "per_task_type": {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith("val/success/")},
+        "metrics": metrics,
+        "eval_config": dataclasses.asdict(config.eval),
+    }
+    if args.output:
+        out = Path(args.output)
+    elif run_dir is not None:
+        name = f"{checkpoint.name}-{split or 'val'}{'-skills' if args.with_skills else ''}.json"
+        out = run_dir / "eval" / name
+    else:
+        out = Path(f"eval-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(json.dumps({k: result[k] for k in ("success", "per_task_type", "split", "with_skills")}, indent=2))
+    print(f"written: {out}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from sdar.reporting import write_report
+
+    path = write_report(args.run_dir)
+    print(f"report: {path}")
+    return 0

@@ -1,0 +1,330 @@
+"""Training configuration: one validated dataclass tree, loaded from YAML, overridable by ``key=value``.
+
+Every field carries its default and, where it comes from the paper's released settings, a pointer
+to ``docs/algorithm.md``. ``load_config(path, overrides)`` is the only way the CLI builds a config:
+an unknown key or a bad value fails at start with a message naming the key and what is allowed.
+
+A config file may set ``method: <name>`` at top level; that is shorthand for ``loss.method`` and
+also applies the method's preset switches (``LossConfig.for_method``) before the file's own
+``loss:`` entries and the command-line overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sdar.methods import LossConfig
+from sdar.models.generation import GenerationConfig
+from sdar.models.loading import ModelConfig
+
+
+class ConfigError(ValueError):
+    """A config key or value is invalid; the message names it and what is allowed."""
+
+
+@dataclass
+class EnvConfig:
+    """Which environment to train on and how the agent talks to it (algorithm.md sections 5, 9)."""
+
+    name: str = "alfworld"
+    """Environment registry name: alfworld, webshop or search."""
+    train_split: str | None = None
+    """Split the training tasks come from (None: the environment's default training split)."""
+    val_split: str | None = None
+    """Split of the validation panel (None: the environment's default, e.g. ALFWorld valid_seen)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword options passed to the environment factory (data_dir, curriculum knobs, ...)."""
+    max_steps: int | None = None
+    """Episode step limit (None: the environment's default: ALFWorld 50, WebShop 15, Search-QA 4)."""
+    history_length: int | None = None
+    """H, past (observation, action) pairs in each prompt (None: env default: 2, 2, 4)."""
+    invalid_action_penalty: float = 0.1
+    """Subtracted from a step sample's score when its action was invalid (0.01 for Search-QA)."""
+    prompt_mode: Literal["think", "action_only"] = "think"
+    """``think``: reasoning in <think> then the action tag (paper). ``action_only``: the action tag
+    alone, for small models that cannot afford long reasoning."""
+
+
+@dataclass
+class RolloutConfig:
+    """Step-wise rollout collection (algorithm.md section 5)."""
+
+    tasks_per_iteration: int = 16
+    """B, distinct tasks per iteration (paper: 16 ALFWorld/WebShop, 128 Search-QA)."""
+    group_size: int = 8
+    """G, rollouts per task sharing the initial state (a GRPO group)."""
+    max_prompt_tokens: int = 2048
+    """Student prompt budget; history is dropped first, then the prompt is left-truncated (counted)."""
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=512))
+    """Sampling settings of training rollouts (temperature 1.0 by default)."""
+    generation_batch_size: int | None = None
+    """Rows per generation forward pass (None: all live episodes in one batch)."""
+
+
+@dataclass
+class TeacherConfig:
+    """The skill-conditioned teacher branch (algorithm.md section 6)."""
+
+    layout: Literal["prefix", "system"] = "prefix"
+    """``prefix``: "[Privileged Skill Information]\\n" + skills + "\\n\\n" + chat-rendered student
+    prompt, as released. ``system``: skills as a system message inside the chat template."""
+    max_prompt_tokens: int = 4096
+    """Teacher prompt budget (skills + student prompt)."""
+    on_overflow: Literal["drop_history", "error"] = "drop_history"
+    """Over-long teacher prompt: drop history pairs (oldest first, counted in teacher/truncated) or
+    raise. Skills are never cut."""
+    prefix_cache: bool = True
+    """Compute the skill prefix's key/value cache once per distinct skill text and reuse it."""
+    skills_dir: str | None = None
+    """Folder with one sub-folder of skill files per environment (None: the shipped skills)."""
+
+
+@dataclass
+class AdvantageConfig:
+    """Advantage estimation (algorithm.md section 4)."""
+
+    estimator: Literal["grpo", "gigpo"] = "grpo"
+    cross_steps: bool = True
+    """Group statistics over all step samples of a group (True, released default) or one value per
+    trajectory (False)."""
+    norm_by_std: bool = True
+    """Divide by the group standard deviation (GRPO); False gives Dr.GRPO-style mean-centring."""
+    gigpo_omega: float = 1.0
+    """GiGPO weight of the step-level advantage."""
+    gigpo_gamma: float = 0.95
+    """GiGPO discount of step returns."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and PPO mini-batching (algorithm.md section 9)."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    warmup_ratio: float = 0.0
+    """Share of iterations with linear learning-rate warm-up (Search-QA: 0.1)."""
+    mini_batch_size: int = 256
+    """Step samples per optimizer step; the iteration's samples are split into mini-batches."""
+    micro_batch_size: int = 8
+    """Step samples per forward/backward pass (gradient accumulation inside a mini-batch)."""
+    ppo_epochs: int = 1
+
+
+@dataclass
+class EvalConfig:
+    """The fixed validation panel (algorithm.md section 5)."""
+
+    every: int = 5
+    """Validate every N iterations (0: never during training)."""
+    num_tasks: int = 128
+    """Panel size; the panel is tasks ``seed .. seed + num_tasks - 1`` of the validation split."""
+    seed: int = 100_000
+    """First task seed of the panel (the same panel every time)."""
+    temperature: float = 0.4
+    greedy: bool = False
+    """Greedy decoding instead of sampling at ``temperature`` (Search-QA validates greedily)."""
+    with_skills: bool = False
+    """Show the skills to the student at validation (Skill-Prompt evaluation)."""
+    before_training: bool = True
+    """Validate the untrained model first (logged as iteration 0)."""
+    max_new_tokens: int | None = None
+    """Response budget at validation (None: same as training)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. See ``configs/`` for the paper's and the CPU settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    iterations: int = 150
+    seed: int = 0
+    """Seeds Python, NumPy and torch, the sampling generator and the training task order."""
+    output_dir: str = "runs/sdar"
+    save_every: int = 10
+    """Checkpoint every N iterations (the last iteration is always saved)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep (older ones are deleted)."""
+    log_samples: int = 4
+    """Step samples per iteration written token by token to samples.jsonl (for the report)."""
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        positive = {
+            "iterations": self.iterations, "rollout.tasks_per_iteration": self.rollout.tasks_per_iteration,
+            "rollout.group_size": self.rollout.group_size, "optim.mini_batch_size": self.optim.mini_batch_size,
+            "optim.micro_batch_size": self.optim.micro_batch_size, "optim.ppo_epochs": self.optim.ppo_epochs,
+            "rollout.max_prompt_tokens": self.rollout.max_prompt_tokens, "save_every": self.save_every,
+            "teacher.max_prompt_tokens": self.teacher.max_prompt_tokens, "keep_checkpoints": self.keep_checkpoints,
+        }
+        for key, value in positive.items():
+            if value < 1:
+                raise ConfigError(f"{key} must be >= 1, got {value}")
+        if self.iterations >= 0 and self.eval.every < 0:
+            raise ConfigError(f"eval.every must be >= 0, got {self.eval.every}")
+        if self.eval.num_tasks < 1:
+            raise ConfigError(f"eval.num_tasks must be >= 1, got {self.eval.num_tasks}")
+        if not 0.0 <= self.optim.warmup_ratio < 1.0:
+            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
+        if self.optim.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: YAML -> dataclass tree with validation
+# ---------------------------------------------------------------------------------------------
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a YAML config (or start from defaults), apply ``key.sub=value`` overrides, validate.
+
+    Override values are parsed as YAML (``optim.lr=1e-5``, ``model.lora=null``,
+    ``env.options={max_receptacles: 3}``).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+        data = loaded or {}
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        _set_path(data, key.strip().split("."), yaml.safe_load(raw))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    data = dict(data)
+    method = data.pop("method", None)
+    loss_data = dict(data.get("loss") or {})
+    if method is not None:
+        if "method" in loss_data and loss_data["method"] != method:
+            raise ConfigError(f"method: {method!r} contradicts loss.method: {loss_data['method']!r}")
+        base = LossConfig.for_method(method)
+        preset = {f.name: getattr(base, f.name) for f in dataclasses.fields(LossConfig)}
+        preset.update(loss_data)
+        data["loss"] = preset
+    return _build(TrainConfig, data, "")
+
+
+def config_to_dict(config: Any) -> Any:
+    """The config as plain YAML-able data (the resolved config written to the run directory)."""
+    if dataclasses.is_dataclass(config):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {k: config_to_dict(v) for k, v in config.items()}
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def _set_path(data: dict, keys: list[str], value: Any) -> None:
+    for key in keys[:-1]:
+        node = data.get(key)
+        if node is None:
+            node = data[key] = {}
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set {'.'.join(keys)}: {key} is not a section")
+        data = node
+    data[keys[-1]] = value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if isinstance(data, cls):
+        return data
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {[_join(where, k) for k in unknown]}; allowed in "
+                          f"{where or 'the top level'}: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {name: _convert(hints[name], value, _join(where, name)) for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from err
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{where} may not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {args}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if origin in (dict,) or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return type(value)(value) if origin is None else (list(value) if origin is list else tuple(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key

@@ -1,0 +1,443 @@
+"""The SDAR training loop (algorithm.md sections 3-9), on one CPU or one GPU.
+
+One iteration:
+
+1. **Rollout**: B tasks x G copies play to the end, step-wise (``sdar.rollout``); every agent turn
+   becomes a step sample with score ``S = R(episode) - penalty * [invalid]``.
+2. **Log-probs without gradient**, all with the rollout-time weights: ``old`` (student prompt),
+   ``ref`` (frozen initial model, for the KL term; the LoRA adapter disabled, or a frozen copy), and
+   ``teacher`` (skills + student prompt, same response ids), each only when the method needs it.
+3. **Advantages**: GRPO (or GiGPO) over the scores, one value per step sample, broadcast on its
+   response tokens.
+4. **Update**: one PPO epoch over shuffled mini-batches of step samples; inside a mini-batch,
+   micro-batches accumulate gradients weighted by their share of the mini-batch's tokens, so the
+   token-mean is exact over the mini-batch. AdamW, gradient clipping, warm-up.
+5. **Metrics, samples, validation, checkpoint.**
+
+Every method of algorithm.md section 8 is the same loop with different switches
+(``sdar.methods.LossConfig``); the loop never branches on a method name.
+
+Deliberate simplifications, stated so nobody has to discover them:
+
+* ``opsd_jsd`` needs full teacher logits at update time; storing them for a whole iteration would
+  cost B*T*V floats, so they are recomputed per micro-batch with the current weights, no gradient.
+  All other teacher quantities use the rollout-time weights, as the released code does.
+* The learning-rate schedule is linear warm-up then constant, a function of the iteration.
+* A non-finite loss or gradient norm skips that optimizer step (counted in ``actor/skipped_updates``)
+  instead of corrupting the weights.
+
+Features: CPU/GPU, full fine-tuning or LoRA, seeded and exactly resumable (model, optimizer, RNG
+states and the sampling generator are checkpointed; the task order is a function of seed and
+iteration), atomic checkpoints, Ctrl-C saves a resumable checkpoint, progress bars, metrics.jsonl +
+TensorBoard + token-level samples for the report.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sdar.advantages import gigpo_advantages, grpo_advantages
+from sdar.envs import make_env
+from sdar.envs.base import AgentEnv
+from sdar.methods import METHODS, LossInputs, actor_loss, required_inputs
+from sdar.models.generation import GenerationConfig, generate
+from sdar.models.loading import load_policy, load_reference, reference_log_probs_context
+from sdar.models.scoring import score_responses
+from sdar.reporting import RunLogger, format_summary
+from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
+from sdar.skills import SkillLibrary
+from sdar.trainer.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sdar.trainer.config import TrainConfig, save_config
+from sdar.trainer.evaluation import run_panel
+from sdar.trainer.teacher import teacher_log_probs
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def task_seeds(seed: int, iteration: int, count: int, num_tasks: int | None) -> list[int]:
+    """The training tasks of one iteration: a pure function of (seed, iteration), so resume is exact."""
+    rng = random.Random(f"sdar-tasks-{seed}-{iteration}")
+    if num_tasks is None:
+        return [rng.randrange(2**31) for _ in range(count)]
+    if num_tasks >= count:
+        return rng.sample(range(num_tasks), count)
+    return [rng.randrange(num_tasks) for _ in range(count)]
+
+
+def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.Tensor:
+    out = torch.full((len(rows), width), value, dtype=torch.float32)
+    for i, r in enumerate(rows):
+        out[i, : r.numel()] = r
+    return out
+
+
+class Trainer:
+    """Holds the model, environments and optimizer of one run; ``train()`` runs it.
+
+    Args:
+        config: the validated run configuration.
+        run_dir: where config, metrics, samples, TensorBoard logs, checkpoints and reports go.
+        resume: continue from the latest checkpoint in ``run_dir``.
+    """
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.spec = METHODS[config.loss.method]
+        self.needs = required_inputs(config.loss)
+        self._stop_requested = False
+        seed_everything(config.seed)
+
+        # ---- model, reference, optimizer -----------------------------------------------------
+        self.model, self.tokenizer = load_policy(config.model)
+        self.device = next(self.model.parameters()).device
+        self.pad_id = self.tokenizer.pad_token_id
+        self.reference = load_reference(config.model, self.model) if "ref_log_probs" in self.needs else None
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+        # ---- environments, skills, prompts ----------------------------------------------------
+        self.train_env = self._make_env(config.env.train_split)
+        self.val_env = self._make_env(config.env.val_split) if self._validates() else None
+        self.history_length = (config.env.history_length if config.env.history_length is not None
+                               else self.train_env.history_length)
+        uses_skills = ("teacher_log_probs" in self.needs or self.spec.student_sees_skills or config.eval.with_skills)
+        self.skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if uses_skills else None
+        think = config.env.prompt_mode == "think"
+        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, config.teacher.layout)
+        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, config.teacher.layout)
+                            if self.val_env is not None else None)
+
+        # ---- run directory ----------------------------------------------------------------------
+        self.start_iteration = 1
+        if resume:
+            ckpt = latest_checkpoint(self.run_dir)
+            if ckpt is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
+            state = load_checkpoint(ckpt, self.model, self.optimizer)
+            set_rng_state(state["rng"], self.generator)
+            self.start_iteration = state["iteration"] + 1
+            logger.info("resumed from %s (next iteration %d)", ckpt, self.start_iteration)
+        save_config(config, self.run_dir / "config.yaml")
+        self.log = RunLogger(self.run_dir, tensorboard=config.tensorboard, resume=resume)
+        if resume:
+            self.log.truncate_after(self.start_iteration - 1)
+
+    def _make_env(self, split: str | None) -> AgentEnv:
+        options = dict(self.config.env.options)
+        if split is not None:
+            options["split"] = split
+        if self.config.env.max_steps is not None:
+            options["max_steps"] = self.config.env.max_steps
+        return make_env(self.config.env.name, **options)
+
+    def _validates(self) -> bool:
+        return self.config.eval.every > 0 or self.config.eval.before_training or self.config.iterations == 0
+
+    # ---- generation and scoring -------------------------------------------------------------------
+    def _generate_fn(self, gen_config: GenerationConfig, generator: torch.Generator):
+        def run(prompt_ids: list[list[int]]) -> list[list[int]]:
+            self.model.eval()
+            return generate(self.model, self.tokenizer, prompt_ids, gen_config, generator=generator,
+                            batch_size=self.config.rollout.generation_batch_size)
+        return run
+
+    @torch.no_grad()
+    def _score(self, model, samples: list[StepSample], with_entropy: bool = False):
+        scored = score_responses(
+            model, [s.prompt_ids for s in samples], [s.response_ids for s in samples], with_entropy=with_entropy,
+            micro_batch_size=self.config.optim.micro_batch_size, pad_id=self.pad_id,
+        )
+        lps = [scored.log_probs[i, : len(s.response_ids)].float().cpu() for i, s in enumerate(samples)]
+        ents = ([scored.entropy[i, : len(s.response_ids)].float().cpu() for i, s in enumerate(samples)]
+                if with_entropy else None)
+        return lps, ents
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        """Run from ``start_iteration`` to ``config.iterations``; returns the last validation metrics."""
+        cfg = self.config
+        previous_handler = signal.getsignal(signal.SIGINT)
+        try:
+            signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not in the main thread (e.g. a notebook worker): no Ctrl-C handling
+            previous_handler = None
+        last_val: dict[str, float] = {}
+        iteration = self.start_iteration - 1
+        try:
+            if self.start_iteration == 1 and self.val_env is not None and (cfg.eval.before_training or cfg.iterations == 0):
+                last_val = self.validate()
+                self.log.log_metrics(0, last_val)
+                logger.info("iteration 0 | %s", format_summary(last_val))
+            for iteration in range(self.start_iteration, cfg.iterations + 1):
+                metrics = self.run_iteration(iteration)
+                if self.val_env is not None and cfg.eval.every > 0 and (
+                        iteration % cfg.eval.every == 0 or iteration == cfg.iterations):
+                    last_val = self.validate()
+                    metrics.update(last_val)
+                self.log.log_metrics(iteration, metrics)
+                logger.info("iteration %d/%d | %s", iteration, cfg.iterations, format_summary(metrics))
+                if iteration % cfg.save_every == 0 or iteration == cfg.iterations or self._stop_requested:
+                    self.save(iteration)
+                if self._stop_requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            # The weights are those after the last completed iteration: an interrupted rollout or
+            # validation changed nothing, and an update is never interrupted half-way.
+            completed = iteration if self._completed_iteration == iteration else iteration - 1
+            if self._aborted:
+                logger.warning("aborted by a second Ctrl-C: no checkpoint written for this iteration")
+            elif completed >= 1 and latest_checkpoint(self.run_dir) != self._checkpoint_path(completed):
+                self.save(completed)
+            logger.warning("interrupted; resume with: sdar train --resume %s", self.run_dir)
+            raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+            self.log.close()
+        return last_val
+
+    _completed_iteration = 0
+
+    _aborted = False
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self._stop_requested:
+            self._aborted = True
+            raise KeyboardInterrupt
+        self._stop_requested = True
+        logger.warning("Ctrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)")
+
+    def _checkpoint_path(self, iteration: int) -> Path:
+        return self.run_dir / "checkpoints" / f"iter_{iteration:06d}"
+
+    def save(self, iteration: int) -> Path:
+        return save_checkpoint(self.run_dir, iteration, self.model, self.optimizer,
+                               {"rng": rng_state(self.generator)}, keep=self.config.keep_checkpoints)
+
+    def run_iteration(self, iteration: int) -> dict[str, float]:
+        cfg = self.config
+        timings: dict[str, float] = {}
+        # 1. rollout ------------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        seeds = task_seeds(cfg.seed, iteration, cfg.rollout.tasks_per_iteration, self.train_env.num_tasks())
+        rollout = collect_rollout(
+            self.train_env, self.train_prompts, self._generate_fn(cfg.rollout.generation, self.generator),
+            self.tokenizer, seeds, cfg.rollout.group_size, self.history_length, cfg.rollout.max_prompt_tokens,
+            cfg.env.invalid_action_penalty, with_skills=self.spec.student_sees_skills,
+            should_stop=lambda: self._stop_requested, desc=f"rollout {iteration}",
+        )
+        timings["timing/rollout_s"] = time.perf_counter() - t0
+        samples = [s for s in rollout.samples if s.response_ids]
+        metrics = rollout_metrics(rollout, "train")
+        metrics["train/reward_mean"] = metrics.get("train/episode_return", 0.0)
+
+        # 2. log-probs with the rollout-time weights ----------------------------------------------
+        t0 = time.perf_counter()
+        old_lp, _ = self._score(self.model, samples)
+        ref_lp = None
+        if "ref_log_probs" in self.needs:
+            if self.reference is None:
+                with reference_log_probs_context(self.model):
+                    ref_lp, _ = self._score(self.model, samples)
+            else:
+                ref_lp, _ = self._score(self.reference, samples)
+        timings["timing/old_ref_log_probs_s"] = time.perf_counter() - t0
+        teacher = None
+        if "teacher_log_probs" in self.needs:
+            t0 = time.perf_counter()
+            teacher = teacher_log_probs(
+                self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
+                self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
+                micro_batch_size=cfg.optim.micro_batch_size,
+            )
+            timings["timing/teacher_s"] = time.perf_counter() - t0
+            metrics["teacher/truncated"] = float(teacher.truncated)
+            metrics["teacher/history_dropped"] = float(teacher.history_dropped)
+            metrics["teacher/distinct_skill_texts"] = float(teacher.distinct_skill_texts)
+            self._log_skill_files(iteration, teacher.skill_files)
+
+        # 3. advantages -----------------------------------------------------------------------------
+        advantages = self.compute_advantages(samples)
+        metrics["train/advantage_abs_mean"] = float(advantages.abs().mean()) if len(samples) else 0.0
+
+        # 4. update ---------------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        if samples:
+            metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
+        timings["timing/update_s"] = time.perf_counter() - t0
+        self._completed_iteration = iteration
+        self.log.log_samples(iteration, self.sample_records(iteration, samples, advantages, old_lp, teacher))
+        metrics.update(timings)
+        return metrics
+
+    def compute_advantages(self, samples: list[StepSample]) -> torch.Tensor:
+        cfg = self.config.advantage
+        if not samples:
+            return torch.zeros(0)
+        scores = torch.tensor([s.score for s in samples], dtype=torch.float32)
+        group_ids = torch.tensor([s.group_id for s in samples])
+        traj_ids = torch.tensor([s.traj_id for s in samples])
+        if cfg.estimator == "grpo":
+            return grpo_advantages(scores, group_ids, traj_ids, cross_steps=cfg.cross_steps,
+                                   norm_by_std=cfg.norm_by_std)
+        return gigpo_advantages(
+            scores, group_ids, traj_ids, step_ids=torch.tensor([s.step for s in samples]),
+            step_rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32),
+            anchor_keys=[s.state.raw_observation for s in samples], omega=cfg.gigpo_omega, gamma=cfg.gigpo_gamma,
+            cross_steps=cfg.cross_steps, norm_by_std=cfg.norm_by_std,
+        )
+
+    def _lr(self, iteration: int) -> float:
+        warmup = int(self.config.optim.warmup_ratio * self.config.iterations)
+        if warmup > 0 and iteration <= warmup:
+            return self.config.optim.lr * iteration / warmup
+        return self.config.optim.lr
+
+    def update(self, iteration: int, samples: list[StepSample], advantages: torch.Tensor, old_lp, ref_lp,
+               teacher) -> dict[str, float]:
+        """One PPO pass over the step samples; returns token-weighted mean loss metrics."""
+        cfg = self.config
+        lr = self._lr(iteration)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        sums: dict[str, float] = {}
+        total_tokens = 0
+        skipped = 0
+        grad_norms = []
+        with_entropy = "entropy" in self.needs or cfg.loss.c_ent != 0
+        for _ in range(cfg.optim.ppo_epochs):
+            order = torch.randperm(len(samples), generator=self.generator).tolist()
+            for start in range(0, len(order), cfg.optim.mini_batch_size):
+                mini = order[start : start + cfg.optim.mini_batch_size]
+                mini_tokens = sum(len(samples[i].response_ids) for i in mini)
+                self.optimizer.zero_grad(set_to_none=True)
+                finite = True
+                for m_start in range(0, len(mini), cfg.optim.micro_batch_size):
+                    micro = mini[m_start : m_start + cfg.optim.micro_batch_size]
+                    loss, m, n_tokens = self._micro_batch_loss(iteration, samples, micro, advantages, old_lp,
+                                                               ref_lp, teacher, with_entropy)
+                    if not torch.isfinite(loss):
+                        finite = False
+                        break
+                    (loss * (n_tokens / mini_tokens)).backward()
+                    for k, v in m.items():
+                        sums[k] = sums.get(k, 0.0) + v * n_tokens
+                    total_tokens += n_tokens
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if finite else torch.tensor(float("nan"))
+                if not finite or not torch.isfinite(grad_norm):
+                    skipped += 1
+                    self.optimizer.zero_grad(set_to_none=True)
+                    logger.warning("iteration %d: non-finite loss or gradient; this optimizer step is skipped", iteration)
+                    continue
+                self.optimizer.step()
+                grad_norms.append(float(grad_norm))
+        self.optimizer.zero_grad(set_to_none=True)
+        out = {k: v / max(total_tokens, 1) for k, v in sums.items()}
+        out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
+        out["actor/lr"] = lr
+        out["actor/skipped_updates"] = float(skipped)
+        out["actor/optimizer_steps"] = float(len(grad_norms))
+        return out
+
+    def _micro_batch_loss(self, iteration, samples, micro, advantages, old_lp, ref_lp, teacher, with_entropy):
+        rows = [samples[i] for i in micro]
+        width = max(len(s.response_ids) for s in rows)
+        want_logits = "logits" in self.needs
+        scored = score_responses(self.model, [s.prompt_ids for s in rows], [s.response_ids for s in rows],
+                                 with_entropy=with_entropy, pad_id=self.pad_id, return_logits=want_logits)
+        mask = scored.response_mask.to(self.device)
+        dev = lambda t: t.to(self.device)  # noqa: E731
+        inputs: dict[str, Any] = dict(
+            log_probs=scored.log_probs,
+            old_log_probs=dev(pad_rows([old_lp[i] for i in micro], width)),
+            advantages=dev(advantages[micro].unsqueeze(1).expand(-1, width).contiguous()) * mask,
+            response_mask=mask,
+            iteration=iteration,
+        )
+        if with_entropy:
+            inputs["entropy"] = scored.entropy
+        if ref_lp is not None:
+            inputs["ref_log_probs"] = dev(pad_rows([ref_lp[i] for i in micro], width))
+        if teacher is not None:
+            inputs["teacher_log_probs"] = dev(pad_rows([teacher.log_probs[i] for i in micro], width))
+            if teacher.entropy is not None:
+                inputs["teacher_entropy"] = dev(pad_rows([teacher.entropy[i] for i in micro], width))
+        if want_logits:
+            inputs["logits"] = scored.logits
+            inputs["teacher_logits"] = self._teacher_logits(rows)
+        loss, metrics = actor_loss(self.config.loss, LossInputs(**inputs))
+        return loss, metrics, int(mask.sum().item())
+
+    @torch.no_grad()
+    def _teacher_logits(self, rows: list[StepSample]) -> torch.Tensor:
+        cfg = self.config.teacher
+        prompts = [self.train_prompts.build(s.state, s.history, cfg.max_prompt_tokens, with_skills=True,
+                                            on_overflow=cfg.on_overflow) for s in rows]
+        scored = score_responses(self.model, [p.ids for p in prompts], [s.response_ids for s in rows],
+                                 pad_id=self.pad_id, return_logits=True)
+        return scored.logits.detach()
+
+    # ---- validation and logging helpers -------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        """Play the fixed validation panel (group size 1, no skills unless configured)."""
+        panel = dict(model=self.model, tokenizer=self.tokenizer, env=self.val_env, builder=self.val_prompts,
+                     config=self.config, history_length=self.history_length,
+                     should_stop=lambda: self._stop_requested)
+        metrics = run_panel(**panel, with_skills=self.config.eval.with_skills, prefix="val")
+        if self.spec.student_sees_skills and not self.config.eval.with_skills:
+            metrics.update(run_panel(**panel, with_skills=True, prefix="val_skills"))
+        return metrics
+
+    def _log_skill_files(self, iteration: int, skill_files: list[tuple[str, ...]]) -> None:
+        used = sorted({f for files in skill_files for f in files})
+        logger.info("iteration %d: teacher skill files used: %s", iteration, ", ".join(used))
+        with (self.run_dir / "skills_used.jsonl").open("a", encoding="utf-8") as f:
+            counts: dict[str, int] = {}
+            for files in skill_files:
+                key = "+".join(files)
+                counts[key] = counts.get(key, 0) + 1
+            f.write(json.dumps({"iteration": iteration, "files": used, "combinations": counts}) + "\n")
+
+    def sample_records(self, iteration, samples, advantages, old_lp, teacher) -> list[dict]:
+        n = min(self.config.log_samples, len(samples))
+        if n == 0:
+            return []
+        picks = sorted({round(k * (len(samples) - 1) / max(n - 1, 1)) for k in range(n)})
+        beta = self.config.loss.beta
+        records = []
+        for i in picks:
+            s = samples[i]
+            t_lp = teacher.log_probs[i] if teacher is not None else None
+            gate = torch.sigmoid(beta * (t_lp - old_lp[i])).tolist() if t_lp is not None else None
+            records.append({
+                "iteration": iteration, "task_id": s.task.task_id, "task_type": s.task.task_type, "step": s.step,
+                "won": s.won, "valid_action": s.valid_action, "advantage": float(advantages[i]),
+                "skill_files": list(teacher.skill_files[i]) if teacher is not None else list(s.skill_files),
+                "prompt": self.tokenizer.decode(s.prompt_ids, skip_special_tokens=False),
+                "tokens": [self.tokenizer.decode([t]) for t in s.response_ids],
+                "log_probs": old_lp[i].tolist(),
+                "teacher_log_probs": t_lp.tolist() if t_lp is not None else None,
+                "gate": gate,
+            })
+        return records
+
