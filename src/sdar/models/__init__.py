@@ -1,0 +1,1 @@
+"""Model loading, generation and scoring (log-probs and entropies from logits)."""

@@ -1,0 +1,167 @@
+"""Log-probs of given tokens, and next-token entropies, from logits without a second [B, T, V] copy.
+
+``log_softmax(logits.float(), -1).gather(...)`` materialises one or two full float32 copies of the
+logits (the upcast and the log-softmax output) and autograd keeps one alive for the backward pass.
+With vocabularies of 49k-152k that is the largest tensor of a training step. Here the rows
+(``B * T`` positions) are processed in chunks: the forward pass keeps only the per-row results,
+and the backward pass recomputes each chunk's softmax from the logits (which are alive anyway)
+and writes straight into the logits' gradient. Extra memory is a few chunk-sized float32 buffers.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["log_probs_from_logits", "DEFAULT_CHUNK_ELEMENTS"]
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 23
+"""Default chunk budget in logits elements (8M: 32 MiB per float32 buffer), giving
+``max(1, DEFAULT_CHUNK_ELEMENTS // vocab)`` rows per chunk."""
+
+
+def _compute_dtype(logits: Tensor) -> torch.dtype:
+    """float32 for every logits dtype except float64, which is kept (exact gradient checks)."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+def _chunk_log_softmax(logits_chunk: Tensor) -> Tensor:
+    return torch.log_softmax(logits_chunk.to(_compute_dtype(logits_chunk)), dim=-1)
+
+
+def _chunk_entropy(log_probs: Tensor) -> Tensor:
+    """Entropy per row; ``0 * log 0`` counts as 0 so that -inf logits (banned tokens) are fine."""
+    p_log_p = log_probs.exp() * log_probs
+    p_log_p.masked_fill_(log_probs == -torch.inf, 0.0)
+    return -p_log_p.sum(-1)
+
+
+class _ChunkedLogProbs(torch.autograd.Function):
+    """Forward: per-row log-prob of the token (+ entropy). Backward: recompute softmax per chunk.
+
+    Gradients, per row with softmax ``p``, token ``y``, entropy ``H``::
+
+        d log p_y / d x = onehot(y) - p
+        d H / d x       = -p * (log p + H)
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, token_ids: Tensor, with_entropy: bool, rows: int):
+        n = logits.shape[0]
+        dtype = _compute_dtype(logits)
+        log_probs = torch.empty(n, dtype=dtype, device=logits.device)
+        entropy = torch.empty(n if with_entropy else 0, dtype=dtype, device=logits.device)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            chunk = _chunk_log_softmax(logits[start:stop])
+            log_probs[start:stop] = chunk.gather(-1, token_ids[start:stop, None]).squeeze(-1)
+            if with_entropy:
+                entropy[start:stop] = _chunk_entropy(chunk)
+            del chunk
+        ctx.rows = rows
+        ctx.with_entropy = with_entropy
+        ctx.save_for_backward(logits, token_ids, entropy)
+        if not with_entropy:
+            ctx.mark_non_differentiable(entropy)
+        return log_probs, entropy
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_log_probs: Tensor | None, grad_entropy: Tensor | None):
+        logits, token_ids, entropy = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits)
+        use_entropy = ctx.with_entropy and grad_entropy is not None
+        n = logits.shape[0]
+        for start in range(0, n, ctx.rows):
+            stop = min(start + ctx.rows, n)
+            log_p = _chunk_log_softmax(logits[start:stop])
+            p = log_p.exp()
+            grad = torch.zeros_like(p)
+            if grad_log_probs is not None:
+                g_lp = grad_log_probs[start:stop, None].to(p.dtype)
+                grad.addcmul_(p, g_lp, value=-1.0)
+                grad.scatter_add_(-1, token_ids[start:stop, None], g_lp)
+            if use_entropy:
+                # -p * (log p + H) * dL/dH, with 0 where p = 0 (log p = -inf).
+                term = log_p.add_(entropy[start:stop, None]).mul_(p)
+                term.masked_fill_(p == 0, 0.0)
+                grad.addcmul_(term, grad_entropy[start:stop, None].to(p.dtype), value=-1.0)
+            grad_logits[start:stop] = grad
+            del log_p, p, grad
+        return grad_logits, None, None, None
+
+
+def log_probs_from_logits(
+    logits: Tensor,
+    token_ids: Tensor,
+    with_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-prob of each given token, and optionally each position's entropy, from logits.
+
+    Equal to ``torch.log_softmax(logits.float(), -1).gather(-1, token_ids[..., None])[..., 0]``
+    (bit for bit: the same kernels run on row chunks) but never holds more than one chunk of
+    float32 copies; the backward pass recomputes the softmax chunk by chunk. Differentiable
+    (first order) in ``logits`` through both outputs; call it under ``torch.no_grad()`` for scoring.
+
+    Args:
+        logits: ``[B, T, V]`` (any leading shape ``[..., V]``) logits in any float dtype, where
+            position ``t`` holds the logits that predict ``token_ids[..., t]`` (shift before
+            calling).
+        token_ids: ``[B, T]`` integer tensor (the leading shape of ``logits``), ids in ``[0, V)``.
+        with_entropy: also return the entropy (nats) of the next-token distribution at each
+            position, used by the entropy bonus and the entropy / soft-OR gates.
+        chunk_size: rows (positions) per chunk; ``None`` picks
+            ``max(1, DEFAULT_CHUNK_ELEMENTS // V)``. Smaller saves memory, larger saves launches.
+
+    Returns:
+        ``(log_probs, entropy)``: float32 tensors (float64 for float64 logits) of ``token_ids``'
+        shape; ``entropy`` is ``None``
+        unless ``with_entropy``. Positions whose logits hold NaN or +inf raise ``ValueError``; a
+        token whose logit is -inf gets log-prob -inf (losses reject it on response tokens).
+    """
+    where = "log_probs_from_logits"
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"{where}: logits must be a floating-point torch.Tensor")
+    if logits.dim() < 2 or logits.shape[-1] == 0:
+        raise ValueError(
+            f"{where}: logits must be [B, T, V] (vocabulary last), got shape {tuple(logits.shape)}"
+        )
+    if not isinstance(token_ids, Tensor) or token_ids.is_floating_point() or token_ids.is_complex() \
+            or token_ids.dtype == torch.bool:
+        raise TypeError(f"{where}: token_ids must be an integer torch.Tensor (e.g. torch.long)")
+    if token_ids.shape != logits.shape[:-1]:
+        raise ValueError(
+            f"{where}: token_ids has shape {tuple(token_ids.shape)} but logits has shape "
+            f"{tuple(logits.shape)}; token_ids must match the logits without the vocabulary dim"
+        )
+    vocab = logits.shape[-1]
+    if chunk_size is None:
+        rows = max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{where}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
+    else:
+        rows = chunk_size
+    leading = token_ids.shape
+    flat_ids = token_ids.reshape(-1).long()
+    if flat_ids.numel() == 0:
+        empty = torch.empty(leading, dtype=_compute_dtype(logits), device=logits.device)
+        return empty, (empty.clone() if with_entropy else None)
+    low, high = int(flat_ids.min()), int(flat_ids.max())
+    if low < 0 or high >= vocab:
+        raise ValueError(
+            f"{where}: token_ids must lie in [0, {vocab}) for a vocabulary of {vocab}, got values "
+            f"in [{low}, {high}]; is the tokenizer's vocabulary larger than the model's?"
+        )
+    log_probs, entropy = _ChunkedLogProbs.apply(
+        logits.reshape(-1, vocab), flat_ids, bool(with_entropy), rows
+    )
+    bad = torch.isnan(log_probs)
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.reshape(leading).nonzero()[0])
+        raise ValueError(
+            f"{where}: logits hold NaN or +inf at {int(bad.sum())} position(s) (first at {first}); "
+            f"the model's forward pass overflowed or received bad input"
+        )
+    log_probs = log_probs.reshape(leading)
+    return log_probs, (entropy.reshape(leading) if with_entropy else None)
