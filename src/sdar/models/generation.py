@@ -1,0 +1,229 @@
+"""Batched sampling of responses from the policy (the rollout's generation step).
+
+A plain sampling loop over the model's forward pass with a key/value cache, rather than
+``model.generate``, so that the exact sampled token ids come back (no re-tokenisation), every random
+draw comes from the caller's ``torch.Generator`` (same generator state -> same responses), and the
+distribution sampled from is exactly ``softmax(logits / temperature)`` after the optional top-k /
+top-p truncation, which is what the trainer's log-probs must refer to.
+
+Layout: prompts are left-padded into one batch with an attention mask and explicit position ids,
+so a prompt's tokens sit at positions ``0..len-1`` whatever its batch mates are. A row stops at the
+first stop token (kept as its last response token) or after ``max_new_tokens``; finished rows are
+dropped from the batch and from the cache, so the remaining rows do not pay for them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+
+@dataclass
+class GenerationConfig:
+    """How responses are sampled.
+
+    Attributes:
+        max_new_tokens: most tokens per response (default 512, the paper's response budget).
+        temperature: logits are divided by it before the softmax (default 1.0). Must be > 0
+            unless ``greedy``.
+        top_p: nucleus sampling: keep the smallest set of most likely tokens whose probability
+            reaches ``top_p`` (default 1.0 = off).
+        top_k: keep only the ``top_k`` most likely tokens (default 0 = off).
+        greedy: always take the most likely token (temperature, top_p and top_k are then unused).
+            Used for greedy validation (Search-QA).
+        stop_token_ids: tokens that end a response. Default ``None``: the tokenizer's EOS plus the
+            model's ``generation_config.eos_token_id`` (which for chat models includes the
+            end-of-turn token).
+    """
+
+    max_new_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    greedy: bool = False
+    stop_token_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if not self.greedy and not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+            and self.temperature > 0
+        ):
+            raise ValueError(
+                f"temperature must be a positive number, got {self.temperature!r}; for "
+                "deterministic decoding set greedy=True instead of temperature 0"
+            )
+        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ValueError(f"top_k must be a non-negative integer (0 = off), got {self.top_k!r}")
+        if self.stop_token_ids is not None:
+            ids = tuple(self.stop_token_ids)
+            if not ids or not all(isinstance(i, int) and i >= 0 for i in ids):
+                raise ValueError(
+                    f"stop_token_ids must be a non-empty list of token ids or None, got {ids!r}"
+                )
+            self.stop_token_ids = ids
+
+
+def default_stop_token_ids(model, tokenizer) -> tuple[int, ...]:
+    """The tokenizer's EOS id plus the model's generation-config EOS id(s), sorted, no duplicates."""
+    ids: set[int] = set()
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif isinstance(eos, (list, tuple)):
+        ids.update(int(i) for i in eos)
+    if not ids:
+        raise ValueError(
+            "neither the tokenizer nor the model defines an EOS token; pass "
+            "GenerationConfig(stop_token_ids=[...])"
+        )
+    return tuple(sorted(ids))
+
+
+def sample_next_tokens(
+    logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Draw one token per row from ``logits`` [B, V] as ``config`` says; returns ids [B] (long).
+
+    The random draw happens on the generator's device, so a CPU generator works for a GPU model.
+    """
+    if config.greedy:
+        return logits.argmax(dim=-1)
+    scores = logits.float() / config.temperature
+    if config.top_k and config.top_k < scores.shape[-1]:
+        kth = torch.topk(scores, config.top_k, dim=-1).values[:, -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if config.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
+        sorted_probs = sorted_scores.softmax(dim=-1)
+        # Drop a token when the tokens ranked above it already reach top_p (the top one always stays).
+        drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= config.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        scores = scores.masked_fill(drop, float("-inf"))
+    probs = scores.softmax(dim=-1)
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(
+            probs.device
+        )
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> None:
+    if isinstance(prompt_ids, torch.Tensor):
+        raise TypeError("prompt_ids must be a list of token-id lists (unpadded), not a tensor")
+    for i, row in enumerate(prompt_ids):
+        if len(row) == 0:
+            raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+
+
+@torch.inference_mode()
+def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list[list[int]]:
+    device = next(model.parameters()).device
+    batch, width = len(prompts), max(len(p) for p in prompts)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((batch, width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt):] = 1
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = out.past_key_values
+    logits = out.logits[:, -1, :]
+    next_position = attention_mask.sum(-1, keepdim=True)  # [b, 1]
+    stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
+    active = torch.arange(batch, device=device)  # rows of `prompts` still generating
+    responses: list[list[int]] = [[] for _ in range(batch)]
+    for step in range(config.max_new_tokens):
+        tokens = sample_next_tokens(logits, config, generator)
+        for row, token in zip(active.tolist(), tokens.tolist()):
+            responses[row].append(token)
+        if step == config.max_new_tokens - 1:
+            break
+        running = ~torch.isin(tokens, stop)
+        if not bool(running.any()):
+            break
+        if not bool(running.all()):
+            keep = running.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, tokens = active[keep], tokens[keep]
+            attention_mask, next_position = attention_mask[keep], next_position[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], 1)
+        out = model(
+            input_ids=tokens[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache = out.past_key_values
+        logits = out.logits[:, -1, :]
+        next_position = next_position + 1
+    return responses
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt_ids: Sequence[Sequence[int]],
+    config: GenerationConfig | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> list[list[int]]:
+    """Sample one response per prompt.
+
+    Args:
+        model: a causal LM (plain or peft); it is put in eval mode for the call and restored.
+        tokenizer: gives the pad id and the default stop tokens.
+        prompt_ids: one unpadded list of token ids per prompt (each non-empty).
+        config: sampling settings; default ``GenerationConfig()``.
+        generator: source of every random draw. The same generator state, prompts, ``batch_size``
+            and model give the same responses. ``None`` uses torch's global RNG.
+        batch_size: prompts per forward batch, in the given order (default: all at once).
+        progress: called with the number of prompts finished after each batch (e.g. a tqdm bar's
+            ``update``).
+
+    Returns:
+        One list of sampled token ids per prompt, in order, without padding. A response that
+        produced a stop token ends with it; otherwise it has exactly ``max_new_tokens`` tokens.
+    """
+    config = config or GenerationConfig()
+    _check_prompts(prompt_ids)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if not prompt_ids:
+        return []
+    stop_ids = config.stop_token_ids or default_stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    size = batch_size or len(prompt_ids)
+    was_training = model.training
+    model.eval()  # no dropout, and HF keeps the KV cache on even with gradient checkpointing
+    try:
+        responses: list[list[int]] = []
+        for start in range(0, len(prompt_ids), size):
+            chunk = [list(p) for p in prompt_ids[start:start + size]]
+            responses.extend(_generate_batch(model, chunk, config, stop_ids, pad_id, generator))
+            if progress is not None:
+                progress(len(chunk))
+    finally:
+        model.train(was_training)
+    return responses
+
+
+__all__ = ["GenerationConfig", "default_stop_token_ids", "generate", "sample_next_tokens"]
