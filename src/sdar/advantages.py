@@ -22,12 +22,12 @@ from torch import Tensor
 from sdar._checks import check_finite, check_mask, check_number, check_same_shape, check_tensor
 
 __all__ = [
-    "grpo_advantages",
-    "gigpo_advantages",
     "discounted_returns",
-    "rlsd_mix",
-    "rlsd_advantages",
+    "gigpo_advantages",
+    "grpo_advantages",
     "per_token_advantages",
+    "rlsd_advantages",
+    "rlsd_mix",
 ]
 
 Ids = Tensor | Sequence[object]

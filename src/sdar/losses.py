@@ -37,16 +37,16 @@ from sdar._checks import (
 )
 
 __all__ = [
-    "token_mean",
-    "low_var_kl",
-    "ppo_clip_loss",
-    "gap_gate",
     "entropy_gate",
-    "soft_or_gate",
+    "gap_gate",
+    "generalized_jsd_loss",
+    "low_var_kl",
+    "opsd_sampled_loss",
+    "ppo_clip_loss",
     "sdar_loss",
     "skill_sd_loss",
-    "opsd_sampled_loss",
-    "generalized_jsd_loss",
+    "soft_or_gate",
+    "token_mean",
 ]
 
 # exp() of a log-ratio above this overflows float32 long before it means anything; verl clamps too.
@@ -445,7 +445,8 @@ def generalized_jsd_loss(
         top_k: ``None`` for the full vocabulary, else ``1 <= top_k <= vocab``.
 
     Returns:
-        ``(loss, metrics)`` with ``opsd_jsd`` (the loss, detached 0-d tensor). Only masked rows are
+        ``(loss, metrics)`` with ``opsd_jsd`` (the loss, detached 0-d tensor), computed in float32
+        (float64 for float64 logits). Only masked rows are
         computed; the full-vocabulary form builds a few float32 ``[n_tokens, vocab]`` tensors.
     """
     where = "generalized_jsd_loss"
@@ -465,8 +466,9 @@ def generalized_jsd_loss(
         support = teacher.topk(top_k, dim=-1).indices
         student = student.gather(-1, support)
         teacher = teacher.gather(-1, support)
-    student_log_probs = F.log_softmax(student.float(), dim=-1)
-    teacher_log_probs = F.log_softmax(teacher.float(), dim=-1)
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    student_log_probs = F.log_softmax(student.to(dtype), dim=-1)
+    teacher_log_probs = F.log_softmax(teacher.to(dtype), dim=-1)
     per_token = _generalized_jsd_per_row(student_log_probs, teacher_log_probs, float(jsd_beta))
     loss = per_token.mean()
     return loss, {"opsd_jsd": loss.detach()}

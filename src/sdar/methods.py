@@ -25,9 +25,9 @@ entropies, skills in the student prompt, reference model) and which coefficients
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -47,8 +47,15 @@ from sdar.losses import (
     token_mean,
 )
 
-__all__ = ["MethodSpec", "METHODS", "GATES", "LossConfig", "LossInputs", "actor_loss",
-           "required_inputs"]
+__all__ = [
+    "GATES",
+    "METHODS",
+    "LossConfig",
+    "LossInputs",
+    "MethodSpec",
+    "actor_loss",
+    "required_inputs",
+]
 
 GATES = ("gap", "entropy", "soft_or")
 """Gate variants of algorithm.md section 3: ``gap`` (released code), ``entropy``, ``soft_or``."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["log_probs_from_logits", "DEFAULT_CHUNK_ELEMENTS"]
+__all__ = ["DEFAULT_CHUNK_ELEMENTS", "log_probs_from_logits"]
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 23
 """Default chunk budget in logits elements (8M: 32 MiB per float32 buffer), giving

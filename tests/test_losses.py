@@ -1,0 +1,363 @@
+"""The loss terms of sdar.losses against hand computation and plain-Python loops."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sdar.losses import (
+    entropy_gate,
+    gap_gate,
+    generalized_jsd_loss,
+    low_var_kl,
+    opsd_sampled_loss,
+    ppo_clip_loss,
+    sdar_loss,
+    skill_sd_loss,
+    soft_or_gate,
+    token_mean,
+)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+MASK = torch.tensor([[1, 1, 0], [1, 0, 0]])
+
+
+# --- token_mean ---------------------------------------------------------------------------------
+
+def test_token_mean_is_over_all_masked_tokens_not_per_sequence():
+    values = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    # (1 + 2 + 4) / 3, not the mean of per-row means (1.5 + 4) / 2.
+    assert token_mean(values, MASK).item() == pytest.approx(7.0 / 3.0)
+    assert token_mean(values, MASK.bool()).item() == pytest.approx(7.0 / 3.0)
+
+
+def test_token_mean_ignores_padding_even_nan():
+    values = torch.tensor([[1.0, 2.0, float("nan")], [4.0, float("inf"), -1e30]])
+    assert token_mean(values, MASK).item() == pytest.approx(7.0 / 3.0)
+
+
+def test_token_mean_errors():
+    values = torch.ones(2, 3)
+    with pytest.raises(ValueError, match="no token"):
+        token_mean(values, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="response_mask has shape"):
+        token_mean(values, torch.ones(2, 4))
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        token_mean(values, torch.full((2, 3), 0.5))
+    with pytest.raises(ValueError, match="values has 1 NaN"):
+        token_mean(torch.tensor([[1.0, float("nan"), 0.0], [0.0, 0.0, 0.0]]), MASK)
+
+
+# --- low_var_kl ---------------------------------------------------------------------------------
+
+def test_low_var_kl_hand_values_and_clamp():
+    log_probs = torch.tensor([[math.log(0.5), -1.0, -30.0]])
+    ref = torch.tensor([[math.log(0.25), -1.0, 0.0]])
+    kl = low_var_kl(log_probs, ref)
+    d = math.log(0.5)  # ref - log_probs
+    assert kl[0, 0].item() == pytest.approx(math.exp(d) - d - 1.0, rel=1e-6)
+    assert kl[0, 1].item() == 0.0
+    assert kl[0, 2].item() == 10.0  # exp(30) - 31 clamped to [-10, 10]
+
+
+def test_low_var_kl_gradient_reaches_only_log_probs():
+    log_probs = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0]], requires_grad=True)
+    low_var_kl(log_probs, ref).sum().backward()
+    assert ref.grad is None
+    d = ref.detach() - log_probs.detach()
+    # d/dl [exp(d) - d - 1] = -exp(d) + 1
+    torch.testing.assert_close(log_probs.grad, 1.0 - torch.exp(d))
+
+
+def test_low_var_kl_mask_ignores_padding():
+    log_probs = torch.tensor([[-1.0, float("nan")]])
+    ref = torch.tensor([[-0.5, float("nan")]])
+    kl = low_var_kl(log_probs, ref, torch.tensor([[1, 0]]))
+    assert kl[0, 1].item() == 0.0 and math.isfinite(kl[0, 0].item())
+    with pytest.raises(ValueError, match="ref_log_probs has 1 NaN"):
+        low_var_kl(torch.tensor([[-1.0, -1.0]]), ref)
+
+
+# --- ppo_clip_loss ------------------------------------------------------------------------------
+
+def ppo_token_loop(lp, old, adv, clip_low=0.2, clip_high=0.2, dual_clip=3.0):
+    ratio = math.exp(lp - old)
+    pg = max(-adv * ratio, -adv * min(max(ratio, 1 - clip_low), 1 + clip_high))
+    if adv < 0 and dual_clip is not None:
+        pg = min(pg, -adv * dual_clip)
+    return pg
+
+
+def test_ppo_clip_loss_hand_cases():
+    # token 0: A=1, r=1.5 -> clipped at 1.2 -> -1.2; token 1: A=-1, r=5 -> max(5, 1.2) = 5 -> dual
+    # clip min(5, 3) = 3; token 2: A=2, r=1 -> -2; token 3 is padding.
+    log_probs = torch.tensor([[math.log(1.5), math.log(5.0)], [0.0, 123.0]])
+    old = torch.zeros(2, 2)
+    adv = torch.tensor([[1.0, -1.0], [2.0, 7.0]])
+    mask = torch.tensor([[1, 1], [1, 0]])
+    loss, metrics = ppo_clip_loss(log_probs, old, adv, mask)
+    assert loss.item() == pytest.approx((-1.2 + 3.0 - 2.0) / 3.0, rel=1e-6)
+    # Only token 0 takes the clipped branch; token 1 keeps the unclipped 5 and hits the dual clip.
+    assert metrics["pg_clipfrac"].item() == pytest.approx(1.0 / 3.0)
+    assert metrics["pg_clipfrac_lower"].item() == pytest.approx(1.0 / 3.0)  # token 1
+    assert metrics["ppo_kl"].item() == pytest.approx(-(math.log(1.5) + math.log(5.0)) / 3.0)
+    loss_no_dual, _ = ppo_clip_loss(log_probs, old, adv, mask, dual_clip=None)
+    assert loss_no_dual.item() == pytest.approx((-1.2 + 5.0 - 2.0) / 3.0, rel=1e-6)
+
+
+def test_ppo_clip_loss_matches_plain_loop():
+    gen = torch.Generator().manual_seed(0)
+    log_probs = -torch.rand(4, 6, generator=gen) * 2
+    old = log_probs + torch.randn(4, 6, generator=gen) * 0.5
+    adv = torch.randn(4, 6, generator=gen) * 2
+    mask = (torch.rand(4, 6, generator=gen) > 0.3).int()
+    mask[0, 0] = 1
+    for clip_low, clip_high, dual in ((0.2, 0.2, 3.0), (0.1, 0.28, None), (0.3, 0.1, 1.5)):
+        loss, _ = ppo_clip_loss(log_probs, old, adv, mask, clip_low, clip_high, dual)
+        per_token = [
+            ppo_token_loop(log_probs[i, j].item(), old[i, j].item(), adv[i, j].item(),
+                           clip_low, clip_high, dual)
+            for i in range(4) for j in range(6) if mask[i, j]
+        ]
+        assert loss.item() == pytest.approx(sum(per_token) / len(per_token), rel=1e-5)
+
+
+def test_ppo_clip_loss_gradient_only_unclipped_tokens_and_only_log_probs():
+    # A=1, r=1 (unclipped): d/dl (-A r) = -1; A=1, r=1.5 (clipped): 0.
+    log_probs = torch.tensor([[0.0, math.log(1.5)]], requires_grad=True)
+    old = torch.zeros(1, 2, requires_grad=True)
+    adv = torch.ones(1, 2, requires_grad=True)
+    loss, _ = ppo_clip_loss(log_probs, old, adv, torch.ones(1, 2))
+    loss.backward()
+    torch.testing.assert_close(log_probs.grad, torch.tensor([[-0.5, 0.0]]))
+    assert old.grad is None and adv.grad is None
+
+
+def test_ppo_clip_loss_bad_coefficients():
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="dual_clip"):
+        ppo_clip_loss(x, x, x, torch.ones(1, 2), dual_clip=0.5)
+    with pytest.raises(ValueError, match="clip_low"):
+        ppo_clip_loss(x, x, x, torch.ones(1, 2), clip_low=1.0)
+
+
+# --- gates --------------------------------------------------------------------------------------
+
+def test_gap_gate_values_from_algorithm_md():
+    gaps = [-1.0, -0.2, 0.0, 0.2, 1.0]
+    log_probs = torch.full((1, 5), -2.0)
+    teacher = log_probs + torch.tensor([gaps])
+    gate = gap_gate(log_probs, teacher, beta=5.0)
+    expected = [0.007, 0.27, 0.5, 0.73, 0.993]
+    for value, want in zip(gate[0].tolist(), expected):
+        assert value == pytest.approx(want, abs=5e-3)
+    assert torch.equal(gap_gate(log_probs, teacher, beta=0.0), torch.full((1, 5), 0.5))
+
+
+def test_entropy_and_soft_or_gates():
+    entropy = torch.tensor([[2.0, 0.5]], requires_grad=True)
+    teacher_entropy = torch.tensor([[1.0, 0.5]])
+    g_h = entropy_gate(entropy, teacher_entropy, beta_entropy=3.0)
+    assert g_h[0, 0].item() == pytest.approx(sigmoid(3.0))
+    assert g_h[0, 1].item() == pytest.approx(0.5)
+    assert not g_h.requires_grad
+    g = soft_or_gate(torch.tensor([[0.2, 0.0]]), torch.tensor([[0.5, 0.0]]))
+    torch.testing.assert_close(g, torch.tensor([[1 - 0.8 * 0.5, 0.0]]))
+
+
+# --- sdar_loss ----------------------------------------------------------------------------------
+
+def sdar_inputs():
+    log_probs = torch.tensor([[-1.0, -0.5, -3.0], [-2.0, -0.1, -9.0]], requires_grad=True)
+    teacher = torch.tensor([[-0.8, -1.5, -3.0], [-2.0, -0.3, 4.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    return log_probs, teacher, mask
+
+
+def test_sdar_loss_value_and_metrics_by_hand():
+    log_probs, teacher, mask = sdar_inputs()
+    loss, metrics = sdar_loss(log_probs, teacher, mask, beta=5.0)
+    gaps = [0.2, -1.0, 0.0, 0.0, -0.2]
+    gates = [sigmoid(5.0 * d) for d in gaps]
+    assert loss.item() == pytest.approx(sum(g * d for g, d in zip(gates, gaps)) / 5, rel=1e-5)
+    assert metrics["gate_mean"].item() == pytest.approx(sum(gates) / 5, rel=1e-5)
+    assert metrics["gate_active_ratio"].item() == pytest.approx(1 / 5)  # only gap +0.2 is > 0.5
+    assert metrics["teacher_gap_mean"].item() == pytest.approx(sum(gaps) / 5, abs=1e-6)
+    assert metrics["sdar_loss"].item() == pytest.approx(loss.item())
+
+
+def test_sdar_loss_gradient_is_minus_gate_over_n_and_teacher_gets_none():
+    log_probs, teacher, mask = sdar_inputs()
+    loss, _ = sdar_loss(log_probs, teacher, mask, beta=5.0)
+    loss.backward()
+    gate = torch.sigmoid(5.0 * (teacher.detach() - log_probs.detach()))
+    expected = torch.where(mask.bool(), -gate / 5.0, torch.zeros(()))
+    torch.testing.assert_close(log_probs.grad, expected)
+    assert log_probs.grad[1, 2].item() == 0.0
+    assert teacher.grad is None
+
+
+def test_sdar_loss_beta_zero_gate_is_half_everywhere():
+    log_probs, teacher, mask = sdar_inputs()
+    loss, metrics = sdar_loss(log_probs, teacher, mask, beta=0.0)
+    loss.backward()
+    assert metrics["gate_mean"].item() == 0.5
+    assert metrics["gate_active_ratio"].item() == 0.0
+    expected = torch.where(mask.bool(), torch.tensor(-0.5 / 5.0), torch.zeros(()))
+    torch.testing.assert_close(log_probs.grad, expected)
+
+
+def test_sdar_loss_padding_never_changes_result():
+    log_probs, teacher, mask = sdar_inputs()
+    loss, metrics = sdar_loss(log_probs, teacher, mask)
+    loss.backward()
+    grad = log_probs.grad.clone()
+    lp2 = log_probs.detach().clone()
+    t2 = teacher.detach().clone()
+    lp2[1, 2], t2[1, 2] = float("nan"), float("inf")
+    lp2.requires_grad_()
+    loss2, metrics2 = sdar_loss(lp2, t2, mask)
+    loss2.backward()
+    assert loss2.item() == loss.item()
+    assert torch.equal(lp2.grad, grad)
+    assert {k: v.item() for k, v in metrics.items()} == {k: v.item() for k, v in metrics2.items()}
+
+
+def test_sdar_loss_precomputed_gate_and_old_log_probs():
+    log_probs, teacher, mask = sdar_inputs()
+    gate = torch.full((2, 3), 0.25)
+    loss, metrics = sdar_loss(log_probs, teacher, mask, gate=gate,
+                              old_log_probs=log_probs.detach() - 1.0)
+    gaps = [0.2, -1.0, 0.0, 0.0, -0.2]
+    assert loss.item() == pytest.approx(0.25 * sum(gaps) / 5, rel=1e-5)
+    assert metrics["teacher_gap_old_mean"].item() == pytest.approx(sum(gaps) / 5 + 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        sdar_loss(log_probs, teacher, mask, gate=torch.full((2, 3), 1.5))
+
+
+def test_sdar_loss_bad_input_errors_name_the_argument():
+    log_probs, teacher, mask = sdar_inputs()
+    with pytest.raises(ValueError, match="teacher_log_probs has shape"):
+        sdar_loss(log_probs, teacher[:, :2], mask)
+    with pytest.raises(ValueError, match="response_mask has shape"):
+        sdar_loss(log_probs, teacher, mask[:, :2])
+    with pytest.raises(ValueError, match="no token"):
+        sdar_loss(log_probs, teacher, torch.zeros_like(mask))
+    bad = teacher.detach().clone()
+    bad[0, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"teacher_log_probs has 1 NaN/inf.*\(0, 1\)"):
+        sdar_loss(log_probs, bad, mask)
+    bad_lp = log_probs.detach().clone()
+    bad_lp[1, 0] = -float("inf")
+    with pytest.raises(ValueError, match="sdar_loss: log_probs has 1 NaN/inf"):
+        sdar_loss(bad_lp, teacher, mask)
+    with pytest.raises(ValueError, match="beta"):
+        sdar_loss(log_probs, teacher, mask, beta=-1.0)
+    with pytest.raises(TypeError, match="floating-point"):
+        sdar_loss(log_probs.long(), teacher, mask)
+
+
+# --- Skill-SD and textbook OPSD -----------------------------------------------------------------
+
+def test_skill_sd_loss_value_and_gradient_by_hand():
+    lp_value, old, teacher = -1.0, -1.2, -0.5
+    log_probs = torch.tensor([[lp_value, -2.0]], requires_grad=True)
+    loss, metrics = skill_sd_loss(log_probs, torch.tensor([[old, 0.0]]),
+                                  torch.tensor([[teacher, 0.0]]), torch.tensor([[1, 0]]))
+    rho = math.exp(lp_value - old)
+    d = teacher - lp_value
+    k3 = math.exp(d) - 1 - d
+    assert loss.item() == pytest.approx(rho * k3, rel=1e-6)
+    assert metrics["skill_sd_rho_mean"].item() == pytest.approx(rho, rel=1e-6)
+    loss.backward()
+    # d(rho k3)/dl = rho k3 + rho (1 - exp(d)): gradient flows through both factors.
+    assert log_probs.grad[0, 0].item() == pytest.approx(rho * k3 + rho * (1 - math.exp(d)), rel=1e-5)
+    assert log_probs.grad[0, 1].item() == 0.0
+
+
+def test_skill_sd_ratio_is_capped_at_exp_10():
+    log_probs = torch.tensor([[0.0]], requires_grad=True)
+    loss, metrics = skill_sd_loss(log_probs, torch.tensor([[-15.0]]), torch.tensor([[-1.0]]),
+                                  torch.ones(1, 1))
+    assert metrics["skill_sd_rho_mean"].item() == pytest.approx(math.exp(10.0), rel=1e-5)
+    loss.backward()
+    # rho is constant above the cap, so only k3 contributes: rho * (1 - exp(-1)).
+    assert log_probs.grad.item() == pytest.approx(math.exp(10.0) * (1 - math.exp(-1.0)), rel=1e-5)
+
+
+def test_opsd_sampled_loss_advantage_form():
+    log_probs = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    teacher = torch.tensor([[-0.5, -2.5, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0]])
+    loss, metrics = opsd_sampled_loss(log_probs, teacher, mask)
+    # -(0.5)(-1) - (-0.5)(-2) = 0.5 - 1.0, over 2 tokens
+    assert loss.item() == pytest.approx(-0.25)
+    assert metrics["opsd_reverse_kl"].item() == pytest.approx(0.0)  # (-0.5 + 0.5) / 2
+    loss.backward()
+    torch.testing.assert_close(log_probs.grad, torch.tensor([[-0.25, 0.25, 0.0]]))
+    assert teacher.grad is None
+
+
+def jsd_loop(student_logits, teacher_logits, beta):
+    s = [math.exp(x) for x in student_logits]
+    t = [math.exp(x) for x in teacher_logits]
+    s = [x / sum(s) for x in s]
+    t = [x / sum(t) for x in t]
+    if beta == 0.0:
+        return sum(ti * math.log(ti / si) for ti, si in zip(t, s))
+    if beta == 1.0:
+        return sum(si * math.log(si / ti) for ti, si in zip(t, s))
+    m = [beta * ti + (1 - beta) * si for ti, si in zip(t, s)]
+    kl_t = sum(ti * math.log(ti / mi) for ti, mi in zip(t, m))
+    kl_s = sum(si * math.log(si / mi) for si, mi in zip(s, m))
+    return beta * kl_t + (1 - beta) * kl_s
+
+
+def test_generalized_jsd_matches_plain_loop_for_several_betas():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 3, 5, generator=gen)
+    teacher = torch.randn(2, 3, 5, generator=gen)
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    positions = [(0, 0), (0, 1), (1, 0)]
+    for beta in (0.0, 0.1, 0.5, 0.9, 1.0):
+        loss, metrics = generalized_jsd_loss(logits, teacher, mask, jsd_beta=beta)
+        want = sum(jsd_loop(logits[i, j].tolist(), teacher[i, j].tolist(), beta)
+                   for i, j in positions) / 3
+        assert loss.item() == pytest.approx(want, rel=1e-5), beta
+        assert metrics["opsd_jsd"].item() == pytest.approx(loss.item())
+
+
+def test_generalized_jsd_endpoints_are_scaled_limits():
+    gen = torch.Generator().manual_seed(2)
+    logits, teacher = torch.randn(1, 2, 6, generator=gen), torch.randn(1, 2, 6, generator=gen)
+    mask = torch.ones(1, 2)
+    forward_kl, _ = generalized_jsd_loss(logits.double(), teacher.double(), mask, jsd_beta=0.0)
+    small, _ = generalized_jsd_loss(logits.double(), teacher.double(), mask, jsd_beta=1e-6)
+    assert (small / 1e-6).item() == pytest.approx(forward_kl.item(), rel=1e-3)
+
+
+def test_generalized_jsd_top_k_gradient_and_padding():
+    logits = torch.tensor([[[2.0, 1.0, 0.0, -1.0], [0.0, 0.0, 0.0, 0.0]]], requires_grad=True)
+    teacher = torch.tensor([[[0.0, 3.0, 1.0, -2.0], [9.0, 9.0, 9.0, float("nan")]]])
+    mask = torch.tensor([[1, 0]])
+    # Teacher top-2 is tokens 1 and 2; both distributions renormalised over them.
+    loss, _ = generalized_jsd_loss(logits, teacher, mask, jsd_beta=0.5, top_k=2)
+    assert loss.item() == pytest.approx(jsd_loop([1.0, 0.0], [3.0, 1.0], 0.5), rel=1e-5)
+    full, _ = generalized_jsd_loss(logits, teacher.nan_to_num(), mask, top_k=4)
+    full_none, _ = generalized_jsd_loss(logits, teacher.nan_to_num(), mask)
+    assert full.item() == pytest.approx(full_none.item())
+    loss.backward()
+    assert logits.grad[0, 0, 0].item() == 0.0 and logits.grad[0, 0, 3].item() == 0.0
+    assert logits.grad[0, 0, 1].item() != 0.0
+    assert torch.equal(logits.grad[0, 1], torch.zeros(4))
+    with pytest.raises(ValueError, match="top_k"):
+        generalized_jsd_loss(logits, teacher, mask, top_k=5)
+    with pytest.raises(ValueError, match="teacher_logits has shape"):
+        generalized_jsd_loss(logits, teacher[..., :3], mask)
