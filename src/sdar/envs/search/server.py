@@ -1,0 +1,158 @@
+"""A Search-R1-compatible retrieval server for any ``Retriever`` (``sdar serve-retriever``).
+
+API (the one Search-R1 and verl-agent call):
+
+* ``POST /retrieve`` with ``{"queries": [str, ...], "topk": int = 3, "return_scores": bool = false}``
+  answers ``{"result": [[{"document": {"id", "contents"}, "score": float}, ...], ...]}`` with
+  scores, or ``{"result": [[{"id", "contents"}, ...], ...]}`` without.
+* ``GET /health`` answers ``{"status": "ok", "retriever": name, "documents": n}``.
+
+Bad requests get status 400 and ``{"error": "..."}`` saying what is wrong. The standard library's
+threading HTTP server is enough here: retrieval itself is the cost, not the HTTP layer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sdar.envs.search.retrievers import Retriever
+
+log = logging.getLogger(__name__)
+
+MAX_QUERIES_PER_REQUEST = 4096
+MAX_TOPK = 100
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+class RetrievalServer:
+    """Serves ``retriever`` on ``host:port`` (port 0 picks a free port; see ``port``).
+
+    Use ``start()`` to serve from a background thread (tests, notebooks) or ``serve_forever()`` to
+    block (the CLI); ``close()`` stops it. Also a context manager that starts and closes.
+    """
+
+    def __init__(self, retriever: Retriever, host: str = "127.0.0.1", port: int = 8000):
+        self.retriever = retriever
+        handler = type("RetrievalHandler", (_Handler,), {"retriever": retriever})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return self.httpd.server_address[0]
+
+    @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The retrieve endpoint, e.g. ``http://127.0.0.1:8000/retrieve``."""
+        return f"http://{self.host}:{self.port}/retrieve"
+
+    def start(self) -> "RetrievalServer":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="retrieval-server",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self.httpd.serve_forever()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self) -> "RetrievalServer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def parse_request(body: bytes) -> tuple[list[str], int, bool]:
+    """Validate a ``/retrieve`` body; return ``(queries, topk, return_scores)`` or raise ``ValueError``."""
+    try:
+        request = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _BadRequest(f"body is not JSON: {err}") from None
+    if not isinstance(request, dict):
+        raise _BadRequest("body must be a JSON object with a 'queries' list")
+    queries = request.get("queries")
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        raise _BadRequest("'queries' must be a list of strings")
+    if len(queries) > MAX_QUERIES_PER_REQUEST:
+        raise _BadRequest(f"at most {MAX_QUERIES_PER_REQUEST} queries per request, got {len(queries)}")
+    topk = request.get("topk", 3)
+    if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:
+        raise _BadRequest(f"'topk' must be an integer in [1, {MAX_TOPK}], got {topk!r}")
+    return_scores = request.get("return_scores", False)
+    if not isinstance(return_scores, bool):
+        raise _BadRequest(f"'return_scores' must be true or false, got {return_scores!r}")
+    return queries, topk, return_scores
+
+
+class _Handler(BaseHTTPRequestHandler):
+    retriever: Retriever
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # route access logs to logging, not stderr
+        log.debug("%s " + fmt, self.address_string(), *args)
+
+    def _send(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/health":
+            self._send(200, {"status": "ok", "retriever": self.retriever.name,
+                             "documents": len(getattr(self.retriever, "documents", []))})
+        else:
+            self._send(404, {"error": f"unknown path {self.path!r}; use POST /retrieve or GET /health"})
+
+    def do_POST(self) -> None:
+        if self.path.rstrip("/") != "/retrieve":
+            self._send(404, {"error": f"unknown path {self.path!r}; use POST /retrieve"})
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 < length <= MAX_BODY_BYTES:
+            self._send(400, {"error": f"need a JSON body of 1..{MAX_BODY_BYTES} bytes with Content-Length"})
+            return
+        try:
+            queries, topk, return_scores = parse_request(self.rfile.read(length))
+        except _BadRequest as err:
+            self._send(400, {"error": str(err)})
+            return
+        try:
+            results = self.retriever.retrieve(queries, topk)
+        except Exception as err:  # report, keep serving
+            log.exception("retrieval failed")
+            self._send(500, {"error": f"retrieval failed: {type(err).__name__}: {err}"})
+            return
+        if return_scores:
+            payload = [[{"document": p.document.to_json(), "score": p.score} for p in row] for row in results]
+        else:
+            payload = [[p.document.to_json() for p in row] for row in results]
+        self._send(200, {"result": payload})
+
+
+__all__ = ["RetrievalServer", "parse_request", "MAX_TOPK", "MAX_QUERIES_PER_REQUEST"]
