@@ -14,6 +14,7 @@ dropped from the batch and from the cache, so the remaining rows do not pay for 
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -117,6 +118,19 @@ def sample_next_tokens(
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def cache_argument(model) -> str:
+    """Name of the forward argument taking a KV cache: ``cache`` in newer transformers (5.2x
+    deprecates ``past_key_values``), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def returned_cache(output):
+    """The KV cache a forward pass returned, under either of its names."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> None:
     if isinstance(prompt_ids, torch.Tensor):
         raise TypeError("prompt_ids must be a list of token-id lists (unpadded), not a tensor")
@@ -143,7 +157,8 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
         use_cache=True,
         logits_to_keep=1,
     )
-    cache = out.past_key_values
+    cache_name = cache_argument(model)
+    cache = returned_cache(out)
     logits = out.logits[:, -1, :]
     next_position = attention_mask.sum(-1, keepdim=True)  # [b, 1]
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
@@ -168,10 +183,10 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
             input_ids=tokens[:, None],
             attention_mask=attention_mask,
             position_ids=next_position,
-            past_key_values=cache,
             use_cache=True,
+            **{cache_name: cache},
         )
-        cache = out.past_key_values
+        cache = returned_cache(out)
         logits = out.logits[:, -1, :]
         next_position = next_position + 1
     return responses
@@ -226,4 +241,11 @@ def generate(
     return responses
 
 
-__all__ = ["GenerationConfig", "default_stop_token_ids", "generate", "sample_next_tokens"]
+__all__ = [
+    "GenerationConfig",
+    "cache_argument",
+    "default_stop_token_ids",
+    "generate",
+    "returned_cache",
+    "sample_next_tokens",
+]

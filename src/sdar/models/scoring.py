@@ -25,6 +25,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from sdar.models.generation import cache_argument, returned_cache
 from sdar.models.logprobs import log_probs_from_logits
 
 
@@ -112,7 +113,7 @@ def _score_micro_batch(
 
         prefix_len = prefix_cache[0][0].shape[-2]
         # A fresh cache per micro-batch: the forward pass appends to it in place.
-        kwargs["past_key_values"] = DynamicCache(
+        kwargs[cache_argument(model)] = DynamicCache(
             ddp_cache_data=[
                 (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_cache
             ],
@@ -241,7 +242,7 @@ def compute_prefix_cache(model, prefix_ids: Sequence[int]) -> list[tuple[torch.T
     device = next(model.parameters()).device
     prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
     out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = returned_cache(out)
     layers = getattr(cache, "layers", None)
     if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
         raise TypeError(

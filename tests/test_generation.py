@@ -1,0 +1,160 @@
+"""Batched sampling: reproducibility, stop tokens, the sampled distribution, and its contract."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sdar.models.generation import (
+    GenerationConfig,
+    default_stop_token_ids,
+    generate,
+    sample_next_tokens,
+)
+from sdar.models.loading import ModelConfig, load_policy
+from sdar.models.scoring import score_responses
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = load_policy(ModelConfig(name="tiny-random"))
+    return model, tokenizer
+
+
+def chat_ids(tokenizer, text: str) -> list[int]:
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False
+    )
+    return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+PROMPTS = ["go to the fridge", "you see a cabinet 1, a drawer 2 and a sinkbasin 1. what next?", "hi"]
+
+
+def test_same_seed_same_responses_other_seed_differs(tiny):
+    model, tokenizer = tiny
+    prompts = [chat_ids(tokenizer, p) for p in PROMPTS]
+    config = GenerationConfig(max_new_tokens=12)
+    first = generate(model, tokenizer, prompts, config, generator=torch.Generator().manual_seed(7))
+    again = generate(model, tokenizer, prompts, config, generator=torch.Generator().manual_seed(7))
+    other = generate(model, tokenizer, prompts, config, generator=torch.Generator().manual_seed(8))
+    assert first == again
+    assert first != other
+    assert [len(r) for r in first] == [12, 12, 12]  # the random tiny model never says EOS
+    assert all(isinstance(t, int) for r in first for t in r)
+
+
+def test_stop_token_ends_only_its_row_and_is_kept(tiny):
+    model, tokenizer = tiny
+    prompts = [chat_ids(tokenizer, p) for p in PROMPTS]
+    free = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=10, greedy=True))
+    # Make the 4th token greedy decoding produces for row 0 a stop token: row 0 must end there.
+    stop = free[0][3]
+    stopped = generate(
+        model, tokenizer, prompts,
+        GenerationConfig(max_new_tokens=10, greedy=True, stop_token_ids=(stop,)),
+    )
+    for free_row, row in zip(free, stopped):
+        if stop in free_row:
+            cut = free_row.index(stop) + 1
+            assert row == free_row[:cut]  # stop token kept as the last token, nothing after it
+        else:
+            assert row == free_row  # rows that never hit the stop are unaffected by the pruning
+    assert stopped[0] == free[0][: free[0].index(stop) + 1]
+    assert len(stopped[0]) <= 4
+
+
+def test_default_stop_tokens_are_tokenizer_and_model_eos(tiny):
+    model, tokenizer = tiny
+    assert default_stop_token_ids(model, tokenizer) == (tokenizer.eos_token_id,)
+    saved = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [7, tokenizer.eos_token_id]
+    try:
+        assert default_stop_token_ids(model, tokenizer) == tuple(sorted({7, tokenizer.eos_token_id}))
+    finally:
+        model.generation_config.eos_token_id = saved
+
+
+@pytest.mark.slow
+def test_smollm2_answers_and_ends_with_eos():
+    model, tokenizer = load_policy(ModelConfig(name="smollm2-135m"))
+    prompts = [chat_ids(tokenizer, "What is the capital of France? Answer in one word."),
+               chat_ids(tokenizer, "Say hello.")]
+    responses = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=40, greedy=True))
+    eos = tokenizer.eos_token_id
+    for response in responses:
+        assert response[-1] == eos and eos not in response[:-1]  # EOS kept, once, at the end
+    assert "Paris" in tokenizer.decode(responses[0])
+
+
+def test_greedy_picks_the_scored_argmax(tiny):
+    model, tokenizer = tiny
+    prompts = [chat_ids(tokenizer, p) for p in PROMPTS]
+    responses = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=6, greedy=True))
+    with torch.no_grad():
+        scored = score_responses(model, prompts, responses, pad_id=tokenizer.pad_token_id,
+                                 return_logits=True)
+    best = torch.log_softmax(scored.logits, -1).max(-1).values
+    torch.testing.assert_close(scored.log_probs, best, rtol=0, atol=1e-5)
+
+
+def test_batch_size_progress_and_mode_restored(tiny):
+    model, tokenizer = tiny
+    prompts = [chat_ids(tokenizer, p) for p in PROMPTS] * 2
+    seen: list[int] = []
+    model.train()
+    try:
+        out = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=3, greedy=True),
+                       batch_size=4, progress=seen.append)
+        assert model.training
+    finally:
+        model.eval()
+    assert seen == [4, 2]
+    assert out[:3] == out[3:]  # same prompt, greedy: same answer whichever batch it sat in
+
+
+def test_sampling_follows_temperature_top_k_top_p():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(40000, 1)
+    draws = sample_next_tokens(logits, GenerationConfig(temperature=2.0),
+                               torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    expected = torch.softmax(torch.tensor([1.0, 0.5, 0.0, -0.5]), -1)  # logits / 2
+    assert torch.allclose(freq, expected, atol=0.01)
+
+    draws = sample_next_tokens(logits, GenerationConfig(top_k=2), torch.Generator().manual_seed(1))
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert freq[2] == 0 and freq[3] == 0
+    assert abs(freq[0] - 1 / (1 + math.exp(-1))) < 0.01  # e^2 / (e^2 + e^1)
+
+    # softmax([2,1,0,-1]) = [0.644, 0.237, 0.087, 0.032]: top_p 0.8 keeps the first two tokens.
+    draws = sample_next_tokens(logits, GenerationConfig(top_p=0.8), torch.Generator().manual_seed(2))
+    assert set(draws.tolist()) == {0, 1}
+    draws = sample_next_tokens(logits, GenerationConfig(top_p=0.5), torch.Generator().manual_seed(3))
+    assert set(draws.tolist()) == {0}
+
+    greedy = sample_next_tokens(torch.tensor([[0.0, 3.0, 1.0]]), GenerationConfig(greedy=True))
+    assert greedy.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"temperature": 0.0}, "greedy=True"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"stop_token_ids": ()}, "stop_token_ids"),
+    ],
+)
+def test_generation_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GenerationConfig(**kwargs)
+
+
+def test_empty_prompt_is_rejected(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        generate(model, tokenizer, [[1, 2], []], GenerationConfig(max_new_tokens=2))
+    assert generate(model, tokenizer, [], GenerationConfig(max_new_tokens=2)) == []
