@@ -74,13 +74,16 @@ def test_product_text_states_exactly_its_own_attributes(catalog):
             text = text.replace(own, " ")
         for other in TYPES_BY_NAME[p.product_type].attributes:
             if other not in p.attributes:
-                assert not re.search(rf"(?<![\w-]){re.escape(other)}(?![\w-])", text), (p.item_id, other)
+                assert not re.search(rf"(?<![\w-]){re.escape(other)}(?![\w-])", text), (
+                    p.item_id,
+                    other,
+                )
 
 
 def test_goals_are_well_formed_and_split_like_webshop(catalog, goals):
     assert len(goals) == 2 * len(catalog)
     assert [g.index for g in goals] == list(range(len(goals)))
-    assert split_goal_indices(len(goals), "test") == range(0, 500)
+    assert split_goal_indices(len(goals), "test") == range(500)
     assert split_goal_indices(len(goals), "train") == range(500, len(goals))
     assert Counter(g.item_id for g in goals).most_common(1)[0][1] == 2  # every product twice
     for g in goals:
@@ -105,7 +108,13 @@ def test_split_arguments_are_checked():
 
 
 def test_tokenize_lowercases_drops_stopwords_and_plural_s():
-    assert tokenize("Running Shoes, size 9.5 for the Boss") == ["running", "shoe", "size", "9.5", "boss"]
+    assert tokenize("Running Shoes, size 9.5 for the Boss") == [
+        "running",
+        "shoe",
+        "size",
+        "9.5",
+        "boss",
+    ]
 
 
 def test_bm25_ranks_matching_products_first(catalog):
@@ -131,4 +140,6 @@ def test_catalog_and_index_build_fast():
 
     start = time.perf_counter()
     SearchEngine(generate_catalog(11, 2500))
-    assert time.perf_counter() - start < 5.0  # about 0.5 s; the in-process build needs no disk cache
+    assert (
+        time.perf_counter() - start < 5.0
+    )  # about 0.5 s; the in-process build needs no disk cache

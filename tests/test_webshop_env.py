@@ -29,7 +29,7 @@ def act(env, action):
 
 def play_oracle(env, index=0, rng=None):
     rng = rng or random.Random(0)
-    states = env._episodes  # noqa: SLF001 - only to read the running state
+    states = env._episodes
     total = 0.0
     while not states[index].state.done:
         response = env.scripted_action(index, "oracle", rng)
@@ -82,7 +82,9 @@ def test_buying_with_a_wrong_option_gives_the_partial_score_by_hand(env):
     env.reset([seed])
     act(env, f"search[{product.title}]")
     state = act(env, f"click[{product.item_id.lower()}]")
-    assert product.title in state.observation and f"Price: ${product.price:.2f}" in state.observation
+    assert (
+        product.title in state.observation and f"Price: ${product.price:.2f}" in state.observation
+    )
     (group, wanted), rest = goal.options[0], goal.options[1:]
     wrong = next(v for v in dict(product.options)[group] if v != wanted)
     act(env, f"click[{wrong}]")
@@ -100,8 +102,12 @@ def test_buying_with_a_wrong_option_gives_the_partial_score_by_hand(env):
 def test_buying_another_product_type_scores_by_the_type_factor(env):
     env.reset([3])
     goal = env.goal_for_seed(3)
-    other = next(p for p in env.catalog.products if p.category != goal.category
-                 and not set(p.product_type.split()) & set(goal.product_type.split()))
+    other = next(
+        p
+        for p in env.catalog.products
+        if p.category != goal.category
+        and not set(p.product_type.split()) & set(goal.product_type.split())
+    )
     act(env, f"search[{other.title}]")
     act(env, f"click[{other.item_id.lower()}]")
     final = act(env, "click[buy now]")
@@ -120,7 +126,10 @@ def test_results_pages_hold_ten_items_and_page_forward_and_back(env):
     page1 = act(env, "search[boots]")
     assert page1.valid_action
     assert "Page 1 (Total results: 50)" in page1.observation
-    assert "click[next >]" in page1.admissible_actions and "click[< prev]" not in page1.admissible_actions
+    assert (
+        "click[next >]" in page1.admissible_actions
+        and "click[< prev]" not in page1.admissible_actions
+    )
     ids1 = [a for a in page1.admissible_actions if a.startswith("click[b0")]
     assert len(ids1) == 10
     page2 = act(env, "click[next >]")
@@ -214,9 +223,13 @@ def test_prompt_shows_instruction_history_page_and_actions(env):
     (state,) = env.reset([0])
     s1 = act(env, "search[t-shirt]")
     s2 = act(env, "click[next >]")
-    prompt = env.render_prompt(s2, [(state.observation, "search[t-shirt]"), (s1.observation, "click[next >]")])
+    prompt = env.render_prompt(
+        s2, [(state.observation, "search[t-shirt]"), (s1.observation, "click[next >]")]
+    )
     assert s2.task.instruction in prompt
-    assert "[Observation 1] WebShop [SEP] Search" in prompt and "[Action 1] search[t-shirt]" in prompt
+    assert (
+        "[Observation 1] WebShop [SEP] Search" in prompt and "[Action 1] search[t-shirt]" in prompt
+    )
     assert "[Action 2] click[next >]" in prompt
     assert "step 3" in prompt and s2.observation in prompt
     for action in s2.admissible_actions:
@@ -227,10 +240,12 @@ def test_prompt_shows_instruction_history_page_and_actions(env):
 
 
 def test_parse_action_reads_the_last_action_tag(env):
-    parsed = env.parse_action("<think>maybe <action>x</action></think><action>click[buy now]</action>")
+    parsed = env.parse_action(
+        "<think>maybe <action>x</action></think><action>click[buy now]</action>"
+    )
     assert (parsed.action, parsed.format_ok) == ("click[buy now]", True)
     assert env.parse_action("click[buy now]").format_ok is False
-    assert env.parse_action("<action>buy it</action>") .format_ok is False
+    assert env.parse_action("<action>buy it</action>").format_ok is False
 
 
 def test_bad_options_are_refused_with_the_known_ones():
@@ -264,12 +279,31 @@ def test_goal_target_satisfies_its_goal(env):
 
 def test_cli_env_play_oracle_and_random(capsys, tmp_path):
     demos = tmp_path / "demos.jsonl"
-    assert sdar_main(["env", "play", "--env", "webshop", "--policy", "oracle", "--episodes", "6",
-                      "--split", "test", "--write-demos", str(demos)]) == 0
+    assert (
+        sdar_main(
+            [
+                "env",
+                "play",
+                "--env",
+                "webshop",
+                "--policy",
+                "oracle",
+                "--episodes",
+                "6",
+                "--split",
+                "test",
+                "--write-demos",
+                str(demos),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["success"] == 1.0 and summary["episodes"] == 6
     rows = [json.loads(line) for line in demos.read_text().splitlines()]
     assert rows and all(r["won"] for r in rows)
     assert rows[0]["response"].startswith("<think>") and "<action>search[" in rows[0]["response"]
-    assert sdar_main(["env", "play", "--env", "webshop", "--policy", "random", "--episodes", "3"]) == 0
+    assert (
+        sdar_main(["env", "play", "--env", "webshop", "--policy", "random", "--episodes", "3"]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["policy"] == "random"

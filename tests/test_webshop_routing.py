@@ -14,7 +14,10 @@ from sdar.skills import SkillLibrary
 @pytest.mark.parametrize(
     "instruction, expected",
     [
-        ("i need a machine washable t-shirt in size large, and price lower than 30.00 dollars", "apparel"),
+        (
+            "i need a machine washable t-shirt in size large, and price lower than 30.00 dollars",
+            "apparel",
+        ),
         ("looking for high waist leggings in black color", "apparel"),
         ("find me non-slip running shoes size 9, and price lower than 80.00 dollars", "footwear"),
         ("i want waterproof hiking boots in size 10.5", "footwear"),

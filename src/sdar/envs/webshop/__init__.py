@@ -14,7 +14,18 @@ from sdar.envs.webshop.routing import route_instruction
 from sdar.envs.webshop.scoring import PurchaseScore, score_purchase, type_factor
 
 __all__ = [
-    "CATEGORIES", "Catalog", "Product", "generate_catalog", "load_catalog", "WebShopEnv",
-    "make_webshop_env", "Goal", "generate_goals", "load_goals", "route_instruction", "PurchaseScore",
-    "score_purchase", "type_factor",
+    "CATEGORIES",
+    "Catalog",
+    "Goal",
+    "Product",
+    "PurchaseScore",
+    "WebShopEnv",
+    "generate_catalog",
+    "generate_goals",
+    "load_catalog",
+    "load_goals",
+    "make_webshop_env",
+    "route_instruction",
+    "score_purchase",
+    "type_factor",
 ]

@@ -99,174 +99,245 @@ class ProductType:
         return (CATEGORIES[self.category], self.subcategory, self.name)
 
 
-def _t(name, category, subcategory, attributes, options, low, high) -> ProductType:
-    return ProductType(name, category, subcategory, tuple(attributes.split(", ")), tuple(options),
-                       (float(low), float(high)))
+_POOLS: dict[str, tuple[str, ...]] = {
+    "size": SIZE,
+    "shoe_size": SHOE_SIZE,
+    "jeans_size": JEANS_SIZE,
+    "color_wear": COLOR_WEAR,
+    "color_home": COLOR_HOME,
+    "color_tech": COLOR_TECH,
+    "color_acc": COLOR_ACC,
+    "lip_color": LIP_COLOR,
+    "metal": METAL,
+    "fl_oz": FL_OZ,
+    "pack": PACK,
+    "scent": SCENT,
+    "pillow_size": PILLOW_SIZE,
+    "curtain_length": CURTAIN_LENGTH,
+    "rug_size": RUG_SIZE,
+    "art_size": ART_SIZE,
+    "blanket_size": BLANKET_SIZE,
+    "bed_size": BED_SIZE,
+    "plant_height": PLANT_HEIGHT,
+    "cable_length": CABLE_LENGTH,
+    "wattage": WATTAGE,
+    "switch": SWITCH,
+    "mah": MAH,
+    "storage": STORAGE,
+    "band_size": BAND_SIZE,
+    "phone_size": PHONE_SIZE,
+    "belt_size": BELT_SIZE,
+    "count": COUNT,
+    "tea_count": TEA_COUNT,
+    "grocery_size": GROCERY_SIZE,
+    "litter_size": LITTER_SIZE,
+    "pet_size": PET_SIZE,
+    "coffee_flavor": COFFEE_FLAVOR,
+    "tea_flavor": TEA_FLAVOR,
+    "bar_flavor": BAR_FLAVOR,
+    "gummy_flavor": GUMMY_FLAVOR,
+    "dog_flavor": DOG_FLAVOR,
+    "block_pieces": BLOCK_PIECES,
+}
 
 
-_SC, _C = ("size", SIZE), ("color", COLOR_WEAR)
-PRODUCT_TYPES: tuple[ProductType, ...] = (
-    # ----- apparel
-    _t("t-shirt", "apparel", "tops", "machine washable, short sleeve, crew neck, moisture wicking, "
-       "relaxed fit, tagless, pre-shrunk, organic cotton", [_SC, _C], 8, 30),
-    _t("hoodie", "apparel", "tops", "machine washable, fleece lined, kangaroo pocket, drawstring hood, "
-       "relaxed fit, heavyweight, zip up", [_SC, _C], 20, 60),
-    _t("polo shirt", "apparel", "tops", "short sleeve, moisture wicking, wrinkle free, slim fit, "
-       "machine washable, button placket, uv protection", [_SC, _C], 15, 45),
-    _t("sweater", "apparel", "tops", "cable knit, crew neck, wool blend, relaxed fit, turtleneck, "
-       "ribbed cuffs, hand wash only", [_SC, _C], 25, 80),
-    _t("jeans", "apparel", "bottoms", "slim fit, stretch denim, high waist, button closure, "
-       "relaxed fit, machine washable, distressed, straight leg", [("size", JEANS_SIZE), _C], 25, 70),
-    _t("leggings", "apparel", "activewear", "high waist, squat proof, moisture wicking, four-way stretch, "
-       "side pockets, tummy control, ankle length", [_SC, _C], 12, 40),
-    _t("athletic shorts", "apparel", "activewear", "quick dry, elastic waist, zip pockets, "
-       "built-in liner, drawstring waist, reflective details", [_SC, _C], 10, 35),
-    _t("summer dress", "apparel", "dresses", "sleeveless, v-neck, midi length, floral print, with pockets, "
-       "machine washable, smocked waist, adjustable straps", [_SC, _C], 20, 65),
-    _t("winter jacket", "apparel", "outerwear", "water resistant, windproof, insulated, detachable hood, "
-       "zip pockets, packable, fleece lined", [_SC, _C], 40, 160),
-    _t("pajama set", "apparel", "sleepwear", "button down, elastic waist, long sleeve, machine washable, "
-       "short sleeve, tagless, satin finish", [_SC, _C], 18, 50),
-    _t("crew socks", "apparel", "socks", "cushioned sole, moisture wicking, arch support, "
-       "reinforced heel, odor control, seamless toe", [_SC, ("pack", PACK)], 8, 30),
-    # ----- footwear
-    _t("running shoes", "footwear", "athletic", "breathable mesh, lightweight, cushioned sole, non-slip, "
-       "arch support, wide toe box, reflective details", [("size", SHOE_SIZE), _C], 35, 140),
-    _t("sneakers", "footwear", "casual", "canvas upper, lace-up, rubber sole, memory foam insole, "
-       "slip-on, lightweight, low top", [("size", SHOE_SIZE), _C], 25, 90),
-    _t("hiking boots", "footwear", "boots", "waterproof, ankle support, slip resistant, lug sole, "
-       "lightweight, insulated, breathable mesh", [("size", SHOE_SIZE), _C], 50, 180),
-    _t("work boots", "footwear", "boots", "steel toe, waterproof, slip resistant, oil resistant, "
-       "electrical hazard rated, cushioned insole", [("size", SHOE_SIZE), _C], 60, 200),
-    _t("rain boots", "footwear", "boots", "waterproof, pull-on, mid calf, non-slip, "
-       "removable insole, easy to clean", [("size", SHOE_SIZE), _C], 25, 80),
-    _t("sandals", "footwear", "sandals", "adjustable strap, arch support, open toe, quick dry, non-slip, "
-       "cushioned footbed", [("size", SHOE_SIZE), _C], 15, 70),
-    _t("flip flops", "footwear", "sandals", "quick dry, arch support, waterproof, lightweight, "
-       "textured footbed", [("size", SHOE_SIZE), _C], 8, 35),
-    _t("slippers", "footwear", "indoor", "memory foam, faux fur lining, non-slip, indoor outdoor, "
-       "machine washable, closed back", [("size", SHOE_SIZE), _C], 12, 45),
-    _t("loafers", "footwear", "casual", "leather upper, slip-on, cushioned insole, lightweight, "
-       "rubber sole, penny strap", [("size", SHOE_SIZE), _C], 35, 120),
-    _t("heeled pumps", "footwear", "dress", "pointed toe, ankle strap, block heel, cushioned insole, "
-       "patent leather, slip resistant", [("size", SHOE_SIZE), _C], 30, 110),
-    # ----- home decor
-    _t("throw pillow covers", "home_decor", "decorative pillows", "hidden zipper, machine washable, "
-       "velvet, double sided, set of 2, fade resistant", [("size", PILLOW_SIZE), ("color", COLOR_HOME)], 10, 35),
-    _t("blackout curtains", "home_decor", "window treatments", "thermal insulated, noise reducing, "
-       "grommet top, machine washable, energy saving, set of 2", [("length", CURTAIN_LENGTH),
-                                                                ("color", COLOR_HOME)], 18, 70),
-    _t("area rug", "home_decor", "rugs", "non-shedding, low pile, stain resistant, non-slip backing, "
-       "machine washable, pet friendly", [("size", RUG_SIZE), ("color", COLOR_HOME)], 30, 250),
-    _t("table lamp", "home_decor", "lighting", "dimmable, usb port, touch control, fabric shade, "
-       "bulb included, 3-way switch", [("color", COLOR_HOME)], 20, 90),
-    _t("canvas wall art", "home_decor", "wall decor", "framed, ready to hang, fade resistant, "
-       "gallery wrapped, set of 3", [("size", ART_SIZE)], 20, 120),
-    _t("wall mirror", "home_decor", "wall decor", "shatterproof, ready to hang, beveled edge, "
-       "metal frame, round shape", [("size", ART_SIZE), ("color", COLOR_HOME)], 25, 150),
-    _t("scented candles", "home_decor", "candles", "long-lasting, soy wax, lead-free wick, hand poured, "
-       "gift ready", [("scent", SCENT), ("pack", PACK)], 10, 45),
-    _t("throw blanket", "home_decor", "bedding", "fleece, machine washable, reversible, fade resistant, "
-       "sherpa lined, fringe edges", [("size", BLANKET_SIZE), ("color", COLOR_HOME)], 15, 60),
-    _t("duvet cover set", "home_decor", "bedding", "machine washable, button closure, wrinkle resistant, "
-       "corner ties, 100% cotton, hypoallergenic", [("size", BED_SIZE), ("color", COLOR_HOME)], 30, 120),
-    _t("artificial plant", "home_decor", "decor accents", "realistic, uv resistant, potted, "
-       "no maintenance, weighted base", [("height", PLANT_HEIGHT)], 15, 90),
-    _t("flower vase", "home_decor", "decor accents", "handmade, ceramic, waterproof, glazed finish, "
-       "set of 3", [("color", COLOR_HOME)], 12, 60),
-    # ----- electronics
-    _t("wireless earbuds", "electronics", "audio", "noise cancelling, bluetooth 5.3, waterproof, "
-       "long battery life, charging case, touch control", [("color", COLOR_TECH)], 20, 150),
-    _t("over ear headphones", "electronics", "audio", "noise cancelling, foldable, long battery life, "
-       "memory foam ear cups, built-in microphone, bluetooth 5.3", [("color", COLOR_TECH)], 30, 250),
-    _t("bluetooth speaker", "electronics", "audio", "waterproof, portable, long battery life, "
-       "built-in microphone, stereo pairing, dustproof", [("color", COLOR_TECH)], 20, 130),
-    _t("usb c wall charger", "electronics", "chargers", "fast charging, foldable plug, dual port, "
-       "compact, overheat protection", [("wattage", WATTAGE), ("color", COLOR_TECH)], 10, 60),
-    _t("charging cable", "electronics", "cables", "braided, fast charging, tangle free, "
-       "data sync, reinforced connectors", [("length", CABLE_LENGTH), ("pack", PACK)], 6, 25),
-    _t("hdmi cable", "electronics", "cables", "4k, high speed, gold plated, braided, ethernet support",
-       [("length", CABLE_LENGTH), ("pack", PACK)], 6, 35),
-    _t("wireless mouse", "electronics", "computer accessories", "ergonomic, silent click, rechargeable, "
-       "adjustable dpi, usb receiver", [("color", COLOR_TECH)], 10, 60),
-    _t("mechanical keyboard", "electronics", "computer accessories", "backlit, hot swappable, wireless, "
-       "compact layout, detachable cable", [("switch", SWITCH), ("color", COLOR_TECH)], 40, 160),
-    _t("power bank", "electronics", "chargers", "fast charging, compact, usb c, led display, "
-       "dual port, overheat protection", [("capacity", MAH), ("color", COLOR_TECH)], 15, 70),
-    _t("webcam", "electronics", "computer accessories", "1080p, built-in microphone, auto focus, "
-       "privacy cover, plug and play, wide angle", [("color", COLOR_TECH)], 25, 110),
-    _t("smart plug", "electronics", "smart home", "voice control, energy monitoring, no hub required, "
-       "compact, scheduling", [("pack", PACK)], 10, 45),
-    _t("microsd card", "electronics", "storage", "high speed, with adapter, 4k video, "
-       "shock proof, waterproof", [("capacity", STORAGE)], 8, 90),
-    # ----- accessories
-    _t("leather wallet", "accessories", "wallets", "rfid blocking, genuine leather, slim, bifold, "
-       "gift box, coin pocket", [("color", COLOR_ACC)], 15, 70),
-    _t("sunglasses", "accessories", "eyewear", "polarized, uv protection, lightweight frame, "
-       "scratch resistant, includes case", [("color", COLOR_ACC)], 12, 120),
-    _t("backpack", "accessories", "bags", "water resistant, laptop compartment, usb charging port, "
-       "anti theft, padded straps", [("color", COLOR_ACC)], 20, 90),
-    _t("tote bag", "accessories", "bags", "large capacity, zipper closure, inner pocket, "
-       "water resistant, vegan leather", [("color", COLOR_ACC)], 15, 80),
-    _t("leather belt", "accessories", "belts", "genuine leather, adjustable, reversible, alloy buckle, "
-       "gift box", [("size", BELT_SIZE), ("color", COLOR_ACC)], 12, 50),
-    _t("watch band", "accessories", "watch accessories", "quick release, adjustable, sweat resistant, "
-       "silicone, stainless steel", [("size", BAND_SIZE), ("color", COLOR_ACC)], 8, 40),
-    _t("phone case", "accessories", "phone accessories", "shockproof, slim, wireless charging compatible, "
-       "raised edges, card holder", [("size", PHONE_SIZE), ("color", COLOR_ACC)], 8, 40),
-    _t("baseball cap", "accessories", "hats", "adjustable strap, breathable, uv protection, "
-       "embroidered logo, structured crown", [("color", COLOR_ACC)], 10, 35),
-    _t("winter scarf", "accessories", "scarves", "oversized, tassel trim, warm knit, "
-       "machine washable, cashmere feel", [("color", COLOR_ACC)], 10, 45),
-    _t("travel umbrella", "accessories", "umbrellas", "windproof, auto open close, compact, "
-       "uv protection, ergonomic handle", [("color", COLOR_ACC)], 12, 45),
-    _t("hoop earrings", "accessories", "jewelry", "hypoallergenic, 14k gold plated, lightweight, "
-       "nickel free, gift box", [("color", METAL)], 10, 60),
-    # ----- beauty and health
-    _t("shampoo", "beauty_health", "hair care", "sulfate free, paraben free, color safe, for dry hair, "
-       "cruelty free, vegan", [("size", FL_OZ), ("pack", PACK)], 7, 35),
-    _t("face serum", "beauty_health", "skin care", "vitamin c, hyaluronic acid, fragrance free, "
-       "non-comedogenic, cruelty free, dermatologist tested", [("size", FL_OZ)], 10, 60),
-    _t("lipstick", "beauty_health", "makeup", "long-lasting, matte finish, moisturizing, cruelty free, "
-       "vegan, transfer proof", [("color", LIP_COLOR)], 6, 35),
-    _t("nail polish", "beauty_health", "makeup", "quick dry, chip resistant, long-lasting, non-toxic, "
-       "high shine", [("color", LIP_COLOR), ("pack", PACK)], 5, 25),
-    _t("sunscreen", "beauty_health", "skin care", "spf 50, water resistant, reef safe, oil free, "
-       "broad spectrum, fragrance free", [("size", FL_OZ), ("pack", PACK)], 8, 35),
-    _t("body lotion", "beauty_health", "skin care", "fragrance free, non-greasy, shea butter, "
-       "for sensitive skin, paraben free", [("size", FL_OZ), ("scent", SCENT)], 6, 30),
-    _t("electric toothbrush", "beauty_health", "oral care", "rechargeable, 2 minute timer, "
-       "pressure sensor, travel case, replacement heads included", [("color", COLOR_TECH)], 20, 120),
-    _t("hair dryer", "beauty_health", "hair care", "ionic, lightweight, fast drying, diffuser attachment, "
-       "foldable handle, low noise", [("color", COLOR_TECH)], 20, 120),
-    _t("multivitamin gummies", "beauty_health", "vitamins and supplements", "gluten free, non-gmo, "
-       "sugar free, vegan, third party tested", [("count", COUNT), ("flavor", GUMMY_FLAVOR)], 8, 40),
-    _t("deodorant", "beauty_health", "personal care", "aluminum free, long-lasting, baking soda free, "
-       "cruelty free, travel size", [("scent", SCENT), ("pack", PACK)], 5, 25),
-    # ----- other (grocery, pets, office, toys, fitness)
-    _t("ground coffee", "other", "grocery", "organic, fair trade, medium roast, dark roast, "
-       "kosher, resealable bag", [("size", GROCERY_SIZE), ("flavor", COFFEE_FLAVOR)], 7, 30),
-    _t("herbal tea", "other", "grocery", "caffeine free, organic, non-gmo, individually wrapped, "
-       "kosher", [("flavor", TEA_FLAVOR), ("count", TEA_COUNT)], 4, 20),
-    _t("protein bars", "other", "grocery", "gluten free, high protein, low sugar, non-gmo, "
-       "keto friendly, individually wrapped", [("flavor", BAR_FLAVOR), ("pack", PACK)], 10, 45),
-    _t("mixed nuts", "other", "grocery", "unsalted, roasted, resealable bag, kosher, non-gmo",
-       [("size", GROCERY_SIZE)], 6, 30),
-    _t("olive oil", "other", "grocery", "extra virgin, cold pressed, non-gmo, glass bottle, kosher",
-       [("size", GROCERY_SIZE), ("pack", PACK)], 8, 45),
-    _t("dog treats", "other", "pet supplies", "grain free, natural ingredients, made in usa, "
-       "soft chew, high protein", [("flavor", DOG_FLAVOR), ("size", PET_SIZE)], 6, 35),
-    _t("cat litter", "other", "pet supplies", "clumping, low dust, odor control, unscented, "
-       "lightweight", [("size", LITTER_SIZE)], 8, 40),
-    _t("spiral notebook", "other", "office supplies", "college ruled, acid free paper, perforated pages, "
-       "hardcover, lay flat", [("color", COLOR_ACC), ("pack", PACK)], 4, 25),
-    _t("gel pens", "other", "office supplies", "quick dry, fine point, smudge proof, retractable, "
-       "refillable", [("pack", PACK)], 5, 25),
-    _t("building blocks", "other", "toys", "bpa free, educational, storage box included, "
-       "compatible with major brands", [("pieces", BLOCK_PIECES)], 12, 80),
-    _t("yoga mat", "other", "fitness", "non-slip, extra thick, eco friendly, carrying strap, "
-       "alignment lines", [("color", COLOR_HOME)], 15, 70),
-)
+# One product type per record: a header line
+#     name | category key | subcategory | price range in dollars | option groups as group=pool
+# and indented lines listing the attribute phrases its products may have.
+_PRODUCT_TYPE_TABLE = """
+# apparel
+t-shirt | apparel | tops | 8-30 | size=size color=color_wear
+    machine washable, short sleeve, crew neck, moisture wicking, relaxed fit, tagless, pre-shrunk,
+    organic cotton
+hoodie | apparel | tops | 20-60 | size=size color=color_wear
+    machine washable, fleece lined, kangaroo pocket, drawstring hood, relaxed fit, heavyweight,
+    zip up
+polo shirt | apparel | tops | 15-45 | size=size color=color_wear
+    short sleeve, moisture wicking, wrinkle free, slim fit, machine washable, button placket,
+    uv protection
+sweater | apparel | tops | 25-80 | size=size color=color_wear
+    cable knit, crew neck, wool blend, relaxed fit, turtleneck, ribbed cuffs, hand wash only
+jeans | apparel | bottoms | 25-70 | size=jeans_size color=color_wear
+    slim fit, stretch denim, high waist, button closure, relaxed fit, machine washable, distressed,
+    straight leg
+leggings | apparel | activewear | 12-40 | size=size color=color_wear
+    high waist, squat proof, moisture wicking, four-way stretch, side pockets, tummy control,
+    ankle length
+athletic shorts | apparel | activewear | 10-35 | size=size color=color_wear
+    quick dry, elastic waist, zip pockets, built-in liner, drawstring waist, reflective details
+summer dress | apparel | dresses | 20-65 | size=size color=color_wear
+    sleeveless, v-neck, midi length, floral print, with pockets, machine washable, smocked waist,
+    adjustable straps
+winter jacket | apparel | outerwear | 40-160 | size=size color=color_wear
+    water resistant, windproof, insulated, detachable hood, zip pockets, packable, fleece lined
+pajama set | apparel | sleepwear | 18-50 | size=size color=color_wear
+    button down, elastic waist, long sleeve, machine washable, short sleeve, tagless, satin finish
+crew socks | apparel | socks | 8-30 | size=size pack=pack
+    cushioned sole, moisture wicking, arch support, reinforced heel, odor control, seamless toe
+# footwear
+running shoes | footwear | athletic | 35-140 | size=shoe_size color=color_wear
+    breathable mesh, lightweight, cushioned sole, non-slip, arch support, wide toe box,
+    reflective details
+sneakers | footwear | casual | 25-90 | size=shoe_size color=color_wear
+    canvas upper, lace-up, rubber sole, memory foam insole, slip-on, lightweight, low top
+hiking boots | footwear | boots | 50-180 | size=shoe_size color=color_wear
+    waterproof, ankle support, slip resistant, lug sole, lightweight, insulated, breathable mesh
+work boots | footwear | boots | 60-200 | size=shoe_size color=color_wear
+    steel toe, waterproof, slip resistant, oil resistant, electrical hazard rated,
+    cushioned insole
+rain boots | footwear | boots | 25-80 | size=shoe_size color=color_wear
+    waterproof, pull-on, mid calf, non-slip, removable insole, easy to clean
+sandals | footwear | sandals | 15-70 | size=shoe_size color=color_wear
+    adjustable strap, arch support, open toe, quick dry, non-slip, cushioned footbed
+flip flops | footwear | sandals | 8-35 | size=shoe_size color=color_wear
+    quick dry, arch support, waterproof, lightweight, textured footbed
+slippers | footwear | indoor | 12-45 | size=shoe_size color=color_wear
+    memory foam, faux fur lining, non-slip, indoor outdoor, machine washable, closed back
+loafers | footwear | casual | 35-120 | size=shoe_size color=color_wear
+    leather upper, slip-on, cushioned insole, lightweight, rubber sole, penny strap
+heeled pumps | footwear | dress | 30-110 | size=shoe_size color=color_wear
+    pointed toe, ankle strap, block heel, cushioned insole, patent leather, slip resistant
+# home decor
+throw pillow covers | home_decor | decorative pillows | 10-35 | size=pillow_size color=color_home
+    hidden zipper, machine washable, velvet, double sided, set of 2, fade resistant
+blackout curtains | home_decor | window treatments | 18-70 | length=curtain_length color=color_home
+    thermal insulated, noise reducing, grommet top, machine washable, energy saving, set of 2
+area rug | home_decor | rugs | 30-250 | size=rug_size color=color_home
+    non-shedding, low pile, stain resistant, non-slip backing, machine washable, pet friendly
+table lamp | home_decor | lighting | 20-90 | color=color_home
+    dimmable, usb port, touch control, fabric shade, bulb included, 3-way switch
+canvas wall art | home_decor | wall decor | 20-120 | size=art_size
+    framed, ready to hang, fade resistant, gallery wrapped, set of 3
+wall mirror | home_decor | wall decor | 25-150 | size=art_size color=color_home
+    shatterproof, ready to hang, beveled edge, metal frame, round shape
+scented candles | home_decor | candles | 10-45 | scent=scent pack=pack
+    long-lasting, soy wax, lead-free wick, hand poured, gift ready
+throw blanket | home_decor | bedding | 15-60 | size=blanket_size color=color_home
+    fleece, machine washable, reversible, fade resistant, sherpa lined, fringe edges
+duvet cover set | home_decor | bedding | 30-120 | size=bed_size color=color_home
+    machine washable, button closure, wrinkle resistant, corner ties, 100% cotton, hypoallergenic
+artificial plant | home_decor | decor accents | 15-90 | height=plant_height
+    realistic, uv resistant, potted, no maintenance, weighted base
+flower vase | home_decor | decor accents | 12-60 | color=color_home
+    handmade, ceramic, waterproof, glazed finish, set of 3
+# electronics
+wireless earbuds | electronics | audio | 20-150 | color=color_tech
+    noise cancelling, bluetooth 5.3, waterproof, long battery life, charging case, touch control
+over ear headphones | electronics | audio | 30-250 | color=color_tech
+    noise cancelling, foldable, long battery life, memory foam ear cups, built-in microphone,
+    bluetooth 5.3
+bluetooth speaker | electronics | audio | 20-130 | color=color_tech
+    waterproof, portable, long battery life, built-in microphone, stereo pairing, dustproof
+usb c wall charger | electronics | chargers | 10-60 | wattage=wattage color=color_tech
+    fast charging, foldable plug, dual port, compact, overheat protection
+charging cable | electronics | cables | 6-25 | length=cable_length pack=pack
+    braided, fast charging, tangle free, data sync, reinforced connectors
+hdmi cable | electronics | cables | 6-35 | length=cable_length pack=pack
+    4k, high speed, gold plated, braided, ethernet support
+wireless mouse | electronics | computer accessories | 10-60 | color=color_tech
+    ergonomic, silent click, rechargeable, adjustable dpi, usb receiver
+mechanical keyboard | electronics | computer accessories | 40-160 | switch=switch color=color_tech
+    backlit, hot swappable, wireless, compact layout, detachable cable
+power bank | electronics | chargers | 15-70 | capacity=mah color=color_tech
+    fast charging, compact, usb c, led display, dual port, overheat protection
+webcam | electronics | computer accessories | 25-110 | color=color_tech
+    1080p, built-in microphone, auto focus, privacy cover, plug and play, wide angle
+smart plug | electronics | smart home | 10-45 | pack=pack
+    voice control, energy monitoring, no hub required, compact, scheduling
+microsd card | electronics | storage | 8-90 | capacity=storage
+    high speed, with adapter, 4k video, shock proof, waterproof
+# accessories
+leather wallet | accessories | wallets | 15-70 | color=color_acc
+    rfid blocking, genuine leather, slim, bifold, gift box, coin pocket
+sunglasses | accessories | eyewear | 12-120 | color=color_acc
+    polarized, uv protection, lightweight frame, scratch resistant, includes case
+backpack | accessories | bags | 20-90 | color=color_acc
+    water resistant, laptop compartment, usb charging port, anti theft, padded straps
+tote bag | accessories | bags | 15-80 | color=color_acc
+    large capacity, zipper closure, inner pocket, water resistant, vegan leather
+leather belt | accessories | belts | 12-50 | size=belt_size color=color_acc
+    genuine leather, adjustable, reversible, alloy buckle, gift box
+watch band | accessories | watch accessories | 8-40 | size=band_size color=color_acc
+    quick release, adjustable, sweat resistant, silicone, stainless steel
+phone case | accessories | phone accessories | 8-40 | size=phone_size color=color_acc
+    shockproof, slim, wireless charging compatible, raised edges, card holder
+baseball cap | accessories | hats | 10-35 | color=color_acc
+    adjustable strap, breathable, uv protection, embroidered logo, structured crown
+winter scarf | accessories | scarves | 10-45 | color=color_acc
+    oversized, tassel trim, warm knit, machine washable, cashmere feel
+travel umbrella | accessories | umbrellas | 12-45 | color=color_acc
+    windproof, auto open close, compact, uv protection, ergonomic handle
+hoop earrings | accessories | jewelry | 10-60 | color=metal
+    hypoallergenic, 14k gold plated, lightweight, nickel free, gift box
+# beauty and health
+shampoo | beauty_health | hair care | 7-35 | size=fl_oz pack=pack
+    sulfate free, paraben free, color safe, for dry hair, cruelty free, vegan
+face serum | beauty_health | skin care | 10-60 | size=fl_oz
+    vitamin c, hyaluronic acid, fragrance free, non-comedogenic, cruelty free,
+    dermatologist tested
+lipstick | beauty_health | makeup | 6-35 | color=lip_color
+    long-lasting, matte finish, moisturizing, cruelty free, vegan, transfer proof
+nail polish | beauty_health | makeup | 5-25 | color=lip_color pack=pack
+    quick dry, chip resistant, long-lasting, non-toxic, high shine
+sunscreen | beauty_health | skin care | 8-35 | size=fl_oz pack=pack
+    spf 50, water resistant, reef safe, oil free, broad spectrum, fragrance free
+body lotion | beauty_health | skin care | 6-30 | size=fl_oz scent=scent
+    fragrance free, non-greasy, shea butter, for sensitive skin, paraben free
+electric toothbrush | beauty_health | oral care | 20-120 | color=color_tech
+    rechargeable, 2 minute timer, pressure sensor, travel case, replacement heads included
+hair dryer | beauty_health | hair care | 20-120 | color=color_tech
+    ionic, lightweight, fast drying, diffuser attachment, foldable handle, low noise
+multivitamin gummies | beauty_health | supplements | 8-40 | count=count flavor=gummy_flavor
+    gluten free, non-gmo, sugar free, vegan, third party tested
+deodorant | beauty_health | personal care | 5-25 | scent=scent pack=pack
+    aluminum free, long-lasting, baking soda free, cruelty free, travel size
+# other
+ground coffee | other | grocery | 7-30 | size=grocery_size flavor=coffee_flavor
+    organic, fair trade, medium roast, dark roast, kosher, resealable bag
+herbal tea | other | grocery | 4-20 | flavor=tea_flavor count=tea_count
+    caffeine free, organic, non-gmo, individually wrapped, kosher
+protein bars | other | grocery | 10-45 | flavor=bar_flavor pack=pack
+    gluten free, high protein, low sugar, non-gmo, keto friendly, individually wrapped
+mixed nuts | other | grocery | 6-30 | size=grocery_size
+    unsalted, roasted, resealable bag, kosher, non-gmo
+olive oil | other | grocery | 8-45 | size=grocery_size pack=pack
+    extra virgin, cold pressed, non-gmo, glass bottle, kosher
+dog treats | other | pet supplies | 6-35 | flavor=dog_flavor size=pet_size
+    grain free, natural ingredients, made in usa, soft chew, high protein
+cat litter | other | pet supplies | 8-40 | size=litter_size
+    clumping, low dust, odor control, unscented, lightweight
+spiral notebook | other | office supplies | 4-25 | color=color_acc pack=pack
+    college ruled, acid free paper, perforated pages, hardcover, lay flat
+gel pens | other | office supplies | 5-25 | pack=pack
+    quick dry, fine point, smudge proof, retractable, refillable
+building blocks | other | toys | 12-80 | pieces=block_pieces
+    bpa free, educational, storage box included, compatible with major brands
+yoga mat | other | fitness | 15-70 | color=color_home
+    non-slip, extra thick, eco friendly, carrying strap, alignment lines
+"""
+
+
+def _parse_product_types(table: str) -> tuple[ProductType, ...]:
+    types: list[ProductType] = []
+    header, attributes = None, []
+    for line in [*table.splitlines(), ""]:
+        if line.startswith("    "):
+            attributes += [a.strip() for a in line.split(",") if a.strip()]
+            continue
+        if header is not None:
+            name, category, subcategory, prices, options = (f.strip() for f in header.split("|"))
+            low, high = (float(x) for x in prices.split("-"))
+            groups = tuple((g, _POOLS[pool]) for g, pool in (o.split("=") for o in options.split()))
+            types.append(
+                ProductType(name, category, subcategory, tuple(attributes), groups, (low, high))
+            )
+            header, attributes = None, []
+        if line.strip() and not line.startswith("#"):
+            header = line
+    return tuple(types)
+
+
+PRODUCT_TYPES: tuple[ProductType, ...] = _parse_product_types(_PRODUCT_TYPE_TABLE)
 TYPES_BY_NAME: dict[str, ProductType] = {t.name: t for t in PRODUCT_TYPES}
 ALL_ATTRIBUTES: tuple[str, ...] = tuple(sorted({a for t in PRODUCT_TYPES for a in t.attributes}))
 
@@ -305,7 +376,9 @@ class Product:
 
     def search_text(self) -> str:
         """The text the search engine indexes (title, category path, features, description)."""
-        return " ".join((self.title, " ".join(self.category_path), " ".join(self.features), self.description))
+        return " ".join(
+            (self.title, " ".join(self.category_path), " ".join(self.features), self.description)
+        )
 
 
 @dataclass(frozen=True)
@@ -329,18 +402,21 @@ class Catalog:
         return self.products[self.index_of(item_id)]
 
 
-# ----- text pools (none of them may contain an attribute phrase; the catalog test checks) ----------
+# ----- text pools (none may contain an attribute phrase; tests/test_webshop_catalog.py checks)
 _SYLLABLES_A = ("nor", "lu", "ka", "vel", "so", "bri", "ze", "mar", "to", "qui", "fen", "ha", "ori",
                 "pe", "da", "mi", "ro", "sa", "te", "va", "cor", "el", "jun", "ax")
-_SYLLABLES_B = ("vo", "ra", "lix", "den", "tex", "ne", "ssa", "mo", "ton", "ly", "ren", "vik", "ora",
-                "bel", "quo", "nix", "dal", "sen", "ari", "ko")
-_SERIES = ("aurora", "summit", "metro", "coast", "nova", "terra", "harbor", "cedar", "atlas", "vista",
-           "ember", "solstice", "meridian", "willow", "apex", "drift", "haven", "orbit", "prairie",
-           "tundra", "zenith", "canyon", "lagoon", "aspen", "juniper", "comet", "pioneer", "halo")
+_SYLLABLES_B = ("vo", "ra", "lix", "den", "tex", "ne", "ssa", "mo", "ton", "ly", "ren", "vik",
+                "ora", "bel", "quo", "nix", "dal", "sen", "ari", "ko")
+_SERIES = ("aurora", "summit", "metro", "coast", "nova", "terra", "harbor", "cedar", "atlas",
+           "vista", "ember", "solstice", "meridian", "willow", "apex", "drift", "haven", "orbit",
+           "prairie", "tundra", "zenith", "canyon", "lagoon", "aspen", "juniper", "comet",
+           "pioneer", "halo")
 _USES = {
-    "apparel": ("everyday wear", "weekend outings", "the office", "travel days", "lounging at home"),
+    "apparel": ("everyday wear", "weekend outings", "the office", "travel days",
+                "lounging at home"),
     "footwear": ("daily walks", "long shifts", "weekend trips", "city commutes", "outdoor days"),
-    "home_decor": ("the living room", "the bedroom", "a guest room", "a dorm room", "a housewarming gift"),
+    "home_decor": ("the living room", "the bedroom", "a guest room", "a dorm room",
+                   "a housewarming gift"),
     "electronics": ("home office setups", "travel", "gaming sessions", "daily commutes", "the gym"),
     "accessories": ("daily use", "travel", "gifting", "work days", "weekend outings"),
     "beauty_health": ("a morning routine", "an evening routine", "travel", "daily care", "gifting"),
@@ -348,41 +424,36 @@ _USES = {
 }
 _SUFFIXES = {
     "apparel": ("for Men", "for Women", "Unisex", "Classic Cut", "Everyday Basic", "Casual Style"),
-    "footwear": ("for Men", "for Women", "Unisex", "Everyday Pair", "Outdoor Series", "Comfort Line"),
-    "home_decor": ("Home Decor", "Modern Style", "Farmhouse Style", "Boho Style", "Minimalist Design"),
+    "footwear": ("for Men", "for Women", "Unisex", "Everyday Pair", "Outdoor Series",
+                 "Comfort Line"),
+    "home_decor": ("Home Decor", "Modern Style", "Farmhouse Style", "Boho Style",
+                   "Minimalist Design"),
     "electronics": ("for Home and Office", "Gen 2", "Pro Edition", "Travel Edition", "2026 Model"),
     "accessories": ("for Men", "for Women", "Unisex", "Classic Design", "Everyday Carry"),
     "beauty_health": ("Daily Care", "Salon Formula", "Travel Friendly", "Family Size", "Gift Set"),
     "other": ("Value Size", "Family Pack", "Everyday Essentials", "Classic", "Premium Selection"),
 }
-_INTROS = (
-    "The {series} {type} by {brand} is made for {use}.",
-    "{brand} designed this {type} for {use}.",
-    "Meet the {series} {type}, a {brand} favorite for {use}.",
-    "This {type} from {brand} is built for {use} and easy to care for.",
-    "This {type} from the {brand} {series} line fits right into {use}.",
-)
-_CLOSINGS = (
-    "Backed by a 30 day return window.",
-    "Ships in recyclable packaging.",
-    "Check the size chart before ordering.",
-    "Customer support answers within one business day.",
-    "Pairs well with other items from the {series} line.",
-    "",
-)
-_FEATURE_BENEFITS = (
-    "tested in our lab for daily use", "a detail our customers ask for", "checked on every unit",
-    "as listed on the label", "part of every {series} product", "confirmed by the manufacturer",
-)
-_REVIEW_GENERIC = (
-    "Arrived on time and well packaged.", "Exactly what I needed for {use}.",
-    "Good value for the price.", "Would buy again.", "Quality is fine but shipping was slow.",
-    "Looks just like the pictures.", "Bought one for my sister too.", "Does the job.",
-    "A little smaller than I expected.", "My second order from {brand}.",
-)
+_INTROS = ("The {series} {type} by {brand} is made for {use}.",
+           "{brand} designed this {type} for {use}.",
+           "Meet the {series} {type}, a {brand} favorite for {use}.",
+           "This {type} from {brand} is built for {use} and easy to care for.",
+           "This {type} from the {brand} {series} line fits right into {use}.")
+_CLOSINGS = ("Backed by a 30 day return window.", "Ships in recyclable packaging.",
+             "Check the size chart before ordering.",
+             "Customer support answers within one business day.",
+             "Pairs well with other items from the {series} line.", "")
+_FEATURE_BENEFITS = ("tested in our lab for daily use", "a detail our customers ask for",
+                     "checked on every unit", "as listed on the label",
+                     "part of every {series} product", "confirmed by the manufacturer")
+_REVIEW_GENERIC = ("Arrived on time and well packaged.", "Exactly what I needed for {use}.",
+                   "Good value for the price.", "Would buy again.",
+                   "Quality is fine but shipping was slow.", "Looks just like the pictures.",
+                   "Bought one for my sister too.", "Does the job.",
+                   "A little smaller than I expected.", "My second order from {brand}.")
 _REVIEW_ATTRIBUTE = ("It really is {attr}, as described.", "The {attr} part is why I chose it.",
                      "Happy that it is {attr}.")
-_REVIEW_OPTION = ("I ordered {value} and it matches the photos.", "Got the {value} one, no complaints.")
+_REVIEW_OPTION = ("I ordered {value} and it matches the photos.",
+                  "Got the {value} one, no complaints.")
 
 _ID_CHARS = "ABCDEFGHJKLMNPQRSTUVWXYZ0123456789"
 
@@ -399,7 +470,9 @@ def _title_case(text: str) -> str:
     return " ".join(w if w[:1].isdigit() else w[:1].upper() + w[1:] for w in text.split())
 
 
-def _make_product(rng: random.Random, ptype: ProductType, brands: list[str], item_id: str) -> Product:
+def _make_product(
+    rng: random.Random, ptype: ProductType, brands: list[str], item_id: str
+) -> Product:
     brand = rng.choice(brands)
     series = rng.choice(_SERIES)
     use = rng.choice(_USES[ptype.category])
@@ -410,15 +483,26 @@ def _make_product(rng: random.Random, ptype: ProductType, brands: list[str], ite
         k = rng.randint(min(2, len(pool)), min(6, len(pool)))
         options.append((group, tuple(sorted(rng.sample(pool, k), key=pool.index))))
     in_title = rng.sample(attributes, rng.randint(1, min(2, len(attributes))))
-    title = " ".join([brand, series.capitalize(), _title_case(" ".join(in_title)),
-                      _title_case(ptype.name), rng.choice(_SUFFIXES[ptype.category])])
+    title = " ".join(
+        [
+            brand,
+            series.capitalize(),
+            _title_case(" ".join(in_title)),
+            _title_case(ptype.name),
+            rng.choice(_SUFFIXES[ptype.category]),
+        ]
+    )
     fill = {"brand": brand, "series": series, "type": ptype.name, "use": use}
     in_description = rng.sample(attributes, rng.randint(1, len(attributes)))
-    description = " ".join(s for s in (
-        rng.choice(_INTROS).format(**fill),
-        "Highlights: " + ", ".join(in_description) + ".",
-        rng.choice(_CLOSINGS).format(**fill),
-    ) if s)
+    description = " ".join(
+        s
+        for s in (
+            rng.choice(_INTROS).format(**fill),
+            "Highlights: " + ", ".join(in_description) + ".",
+            rng.choice(_CLOSINGS).format(**fill),
+        )
+        if s
+    )
     features = tuple(f"{a}: " + rng.choice(_FEATURE_BENEFITS).format(**fill) for a in attributes)
     features += (f"category: {' > '.join(ptype.category_path)}",)
     rating = None if rng.random() < 0.15 else round(rng.uniform(3.0, 5.0), 1)
@@ -433,9 +517,18 @@ def _make_product(rng: random.Random, ptype: ProductType, brands: list[str], ite
             text = rng.choice(_REVIEW_GENERIC).format(**fill)
         reviews.append(f"{rng.randint(3, 5)} out of 5 stars. {text}")
     return Product(
-        item_id=item_id, title=title, brand=brand, product_type=ptype.name, category=ptype.category,
-        category_path=ptype.category_path, price=_price(rng, *ptype.price_range), rating=rating,
-        attributes=attributes, options=tuple(options), description=description, features=features,
+        item_id=item_id,
+        title=title,
+        brand=brand,
+        product_type=ptype.name,
+        category=ptype.category,
+        category_path=ptype.category_path,
+        price=_price(rng, *ptype.price_range),
+        rating=rating,
+        attributes=attributes,
+        options=tuple(options),
+        description=description,
+        features=features,
         reviews=tuple(reviews),
     )
 
@@ -448,8 +541,10 @@ def generate_catalog(seed: int = 0, num_products: int = 2500) -> Catalog:
         num_products: catalog size, at least one product per type (``len(PRODUCT_TYPES)``).
     """
     if num_products < len(PRODUCT_TYPES):
-        raise ValueError(f"num_products must be >= {len(PRODUCT_TYPES)} (one per product type), "
-                         f"got {num_products}")
+        raise ValueError(
+            f"num_products must be >= {len(PRODUCT_TYPES)} (one per product type), "
+            f"got {num_products}"
+        )
     rng = random.Random(f"webshop-catalog-{seed}")
     brands = {c: sorted({_brand(rng) for _ in range(40)}) for c in CATEGORIES}
     used_ids: set[str] = set()

@@ -13,8 +13,8 @@ Seeds map to goals of the split deterministically: seed ``s`` plays goal ``split
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from sdar.envs.base import (
     AgentEnv,
@@ -73,9 +73,16 @@ class WebShopEnv(AgentEnv):
     max_steps = 15
     policies = ("oracle", "random")
 
-    def __init__(self, split: str = "train", num_products: int = 2500, catalog_seed: int = 0,
-                 num_goals: int | None = None, num_test_goals: int = NUM_TEST_GOALS,
-                 max_steps: int = 15, history_length: int = 2):
+    def __init__(
+        self,
+        split: str = "train",
+        num_products: int = 2500,
+        catalog_seed: int = 0,
+        num_goals: int | None = None,
+        num_test_goals: int = NUM_TEST_GOALS,
+        max_steps: int = 15,
+        history_length: int = 2,
+    ):
         if split not in SPLITS:
             raise ValueError(f"unknown WebShop split {split!r}; use one of {SPLITS}")
         if max_steps < 1:
@@ -102,8 +109,12 @@ class WebShopEnv(AgentEnv):
         return self.goals[self.split_indices[seed % len(self.split_indices)]]
 
     def task_info(self, goal: Goal) -> TaskInfo:
-        return TaskInfo(task_id=f"webshop-goal-{goal.index}", instruction=goal.instruction,
-                        task_type=goal.category, skill_keys=route_instruction(goal.instruction))
+        return TaskInfo(
+            task_id=f"webshop-goal-{goal.index}",
+            instruction=goal.instruction,
+            task_type=goal.category,
+            skill_keys=route_instruction(goal.instruction),
+        )
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
         check_reset_args(seeds, group_size)
@@ -135,34 +146,63 @@ class WebShopEnv(AgentEnv):
         if outcome.bought:
             product = self.catalog.get(ep.page.item_id)
             result = score_goal_purchase(ep.goal, product, dict(ep.page.selected))
-            ep.state = self._state(ep, prev.task, step=step, valid=True, done=True,
-                                   reward=reward_for_score(result.score),
-                                   metrics=_purchase_metrics(result))
+            ep.state = self._state(
+                ep,
+                prev.task,
+                step=step,
+                valid=True,
+                done=True,
+                reward=reward_for_score(result.score),
+                metrics=_purchase_metrics(result),
+            )
             return
         out_of_steps = step >= self.max_steps
         metrics = {"score": 0.0, "purchased": 0.0} if out_of_steps else {"score": 0.0}
-        ep.state = self._state(ep, prev.task, step=step, valid=outcome.valid, done=out_of_steps,
-                               metrics=metrics)
+        ep.state = self._state(
+            ep, prev.task, step=step, valid=outcome.valid, done=out_of_steps, metrics=metrics
+        )
 
-    def _state(self, ep: _Episode, task: TaskInfo, step: int, valid: bool = True, done: bool = False,
-               reward: float = 0.0, metrics: dict[str, float] | None = None) -> EnvState:
+    def _state(
+        self,
+        ep: _Episode,
+        task: TaskInfo,
+        step: int,
+        valid: bool = True,
+        done: bool = False,
+        reward: float = 0.0,
+        metrics: dict[str, float] | None = None,
+    ) -> EnvState:
         view = self.site.view(ep.page)
         admissible = [f"click[{c}]" for c in view.clickables]
         if view.has_search_bar:
             admissible.insert(0, SEARCH_PLACEHOLDER)
-        return EnvState(task=task, observation=view.text, raw_observation=view.text,
-                        admissible_actions=admissible, reward=reward, done=done,
-                        won=done and reward > 0, valid_action=valid, step=step,
-                        metrics=dict(metrics or {}))
+        return EnvState(
+            task=task,
+            observation=view.text,
+            raw_observation=view.text,
+            admissible_actions=admissible,
+            reward=reward,
+            done=done,
+            won=done and reward > 0,
+            valid_action=valid,
+            step=step,
+            metrics=dict(metrics or {}),
+        )
 
     # ----- what the agent sees and says -----------------------------------------------------
-    def render_prompt(self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True) -> str:
-        lines = ["You are shopping for a customer in WebShop, an online store.",
-                 f"Your task: {state.task.instruction}."]
+    def render_prompt(
+        self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True
+    ) -> str:
+        lines = [
+            "You are shopping for a customer in WebShop, an online store.",
+            f"Your task: {state.task.instruction}.",
+        ]
         if history:
             first = state.step - len(history) + 1
-            lines.append(f"You have taken {state.step} step(s) so far. Your last {len(history)} "
-                         "observation(s) and action(s):")
+            lines.append(
+                f"You have taken {state.step} step(s) so far. Your last {len(history)} "
+                "observation(s) and action(s):"
+            )
             for t, (observation, action) in enumerate(history, start=first):
                 lines.append(f"[Observation {t}] {observation}")
                 lines.append(f"[Action {t}] {action}")
@@ -170,13 +210,17 @@ class WebShopEnv(AgentEnv):
         lines.append("Admissible actions:")
         lines.extend(f"  {a}" for a in state.admissible_actions or [])
         if think:
-            lines.append("First think step by step about which admissible action brings the customer "
-                         "closest to the right product, inside <think> </think>. Then give exactly one "
-                         "admissible action inside <action> </action>, for example "
-                         "<action>click[buy now]</action> or <action>search[red running shoes]</action>.")
+            lines.append(
+                "First think step by step about which admissible action brings the customer "
+                "closest to the right product, inside <think> </think>. Then give exactly one "
+                "admissible action inside <action> </action>, for example "
+                "<action>click[buy now]</action> or <action>search[red running shoes]</action>."
+            )
         else:
-            lines.append("Reply with exactly one admissible action inside <action> </action> and "
-                         "nothing else, for example <action>click[buy now]</action>.")
+            lines.append(
+                "Reply with exactly one admissible action inside <action> </action> and "
+                "nothing else, for example <action>click[buy now]</action>."
+            )
         return "\n".join(lines)
 
     def parse_action(self, response: str) -> ParsedAction:
@@ -214,8 +258,14 @@ class WebShopEnv(AgentEnv):
         if page.kind == SEARCH:
             if not ep.queries:
                 q = goal.search_phrase()
-                return f"I will search for the {goal.product_type} with the required attributes.", f"search[{q}]"
-            return "I will search for a product I know fits, by its title.", f"search[{target.title.lower()}]"
+                return (
+                    f"I will search for the {goal.product_type} with the required attributes.",
+                    f"search[{q}]",
+                )
+            return (
+                "I will search for a product I know fits, by its title.",
+                f"search[{target.title.lower()}]",
+            )
         if page.kind == ITEM_TAB:
             return "Back to the item page.", f"click[{PREV}]"
         if page.kind == RESULTS:
@@ -223,12 +273,21 @@ class WebShopEnv(AgentEnv):
             fits = [p for p in products if self.satisfies(goal, p)]
             if fits:
                 p = fits[0]
-                why = f"{p.item_id} is a {p.product_type} at ${p.price:.2f}, under ${goal.price_upper:.2f}"
-                return f"{why}; I will open it to check it and choose options.", f"click[{p.item_id.lower()}]"
+                why = (
+                    f"{p.item_id} is a {p.product_type} at ${p.price:.2f}, "
+                    f"under ${goal.price_upper:.2f}"
+                )
+                return (
+                    f"{why}; I will open it to check it and choose options.",
+                    f"click[{p.item_id.lower()}]",
+                )
             by_title = len(ep.queries) > 1
             view = self.site.view(page)
             if NEXT in view.clickables and (by_title or page.page_number < 2):
-                return "Nothing here fits every requirement; I will look at the next page.", f"click[{NEXT}]"
+                return (
+                    "Nothing here fits every requirement; I will look at the next page.",
+                    f"click[{NEXT}]",
+                )
             return "No result fits; I will search again.", f"click[{BACK_TO_SEARCH}]"
         # item page
         product = self.catalog.get(page.item_id)
@@ -241,12 +300,14 @@ class WebShopEnv(AgentEnv):
         return "Type, attributes, options and price all fit; I will buy it.", f"click[{BUY_NOW}]"
 
     def _random(self, ep: _Episode, rng: random.Random) -> tuple[str, str]:
-        """Uniform over the admissible actions; on the search page, a few words of the instruction."""
+        """Uniform over the admissible actions; a search uses a few words of the instruction."""
         admissible = ep.state.admissible_actions or []
         action = rng.choice(admissible)
         if action == SEARCH_PLACEHOLDER:
             words = [w for w in ep.goal.instruction.split() if w.isalpha()]
-            action = "search[" + " ".join(rng.sample(words, min(len(words), rng.randint(2, 4)))) + "]"
+            action = (
+                "search[" + " ".join(rng.sample(words, min(len(words), rng.randint(2, 4)))) + "]"
+            )
         return "I will try an admissible action at random.", action
 
 
@@ -256,7 +317,9 @@ def _purchase_metrics(result: PurchaseScore) -> dict[str, float]:
         "purchased": 1.0,
         "type_factor": result.type_factor,
         "attribute_match": result.attributes_matched / max(1, result.num_attributes),
-        "option_match": result.options_matched / max(1, result.num_options) if result.num_options else 1.0,
+        "option_match": result.options_matched / max(1, result.num_options)
+        if result.num_options
+        else 1.0,
         "price_ok": float(result.price_ok),
     }
 
@@ -266,8 +329,15 @@ def make_webshop_env(**options) -> WebShopEnv:
 
     Options are ``WebShopEnv``'s keyword arguments; unknown ones raise with the list of known ones.
     """
-    known = ("split", "num_products", "catalog_seed", "num_goals", "num_test_goals", "max_steps",
-             "history_length")
+    known = (
+        "split",
+        "num_products",
+        "catalog_seed",
+        "num_goals",
+        "num_test_goals",
+        "max_steps",
+        "history_length",
+    )
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown WebShop option(s) {unknown}; known: {list(known)}")

@@ -82,7 +82,8 @@ def _join(words: list[str]) -> str:
 
 
 def _price_ceiling(rng: random.Random, price: float) -> float:
-    """A round ceiling above ``price``: next multiple of 5 (under 50) or 10 above price * (1.05..1.6)."""
+    """A round ceiling above ``price``: the next multiple of 5 (under $50) or of 10 above
+    ``price * U(1.05, 1.6)``."""
     step = 5 if price < 50 else 10
     return float(math.ceil(price * rng.uniform(1.05, 1.6) / step) * step)
 
@@ -93,17 +94,31 @@ def make_goal(index: int, product: Product, rng: random.Random) -> Goal:
     attributes = tuple(sorted(rng.sample(product.attributes, n_attr), key=product.attributes.index))
     options = tuple((group, rng.choice(values)) for group, values in product.options)
     price_upper = _price_ceiling(rng, product.price)
-    opts = _join([rng.choice(_OPTION_PHRASES[g]).format(v=v) for g, v in options]) if options else ""
+    opts = (
+        _join([rng.choice(_OPTION_PHRASES[g]).format(v=v) for g, v in options]) if options else ""
+    )
     instruction = rng.choice(_TEMPLATES).format(
-        attrs=_join(list(attributes)), type=product.product_type, opts=(" " + opts) if opts else "",
+        attrs=_join(list(attributes)),
+        type=product.product_type,
+        opts=(" " + opts) if opts else "",
         price=f"{price_upper:.2f}",
     )
-    return Goal(index=index, item_id=product.item_id, product_type=product.product_type,
-                category=product.category, category_path=product.category_path, attributes=attributes,
-                options=options, price_upper=price_upper, instruction=instruction)
+    return Goal(
+        index=index,
+        item_id=product.item_id,
+        product_type=product.product_type,
+        category=product.category,
+        category_path=product.category_path,
+        attributes=attributes,
+        options=options,
+        price_upper=price_upper,
+        instruction=instruction,
+    )
 
 
-def generate_goals(catalog: Catalog, num_goals: int | None = None, seed: int = 0) -> tuple[Goal, ...]:
+def generate_goals(
+    catalog: Catalog, num_goals: int | None = None, seed: int = 0
+) -> tuple[Goal, ...]:
     """``num_goals`` goals (default: two per product) over ``catalog``, deterministic per seed.
 
     Targets cycle through the catalog in a shuffled order, so every product is a target before any
@@ -125,8 +140,12 @@ def generate_goals(catalog: Catalog, num_goals: int | None = None, seed: int = 0
 
 
 @lru_cache(maxsize=4)
-def load_goals(catalog_seed: int = 0, num_products: int = 2500, num_goals: int | None = None,
-               goal_seed: int = 0) -> tuple[Goal, ...]:
+def load_goals(
+    catalog_seed: int = 0,
+    num_products: int = 2500,
+    num_goals: int | None = None,
+    goal_seed: int = 0,
+) -> tuple[Goal, ...]:
     """``generate_goals`` over ``load_catalog(catalog_seed, num_products)``, cached per process."""
     return generate_goals(load_catalog(catalog_seed, num_products), num_goals, goal_seed)
 
@@ -136,6 +155,8 @@ def split_goal_indices(num_goals: int, split: str, num_test_goals: int = NUM_TES
     if split not in SPLITS:
         raise ValueError(f"unknown WebShop split {split!r}; use one of {SPLITS}")
     if not 0 < num_test_goals < num_goals:
-        raise ValueError(f"num_test_goals must be between 1 and num_goals - 1 = {num_goals - 1}, "
-                         f"got {num_test_goals}")
-    return range(0, num_test_goals) if split == "test" else range(num_test_goals, num_goals)
+        raise ValueError(
+            f"num_test_goals must be between 1 and num_goals - 1 = {num_goals - 1}, "
+            f"got {num_test_goals}"
+        )
+    return range(num_test_goals) if split == "test" else range(num_test_goals, num_goals)

@@ -104,7 +104,7 @@ class Site:
         """The products shown on results page ``page`` and the total number of results."""
         hits = self.engine.search(page.query)
         start = (page.page_number - 1) * RESULTS_PER_PAGE
-        return [self.catalog.products[i] for i in hits[start:start + RESULTS_PER_PAGE]], len(hits)
+        return [self.catalog.products[i] for i in hits[start : start + RESULTS_PER_PAGE]], len(hits)
 
     def view(self, page: Page) -> View:
         """Render ``page`` (deterministic in ``page``)."""
@@ -116,9 +116,14 @@ class Site:
         if page.kind == ITEM:
             return self._item_view(page, product)
         if page.kind == ITEM_TAB:
-            body = {"description": [product.description], "features": list(product.features),
-                    "reviews": list(product.reviews)}[page.tab]
-            return View(SEP.join(["Back to Search", "< Prev", *body]), (BACK_TO_SEARCH, PREV), False)
+            body = {
+                "description": [product.description],
+                "features": list(product.features),
+                "reviews": list(product.reviews),
+            }[page.tab]
+            return View(
+                SEP.join(["Back to Search", "< Prev", *body]), (BACK_TO_SEARCH, PREV), False
+            )
         raise ValueError(f"unknown page kind {page.kind!r}")
 
     def _results_view(self, page: Page) -> View:
@@ -145,8 +150,15 @@ class Site:
         if page.selected:
             parts.append("Selected: " + ", ".join(f"{g} {v}" for g, v in page.selected))
         rating = "N.A." if product.rating is None else f"{product.rating:.1f}"
-        parts += [product.title, f"Price: {_price(product.price)}", f"Rating: {rating}",
-                  "Description", "Features", "Reviews", "Buy Now"]
+        parts += [
+            product.title,
+            f"Price: {_price(product.price)}",
+            f"Rating: {rating}",
+            "Description",
+            "Features",
+            "Reviews",
+            "Buy Now",
+        ]
         clickables += [*TABS, BUY_NOW]
         return View(SEP.join(parts), tuple(clickables), False)
 
@@ -171,12 +183,16 @@ class Site:
                 return Outcome(replace(page, page_number=page.page_number + 1), valid=True)
             if arg == PREV:
                 return Outcome(replace(page, page_number=page.page_number - 1), valid=True)
-            return Outcome(replace(page, kind=ITEM, item_id=self.catalog.get(arg).item_id), valid=True)
+            return Outcome(
+                replace(page, kind=ITEM, item_id=self.catalog.get(arg).item_id), valid=True
+            )
         if page.kind == ITEM_TAB:  # only "< prev" is left
             return Outcome(replace(page, kind=ITEM, tab=""), valid=True)
         # item page
         if arg == PREV:
-            return Outcome(Page(kind=RESULTS, query=page.query, page_number=page.page_number), valid=True)
+            return Outcome(
+                Page(kind=RESULTS, query=page.query, page_number=page.page_number), valid=True
+            )
         if arg in TABS:
             return Outcome(replace(page, kind=ITEM_TAB, tab=arg), valid=True)
         if arg == BUY_NOW:

@@ -32,8 +32,8 @@ The training reward is 10 when the score is exactly 1 (``reward_for_score``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 SUCCESS_REWARD = 10.0
 
@@ -64,8 +64,9 @@ def _type_words(product_type: str) -> set[str]:
     return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words}
 
 
-def type_factor(goal_type: str, goal_path: Sequence[str], product_type: str,
-                product_path: Sequence[str]) -> float:
+def type_factor(
+    goal_type: str, goal_path: Sequence[str], product_type: str, product_path: Sequence[str]
+) -> float:
     """How well a bought product's type answers the goal's type (table in the module docstring).
 
     ``goal_path`` / ``product_path`` are category paths ``(category, subcategory, type)``.
@@ -105,16 +106,31 @@ def score_purchase(
     factor = type_factor(goal_type, goal_path, product_type, product_path)
     total = len(goal_attributes) + len(goal_options) + 1
     score = factor * (attributes_matched + options_matched + int(price_ok)) / total
-    return PurchaseScore(score=score, type_factor=factor, attributes_matched=attributes_matched,
-                         num_attributes=len(goal_attributes), options_matched=options_matched,
-                         num_options=len(goal_options), price_ok=price_ok)
+    return PurchaseScore(
+        score=score,
+        type_factor=factor,
+        attributes_matched=attributes_matched,
+        num_attributes=len(goal_attributes),
+        options_matched=options_matched,
+        num_options=len(goal_options),
+        price_ok=price_ok,
+    )
 
 
 def score_goal_purchase(goal, product, selected_options: Mapping[str, str]) -> PurchaseScore:
     """``score_purchase`` for a ``goals.Goal`` and a ``catalog.Product``."""
-    return score_purchase(goal.product_type, goal.category_path, goal.attributes, goal.options,
-                          goal.price_upper, product.product_type, product.category_path,
-                          product.attributes, product.price, selected_options)
+    return score_purchase(
+        goal.product_type,
+        goal.category_path,
+        goal.attributes,
+        goal.options,
+        goal.price_upper,
+        product.product_type,
+        product.category_path,
+        product.attributes,
+        product.price,
+        selected_options,
+    )
 
 
 def reward_for_score(score: float) -> float:

@@ -71,5 +71,5 @@ class SearchEngine:
 
 @lru_cache(maxsize=4)
 def load_search_engine(catalog_seed: int = 0, num_products: int = 2500) -> SearchEngine:
-    """The search engine over ``load_catalog(catalog_seed, num_products)``, built once per process."""
+    """The engine over ``load_catalog(catalog_seed, num_products)``, built once per process."""
     return SearchEngine(load_catalog(catalog_seed, num_products))
