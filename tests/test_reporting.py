@@ -1,4 +1,4 @@
-"""Run logging (metrics/samples/TensorBoard), the report (PNGs, token view, summary) and aggregation.
+"""Run logging (metrics, samples, TensorBoard), the report (PNGs, token view, summary), aggregation.
 
 A realistic run directory is written through the real ``RunLogger``; everything is read back from
 disk and checked against numbers computed by hand in the comments.
@@ -30,13 +30,26 @@ from sdar.reporting import (
     write_report,
 )
 from sdar.reporting.aggregate import group_runs
-from sdar.reporting.html import gap_colour, gate_colour, render_page, select_samples, token_endorsement
+from sdar.reporting.html import (
+    gap_colour,
+    gate_colour,
+    render_page,
+    select_samples,
+    token_endorsement,
+)
 
 # Validation panel results (iteration -> overall, heat, cool). Best overall is iteration 5.
 VAL = {0: (0.25, 0.0, 0.5), 5: (0.625, 0.5, 0.75), 10: (0.5, 0.25, 0.75)}
 
-TEACHER_TOKENS = ["<think>", "heat it & ", "then <script>alert(1)</script>", "</think>",
-                  "<action>", 'go to "microwave 1"', "</action>"]
+TEACHER_TOKENS = [
+    "<think>",
+    "heat it & ",
+    "then <script>alert(1)</script>",
+    "</think>",
+    "<action>",
+    'go to "microwave 1"',
+    "</action>",
+]
 TEACHER_SAMPLE = {
     "task_id": "pick_heat_then_place_in_recep-Apple-None-Fridge-11/trial_1",
     "task_type": "pick_heat_then_place_in_recep",
@@ -93,12 +106,21 @@ def train_metrics(iteration: int) -> dict[str, float]:
 
 def val_metrics(iteration: int) -> dict[str, float]:
     overall, heat, cool = VAL[iteration]
-    return {"val/success": overall, "val/success/heat": heat, "val/success/cool": cool,
-            "val/episode_length": 20.0}
+    return {
+        "val/success": overall,
+        "val/success/heat": heat,
+        "val/success/cool": cool,
+        "val/episode_length": 20.0,
+    }
 
 
-def make_run(run_dir, iterations: int = 10, tensorboard: bool = False, config: dict | None = None,
-             final_val: float | None = None):
+def make_run(
+    run_dir,
+    iterations: int = 10,
+    tensorboard: bool = False,
+    config: dict | None = None,
+    final_val: float | None = None,
+):
     """A run as the trainer writes it: validation at 0, 5, 10; samples with and without teacher."""
     with RunLogger(run_dir, tensorboard=tensorboard) as logger:
         logger.log_metrics(0, val_metrics(0))
@@ -108,7 +130,9 @@ def make_run(run_dir, iterations: int = 10, tensorboard: bool = False, config: d
                 metrics.update(val_metrics(it))
             logger.log_metrics(it, metrics)
             logger.log_samples(it, [TEACHER_SAMPLE, PLAIN_SAMPLE] if it == 1 else [TEACHER_SAMPLE])
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config or {"loss": {"method": "sdar"}, "seed": 0}))
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(config or {"loss": {"method": "sdar"}, "seed": 0})
+    )
     return run_dir
 
 
@@ -162,7 +186,9 @@ def test_resume_truncates_lines_after_the_checkpoint(run_dir):
     logger.close()
     lines = read_metrics(run_dir)
     assert [m["iteration"] for m in lines] == [0, 1, 2, 3, 4, 5, 6, 7]
-    assert lines[-1]["train/success"] == 0.99 and "sdar/loss" not in lines[-1]  # the old line 7 is gone
+    assert (
+        lines[-1]["train/success"] == 0.99 and "sdar/loss" not in lines[-1]
+    )  # the old line 7 is gone
     raw = [json.loads(t)["iteration"] for t in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert raw == sorted(raw)
     assert [s["iteration"] for s in read_samples(run_dir)][-2:] == [6, 7]
@@ -212,14 +238,18 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_metrics(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no metrics.jsonl in .*empty: is this a run directory"):
+    with pytest.raises(
+        FileNotFoundError, match="no metrics.jsonl in .*empty: is this a run directory"
+    ):
         read_metrics(tmp_path / "empty")
 
 
 def test_tensors_and_arrays_are_accepted(tmp_path):
     torch = pytest.importorskip("torch")
     with RunLogger(tmp_path, tensorboard=False) as logger:
-        logger.log_metrics(1, {"sdar/gate_mean": torch.tensor(0.25), "actor/kl": torch.tensor([0.5])})
+        logger.log_metrics(
+            1, {"sdar/gate_mean": torch.tensor(0.25), "actor/kl": torch.tensor([0.5])}
+        )
         logger.log_samples(1, [{**PLAIN_SAMPLE, "log_probs": torch.tensor([-0.5, -1.0, -0.25])}])
     (line,) = read_metrics(tmp_path)
     assert line["sdar/gate_mean"] == 0.25 and line["actor/kl"] == 0.5
@@ -227,8 +257,13 @@ def test_tensors_and_arrays_are_accepted(tmp_path):
 
 
 def test_format_summary_is_one_short_line():
-    metrics = {"iteration": 12, "train/success": 0.625, "sdar/gate_mean": 0.61349,
-               "timing/rollout_s": 52.06, "actor/entropy": 1.0}
+    metrics = {
+        "iteration": 12,
+        "train/success": 0.625,
+        "sdar/gate_mean": 0.61349,
+        "timing/rollout_s": 52.06,
+        "actor/entropy": 1.0,
+    }
     assert format_summary(metrics) == "it 12 | success 0.625 | gate 0.6135 | rollout 52.1s"
     assert format_summary(metrics, keys=["actor/entropy"]) == "it 12 | actor/entropy 1"
 
@@ -236,8 +271,13 @@ def test_format_summary_is_one_short_line():
 # ---------------------------------------------------------------------------------------------
 # The report
 # ---------------------------------------------------------------------------------------------
-EVAL_RESULT = {"checkpoint": "checkpoints/iter_000010", "split": "valid_unseen", "success": 0.4375,
-               "per_task_type": {"heat": 0.5, "cool": 0.375}, "metrics": {}}
+EVAL_RESULT = {
+    "checkpoint": "checkpoints/iter_000010",
+    "split": "valid_unseen",
+    "success": 0.4375,
+    "per_task_type": {"heat": 0.5, "cool": 0.375},
+    "metrics": {},
+}
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +306,9 @@ def test_summary_table_matches_hand_computation(report):
     index, page = report
     summary = (index.parent / "summary.md").read_text()
     # start = iteration 0, best = iteration 5 (62.5 %), last = iteration 10.
-    assert "| val/success (%) | start (it 0) | best (it 5) | last (it 10) | last - start |" in summary
+    assert (
+        "| val/success (%) | start (it 0) | best (it 5) | last (it 10) | last - start |" in summary
+    )
     assert "| overall | 25.0 | 62.5 | 50.0 | +25.0 |" in summary
     assert "| cool | 50.0 | 75.0 | 75.0 | +25.0 |" in summary
     assert "| heat | 0.0 | 50.0 | 25.0 | +25.0 |" in summary
@@ -280,7 +322,9 @@ def test_html_escapes_every_token_and_the_prompt(report):
         assert f">{html.escape(token)}</span>" in page
     assert "<script>" not in page and "<middle>" not in page
     assert html.escape(TEACHER_SAMPLE["prompt"]) in page
-    assert "<img" in page and "data:image/png;base64," in page and "http" not in page  # self-contained
+    assert (
+        "<img" in page and "data:image/png;base64," in page and "http" not in page
+    )  # self-contained
 
 
 def test_token_colours_follow_the_gate_and_the_gap(report):
@@ -295,7 +339,9 @@ def test_token_colours_follow_the_gate_and_the_gap(report):
     assert gap_colour(-5.0) == "#eb645a"  # clipped
     _, page = report
     # Token 2 "heat it & ": gate 0.75, gap -0.8 - (-1.0) = +0.2 -> 0.1 of the way to green.
-    span = re.search(r'<span class="tok" style="([^"]*)" title="([^"]*)">heat it &amp; </span>', page)
+    span = re.search(
+        r'<span class="tok" style="([^"]*)" title="([^"]*)">heat it &amp; </span>', page
+    )
     assert span is not None
     assert span.group(1) == f"--d:{gap_colour(0.2)};--g:#a8dcb2"
     # 255 - 0.1 * (175, 70, 155) = (237.5, 248, 239.5) -> (238, 248, 240), rounded half up.
@@ -311,16 +357,20 @@ def test_sample_without_teacher_is_uncoloured_with_a_note(report):
 
 
 def test_endorsement_table_and_sample_selection():
-    sample = {"tokens": ["a", "b", "a", "b", "a", "b", "c"],
-              "log_probs": [-1.0] * 7,
-              "teacher_log_probs": [-0.5, -2.0, -0.7, -1.5, -0.6, -1.0, -0.1],
-              "gate": [0.9, 0.1, 0.8, 0.2, 0.85, 0.5, 0.99]}
+    sample = {
+        "tokens": ["a", "b", "a", "b", "a", "b", "c"],
+        "log_probs": [-1.0] * 7,
+        "teacher_log_probs": [-0.5, -2.0, -0.7, -1.5, -0.6, -1.0, -0.1],
+        "gate": [0.9, 0.1, 0.8, 0.2, 0.85, 0.5, 0.99],
+    }
     endorsed, rejected = token_endorsement([sample, PLAIN_SAMPLE])
     # "a": gaps 0.5, 0.3, 0.4 -> mean 0.4, gates mean 0.85; "b": gaps -1, -0.5, 0 -> mean -0.5.
     # "c" occurs once: left out.
-    assert [(t, n) for t, n, _, _ in endorsed] == [("a", 3), ("b", 3)]
+    assert [(t, n) for t, n, _, _ in endorsed] == [("a", 3)]
     assert endorsed[0][2] == pytest.approx(0.4) and endorsed[0][3] == pytest.approx(0.85)
-    assert rejected[0][0] == "b" and rejected[0][2] == pytest.approx(-0.5)
+    assert [(t, n) for t, n, _, _ in rejected] == [("b", 3)] and rejected[0][2] == pytest.approx(
+        -0.5
+    )
     samples = [{"iteration": i} for i in range(10)]
     assert [s["iteration"] for s in select_samples(samples, 4)] == [0, 3, 6, 9]
     assert len(select_samples(samples, 50)) == 10
@@ -328,17 +378,23 @@ def test_endorsement_table_and_sample_selection():
 
 def test_report_shows_eval_results(report):
     index, page = report
-    assert "<td>iter_000010-valid_unseen.json</td><td>checkpoints/iter_000010</td><td>valid_unseen</td>" \
-           "<td>43.8</td><td>37.5</td><td>50.0</td>" in page  # per-type columns sorted: cool, heat
+    assert (
+        "<td>iter_000010-valid_unseen.json</td><td>checkpoints/iter_000010</td><td>valid_unseen</td>"
+        "<td>43.8</td><td>37.5</td><td>50.0</td>" in page
+    )  # per-type columns sorted: cool, heat
     assert "broken.json</td><td colspan='5'>unreadable" in page
     summary = (index.parent / "summary.md").read_text()
-    assert "| iter_000010-valid_unseen.json | checkpoints/iter_000010 | valid_unseen | 43.8 % |" in summary
+    assert (
+        "| iter_000010-valid_unseen.json | checkpoints/iter_000010 | valid_unseen | 43.8 % |"
+        in summary
+    )
 
 
 def test_page_limits_the_samples_shown(run_dir):
     samples = read_samples(run_dir)
-    page = render_page(title="t", table=None, summary_rows=[], evals=[], figures=[], samples=samples,
-                       max_samples=3)
+    page = render_page(
+        title="t", table=None, summary_rows=[], evals=[], figures=[], samples=samples, max_samples=3
+    )
     assert page.count('<section class="sample') == 3 and "Showing 3 of 11" in page
 
 
@@ -359,8 +415,12 @@ def make_seed_run(path, method: str, seed: int, val_curve: list[float], lam: flo
         for it, value in enumerate(val_curve):
             logger.log_metrics(it, {"val/success": value, "train/success": value / 2})
     preset = {"sdar": lam, "grpo": 0.0}[method]
-    config = {"seed": seed, "output_dir": str(path), "loss": {"method": method, "lam": preset},
-              "eval": {"seed": 100000}}
+    config = {
+        "seed": seed,
+        "output_dir": str(path),
+        "loss": {"method": method, "lam": preset},
+        "eval": {"seed": 100000},
+    }
     (path / "config.yaml").write_text(yaml.safe_dump(config))
     return path
 
@@ -380,17 +440,27 @@ def seed_runs(tmp_path):
 
 def test_aggregate_mean_and_sample_std_per_method(seed_runs):
     result = aggregate_runs(seed_runs)
-    assert list(result["groups"]) == ["sdar", "grpo"]  # loss.lam is the method's preset: not in the label
+    assert list(result["groups"]) == [
+        "sdar",
+        "grpo",
+    ]  # loss.lam is the method's preset: not in the label
     sdar, grpo = result["groups"]["sdar"], result["groups"]["grpo"]
     assert sdar["n"] == 3 and sdar["seeds"] == [0, 1, 2]
     # sdar final [0.6, 0.7, 0.8]: mean 0.7, sample std sqrt((0.01 + 0 + 0.01) / 2) = 0.1.
-    assert sdar["final"]["mean"] == pytest.approx(0.7) and sdar["final"]["std"] == pytest.approx(0.1)
-    # sdar best [0.7, 0.7, 0.9]: mean 2.3 / 3, std sqrt(((-1/15)^2 * 2 + (2/15)^2) / 2) = sqrt(0.04/3).
+    assert sdar["final"]["mean"] == pytest.approx(0.7) and sdar["final"]["std"] == pytest.approx(
+        0.1
+    )
+    # sdar best [0.7, 0.7, 0.9]: mean 2.3 / 3,
+    # std sqrt(((-1/15)^2 * 2 + (2/15)^2) / 2) = sqrt(0.04 / 3).
     assert sdar["best"]["mean"] == pytest.approx(2.3 / 3)
     assert sdar["best"]["std"] == pytest.approx(math.sqrt(0.04 / 3))
     # grpo final [0.5, 0.5, 0.8]: mean 0.6, std sqrt((0.01 + 0.01 + 0.04) / 2) = sqrt(0.03).
-    assert grpo["final"]["mean"] == pytest.approx(0.6) and grpo["final"]["std"] == pytest.approx(math.sqrt(0.03))
-    assert grpo["start"]["mean"] == pytest.approx(0.2) and grpo["start"]["std"] == pytest.approx(0.1)
+    assert grpo["final"]["mean"] == pytest.approx(0.6) and grpo["final"]["std"] == pytest.approx(
+        math.sqrt(0.03)
+    )
+    assert grpo["start"]["mean"] == pytest.approx(0.2) and grpo["start"]["std"] == pytest.approx(
+        0.1
+    )
     table = format_aggregate_table(result)
     assert "| sdar | 3 | 0, 1, 2 | 20.0 +- 10.0 | 70.0 +- 10.0 | 76.7 +- 11.5 |" in table
     assert "| grpo | 3 | 0, 1, 2 | 20.0 +- 10.0 | 60.0 +- 17.3 | 63.3 +- 15.3 |" in table
@@ -406,10 +476,14 @@ def test_aggregate_single_run_has_no_std_and_min_mode(seed_runs):
 
 def test_grouping_by_ablation_and_explicit_keys(tmp_path, seed_runs):
     ablation = make_seed_run(tmp_path / "sdar-lam0.1", "sdar", 0, [0.1, 0.2], lam=0.1)
-    # lam differs between methods (a preset) and within sdar (an ablation): only the latter is named.
+    # lam differs between methods (a preset) and within sdar (an ablation): only the latter is
+    # named.
     groups = group_runs(seed_runs + [ablation])
     assert {k: len(v) for k, v in groups.items()} == {
-        "sdar (loss.lam=0.01)": 3, "grpo (loss.lam=0.0)": 3, "sdar (loss.lam=0.1)": 1}
+        "sdar (loss.lam=0.01)": 3,
+        "grpo (loss.lam=0.0)": 3,
+        "sdar (loss.lam=0.1)": 1,
+    }
     assert group_runs(seed_runs[:3] + [ablation]).keys() == {"loss.lam=0.01", "loss.lam=0.1"}
     groups = group_runs(seed_runs + [ablation], group_by=["loss.method"])
     assert {k: len(v) for k, v in groups.items()} == {"loss.method=sdar": 4, "loss.method=grpo": 3}
@@ -424,8 +498,13 @@ def test_learning_curves_mean_std_and_aggregate_report(tmp_path, seed_runs):
     iterations, means, stds = curves["sdar"]
     assert iterations == [0, 1, 2]
     assert means == pytest.approx([0.2, 2.2 / 3, 0.7])
-    assert stds == pytest.approx([0.1, math.sqrt(((0.7 - 2.2 / 3) ** 2 + (0.6 - 2.2 / 3) ** 2
-                                                     + (0.9 - 2.2 / 3) ** 2) / 2), 0.1])
+    assert stds == pytest.approx(
+        [
+            0.1,
+            math.sqrt(((0.7 - 2.2 / 3) ** 2 + (0.6 - 2.2 / 3) ** 2 + (0.9 - 2.2 / 3) ** 2) / 2),
+            0.1,
+        ]
+    )
     path = write_aggregate_report(seed_runs, tmp_path / "agg", keys=["val/success", "val/missing"])
     text = path.read_text()
     assert "| sdar | 3 | 0, 1, 2 | 20.0 +- 10.0 | 70.0 +- 10.0 |" in text

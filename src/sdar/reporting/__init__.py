@@ -51,7 +51,7 @@ def write_report(run_dir: str | Path, max_samples: int = DEFAULT_MAX_SAMPLES) ->
     (validation success overall and per task type at start / best / last validation, the last
     training iteration's main metrics, ``eval/*.json`` results) and ``index.html``, a single
     self-contained page with all of that plus up to ``max_samples`` logged agent turns shown token
-    by token. Needs ``metrics.jsonl``; ``samples.jsonl``, ``config.yaml`` and ``eval/`` are optional.
+    by token. Needs ``metrics.jsonl``; ``samples.jsonl``, ``config.yaml``, ``eval/`` are optional.
     """
     from sdar.reporting.html import render_page
     from sdar.reporting.plots import plot_run_metrics
@@ -69,30 +69,58 @@ def write_report(run_dir: str | Path, max_samples: int = DEFAULT_MAX_SAMPLES) ->
     title = run_dir.resolve().name
 
     md = [f"# Run summary: {title}", ""]
-    md += ["## Validation success", "", format_success_table(table) if table else "No validation logged.", ""]
+    md += [
+        "## Validation success",
+        "",
+        format_success_table(table) if table else "No validation logged.",
+        "",
+    ]
     if table:
-        md += ["best = the validation with the highest overall success (earliest on ties); the per-type "
-               "values are read at that same iteration.", ""]
+        md += [
+            "best = the validation with the highest overall success (earliest on ties); the "
+            "per-type "
+            "values are read at that same iteration.",
+            "",
+        ]
     if rows:
         last = _last_training_line(metrics)
-        md += [f"## Last training iteration ({last['iteration']})", "", "| metric | value |", "| --- | ---: |"]
+        md += [
+            f"## Last training iteration ({last['iteration']})",
+            "",
+            "| metric | value |",
+            "| --- | ---: |",
+        ]
         md += [f"| {k} | {v} |" for k, v in rows] + [""]
     if evals:
-        md += ["## Evaluations (eval/*.json)", "", "| file | checkpoint | split | success |",
-               "| --- | --- | --- | ---: |"]
+        md += [
+            "## Evaluations (eval/*.json)",
+            "",
+            "| file | checkpoint | split | success |",
+            "| --- | --- | --- | ---: |",
+        ]
         for ev in evals:
             if "error" in ev:
                 md.append(f"| {ev['file']} | unreadable: {ev['error']} | | |")
             else:
                 success = ev.get("success")
                 shown = f"{100 * success:.1f} %" if isinstance(success, (int, float)) else "-"
-                md.append(f"| {ev['file']} | {ev.get('checkpoint')} | {ev.get('split')} | {shown} |")
+                md.append(
+                    f"| {ev['file']} | {ev.get('checkpoint')} | {ev.get('split')} | {shown} |"
+                )
         md.append("")
     md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in figures] + [""]
     (out_dir / "summary.md").write_text("\n".join(md), encoding="utf-8")
 
-    page = render_page(title=title, table=table, summary_rows=rows, evals=evals, figures=figures,
-                       samples=read_samples(run_dir), max_samples=max_samples, config_text=config_text)
+    page = render_page(
+        title=title,
+        table=table,
+        summary_rows=rows,
+        evals=evals,
+        figures=figures,
+        samples=read_samples(run_dir),
+        max_samples=max_samples,
+        config_text=config_text,
+    )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
@@ -161,7 +189,9 @@ def last_iteration_rows(metrics: Sequence[dict[str, Any]]) -> list[tuple[str, st
     last = _last_training_line(metrics)
     if last is None:
         return []
-    keys = list(DEFAULT_SUMMARY_KEYS) + sorted(k for k in last if k.startswith("sdar/") and k not in DEFAULT_SUMMARY_KEYS)
+    keys = list(DEFAULT_SUMMARY_KEYS) + sorted(
+        k for k in last if k.startswith("sdar/") and k not in DEFAULT_SUMMARY_KEYS
+    )
     return [(k, f"{last[k]:.4g}") for k in keys if isinstance(last.get(k), (int, float))]
 
 
@@ -175,18 +205,38 @@ def _last_training_line(metrics: Sequence[dict[str, Any]]) -> dict[str, Any] | N
 # ---------------------------------------------------------------------------------------------
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``sdar report``: one run, or several runs to aggregate as well."""
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="run directory; give several (seeds, methods) to also aggregate them")
-    parser.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES,
-                        help="agent turns shown token by token in each index.html (default %(default)s)")
-    parser.add_argument("--out", default=None,
-                        help="folder of the across-runs summary (several runs only; default: "
-                             "<common parent of the runs>/aggregate)")
-    parser.add_argument("--key", action="append", default=None,
-                        help="metric to aggregate across runs, repeatable (default: val/success, train/success)")
-    parser.add_argument("--group-by", action="append", default=None, metavar="CONFIG_KEY",
-                        help="config key defining groups of runs, e.g. loss.method (default: the keys "
-                             "that differ between the runs' config.yaml, seed excluded)")
+    parser.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directory; give several (seeds, methods) to also aggregate them",
+    )
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        default=DEFAULT_MAX_SAMPLES,
+        help="agent turns shown token by token in each index.html (default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder of the across-runs summary (several runs only; default: "
+        "<common parent of the runs>/aggregate)",
+    )
+    parser.add_argument(
+        "--key",
+        action="append",
+        default=None,
+        help="metric to aggregate across runs, repeatable (default: val/success, train/success)",
+    )
+    parser.add_argument(
+        "--group-by",
+        action="append",
+        default=None,
+        metavar="CONFIG_KEY",
+        help="config key defining groups of runs, e.g. loss.method (default: the keys "
+        "that differ between the runs' config.yaml, seed excluded)",
+    )
 
 
 def report_command(args: argparse.Namespace) -> int:
@@ -194,9 +244,14 @@ def report_command(args: argparse.Namespace) -> int:
     for run_dir in args.run_dirs:
         print(f"report: {write_report(run_dir, max_samples=args.max_samples)}")
     if len(args.run_dirs) > 1:
-        out = args.out or Path(os.path.commonpath([str(Path(d).resolve()) for d in args.run_dirs])) / "aggregate"
-        path = write_aggregate_report(args.run_dirs, out, keys=args.key or DEFAULT_AGGREGATE_KEYS,
-                                      group_by=args.group_by)
+        out = (
+            args.out
+            or Path(os.path.commonpath([str(Path(d).resolve()) for d in args.run_dirs]))
+            / "aggregate"
+        )
+        path = write_aggregate_report(
+            args.run_dirs, out, keys=args.key or DEFAULT_AGGREGATE_KEYS, group_by=args.group_by
+        )
         print(f"aggregate: {path}")
         print(path.read_text(encoding="utf-8"))
     return 0

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 RUN_SEED_KEY = "seed"
 IGNORED_CONFIG_KEYS = ("seed", "output_dir", "resume", "run_name")
-"""Config keys (dotted paths) that differ between seeds of one experiment and never define a group."""
+"""Config keys (dotted paths) that differ between seeds of one experiment: never a group."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,15 +48,17 @@ class SuccessTable:
     rows: dict[str, tuple[float, float, float]]
 
 
-def success_table(metrics: Sequence[Mapping[str, Any]], key: str = "val/success") -> SuccessTable | None:
-    """Build the table from metric lines (``read_metrics``); ``None`` if ``key`` was never logged."""
+def success_table(
+    metrics: Sequence[Mapping[str, Any]], key: str = "val/success"
+) -> SuccessTable | None:
+    """The table from metric lines (``read_metrics``); ``None`` if ``key`` was never logged."""
     iterations, values = metric_series(metrics, key)
     if not iterations:
         return None
     best_index = max(range(len(values)), key=lambda i: (values[i], -iterations[i]))
     chosen = (iterations[0], iterations[best_index], iterations[-1])
     by_iteration = {int(line["iteration"]): line for line in metrics}
-    types = sorted({k[len(key) + 1:] for line in metrics for k in line if k.startswith(key + "/")})
+    types = sorted({k[len(key) + 1 :] for line in metrics for k in line if k.startswith(key + "/")})
     rows: dict[str, tuple[float, float, float]] = {}
     for name, full_key in [("overall", key)] + [(t, f"{key}/{t}") for t in types]:
         rows[name] = tuple(_number(by_iteration[i].get(full_key)) for i in chosen)  # type: ignore[assignment]
@@ -65,11 +67,15 @@ def success_table(metrics: Sequence[Mapping[str, Any]], key: str = "val/success"
 
 def format_success_table(table: SuccessTable) -> str:
     """The table as Markdown, values in percent with one decimal."""
-    header = (f"| {table.key} (%) | start (it {table.start}) | best (it {table.best}) "
-              f"| last (it {table.last}) | last - start |")
+    header = (
+        f"| {table.key} (%) | start (it {table.start}) | best (it {table.best}) "
+        f"| last (it {table.last}) | last - start |"
+    )
     lines = [header, "| --- | ---: | ---: | ---: | ---: |"]
     for name, (start, best, last) in table.rows.items():
-        lines.append(f"| {name} | {format_percent(start)} | {format_percent(best)} | {format_percent(last)} | {format_percent(last - start, sign=True)} |")
+        cells = [format_percent(v) for v in (start, best, last)]
+        cells.append(format_percent(last - start, sign=True))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -99,7 +105,9 @@ def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any
     return flat
 
 
-def group_runs(run_dirs: Sequence[str | Path], group_by: Sequence[str] | None = None) -> dict[str, list[Path]]:
+def group_runs(
+    run_dirs: Sequence[str | Path], group_by: Sequence[str] | None = None
+) -> dict[str, list[Path]]:
     """Split runs into groups of seeds of the same experiment, keyed by a readable label.
 
     With ``group_by`` (dotted config keys, e.g. ``["loss.method"]``) the runs are grouped by those
@@ -117,8 +125,10 @@ def group_runs(run_dirs: Sequence[str | Path], group_by: Sequence[str] | None = 
         for run, flat in zip(run_dirs, flats):
             missing = [k for k in keys if flat is None or k not in flat]
             if missing:
-                raise KeyError(f"run {run} has no config key(s) {missing} to group by "
-                               f"(config.yaml {'missing' if flat is None else 'lacks them'})")
+                raise KeyError(
+                    f"run {run} has no config key(s) {missing} to group by "
+                    f"(config.yaml {'missing' if flat is None else 'lacks them'})"
+                )
         labels = [", ".join(f"{k}={flat[k]}" for k in keys) for flat in flats]  # type: ignore[index]
     else:
         labels = _auto_labels([f or {} for f in flats])
@@ -161,7 +171,9 @@ def aggregate_runs(
         for run in runs:
             _, values = metric_series(read_metrics(run), key)
             if not values:
-                raise ValueError(f"run {run} never logged {key!r}; leave it out or choose another key")
+                raise ValueError(
+                    f"run {run} never logged {key!r}; leave it out or choose another key"
+                )
             finals.append(values[-1])
             bests.append(pick(values))
             starts.append(values[0])
@@ -195,8 +207,10 @@ def format_aggregate_table(result: Mapping[str, Any]) -> str:
         cells = [_mean_std(group[part], percent) for part in ("start", "final", "best")]
         lines.append(f"| {label} | {group['n']} | {seeds} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("mean +- sample standard deviation (n - 1) over runs; final = last logged value, "
-                 f"best = {'highest' if result['mode'] == 'max' else 'lowest'} logged value of each run.")
+    lines.append(
+        "mean +- sample standard deviation (n - 1) over runs; final = last logged value, "
+        f"best = {'highest' if result['mode'] == 'max' else 'lowest'} logged value of each run."
+    )
     return "\n".join(lines)
 
 
@@ -213,18 +227,26 @@ def mean_std_curves(
         series = [dict(zip(*metric_series(read_metrics(run), key))) for run in runs]
         common = sorted(set.intersection(*(set(s) for s in series)))
         if not common:
-            log.warning("group %s: no iteration where all runs logged %s; curve left out", label, key)
+            log.warning(
+                "group %s: no iteration where all runs logged %s; curve left out", label, key
+            )
             continue
         stats = [_stats([s[i] for s in series]) for i in common]
-        curves[label] = (common, [s["mean"] for s in stats],
-                         [math.nan if s["std"] is None else s["std"] for s in stats])
+        curves[label] = (
+            common,
+            [s["mean"] for s in stats],
+            [math.nan if s["std"] is None else s["std"] for s in stats],
+        )
     return curves
 
 
 def _auto_labels(flats: list[dict[str, Any]]) -> list[str]:
     all_keys = sorted(set().union(*flats)) if flats else []
-    differing = [k for k in all_keys
-                 if k not in IGNORED_CONFIG_KEYS and len({repr(f.get(k)) for f in flats}) > 1]
+    differing = [
+        k
+        for k in all_keys
+        if k not in IGNORED_CONFIG_KEYS and len({repr(f.get(k)) for f in flats}) > 1
+    ]
     method_keys = [k for k in differing if k.split(".")[-1] == "method"]
     if not differing:
         return ["all runs"] * len(flats)
@@ -233,8 +255,15 @@ def _auto_labels(flats: list[dict[str, Any]]) -> list[str]:
     methods = [" / ".join(str(f.get(k)) for k in method_keys) for f in flats]
     # Keys that vary within one method are real extra dimensions (an ablation); the rest are the
     # method's own presets.
-    extra = [k for k in differing if k not in method_keys and any(
-        len({repr(f.get(k)) for f, m in zip(flats, methods) if m == method}) > 1 for method in set(methods))]
+    extra = [
+        k
+        for k in differing
+        if k not in method_keys
+        and any(
+            len({repr(f.get(k)) for f, m in zip(flats, methods) if m == method}) > 1
+            for method in set(methods)
+        )
+    ]
     labels = []
     for flat, method in zip(flats, methods):
         detail = ", ".join(f"{k}={flat.get(k)}" for k in extra)

@@ -57,7 +57,7 @@ def gap_colour(gap: float, scale: float = GAP_SCALE) -> str:
 # Token view
 # ---------------------------------------------------------------------------------------------
 def token_gaps(sample: Mapping[str, Any]) -> list[float] | None:
-    """teacher lp - student lp per token (``nan`` where either is missing); ``None`` without teacher."""
+    """Teacher lp - student lp per token (``nan`` where one is missing); ``None`` if no teacher."""
     teacher = sample.get("teacher_log_probs")
     if teacher is None:
         return None
@@ -101,7 +101,8 @@ def render_sample(sample: Mapping[str, Any]) -> str:
     valid = sample.get("valid_action")
     facts = [
         f"iteration {sample.get('iteration')}",
-        f"task {sample.get('task_id')}" + (f" ({sample['task_type']})" if sample.get("task_type") else ""),
+        f"task {sample.get('task_id')}"
+        + (f" ({sample['task_type']})" if sample.get("task_type") else ""),
         f"step {sample.get('step')}",
         "episode " + ("won" if won else "lost" if won is not None else "?"),
         "action " + ("valid" if valid else "INVALID" if valid is not None else "?"),
@@ -121,8 +122,10 @@ def render_sample(sample: Mapping[str, Any]) -> str:
         stats.append(f"gap mean {sum(gaps) / len(gaps):+.3f}")
 
     if sample.get("teacher_log_probs") is None and sample.get("gate") is None:
-        note = ('<p class="note">No teacher for this method: tokens are shown without colour '
-                "(the tooltip still gives the student's log-prob).</p>")
+        note = (
+            '<p class="note">No teacher for this method: tokens are shown without colour '
+            "(the tooltip still gives the student's log-prob).</p>"
+        )
     elif sample.get("gate") is None:
         note = '<p class="note">No gate logged for this sample: only the gap view is coloured.</p>'
     else:
@@ -141,11 +144,13 @@ def render_sample(sample: Mapping[str, Any]) -> str:
     )
 
 
-def select_samples(samples: Sequence[Mapping[str, Any]], max_samples: int) -> list[Mapping[str, Any]]:
+def select_samples(
+    samples: Sequence[Mapping[str, Any]], max_samples: int
+) -> list[Mapping[str, Any]]:
     """At most ``max_samples`` samples spread evenly over the run (first and last always kept)."""
     if max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    ordered = sorted(samples, key=lambda s: (s.get("iteration") or 0))
+    ordered = sorted(samples, key=lambda s: s.get("iteration") or 0)
     if len(ordered) <= max_samples:
         return list(ordered)
     if max_samples == 1:
@@ -158,7 +163,8 @@ def token_endorsement(samples: Sequence[Mapping[str, Any]], top: int = 12) -> tu
     """The token strings the teacher endorses and rejects most, over all samples with a teacher.
 
     Returns ``(endorsed, rejected)``, each a list of ``(token, count, mean gap, mean gate or nan)``
-    of tokens seen at least ``MIN_TOKEN_COUNT`` times, by mean gap (highest / lowest first).
+    of tokens seen at least ``MIN_TOKEN_COUNT`` times: endorsed are those with a positive mean gap,
+    highest first; rejected those with a negative one, lowest first.
     """
     totals: dict[str, list[float]] = {}
     for sample in samples:
@@ -175,10 +181,15 @@ def token_endorsement(samples: Sequence[Mapping[str, Any]], top: int = 12) -> tu
             if gate is not None and math.isfinite(_f(gate[i])):
                 entry[2] += _f(gate[i])
                 entry[3] += 1
-    rows = [(tok, int(n), s / n, g / m if m else math.nan)
-            for tok, (n, s, g, m) in totals.items() if n >= MIN_TOKEN_COUNT]
+    rows = [
+        (tok, int(n), s / n, g / m if m else math.nan)
+        for tok, (n, s, g, m) in totals.items()
+        if n >= MIN_TOKEN_COUNT
+    ]
     rows.sort(key=lambda r: r[2])
-    return rows[::-1][:top], rows[:top]
+    endorsed = [r for r in reversed(rows) if r[2] > 0][:top]
+    rejected = [r for r in rows if r[2] < 0][:top]
+    return endorsed, rejected
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +198,8 @@ def token_endorsement(samples: Sequence[Mapping[str, Any]], top: int = 12) -> tu
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 0; color: #222; background: #fafafa; }
 header, main { max-width: 1200px; margin: 0 auto; padding: 0 1.2em; }
-h1 { margin: .6em 0 .2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
+h1 { margin: .6em 0 .2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: .6em 0; font-size: .92em; background: #fff; }
 th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
@@ -202,6 +214,7 @@ pre { white-space: pre-wrap; word-break: break-word; background: #f3f3f3; paddin
 #view-gate:checked ~ main label[for=view-gate], #view-gap:checked ~ main label[for=view-gap]
   { background: #333; color: #fff; }
 .legend { display: flex; align-items: center; gap: .8em; margin: .5em 0; flex-wrap: wrap; }
+.tables { display: flex; align-items: flex-start; gap: 1.2em; flex-wrap: wrap; }
 .scale { width: 260px; height: 14px; border: 1px solid #999;
          background: linear-gradient(to right, @RED@, #ffffff, @GREEN@); }
 .sample { background: #fff; border: 1px solid #ddd; border-left: 5px solid #bbb; margin: .8em 0;
@@ -211,7 +224,8 @@ pre { white-space: pre-wrap; word-break: break-word; background: #f3f3f3; paddin
 .note { color: #7a5a00; font-size: .85em; margin: .3em 0; }
 .response { font-family: ui-monospace, monospace; font-size: .9em; white-space: pre-wrap;
             word-break: break-word; line-height: 1.7; margin-top: .4em; }
-.tok { background: var(--g, transparent); border-radius: 2px; }
+.tok { background: var(--g, transparent); border-radius: 2px;
+       box-shadow: inset -1px 0 0 rgba(0,0,0,.12); }
 #view-gap:checked ~ main .tok { background: var(--d, transparent); }
 .tok:hover { outline: 1px solid #000; }
 .tok.empty::after { content: "\\2205"; color: #999; }
@@ -254,13 +268,18 @@ def render_page(
         f"<main><h1>{e(title)}</h1>",
     ]
     if config_text is not None:
-        parts.append(f"<details><summary>resolved config</summary><pre>{e(config_text)}</pre></details>")
+        parts.append(
+            f"<details><summary>resolved config</summary><pre>{e(config_text)}</pre></details>"
+        )
 
     parts.append("<h2>Validation success</h2>")
-    parts.append(_success_html(table) if table else
-                 "<p>No validation success was logged in this run.</p>")
+    parts.append(
+        _success_html(table) if table else "<p>No validation success was logged in this run.</p>"
+    )
     if summary_rows:
-        parts.append("<h2>Last training iteration</h2><table><tr><th>metric</th><th>value</th></tr>")
+        parts.append(
+            "<h2>Last training iteration</h2><table><tr><th>metric</th><th>value</th></tr>"
+        )
         parts += [f"<tr><td>{e(k)}</td><td>{e(v)}</td></tr>" for k, v in summary_rows]
         parts.append("</table>")
     if evals:
@@ -269,7 +288,10 @@ def render_page(
     parts.append("<h2>Training curves</h2>")
     for path in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-        parts.append(f'<div><img class="curve" alt="{e(Path(path).stem)}" src="data:image/png;base64,{data}"></div>')
+        parts.append(
+            f'<div><img class="curve" alt="{e(Path(path).stem)}" '
+            f'src="data:image/png;base64,{data}"></div>'
+        )
 
     parts.append(_samples_html(samples, max_samples))
     parts.append("</main></body></html>")
@@ -283,37 +305,48 @@ def _samples_html(samples: Sequence[Mapping[str, Any]], max_samples: int) -> str
         "<h2>Agent turns, token by token</h2>",
         '<div class="toolbar">colour by: <label for="view-gate">SDAR gate</label>'
         '<label for="view-gap">teacher - student gap</label></div>',
-        '<div class="legend"><span>rejected</span><span class="scale"></span><span>endorsed</span></div>',
-        "<p>Each token of a sampled response is re-scored by the teacher: the same model with the "
-        "privileged skills in its prompt. The <b>gap</b> is teacher log-prob minus student log-prob "
-        "of the sampled token, and the <b>gate</b> is sigmoid(beta &times; gap). "
-        f'<span style="background:{green}">Endorsed</span> tokens (gate &gt; 0.5, positive gap) are ones '
-        "the teacher finds more likely than the student did: the SDAR term reinforces them with a weight "
-        f'near 1. <span style="background:{red}">Rejected</span> tokens (gate &lt; 0.5, negative gap) '
-        "are ones the teacher finds less likely: they are simply not reinforced (weight near 0), never "
-        "pushed down. White is neutral (gate 0.5, gap 0). The gate view uses the gate logged at "
-        f"training time; the gap view is linear in the gap and saturates at &plusmn;{GAP_SCALE:g} nats. "
+        '<div class="legend"><span>rejected</span><span class="scale"></span>'
+        "<span>endorsed</span></div>",
+        "<p>Each token of a sampled response is re-scored by the teacher: the same model with "
+        "the privileged skills in its prompt. The <b>gap</b> is teacher log-prob minus student "
+        "log-prob of the sampled token, and the <b>gate</b> is sigmoid(beta &times; gap). "
+        f'<span style="background:{green}">Endorsed</span> tokens (gate &gt; 0.5, positive gap) '
+        "are ones the teacher finds more likely than the student did: the SDAR term reinforces "
+        f'them with a weight near 1. <span style="background:{red}">Rejected</span> tokens '
+        "(gate &lt; 0.5, negative gap) are ones the teacher finds less likely: they are simply "
+        "not reinforced (weight near 0), never pushed down. White is neutral (gate 0.5, gap 0). "
+        "The gate view uses the gate logged at training time; the gap view is linear in the gap "
+        f"and saturates at &plusmn;{GAP_SCALE:g} nats. "
         "Hover over a token for its numbers.</p>",
     ]
     if not samples:
         out.append("<p>No samples were logged (samples.jsonl is missing or empty).</p>")
         return "\n".join(out)
     endorsed, rejected = token_endorsement(samples)
-    if endorsed:
-        out.append(f"<h3>Tokens the teacher endorses and rejects most (seen at least {MIN_TOKEN_COUNT} "
-                   "times, all logged samples)</h3>")
-        out.append('<div class="legend">')
+    if endorsed or rejected:
+        out.append(
+            f"<h3>Tokens the teacher endorses and rejects most (seen at least {MIN_TOKEN_COUNT} "
+            "times, all logged samples)</h3>"
+        )
+        out.append('<div class="tables">')
         for heading, rows in (("most endorsed", endorsed), ("most rejected", rejected)):
-            out.append(f"<table><tr><th>{heading}</th><th>count</th><th>mean gap</th><th>mean gate</th></tr>")
+            out.append(
+                f"<table><tr><th>{heading}</th><th>count</th><th>mean gap</th>"
+                "<th>mean gate</th></tr>"
+            )
             for token, count, gap, gate in rows:
-                out.append(f'<tr><td><code class="t" style="background:{gap_colour(gap)}">{e(repr(token))}'
-                           f"</code></td><td>{count}</td><td>{gap:+.3f}</td><td>{_num(gate)}</td></tr>")
+                out.append(
+                    f'<tr><td><code class="t" style="background:{gap_colour(gap)}">{e(repr(token))}'
+                    f"</code></td><td>{count}</td><td>{gap:+.3f}</td><td>{_num(gate)}</td></tr>"
+                )
             out.append("</table>")
         out.append("</div>")
     shown = select_samples(samples, max_samples)
     if len(shown) < len(samples):
-        out.append(f"<p>Showing {len(shown)} of {len(samples)} logged samples, spread evenly over the run "
-                   "(<code>sdar report --max-samples</code> shows more).</p>")
+        out.append(
+            f"<p>Showing {len(shown)} of {len(samples)} logged samples, spread evenly over the run "
+            "(<code>sdar report --max-samples</code> shows more).</p>"
+        )
     out += [render_sample(s) for s in shown]
     return "\n".join(out)
 
@@ -327,8 +360,10 @@ def _success_html(table: SuccessTable) -> str:
     for name, (start, best, last) in table.rows.items():
         cells = [_pct(start), _pct(best), _pct(last), _pct(last - start, sign=True)]
         rows.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    rows.append("</table><p>best = the validation with the highest overall success (earliest on ties); "
-                "the per-type values are read at that same iteration.</p>")
+    rows.append(
+        "</table><p>best = the validation with the highest overall success (earliest on ties); "
+        "the per-type values are read at that same iteration.</p>"
+    )
     return "\n".join(rows)
 
 
@@ -336,16 +371,26 @@ def _evals_html(evals: Sequence[Mapping[str, Any]]) -> str:
     e = html.escape
     types = sorted({t for ev in evals for t in (ev.get("per_task_type") or {})})
     head = "".join(f"<th>{e(t)}</th>" for t in types)
-    rows = [f"<table><tr><th>file</th><th>checkpoint</th><th>split</th><th>success (%)</th>{head}</tr>"]
+    rows = [
+        f"<table><tr><th>file</th><th>checkpoint</th><th>split</th><th>success (%)</th>{head}</tr>"
+    ]
     for ev in evals:
         if "error" in ev:
-            rows.append(f"<tr><td>{e(ev['file'])}</td><td colspan='{3 + len(types)}'>unreadable: "
-                        f"{e(ev['error'])}</td></tr>")
+            rows.append(
+                f"<tr><td>{e(ev['file'])}</td><td colspan='{3 + len(types)}'>unreadable: "
+                f"{e(ev['error'])}</td></tr>"
+            )
             continue
         per_type = ev.get("per_task_type") or {}
-        cells = [str(ev.get("checkpoint", "")), str(ev.get("split", "")), _pct(_f(ev.get("success")))]
+        cells = [
+            str(ev.get("checkpoint", "")),
+            str(ev.get("split", "")),
+            _pct(_f(ev.get("success"))),
+        ]
         cells += [_pct(_type_success(per_type.get(t))) for t in types]
-        rows.append(f"<tr><td>{e(ev['file'])}</td>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+        rows.append(
+            f"<tr><td>{e(ev['file'])}</td>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>"
+        )
     rows.append("</table>")
     return "\n".join(rows)
 

@@ -8,7 +8,8 @@ Grouping of metric keys (``"group/name[/sub]"``) into figures:
 =================  ==========================================================================
 ``train.png``      ``train/*``: success (overall and per task type), reward, length, invalid rate
 ``validation.png`` ``val/*``: validation success (overall and per task type), env metrics
-``sdar_gate.png``  ``sdar/*`` except the loss, and ``teacher/*``: gate mean, active ratio, gap
+``sdar_gate.png``  ``sdar/*`` except the loss, ``teacher/*`` and the baselines' ``rlsd/*``,
+                   ``skill_sd/*``, ``opsd/*``: gate mean, active ratio, gap, truncations
 ``losses.png``     ``actor/*`` and every key ending in ``loss``: policy loss, SDAR loss, KL, ...
 ``timings.png``    ``timing/*``
 ``other.png``      anything else
@@ -33,14 +34,42 @@ from sdar.reporting.run_log import metric_series
 FIGURES = (
     ("train", "Training rollouts: success, reward, episode length, invalid actions"),
     ("validation", "Validation panel"),
-    ("sdar_gate", "SDAR gate and teacher: what the teacher endorses"),
+    ("sdar_gate", "SDAR gate, teacher and distillation terms"),
     ("losses", "Losses and optimisation"),
     ("timings", "Timings (seconds per iteration)"),
     ("other", "Other metrics"),
 )
-_PREFIX_FIGURE = {"train": "train", "val": "validation", "sdar": "sdar_gate", "teacher": "sdar_gate",
-                  "actor": "losses", "timing": "timings"}
+_PREFIX_FIGURE = {
+    "train": "train",
+    "val": "validation",
+    "sdar": "sdar_gate",
+    "teacher": "sdar_gate",
+    "rlsd": "sdar_gate",
+    "skill_sd": "sdar_gate",
+    "opsd": "sdar_gate",
+    "actor": "losses",
+    "timing": "timings",
+}
 _NOT_METRICS = ("iteration", "time")
+PANEL_ORDER = (
+    "train/success",
+    "train/reward_mean",
+    "train/episode_length",
+    "train/invalid_action_rate",
+    "val/success",
+    "sdar/gate_mean",
+    "sdar/gate_active_ratio",
+    "sdar/teacher_gap_mean",
+    "actor/pg_loss",
+    "sdar/loss",
+    "actor/kl",
+    "actor/entropy",
+    "actor/grad_norm",
+    "actor/lr",
+    "timing/rollout_s",
+    "timing/update_s",
+)
+"""Panels drawn first, in this order (the rest follow alphabetically)."""
 
 
 def figure_of(key: str) -> str:
@@ -74,7 +103,12 @@ def plot_run_metrics(metrics: Sequence[Mapping[str, Any]], out_dir: str | Path) 
     for name, title in FIGURES:
         if name in panels_by_figure:
             path = out_dir / f"{name}.png"
-            _draw_panels(metrics, panels_by_figure[name], title, path)
+            panels = panels_by_figure[name]
+            ordered = sorted(
+                panels,
+                key=lambda p: (PANEL_ORDER.index(p) if p in PANEL_ORDER else len(PANEL_ORDER), p),
+            )
+            _draw_panels(metrics, {p: panels[p] for p in ordered}, title, path)
             written.append(path)
     return written
 
@@ -95,7 +129,9 @@ def plot_mean_std(
     ax = fig.add_subplot()
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
     for label, (xs, means, stds) in curves.items():
-        (line,) = ax.plot(xs, means, marker="o" if len(xs) < 40 else None, markersize=3, label=label)
+        (line,) = ax.plot(
+            xs, means, marker="o" if len(xs) < 40 else None, markersize=3, label=label
+        )
         lows = [m - s if math.isfinite(s) else m for m, s in zip(means, stds)]
         highs = [m + s if math.isfinite(s) else m for m, s in zip(means, stds)]
         ax.fill_between(xs, lows, highs, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -121,18 +157,37 @@ def _draw_panels(metrics, panels: dict[str, list[str]], title: str, path: Path) 
     # Fixed margins (in inches, converted to figure fractions) instead of constrained layout,
     # which draws every figure twice and doubles the report's run time.
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    fig.subplots_adjust(left=0.75 / (5.2 * ncols), right=1 - 0.2 / (5.2 * ncols), bottom=0.5 / height,
-                        top=1 - 0.7 / height, wspace=0.3, hspace=0.45)
+    fig.subplots_adjust(
+        left=0.75 / (5.2 * ncols),
+        right=1 - 0.2 / (5.2 * ncols),
+        bottom=0.5 / height,
+        top=1 - 0.7 / height,
+        wspace=0.3,
+        hspace=0.45,
+    )
     for ax, (panel, keys) in zip(axes, panels.items()):
         for key in keys:
             xs, ys = metric_series(metrics, key)
-            sparse = len(xs) < len(metrics) / 2 or len(xs) < 30  # e.g. validation every 5 iterations
+            sparse = (
+                len(xs) < len(metrics) / 2 or len(xs) < 30
+            )  # e.g. validation every 5 iterations
             is_parent = key == panel
-            label = "overall" if is_parent else key[len(panel) + 1:]
-            ax.plot(xs, ys, label=label, linewidth=2.0 if is_parent else 1.0,
-                    alpha=1.0 if is_parent else 0.75, marker="o" if sparse else None,
-                    markersize=3.5 if is_parent else 2.5, color="black" if is_parent and len(keys) > 1 else None)
+            label = "overall" if is_parent else key[len(panel) + 1 :]
+            ax.plot(
+                xs,
+                ys,
+                label=label,
+                linewidth=2.0 if is_parent else 1.0,
+                alpha=1.0 if is_parent else 0.75,
+                marker="o" if sparse else None,
+                markersize=3.5 if is_parent else 2.5,
+                color="black" if is_parent and len(keys) > 1 else None,
+            )
         ax.set_title(panel)
+        if panel.split("/")[-1] == "success" and all(
+            0 <= v <= 1 for k in keys for v in metric_series(metrics, k)[1]
+        ):
+            ax.set_ylim(-0.03, 1.03)  # a rate: the full range shows how far from solved the run is
         ax.set_xlabel("iteration")
         ax.set_ylabel(panel.split("/")[-1])
         ax.grid(alpha=0.3)

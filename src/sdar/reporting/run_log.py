@@ -82,8 +82,9 @@ class RunLogger:
         iteration = _check_iteration(iteration)
         if self._last_iteration is not None and iteration < self._last_iteration:
             raise ValueError(
-                f"iteration {iteration} logged after iteration {self._last_iteration}: metrics must "
-                "not go back in time. A resumed run must call truncate_after(<checkpoint iteration>) "
+                f"iteration {iteration} logged after iteration {self._last_iteration}: metrics "
+                "must not go back in time. A resumed run must call "
+                "truncate_after(<checkpoint iteration>) "
                 "before logging"
             )
         flat = flatten_metrics(metrics)
@@ -93,7 +94,9 @@ class RunLogger:
             if key in record:
                 raise ValueError(f"metric key {key!r} is reserved for the line's own field")
             if not math.isfinite(value):
-                log.warning("metric %s is %s at iteration %d (written as null)", key, value, iteration)
+                log.warning(
+                    "metric %s is %s at iteration %d (written as null)", key, value, iteration
+                )
                 record[key] = None
             else:
                 record[key] = value
@@ -289,7 +292,10 @@ def format_summary(metrics: Mapping[str, Any], keys: Sequence[str] = DEFAULT_SUM
 def flatten_metrics(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
     """Flatten nested mappings to ``"a/b"`` keys and convert every value to ``float``."""
     if not isinstance(metrics, Mapping):
-        raise TypeError(f"metrics must be a mapping of 'group/name' keys to numbers, got {type(metrics).__name__}")
+        raise TypeError(
+            "metrics must be a mapping of 'group/name' keys to numbers, "
+            f"got {type(metrics).__name__}"
+        )
     flat: dict[str, float] = {}
     for key, value in metrics.items():
         if not isinstance(key, str) or not key:
@@ -313,8 +319,16 @@ def validate_sample(sample: Mapping[str, Any], where: str = "sample") -> dict[st
     if missing:
         raise ValueError(f"{where}: missing required field(s) {missing}; see docs/outputs.md")
     record = {k: _plain(v) for k, v in sample.items()}
-    for key in ("iteration", "task_type", "won", "valid_action", "advantage", "prompt",
-                "teacher_log_probs", "gate"):
+    for key in (
+        "iteration",
+        "task_type",
+        "won",
+        "valid_action",
+        "advantage",
+        "prompt",
+        "teacher_log_probs",
+        "gate",
+    ):
         record.setdefault(key, None)
     record.setdefault("skill_files", [])
     tokens = record["tokens"]
@@ -327,7 +341,8 @@ def validate_sample(sample: Mapping[str, Any], where: str = "sample") -> dict[st
         if not isinstance(values, list) or len(values) != len(tokens):
             size = len(values) if isinstance(values, list) else type(values).__name__
             raise ValueError(
-                f"{where} (task {record['task_id']!r}, step {record['step']}): '{key}' must have one "
+                f"{where} (task {record['task_id']!r}, step {record['step']}): '{key}' must have "
+                "one "
                 f"number per token ({len(tokens)} tokens), got {size}"
             )
         record[key] = [_to_float(v, key) for v in values]
@@ -350,7 +365,9 @@ def _to_float(value: Any, key: str) -> float:
         try:
             value = value.item()
         except (ValueError, RuntimeError) as err:
-            raise TypeError(f"metric {key!r} must be a single number, got a tensor/array: {err}") from None
+            raise TypeError(
+                f"metric {key!r} must be a single number, got a tensor/array: {err}"
+            ) from None
     if value is None:
         return math.nan
     if isinstance(value, (bool, int, float)):
@@ -359,11 +376,17 @@ def _to_float(value: Any, key: str) -> float:
 
 
 def _check_iteration(iteration: Any) -> int:
-    if isinstance(iteration, bool) or not isinstance(iteration, int) and not hasattr(iteration, "__index__"):
+    if (
+        isinstance(iteration, bool)
+        or not isinstance(iteration, int)
+        and not hasattr(iteration, "__index__")
+    ):
         raise TypeError(f"iteration must be an int, got {type(iteration).__name__}")
     iteration = int(iteration)
     if iteration < 0:
-        raise ValueError(f"iteration must be >= 0 (0 is validation before training), got {iteration}")
+        raise ValueError(
+            f"iteration must be >= 0 (0 is validation before training), got {iteration}"
+        )
     return iteration
 
 
@@ -377,7 +400,9 @@ def _run_file(run_dir: str | Path, name: str) -> Path:
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
     path = run_dir / name
     if not path.is_file():
-        raise FileNotFoundError(f"no {name} in {run_dir}: is this a run directory written by `sdar train`?")
+        raise FileNotFoundError(
+            f"no {name} in {run_dir}: is this a run directory written by `sdar train`?"
+        )
     return path
 
 
@@ -395,13 +420,15 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 continue
             raise ValueError(f"{path}:{number}: not valid JSON ({err})") from None
         if not isinstance(record, dict):
-            raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            raise ValueError(
+                f"{path}:{number}: expected a JSON object, got {type(record).__name__}"
+            )
         records.append((number, record))
     return records
 
 
 def _truncate_jsonl(path: Path, iteration: int) -> int:
-    """Rewrite ``path`` without lines whose iteration exceeds ``iteration``; return how many went."""
+    """Rewrite ``path`` without lines of iterations after ``iteration``; return how many went."""
     if not path.is_file():
         return 0
     kept, dropped = [], 0
