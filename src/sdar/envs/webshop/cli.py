@@ -1,0 +1,92 @@
+"""``sdar webshop export`` (write the generated catalog and goals as JSON lines) and
+``sdar webshop goal`` (print one goal with its target product and the page the oracle buys from)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    shop = subparsers.add_parser("webshop", help="WebShop: inspect the generated catalog and goals")
+    sub = shop.add_subparsers(dest="webshop_command", metavar="WEBSHOP_COMMAND", required=True)
+    export = sub.add_parser("export", help="write catalog.jsonl and goals.jsonl (with each split)")
+    export.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (created if missing)"
+    )
+    _catalog_args(export)
+    export.set_defaults(func=run_export)
+    goal = sub.add_parser("goal", help="print one goal, its split, routing and target product")
+    goal.add_argument("index", type=int, help="goal index (0..499 are the test split)")
+    _catalog_args(goal)
+    goal.set_defaults(func=run_goal)
+
+
+def _catalog_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--num-products", type=int, default=2500, help="catalog size (default 2500)"
+    )
+    parser.add_argument(
+        "--catalog-seed", type=int, default=0, help="catalog and goal seed (default 0)"
+    )
+    parser.add_argument(
+        "--num-test-goals",
+        type=int,
+        default=500,
+        help="goal indices below this form the test split (default 500)",
+    )
+
+
+def _load(args: argparse.Namespace):
+    from sdar.envs.webshop.catalog import load_catalog
+    from sdar.envs.webshop.goals import load_goals
+
+    return load_catalog(args.catalog_seed, args.num_products), load_goals(
+        args.catalog_seed, args.num_products
+    )
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from sdar.envs.webshop.routing import route_instruction
+
+    catalog, goals = _load(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "catalog.jsonl").open("w", encoding="utf-8") as f:
+        for product in catalog.products:
+            f.write(json.dumps(dataclasses.asdict(product)) + "\n")
+    with (out / "goals.jsonl").open("w", encoding="utf-8") as f:
+        for goal in goals:
+            row = dataclasses.asdict(goal)
+            row["split"] = "test" if goal.index < args.num_test_goals else "train"
+            row["skill_keys"] = list(route_instruction(goal.instruction))
+            f.write(json.dumps(row) + "\n")
+    print(
+        json.dumps(
+            {
+                "out": str(out),
+                "products": len(catalog),
+                "goals": len(goals),
+                "test_goals": min(args.num_test_goals, len(goals)),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def run_goal(args: argparse.Namespace) -> int:
+    from sdar.envs.webshop.routing import route_instruction
+
+    catalog, goals = _load(args)
+    if not 0 <= args.index < len(goals):
+        raise SystemExit(f"goal index must be in 0..{len(goals) - 1}, got {args.index}")
+    goal = goals[args.index]
+    row = dataclasses.asdict(goal)
+    row["split"] = "test" if goal.index < args.num_test_goals else "train"
+    row["skill_keys"] = list(route_instruction(goal.instruction))
+    row["target"] = dataclasses.asdict(catalog.get(goal.item_id))
+    print(json.dumps(row, indent=2))
+    return 0
