@@ -480,7 +480,7 @@ def _make_product(
     attributes = tuple(sorted(rng.sample(ptype.attributes, n_attr), key=ptype.attributes.index))
     options = []
     for group, pool in ptype.options:
-        k = rng.randint(min(2, len(pool)), min(6, len(pool)))
+        k = rng.randint(min(2, len(pool)), min(4, len(pool)))
         options.append((group, tuple(sorted(rng.sample(pool, k), key=pool.index))))
     in_title = rng.sample(attributes, rng.randint(1, min(2, len(attributes))))
     title = " ".join(

@@ -51,6 +51,7 @@ class _Episode:
     goal: Goal
     page: Page = field(default_factory=Page)
     queries: list[str] = field(default_factory=list)
+    opened_tabs: set[tuple[str, str]] = field(default_factory=set)
     state: EnvState | None = None
 
 
@@ -142,6 +143,8 @@ class WebShopEnv(AgentEnv):
         step = prev.step + 1
         if outcome.valid and ep.page.kind == SEARCH and outcome.page.kind == RESULTS:
             ep.queries.append(outcome.page.query)
+        if outcome.page.kind == ITEM_TAB:
+            ep.opened_tabs.add((outcome.page.item_id, outcome.page.tab))
         ep.page = outcome.page
         if outcome.bought:
             product = self.catalog.get(ep.page.item_id)
@@ -267,7 +270,10 @@ class WebShopEnv(AgentEnv):
                 f"search[{target.title.lower()}]",
             )
         if page.kind == ITEM_TAB:
-            return "Back to the item page.", f"click[{PREV}]"
+            product = self.catalog.get(page.item_id)
+            listed = [a for a in goal.attributes if a in product.attributes]
+            return (f"The features list {', '.join(listed)}; back to the item page.",
+                    f"click[{PREV}]")
         if page.kind == RESULTS:
             products, _ = self.site.results(page)
             fits = [p for p in products if self.satisfies(goal, p)]
@@ -293,6 +299,12 @@ class WebShopEnv(AgentEnv):
         product = self.catalog.get(page.item_id)
         if not self.satisfies(goal, product):
             return "This product does not fit; back to the results.", f"click[{PREV}]"
+        unseen = [a for a in goal.attributes if a not in product.title.lower()]
+        steps_left = self.max_steps - ep.state.step
+        needed = 1 + sum(dict(page.selected).get(g) != v for g, v in goal.options)
+        if unseen and (page.item_id, "features") not in ep.opened_tabs and steps_left > needed + 2:
+            return (f"The title does not show {', '.join(unseen)}; I will check the features.",
+                    "click[features]")
         selected = dict(page.selected)
         for group, value in goal.options:
             if selected.get(group) != value:

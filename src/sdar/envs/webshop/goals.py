@@ -83,9 +83,9 @@ def _join(words: list[str]) -> str:
 
 def _price_ceiling(rng: random.Random, price: float) -> float:
     """A round ceiling above ``price``: the next multiple of 5 (under $50) or of 10 above
-    ``price * U(1.05, 1.6)``."""
+    ``price * U(1.05, 1.4)``."""
     step = 5 if price < 50 else 10
-    return float(math.ceil(price * rng.uniform(1.05, 1.6) / step) * step)
+    return float(math.ceil(price * rng.uniform(1.05, 1.4) / step) * step)
 
 
 def make_goal(index: int, product: Product, rng: random.Random) -> Goal:
