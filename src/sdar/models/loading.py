@@ -627,7 +627,11 @@ def load_policy(config: ModelConfig):
     model, tokenizer = load_base_model(config)
     if config.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input-embedding hook, with or without LoRA.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # the name since transformers 5.2x
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     if config.lora is not None:
         from peft import LoraConfig, get_peft_model
 
