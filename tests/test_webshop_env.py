@@ -307,3 +307,19 @@ def test_cli_env_play_oracle_and_random(capsys, tmp_path):
         sdar_main(["env", "play", "--env", "webshop", "--policy", "random", "--episodes", "3"]) == 0
     )
     assert json.loads(capsys.readouterr().out)["policy"] == "random"
+
+
+def test_rule_policy_buys_the_first_result_with_the_offered_options(env):
+    rng = random.Random(0)
+    for seed in (0, 1, 2, 3):
+        env.reset([seed])
+        goal = env.goal_for_seed(seed)
+        while not env._episodes[0].state.done:
+            state = act(env, env.parse_action(env.scripted_action(0, "rule", rng)).action)
+        first = env.catalog.products[env.site.engine.search(goal.instruction)[0]]
+        offered = first.option_values()
+        chosen = {g: v for g, v in goal.options if v in offered[g]}
+        assert state.step == 3 + len(chosen)
+        assert state.metrics["score"] == score_goal_purchase(goal, first, chosen).score
+    summary = play_episodes(env, "rule", 100, seed=0)
+    assert 0.0 < summary["success"] < 1.0

@@ -72,7 +72,7 @@ class WebShopEnv(AgentEnv):
     name = "webshop"
     history_length = 2
     max_steps = 15
-    policies = ("oracle", "random")
+    policies = ("oracle", "rule", "random")
 
     def __init__(
         self,
@@ -241,6 +241,8 @@ class WebShopEnv(AgentEnv):
         ep = self._episodes[index]
         if policy == "oracle":
             thought, action = self._oracle(ep)
+        elif policy == "rule":
+            thought, action = self._rule(ep)
         else:
             thought, action = self._random(ep, rng)
         return f"<think>{thought}</think>\n<action>{action}</action>"
@@ -310,6 +312,26 @@ class WebShopEnv(AgentEnv):
             if selected.get(group) != value:
                 return f"The customer wants {group} {value}; I will select it.", f"click[{value}]"
         return "Type, attributes, options and price all fit; I will buy it.", f"click[{BUY_NOW}]"
+
+    def _rule(self, ep: _Episode) -> tuple[str, str]:
+        """WebShop's rule baseline: search the instruction, open the first result, select the
+        requested option values the item offers, buy."""
+        page = ep.page
+        if page.kind == SEARCH:
+            return "I will search with the instruction.", f"search[{ep.goal.instruction}]"
+        if page.kind == RESULTS:
+            products, _ = self.site.results(page)
+            if not products:
+                return "No results.", f"click[{BACK_TO_SEARCH}]"
+            return "I will open the first result.", f"click[{products[0].item_id.lower()}]"
+        if page.kind == ITEM_TAB:
+            return "Back to the item page.", f"click[{PREV}]"
+        offered = self.catalog.get(page.item_id).option_values()
+        selected = dict(page.selected)
+        for group, value in ep.goal.options:
+            if value in offered.get(group, ()) and selected.get(group) != value:
+                return f"I will select {value}.", f"click[{value}]"
+        return "I will buy it.", f"click[{BUY_NOW}]"
 
     def _random(self, ep: _Episode, rng: random.Random) -> tuple[str, str]:
         """Uniform over the admissible actions; a search uses a few words of the instruction."""
