@@ -140,13 +140,30 @@ class BM25Retriever(Retriever):
         k = min(topk, len(self.documents))
         with self._lock:
             query_ids = self._tokenizer.tokenize(
-                list(queries), show_progress=False, update_vocab=False
+                list(queries), update_vocab=False, show_progress=False, return_as="ids"
             )
-            indices, scores = self._model.retrieve(query_ids, k=k, show_progress=False, n_threads=0)
-        return [
-            [RetrievedPassage(self.documents[int(i)], float(s)) for i, s in zip(row_i, row_s)]
-            for row_i, row_s in zip(indices, scores)
-        ]
+        out = []
+        for ids in query_ids:
+            scores = self._model.get_scores_from_ids(ids)
+            best = _top_k(scores, k)
+            out.append([RetrievedPassage(self.documents[int(i)], float(scores[i])) for i in best])
+        return out
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest scores, best first, ties broken by the lower index.
+
+    Only positive scores are partitioned: numpy's argpartition is very slow on arrays that are
+    mostly equal (a BM25 query scores 0 on most passages). Zero-score passages fill up the list.
+    """
+    hits = np.flatnonzero(scores > 0)
+    if len(hits) > k:
+        hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
+    hits = hits[np.lexsort((hits, -scores[hits]))]
+    if len(hits) < k:
+        fill = np.setdiff1d(np.arange(min(len(scores), k + len(hits))), hits)[: k - len(hits)]
+        hits = np.concatenate([hits, fill])
+    return hits
 
 
 # ----- dense -------------------------------------------------------------------------------------

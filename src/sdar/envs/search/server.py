@@ -56,8 +56,9 @@ class RetrievalServer:
         return f"http://{self.host}:{self.port}/retrieve"
 
     def start(self) -> "RetrievalServer":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="retrieval-server",
-                                        daemon=True)
+        # a short poll interval makes close() return quickly
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
+                                        name="retrieval-server", daemon=True)
         self._thread.start()
         return self
 
