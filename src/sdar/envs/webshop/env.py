@@ -12,6 +12,7 @@ Seeds map to goals of the split deterministically: seed ``s`` plays goal ``split
 
 from __future__ import annotations
 
+import inspect
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -363,15 +364,7 @@ def make_webshop_env(**options) -> WebShopEnv:
 
     Options are ``WebShopEnv``'s keyword arguments; unknown ones raise with the list of known ones.
     """
-    known = (
-        "split",
-        "num_products",
-        "catalog_seed",
-        "num_goals",
-        "num_test_goals",
-        "max_steps",
-        "history_length",
-    )
+    known = list(inspect.signature(WebShopEnv.__init__).parameters)[1:]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(f"unknown WebShop option(s) {unknown}; known: {list(known)}")
