@@ -130,7 +130,7 @@ def find_games(data_dir: str | Path, split: str, task_types: tuple[str, ...] | N
             what was expected and how to use the offline games instead.
     """
     split = normalize_split(split)
-    wanted = set(task_types or TASK_TYPES)
+    wanted = set(normalize_task_types(task_types))
     folder = split_dir(data_dir, split)
     if folder is None:
         raise AlfworldDataError(_missing_message(data_dir, split))
