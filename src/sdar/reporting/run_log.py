@@ -63,7 +63,8 @@ class RunLogger:
             if used:
                 raise FileExistsError(
                     f"{self.run_dir} already holds {', '.join(used)} from an earlier run; pass "
-                    "resume=True to continue that run, or choose a new run directory"
+                    "resume=True to continue that run, or choose a new run directory (or delete "
+                    "those files if that run is not wanted)"
                 )
         self._last_iteration = _last_iteration(self.metrics_path) if resume else None
         self._purge_step: int | None = None
