@@ -347,6 +347,9 @@ def test_token_colours_follow_the_gate_and_the_gap(report):
     # 255 - 0.1 * (175, 70, 155) = (237.5, 248, 239.5) -> (238, 248, 240), rounded half up.
     assert gap_colour(0.2) == "#eef8f0"
     assert span.group(2) == "student lp -1.000 | teacher lp -0.800 | gap +0.200 | gate 0.750"
+    # The second rendering: a radio button swaps every token's background from --g to --d.
+    assert '<input type="radio" class="radio" name="view" id="view-gap">' in page
+    assert "#view-gap:checked ~ main .tok { background: var(--d, transparent); }" in page
 
 
 def test_sample_without_teacher_is_uncoloured_with_a_note(report):
