@@ -1,16 +1,18 @@
-"""The score of a purchase, as WebShop defines it (Yao et al. 2022, section 3.2), with this
-project's exact matching rules.
+"""The score of a purchase, as WebShop defines it (Yao et al. 2022), with this project's exact
+matching rules.
 
     score = type_factor * (attributes matched + options matched + [price <= ceiling])
                         / (goal attributes + goal options + 1)
 
 * **attributes**: a goal attribute is matched when it is in the bought product's attribute list
-  (exact phrase, case-insensitive). WebShop falls back to fuzzy matching in the product's text
-  because scraped attribute lists are incomplete; the generated catalog's lists are complete by
-  construction (its text states exactly the listed attributes), so exact matching is the same test.
+  (exact phrase, case-insensitive). WebShop fuzzy-matches the list and then looks for the phrase
+  in the title, features and description, because scraped attribute lists are incomplete; the
+  generated catalog's lists are complete by construction (its text states exactly the listed
+  attributes), so exact matching against the list is the same test.
 * **options**: a goal option ``(group, value)`` is matched when the buyer selected ``value`` in
-  ``group`` before clicking ``buy now`` (WebShop fuzzy-matches goal option values against all
-  selected values; groups here are explicit, so the match is per group and exact).
+  ``group`` before clicking ``buy now`` (WebShop matches each selected value against all goal
+  option values, exactly for sizes and fuzzily otherwise; groups here are explicit, so the match
+  is per group and exact).
 * **price**: 1 when the price is at most the ceiling.
 * **type factor** (WebShop compares query, category path and title nouns; this is our own tiered
   version over product types and the three-level category path ``category > subcategory > type``):
