@@ -31,9 +31,12 @@ def register(subparsers) -> None:
     ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
     ev.set_defaults(func=run_eval)
 
-    rep = subparsers.add_parser("report", help="write PNG curves and the token-level HTML view of a run")
-    rep.add_argument("run_dir")
-    rep.set_defaults(func=run_report)
+    from sdar.reporting import add_report_arguments, report_command
+
+    rep = subparsers.add_parser("report", help="write PNG curves and the token-level HTML view of a run "
+                                               "(or mean +- std over several runs)")
+    add_report_arguments(rep)
+    rep.set_defaults(func=report_command)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -64,20 +67,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def print_success_table(run_dir: Path) -> None:
-    """Validation success at the start and at the end of the run, overall and per task type."""
+    """Validation success at the start, best and end of the run, overall and per task type."""
     from sdar.reporting import read_metrics
+    from sdar.reporting.aggregate import format_success_table, success_table
 
-    lines = [m for m in read_metrics(run_dir) if "val/success" in m]
-    if not lines:
-        return
-    first, last = lines[0], lines[-1]
-    keys = ["val/success"] + sorted(k for k in last if k.startswith("val/success/"))
-    print(f"\nvalidation success (iteration {first['iteration']} -> {last['iteration']})")
-    print(f"{'task type':<40} {'start':>8} {'end':>8}")
-    for k in keys:
-        name = "overall" if k == "val/success" else k.split("/", 2)[2]
-        start = first.get(k, float("nan"))
-        print(f"{name:<40} {100 * start:>7.1f}% {100 * last.get(k, float('nan')):>7.1f}%")
+    table = success_table(read_metrics(run_dir))
+    if table:
+        print("\nvalidation success on the fixed panel:\n" + format_success_table(table))
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -137,12 +133,4 @@ def run_eval(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("success", "per_task_type", "split", "with_skills")}, indent=2))
     print(f"written: {out}")
-    return 0
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from sdar.reporting import write_report
-
-    path = write_report(args.run_dir)
-    print(f"report: {path}")
     return 0

@@ -6,7 +6,8 @@ an unknown key or a bad value fails at start with a message naming the key and w
 
 A config file may set ``method: <name>`` at top level; that is shorthand for ``loss.method`` and
 also applies the method's preset switches (``LossConfig.for_method``) before the file's own
-``loss:`` entries and the command-line overrides.
+``loss:`` entries and the command-line overrides. ``method: vanilla`` and ``method: skill_prompt``
+are the evaluation-only rows: no training (``iterations: 0``), validation without / with skills.
 """
 
 from __future__ import annotations
@@ -152,6 +153,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     iterations: int = 150
+    """Training iterations (algorithm.md section 9). 0 evaluates the untrained model only
+    (the Vanilla and Skill-Prompt rows)."""
     seed: int = 0
     """Seeds Python, NumPy and torch, the sampling generator and the training task order."""
     output_dir: str = "runs/sdar"
@@ -165,7 +168,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = {
-            "iterations": self.iterations, "rollout.tasks_per_iteration": self.rollout.tasks_per_iteration,
+            "rollout.tasks_per_iteration": self.rollout.tasks_per_iteration,
             "rollout.group_size": self.rollout.group_size, "optim.mini_batch_size": self.optim.mini_batch_size,
             "optim.micro_batch_size": self.optim.micro_batch_size, "optim.ppo_epochs": self.optim.ppo_epochs,
             "rollout.max_prompt_tokens": self.rollout.max_prompt_tokens, "save_every": self.save_every,
@@ -174,7 +177,9 @@ class TrainConfig:
         for key, value in positive.items():
             if value < 1:
                 raise ConfigError(f"{key} must be >= 1, got {value}")
-        if self.iterations >= 0 and self.eval.every < 0:
+        if self.iterations < 0:
+            raise ConfigError(f"iterations must be >= 0 (0 only evaluates the untrained model), got {self.iterations}")
+        if self.eval.every < 0:
             raise ConfigError(f"eval.every must be >= 0, got {self.eval.every}")
         if self.eval.num_tasks < 1:
             raise ConfigError(f"eval.num_tasks must be >= 1, got {self.eval.num_tasks}")
@@ -210,9 +215,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(data)
 
 
+# Evaluation-only rows of the paper's tables: the untrained model without / with skills.
+EVAL_ONLY_METHODS = {"vanilla": False, "skill_prompt": True}
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     data = dict(data)
     method = data.pop("method", None)
+    if method in EVAL_ONLY_METHODS:
+        data.setdefault("iterations", 0)
+        eval_data = dict(data.get("eval") or {})
+        eval_data.setdefault("with_skills", EVAL_ONLY_METHODS[method])
+        data["eval"] = eval_data
+        method = "grpo"
     loss_data = dict(data.get("loss") or {})
     if method is not None:
         if "method" in loss_data and loss_data["method"] != method:

@@ -86,6 +86,10 @@ def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.
     return out
 
 
+def _finite_on(values: torch.Tensor, mask: torch.Tensor) -> bool:
+    return bool(torch.isfinite(values.detach()[mask.bool()]).all())
+
+
 class Trainer:
     """Holds the model, environments and optimizer of one run; ``train()`` runs it.
 
@@ -298,11 +302,13 @@ class Trainer:
         if cfg.estimator == "grpo":
             return grpo_advantages(scores, group_ids, traj_ids, cross_steps=cfg.cross_steps,
                                    norm_by_std=cfg.norm_by_std)
+        penalty = self.config.env.invalid_action_penalty
+        step_rewards = [s.reward - (0.0 if s.valid_action else penalty) for s in samples]
         return gigpo_advantages(
-            scores, group_ids, traj_ids, step_ids=torch.tensor([s.step for s in samples]),
-            step_rewards=torch.tensor([s.reward for s in samples], dtype=torch.float32),
-            anchor_keys=[s.state.raw_observation for s in samples], omega=cfg.gigpo_omega, gamma=cfg.gigpo_gamma,
-            cross_steps=cfg.cross_steps, norm_by_std=cfg.norm_by_std,
+            torch.tensor(step_rewards, dtype=torch.float32), group_ids, traj_ids,
+            anchor_observations=[s.state.raw_observation for s in samples],
+            step_indices=torch.tensor([s.step for s in samples]), gamma=cfg.gigpo_gamma, omega=cfg.gigpo_omega,
+            norm_by_std=cfg.norm_by_std,
         )
 
     def _lr(self, iteration: int) -> float:
@@ -336,7 +342,7 @@ class Trainer:
                     micro = mini[m_start : m_start + cfg.optim.micro_batch_size]
                     loss, m, n_tokens = self._micro_batch_loss(iteration, samples, micro, advantages, old_lp,
                                                                ref_lp, teacher, with_entropy)
-                    if not torch.isfinite(loss):
+                    if loss is None or not torch.isfinite(loss):
                         finite = False
                         break
                     (loss * (n_tokens / mini_tokens)).backward()
@@ -366,6 +372,8 @@ class Trainer:
         scored = score_responses(self.model, [s.prompt_ids for s in rows], [s.response_ids for s in rows],
                                  with_entropy=with_entropy, pad_id=self.pad_id, return_logits=want_logits)
         mask = scored.response_mask.to(self.device)
+        if not _finite_on(scored.log_probs, mask) or (with_entropy and not _finite_on(scored.entropy, mask)):
+            return None, {}, 0  # the model itself produced NaN/inf: skip this optimizer step
         dev = lambda t: t.to(self.device)  # noqa: E731
         inputs: dict[str, Any] = dict(
             log_probs=scored.log_probs,

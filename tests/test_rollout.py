@@ -1,0 +1,100 @@
+"""Step-wise collector: groups, trajectory ids, masking of finished episodes, scores, history window.
+
+The policy here is a scripted generate function (a real tokenizer encodes scripted responses), so
+that grouping and scoring can be checked against hand computation; the trainer's end-to-end tests
+run the same collector with a real model.
+"""
+
+import pytest
+
+from sdar.envs import make_env
+from sdar.models.loading import ModelConfig, load_policy
+from sdar.rollout import PromptBuilder, collect_rollout, rollout_metrics
+from sdar.skills import SkillLibrary
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    _, tok = load_policy(ModelConfig(name="tiny-random"))
+    return tok
+
+
+def scripted(tokenizer, env, plans, calls):
+    """A generate function playing fixed action lists per episode (in reset order)."""
+    counters = {}
+
+    def run(prompt_ids):
+        calls.append(len(prompt_ids))
+        live = [i for i, s in enumerate(env.states) if not s.done]
+        assert len(live) == len(prompt_ids)  # finished episodes are masked out of generation
+        out = []
+        for i in live:
+            k = counters.get(i, 0)
+            counters[i] = k + 1
+            out.append(tokenizer(plans[i][k], add_special_tokens=False)["input_ids"])
+        return out
+
+    return run
+
+
+def test_groups_scores_and_masking(tokenizer):
+    env = make_env("toy")
+    builder = PromptBuilder(env, tokenizer, None, think=False)
+    # seeds 0 -> target 1, 1 -> target 2; group size 2
+    plans = [
+        ["<action>increment</action>", "<action>submit</action>"],                 # wins in 2
+        ["oops", "<action>submit</action>"],                                        # invalid, then loses
+        ["<action>increment</action>", "<action>increment</action>", "<action>submit</action>"],  # wins in 3
+        ["<action>submit</action>"],                                                # loses in 1
+    ]
+    calls = []
+    rollout = collect_rollout(env, builder, scripted(tokenizer, env, plans, calls), tokenizer, [0, 1], 2,
+                              history_length=2, max_prompt_tokens=512, invalid_action_penalty=0.1,
+                              progress=False)
+    assert calls == [4, 3, 1]  # all live episodes per step in one batch, finished ones dropped
+    by_traj = {}
+    for s in rollout.samples:
+        by_traj.setdefault(s.traj_id, []).append(s)
+    assert [len(by_traj[t]) for t in range(4)] == [2, 2, 3, 1]
+    assert [s.group_id for s in rollout.samples if s.traj_id in (0, 1)] == [0, 0, 0, 0]
+    assert {s.group_id for s in by_traj[2] + by_traj[3]} == {1}
+    assert [s.step for s in by_traj[2]] == [0, 1, 2]
+    # scores: S = R(episode) - 0.1 * [invalid]
+    assert [s.score for s in by_traj[0]] == [10.0, 10.0]
+    assert [s.score for s in by_traj[1]] == pytest.approx([-0.1, 0.0])
+    assert [s.valid_action for s in by_traj[1]] == [False, True]
+    assert [s.score for s in by_traj[3]] == [0.0]
+    # responses are the sampled ids themselves
+    assert by_traj[0][1].response_ids == tokenizer("<action>submit</action>", add_special_tokens=False)["input_ids"]
+    m = rollout_metrics(rollout, "train")
+    assert m["train/success"] == 0.5
+    assert m["train/success/low"] == 0.5 and "train/success/high" not in m
+    assert m["train/invalid_action_rate"] == pytest.approx(1 / 8)
+    assert m["train/episode_length"] == 2.0
+
+
+def test_history_window_and_flat_prompts(tokenizer):
+    env = make_env("toy", max_steps=6)
+    builder = PromptBuilder(env, tokenizer, None, think=False)
+    plans = [["<action>decrement</action>"] * 6]
+    rollout = collect_rollout(env, builder, scripted(tokenizer, env, plans, []), tokenizer, [3], 1,
+                              history_length=2, max_prompt_tokens=512, invalid_action_penalty=0.1,
+                              progress=False)
+    assert [len(s.history) for s in rollout.samples] == [0, 1, 2, 2, 2, 2]
+    assert rollout.samples[5].history[0][0] == "The counter shows -3."
+    # bounded history: prompt length stays flat once the window is full
+    lengths = [len(s.prompt_ids) for s in rollout.samples]
+    assert max(lengths[2:]) - min(lengths[2:]) <= 2
+
+
+def test_student_with_skills_sees_the_routed_files(tokenizer):
+    env = make_env("toy")
+    builder = PromptBuilder(env, tokenizer, SkillLibrary("toy"), think=False)
+    plans = [["<action>submit</action>"], ["<action>submit</action>"]]
+    rollout = collect_rollout(env, builder, scripted(tokenizer, env, plans, []), tokenizer, [0, 2], 1,
+                              history_length=2, max_prompt_tokens=1024, invalid_action_penalty=0.1,
+                              with_skills=True, progress=False)
+    assert rollout.samples[0].skill_files == ("toy/general.md", "toy/low.md")
+    assert rollout.samples[1].skill_files == ("toy/general.md", "toy/high.md")
+    text = tokenizer.decode(rollout.samples[1].prompt_ids)
+    assert text.startswith("[Privileged Skill Information]\n") and "Large targets" in text

@@ -1,0 +1,183 @@
+"""The trainer end to end on the toy environment with a tiny randomly initialised model.
+
+What a user would notice: the run directory has the promised files and metrics, a resumed run is
+identical to an uninterrupted one, garbage output trains without crashing, a NaN never reaches the
+weights, Ctrl-C leaves a resumable checkpoint, and the CLI does all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sdar.trainer.checkpoint import latest_checkpoint
+from sdar.trainer.config import load_config
+from sdar.trainer.trainer import Trainer
+
+SMALL = {
+    "method": "sdar",
+    "model": {"name": "tiny-random"},
+    "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
+    "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
+                "generation": {"max_new_tokens": 6}},
+    "teacher": {"max_prompt_tokens": 512},
+    "optim": {"lr": 1.0e-3, "mini_batch_size": 6, "micro_batch_size": 3},
+    "eval": {"every": 1, "num_tasks": 2, "before_training": True},
+    "iterations": 2,
+    "save_every": 1,
+    "log_samples": 2,
+    "tensorboard": True,
+}
+
+
+def make_config(tmp_path: Path, overrides: list[str] | None = None, **top):
+    data = json.loads(json.dumps(SMALL))
+    data.update(top)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path, overrides), path
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sdar_run_writes_metrics_samples_and_checkpoints(tmp_path):
+    config, _ = make_config(tmp_path)
+    run = tmp_path / "run"
+    trainer = Trainer(config, run)
+    before = weights(trainer.model)
+    trainer.train()
+    after = weights(trainer.model)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "the update changed nothing"
+
+    lines = read_jsonl(run / "metrics.jsonl")
+    assert [m["iteration"] for m in lines] == [0, 1, 2]
+    train_line = lines[1]
+    for key in ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/loss",
+                "train/success", "train/reward_mean", "train/episode_length", "train/invalid_action_rate",
+                "teacher/truncated", "timing/rollout_s", "timing/update_s", "actor/grad_norm", "val/success"):
+        assert key in train_line, key
+    assert 0.0 < train_line["sdar/gate_mean"] < 1.0
+    assert "val/success" in lines[0] and "sdar/gate_mean" not in lines[0]
+    assert (run / "config.yaml").is_file()
+    assert load_config(run / "config.yaml") == config
+    assert any((run / "tensorboard").iterdir())
+    samples = read_jsonl(run / "samples.jsonl")
+    assert samples and all(len(s["tokens"]) == len(s["gate"]) == len(s["teacher_log_probs"]) for s in samples)
+    assert samples[0]["skill_files"][0] == "toy/general.md"
+    used = read_jsonl(run / "skills_used.jsonl")
+    assert set(used[0]["files"]) <= {"toy/general.md", "toy/low.md", "toy/high.md"}
+    assert latest_checkpoint(run).name == "iter_000002"
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    config, _ = make_config(tmp_path, ["eval.every=0", "eval.before_training=false"])
+    full = Trainer(config, tmp_path / "full")
+    full.train()
+    expected = weights(full.model)
+
+    first, _ = make_config(tmp_path, ["eval.every=0", "eval.before_training=false", "iterations=1"])
+    Trainer(first, tmp_path / "split").train()
+    resumed = Trainer(config, tmp_path / "split", resume=True)
+    assert resumed.start_iteration == 2
+    resumed.train()
+    got = weights(resumed.model)
+    for k in expected:
+        assert torch.equal(expected[k], got[k]), k
+    a = read_jsonl(tmp_path / "full" / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "split" / "metrics.jsonl")
+    assert [m["iteration"] for m in b] == [1, 2]
+    assert a[-1]["train/success"] == b[-1]["train/success"]
+    assert a[-1]["sdar/loss"] == pytest.approx(b[-1]["sdar/loss"], abs=0, rel=0)
+
+
+def test_all_invalid_actions_still_train(tmp_path):
+    # a random model never writes the action tag: every action is invalid, scores all -penalty
+    config, _ = make_config(tmp_path, ["method=grpo", "eval.every=0", "eval.before_training=false",
+                                       "iterations=1"])
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert line["train/invalid_action_rate"] == 1.0
+    assert line["train/success"] == 0.0
+    # zero-variance groups: zero advantages, finite losses
+    assert line["train/advantage_abs_mean"] == 0.0
+    assert line["actor/optimizer_steps"] >= 1 and line["actor/skipped_updates"] == 0
+
+
+def test_nan_loss_skips_the_update(tmp_path, caplog):
+    config, _ = make_config(tmp_path, ["eval.every=0", "eval.before_training=false", "iterations=1"])
+    trainer = Trainer(config, tmp_path / "run")
+    head = trainer.model.get_output_embeddings()
+    # the model emits NaN logits in training mode only (rollout and scoring run in eval mode)
+    head.register_forward_hook(lambda module, inputs, output: output * float("nan") if module.training else output)
+    before = weights(trainer.model)
+    with caplog.at_level("WARNING"):
+        trainer.train()
+    for k, v in weights(trainer.model).items():
+        assert torch.equal(before[k], v), k
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert line["actor/skipped_updates"] >= 1 and line["actor/optimizer_steps"] == 0
+    assert "non-finite" in caplog.text
+
+
+def test_lora_reference_is_the_adapter_free_model(tmp_path):
+    config, _ = make_config(tmp_path, ["model.lora={r: 4}", "eval.every=0", "eval.before_training=false",
+                                       "iterations=1"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.reference is None  # no second copy of the weights
+    trainer.train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert "actor/kl" in line
+
+
+@pytest.mark.slow
+def test_cli_train_eval_report_and_ctrl_c(tmp_path):
+    _, path = make_config(tmp_path, iterations=2)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = tmp_path / "cli-run"
+    cmd = [sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir", str(run)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "validation success" in done.stdout
+    assert (run / "report" / "index.html").is_file()
+    ev = subprocess.run([sys.executable, "-m", "sdar.cli", "eval", str(run)], capture_output=True, text=True,
+                        env=env, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    result = json.loads((run / "eval" / "iter_000002-val.json").read_text())
+    assert 0.0 <= result["success"] <= 1.0 and set(result["per_task_type"]) <= {"low", "high"}
+
+    # Ctrl-C during a long run leaves a resumable checkpoint
+    slow = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir", str(slow),
+           "iterations=50", "save_every=100", "eval.every=0", "eval.before_training=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = slow / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    ckpt = latest_checkpoint(slow)
+    assert ckpt is not None and "resume with" in err
+    resumed = subprocess.run([sys.executable, "-m", "sdar.cli", "train", "--resume", str(slow),
+                              f"iterations={int(ckpt.name.split('_')[1]) + 1}", "--no-report"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    lines = read_jsonl(metrics)
+    assert [m["iteration"] for m in lines] == list(range(1, len(lines) + 1))
