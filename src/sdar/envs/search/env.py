@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from sdar.envs.base import (
     AgentEnv,
@@ -38,32 +38,49 @@ log = logging.getLogger(__name__)
 SEARCH_PREFIX, ANSWER_PREFIX = "search:", "answer:"
 
 INVALID_ACTION_FEEDBACK = (
-    "Your last reply contained no usable action. Reply with exactly one of <search>your query</search> "
-    "(to look something up) or <answer>your answer</answer> (to finish), outside the <think> block."
+    "Your last reply contained no usable action. Reply with exactly one of "
+    "<search>your query</search> (to look something up) or <answer>your answer</answer> "
+    "(to finish), outside the <think> block."
 )
 
 # ----- skill routing ---------------------------------------------------------------------------
 # data_source -> skill key; Search-R1's seven sets and this project's offline types.
 SKILL_KEY_BY_SOURCE: dict[str, str] = {
-    "nq": "lookup", "triviaqa": "lookup", "wiki_lookup": "lookup", "fanoutqa": "lookup",
-    "popqa": "attribute", "wiki_attribute": "attribute",
-    "hotpotqa": "two_hop", "2wikimultihopqa": "two_hop", "musique": "two_hop", "bamboogle": "two_hop",
+    "nq": "lookup",
+    "triviaqa": "lookup",
+    "wiki_lookup": "lookup",
+    "fanoutqa": "lookup",
+    "popqa": "attribute",
+    "wiki_attribute": "attribute",
+    "hotpotqa": "two_hop",
+    "2wikimultihopqa": "two_hop",
+    "musique": "two_hop",
+    "bamboogle": "two_hop",
     "wiki_two_hop": "two_hop",
     "wiki_comparison": "comparison",
 }
 # Sets whose questions may be comparisons; for these the question's form decides.
-_MAY_COMPARE = {"hotpotqa", "2wikimultihopqa", "musique", "bamboogle", "wiki_two_hop", "wiki_comparison"}
+_MAY_COMPARE = {
+    "hotpotqa",
+    "2wikimultihopqa",
+    "musique",
+    "bamboogle",
+    "wiki_two_hop",
+    "wiki_comparison",
+}
 _COMPARATIVE = re.compile(
     r"\b(first|earlier|later|older|younger|higher|lower|larger|smaller|bigger|longer|shorter|more|"
     r"fewer|less|taller|before|after|closer|farther|further)\b[^?]*\bor\b",
     re.IGNORECASE,
 )
-_SAME_OR_BOTH = re.compile(r"^(are|were|is|was|do|did|does|have|has)\b.*\b(both|same)\b", re.IGNORECASE)
+_SAME_OR_BOTH = re.compile(
+    r"^(are|were|is|was|do|did|does|have|has)\b.*\b(both|same)\b", re.IGNORECASE
+)
 _warned_sources: set[str] = set()
 
 
 def is_comparison_question(question: str) -> bool:
-    """"Who was born first, A or B?", "Were A and B of the same nationality?" and the like."""
+    """ "Who was born first, A or B?", "Were A and B of the same nationality?" and the like."""
     q = question.strip()
     return bool(_COMPARATIVE.search(q) or _SAME_OR_BOTH.search(q))
 
@@ -79,8 +96,12 @@ def route_skills(data_source: str, question: str) -> tuple[str, ...]:
     if key is None:
         if source not in _warned_sources:
             _warned_sources.add(source)
-            log.warning("Search-QA: data_source %r has no skill routing; its tasks get general skills "
-                        "only (known: %s)", data_source, sorted(SKILL_KEY_BY_SOURCE))
+            log.warning(
+                "Search-QA: data_source %r has no skill routing; its tasks get general skills "
+                "only (known: %s)",
+                data_source,
+                sorted(SKILL_KEY_BY_SOURCE),
+            )
         return ()
     return (key,)
 
@@ -103,8 +124,15 @@ class SearchEnv(AgentEnv):
     max_steps = 4
     policies = ("oracle", "random")
 
-    def __init__(self, questions: Sequence[QAExample], retriever: Retriever, topk: int = 3,
-                 max_steps: int = 4, history_length: int = 4, titles: dict[str, str] | None = None):
+    def __init__(
+        self,
+        questions: Sequence[QAExample],
+        retriever: Retriever,
+        topk: int = 3,
+        max_steps: int = 4,
+        history_length: int = 4,
+        titles: dict[str, str] | None = None,
+    ):
         if len(questions) == 0:
             raise ValueError("SearchEnv needs at least one question")
         if topk < 1:
@@ -136,22 +164,36 @@ class SearchEnv(AgentEnv):
         self._examples, self._states = [], []
         for seed in seeds:
             example = self.task_for_seed(seed)
-            task = TaskInfo(example.id, example.question, example.data_source,
-                            route_skills(example.data_source, example.question))
+            task = TaskInfo(
+                example.id,
+                example.question,
+                example.data_source,
+                route_skills(example.data_source, example.question),
+            )
             for _ in range(group_size):
                 self._examples.append(example)
-                self._states.append(EnvState(task=task, observation="", raw_observation=example.question,
-                                             metrics=_metrics(0.0, 0.0, 0, 0, answered=False)))
+                self._states.append(
+                    EnvState(
+                        task=task,
+                        observation="",
+                        raw_observation=example.question,
+                        metrics=_metrics(0.0, 0.0, 0, 0, answered=False),
+                    )
+                )
         self._searches = [0] * len(self._states)
         return list(self._states)
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
         check_step_actions(self._states, actions)
-        queries = {i: a[len(SEARCH_PREFIX):].strip() for i, a in enumerate(actions)
-                   if a is not None and a.startswith(SEARCH_PREFIX) and a[len(SEARCH_PREFIX):].strip()}
-        order = sorted(queries)
-        results = self.retriever.retrieve([queries[i] for i in order], self.topk) if order else []
-        passages = dict(zip(order, results))
+        queries = {
+            i: a[len(SEARCH_PREFIX) :].strip()
+            for i, a in enumerate(actions)
+            if a is not None and a.startswith(SEARCH_PREFIX) and a[len(SEARCH_PREFIX) :].strip()
+        }
+        # one retrieval call per step for the whole batch; copies in a group often repeat a query
+        unique = list(dict.fromkeys(queries.values()))
+        results = dict(zip(unique, self.retriever.retrieve(unique, self.topk))) if unique else {}
+        passages = {i: results[q] for i, q in queries.items()}
         new_states = []
         for i, (state, action) in enumerate(zip(self._states, actions)):
             if action is None:
@@ -165,13 +207,21 @@ class SearchEnv(AgentEnv):
         example = self._examples[i]
         step = state.step + 1
         invalid = int(state.metrics.get("invalid_actions", 0))
-        if action.startswith(ANSWER_PREFIX) and action[len(ANSWER_PREFIX):].strip():
-            answer = action[len(ANSWER_PREFIX):].strip()
+        if action.startswith(ANSWER_PREFIX) and action[len(ANSWER_PREFIX) :].strip():
+            answer = action[len(ANSWER_PREFIX) :].strip()
             em = exact_match(answer, example.golden_answers)
             f1 = f1_score(answer, example.golden_answers)
-            return replace(state, observation="", raw_observation=f"answered: {answer}", reward=em,
-                           done=True, won=em == 1.0, valid_action=True, step=step,
-                           metrics=_metrics(em, f1, self._searches[i], invalid, answered=True))
+            return replace(
+                state,
+                observation="",
+                raw_observation=f"answered: {answer}",
+                reward=em,
+                done=True,
+                won=em == 1.0,
+                valid_action=True,
+                step=step,
+                metrics=_metrics(em, f1, self._searches[i], invalid, answered=True),
+            )
         if passages is not None:
             self._searches[i] += 1
             observation, valid = format_information(passages), True
@@ -179,23 +229,35 @@ class SearchEnv(AgentEnv):
             observation, valid = INVALID_ACTION_FEEDBACK, False
             invalid += 1
         done = step >= self.max_steps
-        return replace(state, observation=observation, raw_observation=observation, reward=0.0,
-                       done=done, won=False, valid_action=valid, step=step,
-                       metrics=_metrics(0.0, 0.0, self._searches[i], invalid, answered=False))
+        return replace(
+            state,
+            observation=observation,
+            raw_observation=observation,
+            reward=0.0,
+            done=done,
+            won=False,
+            valid_action=valid,
+            step=step,
+            metrics=_metrics(0.0, 0.0, self._searches[i], invalid, answered=False),
+        )
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self.retriever.close()
 
-    # ----- what the agent sees and says -------------------------------------------------------------
-    def render_prompt(self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True) -> str:
+    # ----- what the agent sees and says -----------------------------------------------------------
+    def render_prompt(
+        self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True
+    ) -> str:
         lines = [
-            "Answer the question below. You can query a Wikipedia search engine: write "
-            f"<search>your query</search> and it returns the top {self.topk} passages between "
-            "<information> and </information>. When you know the answer, write "
-            "<answer>your answer</answer> with only the answer itself (a name, a year, a few words), "
-            "for example <answer>Paris</answer>.",
+            (
+                "Answer the question below. You can query a Wikipedia search engine: write "
+                f"<search>your query</search> and it returns the top {self.topk} passages between "
+                "<information> and </information>. When you know the answer, write "
+                "<answer>your answer</answer> with only the answer itself (a name, a year, a few "
+                "words), for example <answer>Paris</answer>."
+            ),
             "",
             f"Question: {state.task.instruction}",
         ]
@@ -215,10 +277,15 @@ class SearchEnv(AgentEnv):
         else:
             lines.append(f"You have {left} turns left (each search or answer takes one).")
         if think:
-            lines.append("First think step by step inside <think> </think>, then write exactly one "
-                         "<search>...</search> or <answer>...</answer>.")
+            lines.append(
+                "First think step by step inside <think> </think>, then write exactly one "
+                "<search>...</search> or <answer>...</answer>."
+            )
         else:
-            lines.append("Reply with exactly one <search>...</search> or <answer>...</answer> and nothing else.")
+            lines.append(
+                "Reply with exactly one <search>...</search> or <answer>...</answer> and nothing "
+                "else."
+            )
         return "\n".join(lines)
 
     def parse_action(self, response: str) -> ParsedAction:
@@ -243,14 +310,20 @@ class SearchEnv(AgentEnv):
         example = self._examples[index]
         state = self._states[index]
         if policy == "oracle":
-            targets = [self.titles[d] for d in example.supporting_ids if d in self.titles] or [example.question]
+            targets = [self.titles[d] for d in example.supporting_ids if d in self.titles] or [
+                example.question
+            ]
             done_searches = self._searches[index]
             turns_left = self.max_steps - state.step
             if done_searches < len(targets) and turns_left > 1:
                 target = targets[done_searches]
-                return f"<think>I need the passage about {target}.</think>\n<search>{target}</search>"
-            return (f"<think>The passages say the answer is {example.golden_answers[0]}.</think>\n"
-                    f"<answer>{example.golden_answers[0]}</answer>")
+                return (
+                    f"<think>I need the passage about {target}.</think>\n<search>{target}</search>"
+                )
+            return (
+                f"<think>The passages say the answer is {example.golden_answers[0]}.</think>\n"
+                f"<answer>{example.golden_answers[0]}</answer>"
+            )
         if policy == "random":
             words = re.findall(r"\w+", example.question) or ["wikipedia"]
             choice = rng.random()
@@ -264,16 +337,28 @@ class SearchEnv(AgentEnv):
 
 def _render_action(action: str) -> str:
     if action.startswith(SEARCH_PREFIX):
-        return f"<search>{action[len(SEARCH_PREFIX):]}</search>"
+        return f"<search>{action[len(SEARCH_PREFIX) :]}</search>"
     if action.startswith(ANSWER_PREFIX):
-        return f"<answer>{action[len(ANSWER_PREFIX):]}</answer>"
+        return f"<answer>{action[len(ANSWER_PREFIX) :]}</answer>"
     return "(a reply without a valid <search> or <answer>)"
 
 
 def _metrics(em: float, f1: float, searches: int, invalid: int, answered: bool) -> dict[str, float]:
-    return {"em": em, "f1": f1, "searches": float(searches), "invalid_actions": float(invalid),
-            "answered": float(answered)}
+    return {
+        "em": em,
+        "f1": f1,
+        "searches": float(searches),
+        "invalid_actions": float(invalid),
+        "answered": float(answered),
+    }
 
 
-__all__ = ["SearchEnv", "route_skills", "is_comparison_question", "SKILL_KEY_BY_SOURCE",
-           "INVALID_ACTION_FEEDBACK", "SEARCH_PREFIX", "ANSWER_PREFIX"]
+__all__ = [
+    "ANSWER_PREFIX",
+    "INVALID_ACTION_FEEDBACK",
+    "SEARCH_PREFIX",
+    "SKILL_KEY_BY_SOURCE",
+    "SearchEnv",
+    "is_comparison_question",
+    "route_skills",
+]

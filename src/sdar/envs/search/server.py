@@ -2,7 +2,8 @@
 
 API (the one Search-R1 and verl-agent call):
 
-* ``POST /retrieve`` with ``{"queries": [str, ...], "topk": int = 3, "return_scores": bool = false}``
+* ``POST /retrieve`` with
+  ``{"queries": [str, ...], "topk": int = 3, "return_scores": bool = false}``
   answers ``{"result": [[{"document": {"id", "contents"}, "score": float}, ...], ...]}`` with
   scores, or ``{"result": [[{"id", "contents"}, ...], ...]}`` without.
 * ``GET /health`` answers ``{"status": "ok", "retriever": name, "documents": n}``.
@@ -55,10 +56,11 @@ class RetrievalServer:
         """The retrieve endpoint, e.g. ``http://127.0.0.1:8000/retrieve``."""
         return f"http://{self.host}:{self.port}/retrieve"
 
-    def start(self) -> "RetrievalServer":
+    def start(self) -> RetrievalServer:
         # a short poll interval makes close() return quickly
-        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.1,),
-                                        name="retrieval-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.1,), name="retrieval-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -72,10 +74,10 @@ class RetrievalServer:
             self._thread = None
         self.httpd.server_close()
 
-    def __enter__(self) -> "RetrievalServer":
+    def __enter__(self) -> RetrievalServer:
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -84,7 +86,7 @@ class _BadRequest(ValueError):
 
 
 def parse_request(body: bytes) -> tuple[list[str], int, bool]:
-    """Validate a ``/retrieve`` body; return ``(queries, topk, return_scores)`` or raise ``ValueError``."""
+    """Validate a ``/retrieve`` body: ``(queries, topk, return_scores)``, or ``ValueError``."""
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -95,7 +97,9 @@ def parse_request(body: bytes) -> tuple[list[str], int, bool]:
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         raise _BadRequest("'queries' must be a list of strings")
     if len(queries) > MAX_QUERIES_PER_REQUEST:
-        raise _BadRequest(f"at most {MAX_QUERIES_PER_REQUEST} queries per request, got {len(queries)}")
+        raise _BadRequest(
+            f"at most {MAX_QUERIES_PER_REQUEST} queries per request, got {len(queries)}"
+        )
     topk = request.get("topk", 3)
     if isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= MAX_TOPK:
         raise _BadRequest(f"'topk' must be an integer in [1, {MAX_TOPK}], got {topk!r}")
@@ -122,10 +126,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path.rstrip("/") == "/health":
-            self._send(200, {"status": "ok", "retriever": self.retriever.name,
-                             "documents": len(getattr(self.retriever, "documents", []))})
+            self._send(
+                200,
+                {
+                    "status": "ok",
+                    "retriever": self.retriever.name,
+                    "documents": len(getattr(self.retriever, "documents", [])),
+                },
+            )
         else:
-            self._send(404, {"error": f"unknown path {self.path!r}; use POST /retrieve or GET /health"})
+            self._send(
+                404, {"error": f"unknown path {self.path!r}; use POST /retrieve or GET /health"}
+            )
 
     def do_POST(self) -> None:
         if self.path.rstrip("/") != "/retrieve":
@@ -136,7 +148,9 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 < length <= MAX_BODY_BYTES:
-            self._send(400, {"error": f"need a JSON body of 1..{MAX_BODY_BYTES} bytes with Content-Length"})
+            self._send(
+                400, {"error": f"need a JSON body of 1..{MAX_BODY_BYTES} bytes with Content-Length"}
+            )
             return
         try:
             queries, topk, return_scores = parse_request(self.rfile.read(length))
@@ -150,10 +164,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(500, {"error": f"retrieval failed: {type(err).__name__}: {err}"})
             return
         if return_scores:
-            payload = [[{"document": p.document.to_json(), "score": p.score} for p in row] for row in results]
+            payload = [
+                [{"document": p.document.to_json(), "score": p.score} for p in row]
+                for row in results
+            ]
         else:
             payload = [[p.document.to_json() for p in row] for row in results]
         self._send(200, {"result": payload})
 
 
-__all__ = ["RetrievalServer", "parse_request", "MAX_TOPK", "MAX_QUERIES_PER_REQUEST"]
+__all__ = ["MAX_QUERIES_PER_REQUEST", "MAX_TOPK", "RetrievalServer", "parse_request"]
