@@ -26,12 +26,13 @@ def _compute_dtype(logits: Tensor) -> torch.dtype:
 
 
 def _chunk_log_softmax(logits_chunk: Tensor) -> Tensor:
-    return torch.log_softmax(logits_chunk.to(_compute_dtype(logits_chunk)), dim=-1)
+    # The dtype argument lets CUDA read half-precision logits and write float32 in one kernel.
+    return torch.log_softmax(logits_chunk, dim=-1, dtype=_compute_dtype(logits_chunk))
 
 
 def _chunk_entropy(log_probs: Tensor) -> Tensor:
     """Entropy per row; ``0 * log 0`` counts as 0 so that -inf logits (banned tokens) are fine."""
-    p_log_p = log_probs.exp() * log_probs
+    p_log_p = log_probs.exp().mul_(log_probs)
     p_log_p.masked_fill_(log_probs == -torch.inf, 0.0)
     return -p_log_p.sum(-1)
 
@@ -43,6 +44,8 @@ class _ChunkedLogProbs(torch.autograd.Function):
 
         d log p_y / d x = onehot(y) - p
         d H / d x       = -p * (log p + H)
+
+    Each chunk needs at most two chunk-sized float32 buffers at a time (in-place updates).
     """
 
     @staticmethod
@@ -75,19 +78,24 @@ class _ChunkedLogProbs(torch.autograd.Function):
         for start in range(0, n, ctx.rows):
             stop = min(start + ctx.rows, n)
             log_p = _chunk_log_softmax(logits[start:stop])
-            p = log_p.exp()
-            grad = torch.zeros_like(p)
-            if grad_log_probs is not None:
-                g_lp = grad_log_probs[start:stop, None].to(p.dtype)
-                grad.addcmul_(p, g_lp, value=-1.0)
-                grad.scatter_add_(-1, token_ids[start:stop, None], g_lp)
+            grad = log_p.exp()  # p for now; becomes the gradient in place
             if use_entropy:
-                # -p * (log p + H) * dL/dH, with 0 where p = 0 (log p = -inf).
-                term = log_p.add_(entropy[start:stop, None]).mul_(p)
-                term.masked_fill_(p == 0, 0.0)
-                grad.addcmul_(term, grad_entropy[start:stop, None].to(p.dtype), value=-1.0)
+                # term = p * (log p + H), in the log_p buffer; 0 where p = 0 (log p = -inf).
+                term = log_p.add_(entropy[start:stop, None]).mul_(grad)
+                term.masked_fill_(grad == 0, 0.0)
+            else:
+                del log_p
+            if grad_log_probs is not None:
+                g_lp = grad_log_probs[start:stop, None].to(grad.dtype)
+                grad.mul_(-g_lp)
+                grad.scatter_add_(-1, token_ids[start:stop, None], g_lp)
+            else:
+                grad.zero_()
+            if use_entropy:
+                grad.addcmul_(term, grad_entropy[start:stop, None].to(grad.dtype), value=-1.0)
+                del term, log_p
             grad_logits[start:stop] = grad
-            del log_p, p, grad
+            del grad
         return grad_logits, None, None, None
 
 
@@ -100,7 +108,8 @@ def log_probs_from_logits(
     """Log-prob of each given token, and optionally each position's entropy, from logits.
 
     Equal to ``torch.log_softmax(logits.float(), -1).gather(-1, token_ids[..., None])[..., 0]``
-    (bit for bit: the same kernels run on row chunks) but never holds more than one chunk of
+    (bit for bit on CPU, where the same kernels run on row chunks; on CUDA the upcast is fused
+    into the softmax kernel) but never holds more than two chunks of
     float32 copies; the backward pass recomputes the softmax chunk by chunk. Differentiable
     (first order) in ``logits`` through both outputs; call it under ``torch.no_grad()`` for scoring.
 
