@@ -383,7 +383,8 @@ class Product:
 
 @dataclass(frozen=True)
 class Catalog:
-    """All products of one generated catalog, in generation order."""
+    """All products of one catalog, in generation (or file) order; ``seed`` is -1 for a catalog
+    read from files."""
 
     seed: int
     products: tuple[Product, ...]
@@ -533,7 +534,10 @@ def _make_product(
     )
 
 
-def generate_catalog(seed: int = 0, num_products: int = 2500) -> Catalog:
+DEFAULT_NUM_PRODUCTS = 2500
+
+
+def generate_catalog(seed: int = 0, num_products: int = DEFAULT_NUM_PRODUCTS) -> Catalog:
     """Generate ``num_products`` products spread evenly over all product types (deterministic).
 
     Args:
@@ -563,6 +567,6 @@ def generate_catalog(seed: int = 0, num_products: int = 2500) -> Catalog:
 
 
 @lru_cache(maxsize=4)
-def load_catalog(seed: int = 0, num_products: int = 2500) -> Catalog:
+def load_catalog(seed: int = 0, num_products: int = DEFAULT_NUM_PRODUCTS) -> Catalog:
     """``generate_catalog`` cached per process (generation takes a fraction of a second)."""
     return generate_catalog(seed, num_products)

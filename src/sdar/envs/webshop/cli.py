@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -49,31 +48,17 @@ def _load(args: argparse.Namespace):
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from sdar.envs.webshop.routing import route_instruction
+    from sdar.envs.webshop.datafiles import write_shop
 
     catalog, goals = _load(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "catalog.jsonl").open("w", encoding="utf-8") as f:
-        for product in catalog.products:
-            f.write(json.dumps(dataclasses.asdict(product)) + "\n")
-    with (out / "goals.jsonl").open("w", encoding="utf-8") as f:
-        for goal in goals:
-            row = dataclasses.asdict(goal)
-            row["split"] = "test" if goal.index < args.num_test_goals else "train"
-            row["skill_keys"] = list(route_instruction(goal.instruction))
-            f.write(json.dumps(row) + "\n")
-    print(
-        json.dumps(
-            {
-                "out": str(out),
-                "products": len(catalog),
-                "goals": len(goals),
-                "test_goals": min(args.num_test_goals, len(goals)),
-            },
-            indent=2,
-        )
-    )
+    out = write_shop(args.out, catalog, goals, args.num_test_goals)
+    summary = {
+        "out": str(out),
+        "products": len(catalog),
+        "goals": len(goals),
+        "test_goals": min(args.num_test_goals, len(goals)),
+    }
+    print(json.dumps(summary, indent=2))
     return 0
 
 

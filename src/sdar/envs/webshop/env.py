@@ -26,7 +26,8 @@ from sdar.envs.base import (
     check_step_actions,
     extract_tag,
 )
-from sdar.envs.webshop.catalog import Product, load_catalog
+from sdar.envs.webshop.catalog import DEFAULT_NUM_PRODUCTS, Product, load_catalog
+from sdar.envs.webshop.datafiles import load_shop
 from sdar.envs.webshop.goals import NUM_TEST_GOALS, SPLITS, Goal, load_goals, split_goal_indices
 from sdar.envs.webshop.pages import (
     BACK_TO_SEARCH,
@@ -62,10 +63,15 @@ class WebShopEnv(AgentEnv):
     Args:
         split: ``"train"`` or ``"test"`` (the first ``num_test_goals`` goals, WebShop's fixed
             evaluation set).
-        num_products: catalog size (>= 2,000 for the published setting; smaller for quick tests).
+        num_products: size of the generated catalog (default 2,500; keep >= 2,000 for real runs,
+            smaller for quick tests).
         catalog_seed: seed of the generated catalog and its goals.
-        num_goals: number of goals (default two per product).
-        num_test_goals: size of the test split (default 500, as WebShop).
+        num_goals: number of generated goals (default two per product).
+        num_test_goals: size of the test split (default 500, as WebShop; with ``data_dir``, the
+            number of rows the goal file marks ``test``).
+        data_dir: a shop folder (``catalog.jsonl`` + ``goals.jsonl``, see ``datafiles.py``) to
+            play instead of the generated catalog; then ``num_products`` and ``num_goals`` must be
+            left unset.
         max_steps: step limit of an episode (15, as in the paper's WebShop runs).
         history_length: H, past (observation, action) pairs in the prompt (2).
     """
@@ -78,12 +84,13 @@ class WebShopEnv(AgentEnv):
     def __init__(
         self,
         split: str = "train",
-        num_products: int = 2500,
+        num_products: int | None = None,
         catalog_seed: int = 0,
         num_goals: int | None = None,
-        num_test_goals: int = NUM_TEST_GOALS,
+        num_test_goals: int | None = None,
         max_steps: int = 15,
         history_length: int = 2,
+        data_dir: str | None = None,
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown WebShop split {split!r}; use one of {SPLITS}")
@@ -94,10 +101,23 @@ class WebShopEnv(AgentEnv):
         self.split = split
         self.max_steps = int(max_steps)
         self.history_length = int(history_length)
-        self.catalog = load_catalog(catalog_seed, num_products)
-        self.goals = load_goals(catalog_seed, num_products, num_goals)
-        self.split_indices = split_goal_indices(len(self.goals), split, num_test_goals)
-        self.site = Site(self.catalog, load_search_engine(catalog_seed, num_products))
+        if data_dir is not None:
+            if num_products is not None or num_goals is not None:
+                raise ValueError("num_products / num_goals size the generated catalog; a data_dir "
+                                 "brings its own catalog and goals, so leave them unset")
+            shop = load_shop(data_dir)
+            self.catalog, self.goals, engine = shop.catalog, shop.goals, shop.engine
+            if num_test_goals is None:
+                num_test_goals = shop.num_test_goals
+        else:
+            num_products = DEFAULT_NUM_PRODUCTS if num_products is None else num_products
+            self.catalog = load_catalog(catalog_seed, num_products)
+            self.goals = load_goals(catalog_seed, num_products, num_goals)
+            engine = load_search_engine(catalog_seed, num_products)
+        self.split_indices = split_goal_indices(
+            len(self.goals), split, NUM_TEST_GOALS if num_test_goals is None else num_test_goals
+        )
+        self.site = Site(self.catalog, engine)
         self._episodes: list[_Episode] = []
 
     # ----- episodes ---------------------------------------------------------------------------
