@@ -7,6 +7,7 @@ products; products that share no word with the query are never returned.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import OrderedDict
 from functools import lru_cache
@@ -46,7 +47,15 @@ class SearchEngine:
     def __init__(self, catalog: Catalog, cache_size: int = 4096):
         self.catalog = catalog
         self._bm25 = bm25s.BM25()
-        self._bm25.index([tokenize(p.search_text()) for p in catalog.products], show_progress=False)
+        # bm25s sets its own logger to DEBUG, which would print a line per index into our logs
+        bm25s_log = logging.getLogger("bm25s")
+        level = bm25s_log.level
+        bm25s_log.setLevel(max(level, logging.INFO))
+        try:
+            corpus = [tokenize(p.search_text()) for p in catalog.products]
+            self._bm25.index(corpus, show_progress=False)
+        finally:
+            bm25s_log.setLevel(level)
         self._cache: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._cache_size = cache_size
 
