@@ -31,6 +31,17 @@ def register(subparsers) -> None:
     ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
     ev.set_defaults(func=run_eval)
 
+    sft = subparsers.add_parser("sft", help="supervised warm start on expert demonstrations (before RL)")
+    sft.add_argument("--config", required=True, help="YAML config (its model and optim.micro_batch_size are used)")
+    sft.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    sft.add_argument("--demos", required=True, help="JSONL written by `sdar env play --write-demos`")
+    sft.add_argument("--output-dir", required=True, help="where the warm-start checkpoint goes")
+    sft.add_argument("--epochs", type=int, default=2)
+    sft.add_argument("--lr", type=float, default=1e-4)
+    sft.add_argument("--batch-size", type=int, default=8, help="demonstrations per optimizer step")
+    sft.add_argument("--max-demos", type=int, default=None, help="use at most this many demonstrations")
+    sft.set_defaults(func=run_sft_command)
+
     from sdar.reporting import add_report_arguments, report_command
 
     rep = subparsers.add_parser("report", help="write PNG curves and the token-level HTML view of a run "
@@ -133,4 +144,16 @@ def run_eval(args: argparse.Namespace) -> int:
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print(json.dumps({k: result[k] for k in ("success", "per_task_type", "split", "with_skills")}, indent=2))
     print(f"written: {out}")
+    return 0
+
+
+def run_sft_command(args: argparse.Namespace) -> int:
+    from sdar.trainer.config import load_config
+    from sdar.trainer.sft import run_sft
+
+    config = load_config(args.config, args.overrides)
+    path = run_sft(config, args.demos, args.output_dir, epochs=args.epochs, lr=args.lr,
+                   batch_size=args.batch_size, max_demos=args.max_demos)
+    print(f"warm start: {path}\nstart RL from it with: sdar train --config {args.config} "
+          f"init_checkpoint={args.output_dir}")
     return 0

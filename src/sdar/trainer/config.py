@@ -158,6 +158,10 @@ class TrainConfig:
     seed: int = 0
     """Seeds Python, NumPy and torch, the sampling generator and the training task order."""
     output_dir: str = "runs/sdar"
+    init_checkpoint: str | None = None
+    """Start from these trainable weights (a run directory or checkpoint folder, e.g. the output
+    of ``sdar sft``). Full fine-tuning: the KL reference is this warm-started model too; LoRA: the
+    adapter continues training and the reference stays the base model."""
     save_every: int = 10
     """Checkpoint every N iterations (the last iteration is always saved)."""
     keep_checkpoints: int = 2

@@ -55,7 +55,8 @@ from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger, format_summary
 from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
 from sdar.skills import SkillLibrary
-from sdar.trainer.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from sdar.trainer.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state_dict,
+                                     resolve_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from sdar.trainer.config import TrainConfig, save_config
 from sdar.trainer.evaluation import run_panel
 from sdar.trainer.teacher import teacher_log_probs
@@ -113,6 +114,14 @@ class Trainer:
         self.device = next(self.model.parameters()).device
         self.pad_id = self.tokenizer.pad_token_id
         self.reference = load_reference(config.model, self.model) if "ref_log_probs" in self.needs else None
+        if config.init_checkpoint:
+            init_state = torch.load(resolve_checkpoint(config.init_checkpoint) / "model.pt", map_location="cpu",
+                                    weights_only=True)
+            if not resume:
+                load_trainable_state_dict(self.model, init_state)
+            if self.reference is not None:
+                load_trainable_state_dict(self.reference, init_state)
+            logger.info("initial weights from %s", config.init_checkpoint)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         self.generator = torch.Generator().manual_seed(config.seed)
