@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.tasks, args.group, args.episodes, args.repeats = 8, 2, 50, 1
 
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         build_ms, stats = timed(lambda: build_offline_dataset(tmp, seed=0))
         docs = load_corpus(Path(tmp) / "corpus.jsonl")
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "cpus": os.cpu_count(),
             "processor": platform.processor(),
+            # other work on a shared machine slows the timings
+            "load_average_1m_before_after": [load_before, os.getloadavg()[0]],
         },
         "build": build,
         "steps_in_process": steps_local,
