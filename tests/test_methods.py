@@ -21,18 +21,18 @@ def make_inputs(seed: int = 0, vocab: int = 7, **overrides) -> LossInputs:
     mask = torch.ones(shape, dtype=torch.long)
     mask[0, 3:] = 0
     mask[2, 1:] = 0
-    fields = dict(
-        log_probs=log_probs,
-        old_log_probs=log_probs.detach() + 0.1 * torch.randn(shape, generator=gen),
-        advantages=torch.randn(3, 1, generator=gen).expand(shape).clone(),
-        response_mask=mask,
-        ref_log_probs=log_probs.detach() + 0.2 * torch.randn(shape, generator=gen),
-        teacher_log_probs=log_probs.detach() + 0.5 * torch.randn(shape, generator=gen),
-        entropy=torch.rand(shape, generator=gen).requires_grad_(),
-        teacher_entropy=torch.rand(shape, generator=gen),
-        logits=torch.randn(*shape, vocab, generator=gen).requires_grad_(),
-        teacher_logits=torch.randn(*shape, vocab, generator=gen),
-    )
+    fields = {
+        "log_probs": log_probs,
+        "old_log_probs": log_probs.detach() + 0.1 * torch.randn(shape, generator=gen),
+        "advantages": torch.randn(3, 1, generator=gen).expand(shape).clone(),
+        "response_mask": mask,
+        "ref_log_probs": log_probs.detach() + 0.2 * torch.randn(shape, generator=gen),
+        "teacher_log_probs": log_probs.detach() + 0.5 * torch.randn(shape, generator=gen),
+        "entropy": torch.rand(shape, generator=gen).requires_grad_(),
+        "teacher_entropy": torch.rand(shape, generator=gen),
+        "logits": torch.randn(*shape, vocab, generator=gen).requires_grad_(),
+        "teacher_logits": torch.randn(*shape, vocab, generator=gen),
+    }
     fields.update(overrides)
     return LossInputs(**fields)
 
@@ -215,7 +215,7 @@ def test_every_method_runs_backward_and_padding_is_inert(method):
 
 def test_opsd_jsd_top_k_uses_logits_and_bad_shapes_fail():
     inputs = make_inputs()
-    loss_full, m_full = actor_loss(LossConfig.for_method("opsd_jsd"), inputs)
+    _, m_full = actor_loss(LossConfig.for_method("opsd_jsd"), inputs)
     loss_top, m_top = actor_loss(LossConfig.for_method("opsd_jsd", jsd_top_k=2), inputs)
     assert m_full["opsd/jsd"] > 0 and m_top["opsd/jsd"] > 0
     assert m_full["opsd/jsd"] != pytest.approx(m_top["opsd/jsd"])
