@@ -17,6 +17,21 @@ def register(subparsers) -> None:
     )
     _catalog_args(export)
     export.set_defaults(func=run_export)
+    official = sub.add_parser(
+        "import-official",
+        help="convert the official WebShop files into a shop folder (play it with data_dir=DIR)",
+    )
+    official.add_argument(
+        "--items", required=True, help="items_shuffle_1000.json or items_shuffle.json"
+    )
+    official.add_argument(
+        "--attributes", required=True, help="items_ins_v2_1000.json or items_ins_v2.json"
+    )
+    official.add_argument("--human-goals", required=True, help="items_human_ins.json")
+    official.add_argument("--reviews", default=None, help="items_reviews.json (optional)")
+    official.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    official.add_argument("--num-test-goals", type=int, default=500, help="test split size (500)")
+    official.set_defaults(func=run_import_official)
     goal = sub.add_parser("goal", help="print one goal, its split, routing and target product")
     goal.add_argument("index", type=int, help="goal index (0..499 are the test split)")
     _catalog_args(goal)
@@ -58,6 +73,21 @@ def run_export(args: argparse.Namespace) -> int:
         "goals": len(goals),
         "test_goals": min(args.num_test_goals, len(goals)),
     }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_import_official(args: argparse.Namespace) -> int:
+    from sdar.envs.webshop.official import convert_official
+
+    summary = convert_official(
+        args.items,
+        args.attributes,
+        args.human_goals,
+        args.out,
+        reviews=args.reviews,
+        num_test_goals=args.num_test_goals,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 
