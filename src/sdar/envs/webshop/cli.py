@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         "--attributes", required=True, help="items_ins_v2_1000.json or items_ins_v2.json"
     )
     official.add_argument("--human-goals", required=True, help="items_human_ins.json")
-    official.add_argument("--reviews", default=None, help="items_reviews.json (optional)")
+    official.add_argument("--reviews", default=None, help="reviews.json (optional)")
     official.add_argument("--out", required=True, metavar="DIR", help="output folder")
     official.add_argument("--num-test-goals", type=int, default=500, help="test split size (500)")
     official.set_defaults(func=run_import_official)

@@ -2,7 +2,7 @@
 
 Users who have WebShop's files (``items_shuffle_1000.json`` or ``items_shuffle.json``,
 ``items_ins_v2_1000.json`` or ``items_ins_v2.json``, ``items_human_ins.json`` and optionally
-``items_reviews.json``, downloaded by WebShop's setup script) can play its products and human
+``reviews.json``, downloaded by WebShop's setup script) can play its products and human
 instructions in this environment:
 
     sdar webshop import-official --items items_shuffle_1000.json \\
