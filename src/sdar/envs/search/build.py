@@ -60,7 +60,7 @@ from sdar.envs.search.retrievers import BM25Retriever, Document
 
 log = logging.getLogger(__name__)
 
-OFFLINE_VERSION = 1
+OFFLINE_VERSION = 2  # bump when the files or their statistics change, so caches rebuild
 DATA_SOURCES = ("wiki_lookup", "wiki_attribute", "wiki_two_hop", "wiki_comparison", "fanoutqa")
 DEFAULT_TEST_FRACTION = 0.35
 MIN_TEST_QUESTIONS = 1000
