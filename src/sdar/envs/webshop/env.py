@@ -335,8 +335,8 @@ class WebShopEnv(AgentEnv):
         return "Type, attributes, options and price all fit; I will buy it.", f"click[{BUY_NOW}]"
 
     def _rule(self, ep: _Episode) -> tuple[str, str]:
-        """WebShop's rule baseline: search the instruction, open the first result, select the
-        requested option values the item offers, buy."""
+        """WebShop's rule baseline (search the instruction, open the first result, buy), plus
+        selecting the requested option values the item offers."""
         page = ep.page
         if page.kind == SEARCH:
             return "I will search with the instruction.", f"search[{ep.goal.instruction}]"
