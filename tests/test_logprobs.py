@@ -72,6 +72,30 @@ def test_gradients_match_autograd_reference():
     torch.testing.assert_close(logits.grad, ref_logits.grad, rtol=1e-5, atol=1e-6)
 
 
+def test_sliced_model_output_and_other_layouts():
+    # The usual call scores a slice of the model output (response positions only): not
+    # contiguous, read in place, and the gradient must land in the right rows of the full tensor.
+    gen = torch.Generator().manual_seed(3)
+    full = torch.randn(3, 9, 40, generator=gen, requires_grad=True)
+    token_ids = torch.randint(0, 40, (3, 5), generator=gen)
+    sliced = full[:, 3:8]
+    assert not sliced.is_contiguous()
+    log_probs, entropy = log_probs_from_logits(sliced, token_ids, with_entropy=True, chunk_size=2)
+    want_lp, want_h = reference(sliced, token_ids)
+    assert torch.equal(log_probs, want_lp)
+    torch.testing.assert_close(entropy, want_h)
+    (log_probs.sum() + entropy.sum()).backward()
+    grad = full.grad.clone()
+    full.grad = None
+    (want_lp.sum() + want_h.sum()).backward()
+    torch.testing.assert_close(grad, full.grad, rtol=1e-5, atol=1e-6)
+    assert torch.count_nonzero(grad[:, :3]) == 0 and torch.count_nonzero(grad[:, 8:]) == 0
+    # [N, V] rows and a transposed (column-major) layout.
+    flat = torch.randn(40, 6, generator=gen).t()
+    ids = torch.randint(0, 40, (6,), generator=gen)
+    assert torch.equal(log_probs_from_logits(flat, ids, chunk_size=4)[0], reference(flat, ids)[0])
+
+
 def test_gradcheck_float64_both_outputs():
     gen = torch.Generator().manual_seed(2)
     logits = torch.randn(2, 3, 6, generator=gen, dtype=torch.float64, requires_grad=True)

@@ -50,16 +50,17 @@ class _ChunkedLogProbs(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, token_ids: Tensor, with_entropy: bool, rows: int):
-        n = logits.shape[0]
+        # logits [B, T, V] with any strides (a slice of the model output is not copied).
         dtype = _compute_dtype(logits)
-        log_probs = torch.empty(n, dtype=dtype, device=logits.device)
-        entropy = torch.empty(n if with_entropy else 0, dtype=dtype, device=logits.device)
-        for start in range(0, n, rows):
-            stop = min(start + rows, n)
-            chunk = _chunk_log_softmax(logits[start:stop])
-            log_probs[start:stop] = chunk.gather(-1, token_ids[start:stop, None]).squeeze(-1)
+        log_probs = torch.empty(token_ids.shape, dtype=dtype, device=logits.device)
+        entropy_shape = token_ids.shape if with_entropy else (0,)
+        entropy = torch.empty(entropy_shape, dtype=dtype, device=logits.device)
+        for b, start, stop in _blocks(token_ids.shape, rows):
+            chunk = _chunk_log_softmax(logits[b, start:stop])
+            ids = token_ids[b, start:stop, None]
+            log_probs[b, start:stop] = chunk.gather(-1, ids).squeeze(-1)
             if with_entropy:
-                entropy[start:stop] = _chunk_entropy(chunk)
+                entropy[b, start:stop] = _chunk_entropy(chunk)
             del chunk
         ctx.rows = rows
         ctx.with_entropy = with_entropy
@@ -74,29 +75,36 @@ class _ChunkedLogProbs(torch.autograd.Function):
         logits, token_ids, entropy = ctx.saved_tensors
         grad_logits = torch.empty_like(logits)
         use_entropy = ctx.with_entropy and grad_entropy is not None
-        n = logits.shape[0]
-        for start in range(0, n, ctx.rows):
-            stop = min(start + ctx.rows, n)
-            log_p = _chunk_log_softmax(logits[start:stop])
+        for b, start, stop in _blocks(token_ids.shape, ctx.rows):
+            log_p = _chunk_log_softmax(logits[b, start:stop])
             grad = log_p.exp()  # p for now; becomes the gradient in place
             if use_entropy:
                 # term = p * (log p + H), in the log_p buffer; 0 where p = 0 (log p = -inf).
-                term = log_p.add_(entropy[start:stop, None]).mul_(grad)
+                term = log_p.add_(entropy[b, start:stop, None]).mul_(grad)
                 term.masked_fill_(grad == 0, 0.0)
             else:
                 del log_p
             if grad_log_probs is not None:
-                g_lp = grad_log_probs[start:stop, None].to(grad.dtype)
+                g_lp = grad_log_probs[b, start:stop, None].to(grad.dtype)
                 grad.mul_(-g_lp)
-                grad.scatter_add_(-1, token_ids[start:stop, None], g_lp)
+                grad.scatter_add_(-1, token_ids[b, start:stop, None], g_lp)
             else:
                 grad.zero_()
             if use_entropy:
-                grad.addcmul_(term, grad_entropy[start:stop, None].to(grad.dtype), value=-1.0)
+                g_h = grad_entropy[b, start:stop, None].to(grad.dtype)
+                grad.addcmul_(term, g_h, value=-1.0)
                 del term, log_p
-            grad_logits[start:stop] = grad
+            grad_logits[b, start:stop] = grad
             del grad
         return grad_logits, None, None, None
+
+
+def _blocks(shape: torch.Size, rows: int):
+    """``(b, start, stop)`` row blocks of at most ``rows`` positions covering a ``[B, T]`` grid."""
+    batch, length = shape
+    for b in range(batch):
+        for start in range(0, length, rows):
+            yield b, start, min(start + rows, length)
 
 
 def log_probs_from_logits(
@@ -162,8 +170,14 @@ def log_probs_from_logits(
             f"{where}: token_ids must lie in [0, {vocab}) for a vocabulary of {vocab}, got values "
             f"in [{low}, {high}]; is the tokenizer's vocabulary larger than the model's?"
         )
+    # One long row grid when the layout allows it (fewest chunks); otherwise keep [B, T, V] so that
+    # a sliced model output (e.g. logits[:, p:-1]) is read in place instead of copied.
+    try:
+        grid = logits.view(1, -1, vocab)
+    except RuntimeError:
+        grid = logits.unsqueeze(0) if logits.dim() == 2 else logits.reshape(-1, *logits.shape[-2:])
     log_probs, entropy = _ChunkedLogProbs.apply(
-        logits.reshape(-1, vocab), flat_ids, bool(with_entropy), rows
+        grid, flat_ids.view(grid.shape[:-1]), bool(with_entropy), rows
     )
     bad = torch.isnan(log_probs)
     if bool(bad.any()):
