@@ -361,3 +361,49 @@ def test_generalized_jsd_top_k_gradient_and_padding():
         generalized_jsd_loss(logits, teacher, mask, top_k=5)
     with pytest.raises(ValueError, match="teacher_logits has shape"):
         generalized_jsd_loss(logits, teacher[..., :3], mask)
+
+
+def test_generalized_jsd_chunked_gradient_matches_plain_autograd():
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(2, 4, 9, generator=gen, dtype=torch.float64)
+    teacher = torch.randn(2, 4, 9, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 0, 1], [0, 1, 1, 0]])
+    weights = mask.bool()
+    for beta, top_k in ((0.5, None), (0.2, 3), (0.0, None), (1.0, 5)):
+        plain = base.clone().requires_grad_()
+        s = torch.log_softmax(plain[weights], -1)
+        t = torch.log_softmax(teacher[weights], -1)
+        if top_k is not None:
+            support = teacher[weights].topk(top_k, -1).indices
+            s = torch.log_softmax(plain[weights].gather(-1, support), -1)
+            t = torch.log_softmax(teacher[weights].gather(-1, support), -1)
+        if beta == 0.0:
+            per = (t.exp() * (t - s)).sum(-1)
+        elif beta == 1.0:
+            per = (s.exp() * (s - t)).sum(-1)
+        else:
+            m = torch.log(beta * t.exp() + (1 - beta) * s.exp())
+            per = beta * (t.exp() * (t - m)).sum(-1) + (1 - beta) * (s.exp() * (s - m)).sum(-1)
+        per.mean().backward()
+        for chunk_size in (1, 3, None):
+            chunked = base.clone().requires_grad_()
+            loss, _ = generalized_jsd_loss(chunked, teacher, mask, jsd_beta=beta, top_k=top_k,
+                                           chunk_size=chunk_size)
+            loss.backward()
+            assert loss.item() == pytest.approx(per.mean().item(), rel=1e-10)
+            torch.testing.assert_close(chunked.grad, plain.grad)
+    logits = base.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x: generalized_jsd_loss(x, teacher, mask, jsd_beta=0.3, chunk_size=2)[0], (logits,)
+    )
+
+
+def test_generalized_jsd_nan_on_response_position_is_named():
+    logits = torch.zeros(1, 3, 4)
+    teacher = torch.zeros(1, 3, 4)
+    logits[0, 2, 1] = float("nan")  # padding: fine
+    loss, _ = generalized_jsd_loss(logits, teacher, torch.tensor([[1, 1, 0]]))
+    assert loss.item() == 0.0
+    teacher[0, 1, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"teacher_logits hold NaN/inf.*\(0, 1\)"):
+        generalized_jsd_loss(logits, teacher, torch.tensor([[1, 1, 0]]))

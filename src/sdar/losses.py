@@ -51,6 +51,8 @@ __all__ = [
 
 # exp() of a log-ratio above this overflows float32 long before it means anything; verl clamps too.
 _LOG_RATIO_CLAMP = 20.0
+# Logits per row chunk in the chunked JSD (8M: 32 MiB per float32 buffer), as in models.logprobs.
+_CHUNK_ELEMENTS = 1 << 23
 
 
 def _prepare(where: str, response_mask: Tensor, **per_token: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -396,21 +398,83 @@ def opsd_sampled_loss(
 
 
 def _generalized_jsd_per_row(
-    student_log_probs: Tensor, teacher_log_probs: Tensor, jsd_beta: float
+    student_logits: Tensor, teacher_logits: Tensor, jsd_beta: float, top_k: int | None
 ) -> Tensor:
-    """Generalised JSD per row of ``[N, V]`` normalised log-distributions (see caller)."""
-    p_teacher = teacher_log_probs.exp()
-    p_student = student_log_probs.exp()
+    """Generalised JSD of each row of ``[n, V]`` logits (definition in ``generalized_jsd_loss``)."""
+    if top_k is not None and top_k < student_logits.shape[-1]:
+        support = teacher_logits.topk(top_k, dim=-1).indices
+        student_logits = student_logits.gather(-1, support)
+        teacher_logits = teacher_logits.gather(-1, support)
+    dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
+    student = F.log_softmax(student_logits, dim=-1, dtype=dtype)
+    teacher = F.log_softmax(teacher_logits, dim=-1, dtype=dtype)
     if jsd_beta == 0.0:
-        return (p_teacher * (teacher_log_probs - student_log_probs)).sum(-1)
+        return (teacher.exp() * (teacher - student)).sum(-1)
     if jsd_beta == 1.0:
-        return (p_student * (student_log_probs - teacher_log_probs)).sum(-1)
-    log_mixture = torch.logaddexp(
-        teacher_log_probs + math.log(jsd_beta), student_log_probs + math.log(1.0 - jsd_beta)
-    )
-    kl_teacher = (p_teacher * (teacher_log_probs - log_mixture)).sum(-1)
-    kl_student = (p_student * (student_log_probs - log_mixture)).sum(-1)
+        return (student.exp() * (student - teacher)).sum(-1)
+    log_mixture = torch.logaddexp(teacher + math.log(jsd_beta), student + math.log(1.0 - jsd_beta))
+    kl_teacher = (teacher.exp() * (teacher - log_mixture)).sum(-1)
+    kl_student = (student.exp() * (student - log_mixture)).sum(-1)
     return jsd_beta * kl_teacher + (1.0 - jsd_beta) * kl_student
+
+
+def _row_blocks(batch: int, length: int, rows: int):
+    for b in range(batch):
+        for start in range(0, length, rows):
+            yield b, start, min(start + rows, length)
+
+
+class _ChunkedJSD(torch.autograd.Function):
+    """Per-position JSD over row chunks; the backward pass recomputes one chunk at a time.
+
+    Only chunk-sized float32 buffers ever exist, and the student gradient is written straight
+    into a ``[B, T, V]`` buffer, instead of autograd keeping every intermediate of every row.
+    Positions outside ``mask`` are zeroed before use and get value and gradient 0.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, teacher_logits, mask, jsd_beta, top_k, rows):
+        batch, length, _ = logits.shape
+        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+        per_token = torch.zeros(batch, length, dtype=dtype, device=logits.device)
+        for b, start, stop in _row_blocks(batch, length, rows):
+            keep = mask[b, start:stop, None]
+            if not bool(keep.any()):
+                continue
+            student = torch.where(keep, logits[b, start:stop], 0.0)
+            teacher = torch.where(keep, teacher_logits[b, start:stop], 0.0)
+            for name, value in (("logits", student), ("teacher_logits", teacher)):
+                bad = ~torch.isfinite(value).all(-1)
+                if bool(bad.any()):
+                    first = (b, start + int(bad.nonzero()[0]))
+                    raise ValueError(
+                        f"generalized_jsd_loss: {name} hold NaN/inf on a response position "
+                        f"(first at {first}); check the model's forward pass"
+                    )
+            per_token[b, start:stop] = _generalized_jsd_per_row(student, teacher, jsd_beta, top_k)
+        ctx.save_for_backward(logits, teacher_logits, mask)
+        ctx.settings = (jsd_beta, top_k, rows)
+        return per_token
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_per_token):
+        logits, teacher_logits, mask = ctx.saved_tensors
+        jsd_beta, top_k, rows = ctx.settings
+        grad_logits = torch.zeros_like(logits)
+        batch, length, _ = logits.shape
+        for b, start, stop in _row_blocks(batch, length, rows):
+            keep = mask[b, start:stop, None]
+            if not bool(keep.any()):
+                continue
+            student = torch.where(keep, logits[b, start:stop], 0.0).detach().requires_grad_()
+            teacher = torch.where(keep, teacher_logits[b, start:stop], 0.0)
+            with torch.enable_grad():
+                values = _generalized_jsd_per_row(student, teacher, jsd_beta, top_k)
+                weights = torch.where(keep[:, 0], grad_per_token[b, start:stop], 0.0)
+                (grad,) = torch.autograd.grad(values, student, weights.to(values.dtype))
+            grad_logits[b, start:stop] = grad
+        return grad_logits, None, None, None, None, None
 
 
 def generalized_jsd_loss(
@@ -419,6 +483,7 @@ def generalized_jsd_loss(
     response_mask: Tensor,
     jsd_beta: float = 0.5,
     top_k: int | None = None,
+    chunk_size: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Textbook OPSD, full-vocabulary or top-k generalised JSD (algorithm.md section 8).
 
@@ -434,20 +499,24 @@ def generalized_jsd_loss(
 
     With ``top_k``, the support is restricted to the teacher's ``k`` most likely tokens at each
     position and both distributions are renormalised over it (this project's choice: the teacher's
-    support is where the privileged information shows). This keeps memory at ``[N, k]``.
+    support is where the privileged information shows).
+
+    Memory: positions are processed in row chunks (``chunk_size`` rows, default about 8M logits
+    per chunk) and the backward pass recomputes each chunk, so no float32 ``[B, T, V]`` copy is
+    made; the only full-size extra is the logits' gradient.
 
     Args:
         logits: ``[batch, response_len, vocab]`` student logits at the response positions (the
-            logits that predict each response token), with gradient.
+            logits that predict each response token), any float dtype, with gradient.
         teacher_logits: same shape, the teacher's logits; detached here.
         response_mask: ``[batch, response_len]`` 0/1 or bool.
         jsd_beta: mixture coefficient in ``[0, 1]``.
         top_k: ``None`` for the full vocabulary, else ``1 <= top_k <= vocab``.
+        chunk_size: rows per chunk, ``None`` for the default.
 
     Returns:
         ``(loss, metrics)`` with ``opsd_jsd`` (the loss, detached 0-d tensor), computed in float32
-        (float64 for float64 logits). Only masked rows are
-        computed; the full-vocabulary form builds a few float32 ``[n_tokens, vocab]`` tensors.
+        (float64 for float64 logits).
     """
     where = "generalized_jsd_loss"
     check_tensor(where, "logits", logits, ndim=3)
@@ -457,18 +526,15 @@ def generalized_jsd_loss(
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                               or not 1 <= top_k <= vocab):
         raise ValueError(f"{where}: top_k must be None or an int in [1, {vocab}], got {top_k!r}")
+    if chunk_size is None:
+        rows = max(1, _CHUNK_ELEMENTS // vocab)
+    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{where}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
+    else:
+        rows = chunk_size
     mask = check_mask(where, response_mask, logits.shape[:2], shape_of="logits[..., 0]")
-    student = logits[mask]
-    teacher = teacher_logits.detach()[mask]
-    check_finite(where, "logits", student)
-    check_finite(where, "teacher_logits", teacher)
-    if top_k is not None and top_k < vocab:
-        support = teacher.topk(top_k, dim=-1).indices
-        student = student.gather(-1, support)
-        teacher = teacher.gather(-1, support)
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    student_log_probs = F.log_softmax(student.to(dtype), dim=-1)
-    teacher_log_probs = F.log_softmax(teacher.to(dtype), dim=-1)
-    per_token = _generalized_jsd_per_row(student_log_probs, teacher_log_probs, float(jsd_beta))
-    loss = per_token.mean()
+    per_token = _ChunkedJSD.apply(
+        logits, teacher_logits.detach(), mask, float(jsd_beta), top_k, rows
+    )
+    loss = _mean(per_token, mask)
     return loss, {"opsd_jsd": loss.detach()}
