@@ -19,7 +19,8 @@ Usage::
     python benchmarks/logprob_memory.py --smoke    # tiny sizes, a few seconds
     python benchmarks/logprob_memory.py --rows 4096 --device cuda
 
-Results (settings included) go to ``benchmarks/results/logprob_memory.json``.
+Results (settings included) go to ``benchmarks/results/logprob_memory.json``
+(``logprob_memory_smoke.json`` with ``--smoke``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "logprob_memory.json"
+SMOKE_OUTPUT = DEFAULT_OUTPUT.with_name("logprob_memory_smoke.json")
 QWEN_VOCAB = 152064  # Qwen2.5 / Qwen3 embedding rows
 SMOLLM_VOCAB = 49152  # SmolLM2
 
@@ -181,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows per chunk for log_probs_from_logits (default: its own)")
     parser.add_argument("--modes", nargs="+", default=["no_grad", "backward"],
                         choices=["no_grad", "backward"])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"JSON file (default {DEFAULT_OUTPUT.name}; with --smoke "
+                             f"{SMOKE_OUTPUT.name}, so a smoke run never overwrites real results)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -254,9 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    output = args.output or (SMOKE_OUTPUT if args.smoke else DEFAULT_OUTPUT)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {output}")
     return 0
 
 
