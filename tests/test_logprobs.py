@@ -137,10 +137,23 @@ def test_bad_input_errors():
         log_probs_from_logits(logits.long(), torch.zeros(2, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="chunk_size"):
         log_probs_from_logits(logits, torch.zeros(2, 3, dtype=torch.long), chunk_size=0)
-    bad = logits.clone()
-    bad[1, 2, 5] = float("nan")
-    with pytest.raises(ValueError, match=r"logits hold NaN or \+inf at 1 position.*\(1, 2\)"):
-        log_probs_from_logits(bad, torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_nan_logits_in_padding_are_harmless_and_on_response_tokens_are_caught():
+    from sdar.losses import token_mean
+
+    logits = torch.randn(2, 3, 10)
+    logits[1, 2] = float("nan")  # e.g. a fully masked attention row at a padding position
+    logits.requires_grad_()
+    token_ids = torch.zeros(2, 3, dtype=torch.long)
+    log_probs, entropy = log_probs_from_logits(logits, token_ids, with_entropy=True, chunk_size=2)
+    assert math.isnan(log_probs[1, 2].item()) and torch.isfinite(log_probs[:, :2]).all()
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    (token_mean(log_probs, mask) + token_mean(entropy, mask)).backward()
+    assert torch.isfinite(logits.grad).all()
+    assert torch.count_nonzero(logits.grad[1, 2]) == 0
+    with pytest.raises(ValueError, match="values has 1 NaN/inf value"):
+        token_mean(log_probs.detach(), torch.ones(2, 3))
 
 
 def load_benchmark():

@@ -94,6 +94,13 @@ class _ChunkedLogProbs(torch.autograd.Function):
                 g_h = grad_entropy[b, start:stop, None].to(grad.dtype)
                 grad.addcmul_(term, g_h, value=-1.0)
                 del term, log_p
+            # Rows nobody takes a gradient from (padding) get exactly 0, even if their logits are
+            # NaN (fully masked attention rows can be): 0 * NaN would otherwise poison the update.
+            unused = grad_log_probs[b, start:stop, None] == 0 if grad_log_probs is not None \
+                else torch.ones_like(grad[:, :1], dtype=torch.bool)
+            if use_entropy:
+                unused = unused & (grad_entropy[b, start:stop, None] == 0)
+            grad.masked_fill_(unused, 0.0)
             grad_logits[b, start:stop] = grad
             del grad
         return grad_logits, None, None, None
@@ -133,9 +140,11 @@ def log_probs_from_logits(
 
     Returns:
         ``(log_probs, entropy)``: float32 tensors (float64 for float64 logits) of ``token_ids``'
-        shape; ``entropy`` is ``None``
-        unless ``with_entropy``. Positions whose logits hold NaN or +inf raise ``ValueError``; a
-        token whose logit is -inf gets log-prob -inf (losses reject it on response tokens).
+        shape; ``entropy`` is ``None`` unless ``with_entropy``. The function does not know which positions are padding, so it
+        does not reject bad logits: a position whose logits hold NaN or +inf gets NaN, a token
+        whose logit is -inf gets -inf, and the losses reject either on response tokens, naming the
+        argument. Positions that receive no gradient (padding) pass exactly 0 back to the logits,
+        even when their logits are NaN.
     """
     where = "log_probs_from_logits"
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
@@ -179,12 +188,5 @@ def log_probs_from_logits(
     log_probs, entropy = _ChunkedLogProbs.apply(
         grid, flat_ids.view(grid.shape[:-1]), bool(with_entropy), rows
     )
-    bad = torch.isnan(log_probs)
-    if bool(bad.any()):
-        first = tuple(int(i) for i in bad.reshape(leading).nonzero()[0])
-        raise ValueError(
-            f"{where}: logits hold NaN or +inf at {int(bad.sum())} position(s) (first at {first}); "
-            f"the model's forward pass overflowed or received bad input"
-        )
     log_probs = log_probs.reshape(leading)
     return log_probs, (entropy.reshape(leading) if with_entropy else None)
