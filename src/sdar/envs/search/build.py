@@ -49,7 +49,6 @@ import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -306,7 +305,7 @@ def _place_answers(name: str) -> list[str]:
     return [name] + ([name.split(",")[0].strip()] if "," in name else [])
 
 
-def _lookup(f: _Facts, rng: random.Random) -> list[_Candidate]:
+def _lookup(f: _Facts) -> list[_Candidate]:
     out = []
     for country, capital in f.capital_of.items():
         out.append(
@@ -331,7 +330,7 @@ def _lookup(f: _Facts, rng: random.Random) -> list[_Candidate]:
     return out
 
 
-def _attribute(f: _Facts, rng: random.Random) -> list[_Candidate]:
+def _attribute(f: _Facts) -> list[_Candidate]:
     out = []
     by_id = {lead.doc_id: lead for lead in f.leads}
     for doc_id, (born, died) in f.years.items():
@@ -378,7 +377,7 @@ def _attribute(f: _Facts, rng: random.Random) -> list[_Candidate]:
     return out
 
 
-def _two_hop(f: _Facts, rng: random.Random) -> list[_Candidate]:
+def _two_hop(f: _Facts) -> list[_Candidate]:
     out = []
     for work, kind, creator in f.works:
         person = f.by_name.get(creator)
@@ -552,14 +551,13 @@ def build_questions(
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     rng = random.Random(seed)
     facts = _parse_facts(leads)
-    generators: list[Callable[[], list[_Candidate]]] = [
-        lambda: _lookup(facts, rng),
-        lambda: _attribute(facts, rng),
-        lambda: _two_hop(facts, rng),
-        lambda: _comparison(facts, rng, max_comparisons),
-        lambda: _fanout_leaves(facts, fanout_path or fanout_dev_path()),
-    ]
-    candidates = [c for make in generators for c in make()]
+    candidates = (
+        _lookup(facts)
+        + _attribute(facts)
+        + _two_hop(facts)
+        + _comparison(facts, rng, max_comparisons)
+        + _fanout_leaves(facts, fanout_path or fanout_dev_path())
+    )
     seen: set[str] = set()
     dropped: Counter[str] = Counter()
     train, test = [], []
