@@ -156,6 +156,9 @@ def _worker_main(conn, max_cached: int) -> None:
             conn.send(("error", traceback.format_exc(limit=6)))
 
 
+MAX_IN_FLIGHT = 256  # requests queued per worker before replies are read (~100 bytes each)
+
+
 class EngineFailure(RuntimeError):
     """An engine process crashed or did not answer in time (the process must be replaced)."""
 
@@ -178,10 +181,9 @@ class _Slot:
 
 
 class EnginePool:
-    """Engines for a fixed number of episode slots, spread over ``num_workers`` processes.
+    """Engines for numbered episode slots, spread over ``num_workers`` processes.
 
     Args:
-        num_slots: number of concurrent episodes (grows on demand with ``resize``).
         num_workers: worker processes; slot ``i`` lives in worker ``i % num_workers``.
         reset_timeout_s: seconds a reset (which may load a game file) may take before the engine
             counts as hung.
@@ -190,7 +192,7 @@ class EnginePool:
     """
 
     def __init__(self, num_workers: int = 1, reset_timeout_s: float = 120.0,
-                 step_timeout_s: float = 30.0, max_cached_engines: int = 256):
+                 step_timeout_s: float = 30.0, max_cached_engines: int = 64):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.num_workers = num_workers
@@ -276,6 +278,14 @@ class EnginePool:
         """
         if self._closed:
             raise RuntimeError("the ALFWorld engine pool is closed")
+        if len(requests) > MAX_IN_FLIGHT * self.num_workers:
+            # Bounded batches keep every pipe below its buffer size (no send/send deadlock).
+            items = sorted(requests.items())
+            chunk = MAX_IN_FLIGHT * self.num_workers
+            results = {}
+            for start in range(0, len(items), chunk):
+                results.update(self.run(dict(items[start:start + chunk])))
+            return results
         results: dict[int, EngineState | None] = {}
         by_worker: dict[int, list[int]] = {}
         for slot in requests:
@@ -286,6 +296,12 @@ class EnginePool:
         for w, slots in sent.items():
             self._collect(w, slots, requests, results)
         return results
+
+    def release(self, slots) -> None:
+        """Return the engines of ``slots`` to their worker's cache (their episodes are over)."""
+        slots = [s for s in slots if s in self._slots]
+        if slots:
+            self.run({s: ("release", None) for s in slots})
 
     def plan(self, slot: int) -> list[str] | None:
         """The planner expert's plan from the current state of ``slot`` (``None`` if its engine
@@ -335,6 +351,8 @@ class EnginePool:
                 record.path, record.commands = arg, []
             elif kind == "step":
                 record.commands.append(arg)
+            elif kind == "release":
+                self._slots.pop(slot, None)
             results[slot] = state
 
     def _describe(self, slot: int, kind: str, arg: str) -> str:

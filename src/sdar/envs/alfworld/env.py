@@ -83,6 +83,8 @@ class AlfworldEnv(AgentEnv):
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
         check_reset_args(seeds, group_size)
         episodes = [self.game_for_seed(s) for s in seeds for _ in range(group_size)]
+        # Free every engine first so that games loaded for the last batch are reused by this one.
+        self._pool.release(range(len(self._states)))
         replies = self._pool.run({i: ("reset", str(g.path)) for i, g in enumerate(episodes)})
         self._games_of_episodes = episodes
         self._states, self._expert_plans = [], []
