@@ -4,6 +4,10 @@ The panel is tasks ``eval.seed .. eval.seed + eval.num_tasks - 1`` of the valida
 episode each (group size 1), the same every time. Sampling uses its own generator seeded from
 ``eval.seed``, so two evaluations of the same weights give the same numbers. Skills are not shown
 unless ``with_skills`` (Skill-Prompt / Skill-GRPO's "with skills" evaluation).
+
+With several processes the panel is split into contiguous shares, one per rank, each sampled with
+its own generator (rank 0 keeps ``eval.seed``), and the metrics are computed on all ranks' episodes.
+One process gives the same numbers as before; N processes give numbers that are reproducible for N.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import torch
 
 from sdar.envs.base import AgentEnv
 from sdar.models.generation import GenerationConfig, generate
-from sdar.rollout import PromptBuilder, collect_rollout, rollout_metrics
+from sdar.rollout import PromptBuilder, Rollout, collect_rollout, rollout_metrics
+from sdar.trainer.distributed import SINGLE, DistributedContext, gather_rollout, rank_seed, shard_bounds
 
 
 def eval_generation_config(config) -> GenerationConfig:
@@ -29,9 +34,14 @@ def eval_generation_config(config) -> GenerationConfig:
 
 def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, history_length: int,
               with_skills: bool = False, prefix: str = "val", progress: bool = True,
-              should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
-    """Play the validation panel once; returns ``{prefix}/success``, per task type, env metrics."""
-    generator = torch.Generator().manual_seed(config.eval.seed)
+              should_stop: Callable[[], bool] | None = None,
+              context: DistributedContext = SINGLE) -> dict[str, float]:
+    """Play the validation panel once; returns ``{prefix}/success``, per task type, env metrics.
+
+    With ``context`` of several ranks every rank must call this; each plays its share of the panel
+    and every rank returns the metrics of the whole panel.
+    """
+    generator = torch.Generator().manual_seed(rank_seed(config.eval.seed, context.rank))
     gen = eval_generation_config(config)
 
     def run(prompt_ids):
@@ -40,7 +50,11 @@ def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, h
                         batch_size=config.rollout.generation_batch_size)
 
     seeds = list(range(config.eval.seed, config.eval.seed + config.eval.num_tasks))
-    rollout = collect_rollout(env, builder, run, tokenizer, seeds, 1, history_length,
-                              config.rollout.max_prompt_tokens, config.env.invalid_action_penalty,
-                              with_skills=with_skills, should_stop=should_stop, progress=progress, desc=prefix)
-    return rollout_metrics(rollout, prefix)
+    start, stop = shard_bounds(len(seeds), context.rank, context.world_size)
+    rollout = Rollout([], [])
+    if start < stop:
+        rollout = collect_rollout(env, builder, run, tokenizer, seeds[start:stop], 1, history_length,
+                                  config.rollout.max_prompt_tokens, config.env.invalid_action_penalty,
+                                  with_skills=with_skills, should_stop=should_stop,
+                                  progress=progress and context.is_main, desc=prefix)
+    return rollout_metrics(gather_rollout(context, rollout), prefix)

@@ -1,4 +1,4 @@
-"""The SDAR training loop (algorithm.md sections 3-9), on one CPU or one GPU.
+"""The SDAR training loop (algorithm.md sections 3-9), on one device or data-parallel over many.
 
 One iteration:
 
@@ -26,7 +26,14 @@ Deliberate simplifications, stated so nobody has to discover them:
 * A non-finite loss or gradient norm skips that optimizer step (counted in ``actor/skipped_updates``)
   instead of corrupting the weights.
 
-Features: CPU/GPU, full fine-tuning or LoRA, seeded and exactly resumable (model, optimizer, RNG
+Multi-process (``torchrun --nproc_per_node N -m sdar.cli train ...``, see ``sdar.trainer.distributed``
+and docs/distributed.md): the episodes of an iteration and the validation panel are split over the
+ranks; advantages use the scores of all ranks (a group may span ranks); the global mini-batch is
+the unit of an optimizer step (one permutation shared by all ranks, gradients summed over ranks
+with each micro-batch weighted by its tokens / the mini-batch's tokens on all ranks), so the update
+equals the single-process update on the same step samples. Rank 0 alone logs and checkpoints.
+
+Features: CPU/GPU, one or many processes, full fine-tuning or LoRA, seeded and exactly resumable (model, optimizer, RNG
 states and the sampling generator are checkpointed; the task order is a function of seed and
 iteration), atomic checkpoints, Ctrl-C saves a resumable checkpoint, progress bars, metrics.jsonl +
 TensorBoard + token-level samples for the report.
@@ -58,6 +65,9 @@ from sdar.skills import SkillLibrary
 from sdar.trainer.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state_dict,
                                      resolve_checkpoint, rng_state, save_checkpoint, set_rng_state)
 from sdar.trainer.config import TrainConfig, save_config
+from sdar.trainer.distributed import (all_gather_objects, all_reduce_gradients, any_rank, broadcast_object,
+                                      broadcast_parameters, gather_rollout, init_distributed, rank_seed,
+                                      shard_bounds, sum_dicts)
 from sdar.trainer.evaluation import run_panel
 from sdar.trainer.teacher import teacher_log_probs
 
@@ -98,6 +108,9 @@ class Trainer:
         config: the validated run configuration.
         run_dir: where config, metrics, samples, TensorBoard logs, checkpoints and reports go.
         resume: continue from the latest checkpoint in ``run_dir``.
+
+    Under a launcher (``WORLD_SIZE`` > 1 in the environment) every rank builds its own Trainer and
+    joins the process group here; all ranks must call the same methods in the same order.
     """
 
     def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False):
@@ -107,12 +120,14 @@ class Trainer:
         self.spec = METHODS[config.loss.method]
         self.needs = required_inputs(config.loss)
         self._stop_requested = False
+        self.dist = init_distributed()
         seed_everything(config.seed)
 
         # ---- model, reference, optimizer -----------------------------------------------------
         self.model, self.tokenizer = load_policy(config.model)
         self.device = next(self.model.parameters()).device
         self.pad_id = self.tokenizer.pad_token_id
+        broadcast_parameters(self.dist, self.model)  # every rank starts from rank 0's weights
         self.reference = load_reference(config.model, self.model) if "ref_log_probs" in self.needs else None
         if config.init_checkpoint:
             init_state = torch.load(resolve_checkpoint(config.init_checkpoint) / "model.pt", map_location="cpu",
@@ -124,7 +139,8 @@ class Trainer:
             logger.info("initial weights from %s", config.init_checkpoint)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        # Rollout sampling differs per rank; rank 0 keeps the single-process stream.
+        self.generator = torch.Generator().manual_seed(rank_seed(config.seed, self.dist.rank))
 
         # ---- environments, skills, prompts ----------------------------------------------------
         self.train_env = self._make_env(config.env.train_split)
@@ -145,13 +161,30 @@ class Trainer:
             if ckpt is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
             state = load_checkpoint(ckpt, self.model, self.optimizer)
-            set_rng_state(state["rng"], self.generator)
             self.start_iteration = state["iteration"] + 1
+            self._restore_rng(state)
             logger.info("resumed from %s (next iteration %d)", ckpt, self.start_iteration)
-        save_config(config, self.run_dir / "config.yaml")
-        self.log = RunLogger(self.run_dir, tensorboard=config.tensorboard, resume=resume)
-        if resume:
-            self.log.truncate_after(self.start_iteration - 1)
+        # Only rank 0 writes the run directory; the others keep no logger.
+        self.log: RunLogger | None = None
+        if self.dist.is_main:
+            save_config(config, self.run_dir / "config.yaml")
+            self.log = RunLogger(self.run_dir, tensorboard=config.tensorboard, resume=resume)
+            if resume:
+                self.log.truncate_after(self.start_iteration - 1)
+
+    def _restore_rng(self, state: dict[str, Any]) -> None:
+        """Same world size as the checkpoint: every rank's own RNG states (bit-exact resume).
+        Another world size: rank 0 takes the saved rank-0 states, the others start fresh streams."""
+        per_rank = state.get("rank_rng") or [state["rng"]]
+        if len(per_rank) == self.dist.world_size:
+            set_rng_state(per_rank[self.dist.rank], self.generator)
+        elif self.dist.is_main:
+            set_rng_state(state["rng"], self.generator)
+            logger.warning("checkpoint written by %d process(es), resumed on %d: weights, optimizer and rank 0's "
+                           "sampling stream are restored; other ranks sample from fresh streams",
+                           len(per_rank), self.dist.world_size)
+        else:
+            self.generator.manual_seed(rank_seed(self.config.seed, self.dist.rank, f"resume-{state['iteration']}"))
 
     def _make_env(self, split: str | None) -> AgentEnv:
         options = dict(self.config.env.options)
@@ -174,6 +207,8 @@ class Trainer:
 
     @torch.no_grad()
     def _score(self, model, samples: list[StepSample], with_entropy: bool = False):
+        if not samples:  # a rank may hold no step sample
+            return [], ([] if with_entropy else None)
         scored = score_responses(
             model, [s.prompt_ids for s in samples], [s.response_ids for s in samples], with_entropy=with_entropy,
             micro_batch_size=self.config.optim.micro_batch_size, pad_id=self.pad_id,
@@ -197,7 +232,8 @@ class Trainer:
         try:
             if self.start_iteration == 1 and self.val_env is not None and (cfg.eval.before_training or cfg.iterations == 0):
                 last_val = self.validate()
-                self.log.log_metrics(0, last_val)
+                if self.log is not None:
+                    self.log.log_metrics(0, last_val)
                 logger.info("iteration 0 | %s", format_summary(last_val))
             for iteration in range(self.start_iteration, cfg.iterations + 1):
                 metrics = self.run_iteration(iteration)
@@ -205,8 +241,11 @@ class Trainer:
                         iteration % cfg.eval.every == 0 or iteration == cfg.iterations):
                     last_val = self.validate()
                     metrics.update(last_val)
-                self.log.log_metrics(iteration, metrics)
+                if self.log is not None:
+                    self.log.log_metrics(iteration, metrics)
                 logger.info("iteration %d/%d | %s", iteration, cfg.iterations, format_summary(metrics))
+                # a Ctrl-C seen by any rank stops all of them at this same point
+                self._stop_requested = any_rank(self.dist, self._stop_requested)
                 if iteration % cfg.save_every == 0 or iteration == cfg.iterations or self._stop_requested:
                     self.save(iteration)
                 if self._stop_requested:
@@ -217,14 +256,16 @@ class Trainer:
             completed = iteration if self._completed_iteration == iteration else iteration - 1
             if self._aborted:
                 logger.warning("aborted by a second Ctrl-C: no checkpoint written for this iteration")
-            elif completed >= 1 and latest_checkpoint(self.run_dir) != self._checkpoint_path(completed):
+            elif completed >= 1 and broadcast_object(
+                    self.dist, latest_checkpoint(self.run_dir) != self._checkpoint_path(completed)):
                 self.save(completed)
             logger.warning("interrupted; resume with: sdar train --resume %s", self.run_dir)
             raise
         finally:
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
-            self.log.close()
+            if self.log is not None:
+                self.log.close()
         return last_val
 
     _completed_iteration = 0
@@ -232,7 +273,9 @@ class Trainer:
     _aborted = False
 
     def _on_sigint(self, signum, frame) -> None:
-        if self._stop_requested:
+        # Several processes: a launcher forwards the terminal's Ctrl-C, so one keypress arrives twice;
+        # never abort there (ranks would leave the collectives unevenly); the launcher kills late ranks.
+        if self._stop_requested and not self.dist.enabled:
             self._aborted = True
             raise KeyboardInterrupt
         self._stop_requested = True
@@ -241,27 +284,70 @@ class Trainer:
     def _checkpoint_path(self, iteration: int) -> Path:
         return self.run_dir / "checkpoints" / f"iter_{iteration:06d}"
 
-    def save(self, iteration: int) -> Path:
-        return save_checkpoint(self.run_dir, iteration, self.model, self.optimizer,
-                               {"rng": rng_state(self.generator)}, keep=self.config.keep_checkpoints)
+    def save(self, iteration: int) -> Path | None:
+        """Rank 0 writes the checkpoint (the weights are the same on every rank) with every rank's
+        RNG states; every rank must call this. Returns the checkpoint folder (``None`` off rank 0)."""
+        states = all_gather_objects(self.dist, rng_state(self.generator))
+        if not self.dist.is_main:
+            return None
+        trainer_state: dict[str, Any] = {"rng": states[0]}
+        if self.dist.enabled:
+            trainer_state["rank_rng"] = states
+        return save_checkpoint(self.run_dir, iteration, self.model, self.optimizer, trainer_state,
+                               keep=self.config.keep_checkpoints)
 
     def run_iteration(self, iteration: int) -> dict[str, float]:
-        cfg = self.config
-        timings: dict[str, float] = {}
         # 1. rollout ------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        seeds = task_seeds(cfg.seed, iteration, cfg.rollout.tasks_per_iteration, self.train_env.num_tasks())
-        rollout = collect_rollout(
-            self.train_env, self.train_prompts, self._generate_fn(cfg.rollout.generation, self.generator),
-            self.tokenizer, seeds, cfg.rollout.group_size, self.history_length, cfg.rollout.max_prompt_tokens,
-            cfg.env.invalid_action_penalty, with_skills=self.spec.student_sees_skills,
-            should_stop=lambda: self._stop_requested, desc=f"rollout {iteration}",
-        )
-        timings["timing/rollout_s"] = time.perf_counter() - t0
-        samples = [s for s in rollout.samples if s.response_ids]
-        metrics = rollout_metrics(rollout, "train")
+        rollout = self.collect(iteration)
+        rollout_s = time.perf_counter() - t0
+        metrics = rollout_metrics(gather_rollout(self.dist, rollout), "train")
         metrics["train/reward_mean"] = metrics.get("train/episode_return", 0.0)
+        # 2-4. log-probs, advantages, update ------------------------------------------------------
+        metrics.update(self.learn(iteration, [s for s in rollout.samples if s.response_ids]))
+        metrics["timing/rollout_s"] = rollout_s
+        return metrics
 
+    def collect(self, iteration: int) -> Rollout:
+        """Play this iteration's B x G episodes; with several ranks, this rank's contiguous share.
+
+        Step samples and episodes carry global group and trajectory ids (as if one process had
+        played them all), so advantages can group across ranks and rank order is global order.
+        """
+        cfg = self.config
+        seeds = task_seeds(cfg.seed, iteration, cfg.rollout.tasks_per_iteration, self.train_env.num_tasks())
+        group_size = cfg.rollout.group_size
+        play = dict(with_skills=self.spec.student_sees_skills, desc=f"rollout {iteration}")
+        generate_fn = self._generate_fn(cfg.rollout.generation, self.generator)
+        if not self.dist.enabled:
+            return collect_rollout(
+                self.train_env, self.train_prompts, generate_fn, self.tokenizer, seeds, group_size,
+                self.history_length, cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty,
+                should_stop=lambda: self._stop_requested, **play,
+            )
+        # Several ranks: episodes (not whole groups) are shared out, each played as a group of one;
+        # a rollout is never interrupted half-way (ranks must reach the next collective together).
+        start, stop = shard_bounds(len(seeds) * group_size, self.dist.rank, self.dist.world_size)
+        if start == stop:
+            return Rollout([], [])
+        rollout = collect_rollout(
+            self.train_env, self.train_prompts, generate_fn, self.tokenizer,
+            [seeds[e // group_size] for e in range(start, stop)], 1, self.history_length,
+            cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty, progress=self.dist.is_main, **play,
+        )
+        for item in [*rollout.samples, *rollout.episodes]:
+            item.traj_id += start
+            item.group_id = item.traj_id // group_size
+        return rollout
+
+    def learn(self, iteration: int, samples: list[StepSample]) -> dict[str, float]:
+        """Steps 2-4 on this rank's step samples (all of them in a single process): log-probs with
+        the rollout-time weights, advantages over the step samples of all ranks, one update.
+        Every rank calls it, also with no step sample; returns metrics over all ranks."""
+        cfg = self.config
+        metrics: dict[str, float] = {}
+        counts = all_gather_objects(self.dist, len(samples))
+        offset, total = sum(counts[: self.dist.rank]), sum(counts)
         # 2. log-probs with the rollout-time weights ----------------------------------------------
         t0 = time.perf_counter()
         old_lp, _ = self._score(self.model, samples)
@@ -272,7 +358,7 @@ class Trainer:
                     ref_lp, _ = self._score(self.model, samples)
             else:
                 ref_lp, _ = self._score(self.reference, samples)
-        timings["timing/old_ref_log_probs_s"] = time.perf_counter() - t0
+        metrics["timing/old_ref_log_probs_s"] = time.perf_counter() - t0
         teacher = None
         if "teacher_log_probs" in self.needs:
             t0 = time.perf_counter()
@@ -281,44 +367,62 @@ class Trainer:
                 self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
                 micro_batch_size=cfg.optim.micro_batch_size,
             )
-            timings["timing/teacher_s"] = time.perf_counter() - t0
-            metrics["teacher/truncated"] = float(teacher.truncated)
-            metrics["teacher/history_dropped"] = float(teacher.history_dropped)
-            metrics["teacher/distinct_skill_texts"] = float(teacher.distinct_skill_texts)
-            self._log_skill_files(iteration, teacher.skill_files)
+            metrics["timing/teacher_s"] = time.perf_counter() - t0
+            parts = all_gather_objects(self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
+            skill_files = [files for _, _, part in parts for files in part]
+            metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
+            metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
+            # across ranks the skill text is told apart by its files (one text per file combination)
+            metrics["teacher/distinct_skill_texts"] = float(
+                teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
+            if self.dist.is_main:
+                self._log_skill_files(iteration, skill_files)
 
         # 3. advantages -----------------------------------------------------------------------------
         advantages = self.compute_advantages(samples)
-        metrics["train/advantage_abs_mean"] = float(advantages.abs().mean()) if len(samples) else 0.0
+        abs_sums = all_gather_objects(self.dist, float(advantages.abs().sum()) if self.dist.enabled else 0.0)
+        metrics["train/advantage_abs_mean"] = (
+            (float(advantages.abs().mean()) if samples else 0.0) if not self.dist.enabled
+            else sum(abs_sums) / max(total, 1))
 
         # 4. update ---------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        if samples:
+        if total:
             metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
-        timings["timing/update_s"] = time.perf_counter() - t0
+        metrics["timing/update_s"] = time.perf_counter() - t0
         self._completed_iteration = iteration
-        self.log.log_samples(iteration, self.sample_records(iteration, samples, advantages, old_lp, teacher))
-        metrics.update(timings)
+        records = all_gather_objects(self.dist, self.sample_records(iteration, samples, advantages, old_lp, teacher,
+                                                                    offset=offset, total=total))
+        if self.log is not None:
+            self.log.log_samples(iteration, [r for part in records for r in part])
         return metrics
 
     def compute_advantages(self, samples: list[StepSample]) -> torch.Tensor:
+        """Advantages of this rank's step samples; the group statistics are over the step samples of
+        all ranks (their scores and ids are gathered), so a group may span ranks."""
         cfg = self.config.advantage
-        if not samples:
-            return torch.zeros(0)
-        scores = torch.tensor([s.score for s in samples], dtype=torch.float32)
-        group_ids = torch.tensor([s.group_id for s in samples])
-        traj_ids = torch.tensor([s.traj_id for s in samples])
-        if cfg.estimator == "grpo":
-            return grpo_advantages(scores, group_ids, traj_ids, cross_steps=cfg.cross_steps,
-                                   norm_by_std=cfg.norm_by_std)
         penalty = self.config.env.invalid_action_penalty
-        step_rewards = [s.reward - (0.0 if s.valid_action else penalty) for s in samples]
-        return gigpo_advantages(
-            torch.tensor(step_rewards, dtype=torch.float32), group_ids, traj_ids,
-            anchor_observations=[s.state.raw_observation for s in samples],
-            step_indices=torch.tensor([s.step for s in samples]), gamma=cfg.gigpo_gamma, omega=cfg.gigpo_omega,
-            norm_by_std=cfg.norm_by_std,
-        )
+        gigpo = cfg.estimator == "gigpo"
+        mine = [(s.score, s.group_id, s.traj_id, s.reward - (0.0 if s.valid_action else penalty), s.step,
+                 s.state.raw_observation if gigpo else None) for s in samples]
+        parts = all_gather_objects(self.dist, mine)
+        union = [row for part in parts for row in part]
+        offset = sum(len(part) for part in parts[: self.dist.rank])
+        if not union:
+            return torch.zeros(0)
+        scores, group_ids, traj_ids, step_rewards, steps, anchors = zip(*union)
+        group_ids = torch.tensor(group_ids)
+        traj_ids = torch.tensor(traj_ids)
+        if not gigpo:
+            advantages = grpo_advantages(torch.tensor(scores, dtype=torch.float32), group_ids, traj_ids,
+                                         cross_steps=cfg.cross_steps, norm_by_std=cfg.norm_by_std)
+        else:
+            advantages = gigpo_advantages(
+                torch.tensor(step_rewards, dtype=torch.float32), group_ids, traj_ids,
+                anchor_observations=list(anchors), step_indices=torch.tensor(steps), gamma=cfg.gigpo_gamma,
+                omega=cfg.gigpo_omega, norm_by_std=cfg.norm_by_std,
+            )
+        return advantages[offset : offset + len(samples)]
 
     def _lr(self, iteration: int) -> float:
         warmup = int(self.config.optim.warmup_ratio * self.config.iterations)
@@ -328,7 +432,14 @@ class Trainer:
 
     def update(self, iteration: int, samples: list[StepSample], advantages: torch.Tensor, old_lp, ref_lp,
                teacher) -> dict[str, float]:
-        """One PPO pass over the step samples; returns token-weighted mean loss metrics."""
+        """One PPO pass over the step samples; returns token-weighted mean loss metrics.
+
+        With several ranks, ``samples`` (and the per-sample inputs) are this rank's share, in rank
+        order of the global index space. The mini-batches cut one shared permutation of the global
+        indices; each rank backpropagates the members it holds, weighted by their tokens over the
+        whole mini-batch's tokens, and the gradients are summed over ranks before the step, so the
+        token-mean is over the global mini-batch. Every rank steps the same number of times.
+        """
         cfg = self.config
         lr = self._lr(iteration)
         for group in self.optimizer.param_groups:
@@ -340,15 +451,21 @@ class Trainer:
         skipped = 0
         grad_norms = []
         with_entropy = "entropy" in self.needs or cfg.loss.c_ent != 0
+        lengths = all_gather_objects(self.dist, [len(s.response_ids) for s in samples])
+        offset = sum(len(part) for part in lengths[: self.dist.rank])
+        tokens = [n for part in lengths for n in part]  # response tokens per global index
         for _ in range(cfg.optim.ppo_epochs):
-            order = torch.randperm(len(samples), generator=self.generator).tolist()
+            # rank 0 draws the permutation (from the single-process stream) and shares it
+            order = broadcast_object(self.dist, torch.randperm(len(tokens), generator=self.generator).tolist()
+                                     if self.dist.is_main else None)
             for start in range(0, len(order), cfg.optim.mini_batch_size):
                 mini = order[start : start + cfg.optim.mini_batch_size]
-                mini_tokens = sum(len(samples[i].response_ids) for i in mini)
+                mini_tokens = sum(tokens[i] for i in mini)
+                mine = [i - offset for i in mini if offset <= i < offset + len(samples)]  # local indices
                 self.optimizer.zero_grad(set_to_none=True)
                 finite = True
-                for m_start in range(0, len(mini), cfg.optim.micro_batch_size):
-                    micro = mini[m_start : m_start + cfg.optim.micro_batch_size]
+                for m_start in range(0, len(mine), cfg.optim.micro_batch_size):
+                    micro = mine[m_start : m_start + cfg.optim.micro_batch_size]
                     loss, m, n_tokens = self._micro_batch_loss(iteration, samples, micro, advantages, old_lp,
                                                                ref_lp, teacher, with_entropy)
                     if loss is None or not torch.isfinite(loss):
@@ -358,6 +475,9 @@ class Trainer:
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + v * n_tokens
                     total_tokens += n_tokens
+                finite = not any_rank(self.dist, not finite)  # one rank's NaN skips the step everywhere
+                if finite:
+                    all_reduce_gradients(self.dist, params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if finite else torch.tensor(float("nan"))
                 if not finite or not torch.isfinite(grad_norm):
                     skipped += 1
@@ -367,6 +487,8 @@ class Trainer:
                 self.optimizer.step()
                 grad_norms.append(float(grad_norm))
         self.optimizer.zero_grad(set_to_none=True)
+        parts = all_gather_objects(self.dist, (sums, total_tokens))
+        sums, total_tokens = sum_dicts(p[0] for p in parts), sum(p[1] for p in parts)
         out = {k: v / max(total_tokens, 1) for k, v in sums.items()}
         out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
         out["actor/lr"] = lr
@@ -416,10 +538,10 @@ class Trainer:
 
     # ---- validation and logging helpers -------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Play the fixed validation panel (group size 1, no skills unless configured)."""
+        """Play the fixed validation panel (group size 1, no skills unless configured), split over ranks."""
         panel = dict(model=self.model, tokenizer=self.tokenizer, env=self.val_env, builder=self.val_prompts,
-                     config=self.config, history_length=self.history_length,
-                     should_stop=lambda: self._stop_requested)
+                     config=self.config, history_length=self.history_length, context=self.dist,
+                     should_stop=None if self.dist.enabled else lambda: self._stop_requested)
         metrics = run_panel(**panel, with_skills=self.config.eval.with_skills, prefix="val")
         if self.spec.student_sees_skills and not self.config.eval.with_skills:
             metrics.update(run_panel(**panel, with_skills=True, prefix="val_skills"))
@@ -435,14 +557,18 @@ class Trainer:
                 counts[key] = counts.get(key, 0) + 1
             f.write(json.dumps({"iteration": iteration, "files": used, "combinations": counts}) + "\n")
 
-    def sample_records(self, iteration, samples, advantages, old_lp, teacher) -> list[dict]:
-        n = min(self.config.log_samples, len(samples))
+    def sample_records(self, iteration, samples, advantages, old_lp, teacher, offset: int = 0,
+                       total: int | None = None) -> list[dict]:
+        """Token-level records of ``log_samples`` step samples spread evenly over the iteration's
+        ``total`` step samples (global indices); this rank writes those it holds (from ``offset``)."""
+        total = len(samples) if total is None else total
+        n = min(self.config.log_samples, total)
         if n == 0:
             return []
-        picks = sorted({round(k * (len(samples) - 1) / max(n - 1, 1)) for k in range(n)})
+        picks = sorted({round(k * (total - 1) / max(n - 1, 1)) for k in range(n)})
         beta = self.config.loss.beta
         records = []
-        for i in picks:
+        for i in [p - offset for p in picks if offset <= p < offset + len(samples)]:
             s = samples[i]
             t_lp = teacher.log_probs[i] if teacher is not None else None
             gate = torch.sigmoid(beta * (t_lp - old_lp[i])).tolist() if t_lp is not None else None
