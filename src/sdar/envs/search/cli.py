@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     )
     serve.add_argument("--dense-encoder", choices=("e5", "minilm"), default="e5")
     serve.add_argument(
+        "--dense-model-path", default=None, metavar="DIR", help="local MiniLM folder (minilm only)"
+    )
+    serve.add_argument(
         "--dense-embeddings",
         default=None,
         metavar="FILE.npy",
@@ -94,6 +97,7 @@ def run_serve(args: argparse.Namespace) -> int:
         corpus_file=corpus,
         dense_encoder=args.dense_encoder,
         dense_embeddings=args.dense_embeddings,
+        dense_model_path=args.dense_model_path,
     )
     server = RetrievalServer(retriever, host=args.host, port=args.port)
     log.info(

