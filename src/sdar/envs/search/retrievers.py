@@ -329,11 +329,11 @@ class HTTPRetriever(Retriever):
     ``{"result": [[{"document": {"id", "contents"}, "score": s}, ...], ...]}`` (a server that
     ignores ``return_scores`` may answer bare documents; their score is then 0).
 
-    Every call is bounded: each attempt has ``timeout`` seconds, connection failures, timeouts and
-    5xx replies are retried ``retries`` times with ``backoff * 2**attempt`` seconds between, and
-    then
-    a ``RetrieverError`` names the URL and what went wrong. A reply that is not the expected JSON
-    raises at once (retrying would not fix it).
+    Every request is bounded: each attempt has ``timeout`` seconds, connection failures, timeouts
+    and 5xx replies are retried ``retries`` times with ``backoff * 2**attempt`` seconds between,
+    and then a ``RetrieverError`` names the URL and what went wrong. A reply that is not the
+    expected JSON raises at once (retrying would not fix it). Large batches are sent as several
+    requests of at most ``batch_size`` queries.
 
     Args:
         url: the server's retrieve endpoint, e.g. ``http://127.0.0.1:8000/retrieve``; a URL that
@@ -342,26 +342,39 @@ class HTTPRetriever(Retriever):
 
     name = "http"
 
-    def __init__(self, url: str, timeout: float = 10.0, retries: int = 2, backoff: float = 0.5):
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        retries: int = 2,
+        backoff: float = 0.5,
+        batch_size: int = 512,
+    ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"retriever URL must start with http:// or https://, got {url!r}")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout}")
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         url = url.rstrip("/")
         self.url = url if url.endswith("/retrieve") else url + "/retrieve"
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
+        self.batch_size = batch_size
 
     def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
         _check_topk(topk)
         if len(queries) == 0:
             return []
-        body = json.dumps({"queries": list(queries), "topk": topk, "return_scores": True}).encode()
-        raw = self._post(body)
-        return _parse_reply(raw, len(queries), self.url)
+        out: list[list[RetrievedPassage]] = []
+        for start in range(0, len(queries), self.batch_size):
+            chunk = list(queries[start : start + self.batch_size])
+            body = json.dumps({"queries": chunk, "topk": topk, "return_scores": True}).encode()
+            out.extend(_parse_reply(self._post(body), len(chunk), self.url))
+        return out
 
     def _post(self, body: bytes) -> bytes:
         last_error = ""
