@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model name (default smollm2-135m; "
                         "tiny-random with --smoke)")
     parser.add_argument("--rows", type=int, default=None, help="step samples sharing the prefix "
-                        "(default 32; 4 with --smoke)")
-    parser.add_argument("--micro-batch-size", type=int, default=8, help="rows per forward pass")
+                        "(default 8; 4 with --smoke)")
+    parser.add_argument("--micro-batch-size", type=int, default=4, help="rows per forward pass")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs, median reported "
                         "(default 3; 1 with --smoke)")
     parser.add_argument("--smoke", action="store_true", help="tiny model, few rows: checks the "
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         "benchmarks/results/prefix_cache.json, prefix_cache_smoke.json with --smoke)")
     args = parser.parse_args(argv)
     model_name = args.model or ("tiny-random" if args.smoke else "smollm2-135m")
-    n_rows = args.rows or (4 if args.smoke else 32)
+    n_rows = args.rows or (4 if args.smoke else 8)
     repeats = args.repeats or (1 if args.smoke else 3)
     output = Path(args.output) if args.output else RESULTS / (
         "prefix_cache_smoke.json" if args.smoke else "prefix_cache.json")

@@ -163,3 +163,16 @@ def test_prefix_cache_benchmark_smoke(tmp_path):
     assert result["max_abs_diff"] < 1e-4
     assert result["with_cache_s"] > 0 and result["without_cache_s"] > 0
     assert result["speedup"] == pytest.approx(result["without_cache_s"] / result["with_cache_s"])
+
+
+def test_prefix_is_not_lost_under_gradient_checkpointing():
+    model, tokenizer = load_policy(ModelConfig(name="tiny-random", gradient_checkpointing=True))
+    prompts, responses = rows(tokenizer)
+    prefix = tokenizer("[Privileged Skill Information]\nlook first\n\n",
+                       add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        expected = score_with_prefix(model, prefix, prompts, responses, pad_id=0)
+    model.train()  # checkpointed layers now drop any KV cache passed to them under grad
+    with_grad = score_with_prefix(model, prefix, prompts, responses, pad_id=0)
+    assert with_grad.log_probs.requires_grad
+    torch.testing.assert_close(with_grad.log_probs.detach(), expected.log_probs, atol=1e-5, rtol=0)

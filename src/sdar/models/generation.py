@@ -209,7 +209,9 @@ def generate(
         prompt_ids: one unpadded list of token ids per prompt (each non-empty).
         config: sampling settings; default ``GenerationConfig()``.
         generator: source of every random draw. The same generator state, prompts, ``batch_size``
-            and model give the same responses. ``None`` uses torch's global RNG.
+            and model give the same responses. ``None`` uses torch's global RNG. A generator on
+            another device than the model (a CPU generator for a GPU model) seeds a generator on
+            the model's device, once per call.
         batch_size: prompts per forward batch, in the given order (default: all at once).
         progress: called with the number of prompts finished after each batch (e.g. a tqdm bar's
             ``update``).
@@ -227,6 +229,12 @@ def generate(
     stop_ids = config.stop_token_ids or default_stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     size = batch_size or len(prompt_ids)
+    device = next(model.parameters()).device
+    if generator is not None and generator.device != device:
+        # Draw on the model's device from a generator seeded by the caller's: reproducible, and no
+        # [batch, vocab] copy to the caller's device at every step.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        generator = torch.Generator(device=device).manual_seed(seed)
     was_training = model.training
     model.eval()  # no dropout, and HF keeps the KV cache on even with gradient checkpointing
     try:

@@ -19,6 +19,7 @@ score ``log_softmax(logits / temperature)`` instead (as verl does when it rolls 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +28,8 @@ import torch.nn.functional as F
 
 from sdar.models.generation import cache_argument, returned_cache
 from sdar.models.logprobs import log_probs_from_logits
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -234,6 +237,14 @@ def score_responses(
     )
 
 
+def _checkpointing_drops_cache(model) -> bool:
+    """True when transformers would silently drop a passed KV cache (its checkpointed layers do in
+    training mode under grad), which would make the model ignore the prefix."""
+    return model.training and torch.is_grad_enabled() and any(
+        getattr(module, "gradient_checkpointing", False) for module in model.modules()
+    )
+
+
 def compute_prefix_cache(model, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) of ``prefix_ids`` at positions ``0..L-1``, batch 1.
 
@@ -292,6 +303,10 @@ def score_with_prefix(
     if not prompt_ids:
         raise ValueError("nothing to score: prompt_ids is empty")
     prefix = prefix_cache = None
+    if use_cache and _checkpointing_drops_cache(model):
+        logger.warning("gradient checkpointing in training mode under grad drops KV caches; "
+                       "scoring the skill prefix without its cache (same result, slower)")
+        use_cache = False
     if use_cache:
         prefix_cache = compute_prefix_cache(model, prefix_ids)
     else:
