@@ -244,8 +244,21 @@ def test_oracle_searches_supporting_passages_then_answers(env):
     second = env.scripted_action(0, "oracle", rng)
     assert "<search>Herman Melville</search>" in second
     act(env, second)
-    s = act(env, env.scripted_action(0, "oracle", rng))[0]
+    final = env.scripted_action(0, "oracle", rng)
+    # the reasoning quotes the short description of both hops, from the passages it was shown
+    assert 'Moby-Dick: "Novel by Herman Melville."' in final
+    assert 'Herman Melville: "American writer (1819–1891)."' in final
+    assert final.endswith("<answer>1819</answer>")
+    s = act(env, final)[0]
     assert s.done and s.won and s.step == 3
+
+
+def test_oracle_quotes_the_answer_sentence_for_one_passage(env):
+    env.reset([1])
+    rng = random.Random(0)
+    act(env, env.scripted_action(0, "oracle", rng))
+    final = env.scripted_action(0, "oracle", rng)
+    assert final.startswith('<think>Moby-Dick: "Novel by Herman Melville." So the answer is')
 
 
 def test_random_policy_and_unknown_policy(env):

@@ -30,8 +30,8 @@ from sdar.envs.base import (
     extract_tag,
 )
 from sdar.envs.search.dataset import QAExample
-from sdar.envs.search.metrics import exact_match, f1_score
-from sdar.envs.search.retrievers import Retriever, format_information
+from sdar.envs.search.metrics import answer_in_text, exact_match, f1_score
+from sdar.envs.search.retrievers import Document, Retriever, format_information
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ class SearchEnv(AgentEnv):
         self._states: list[EnvState] = []
         self._examples: list[QAExample] = []
         self._searches: list[int] = []
+        self._seen: list[list[Document]] = []  # passages each episode was shown (for the oracle)
         self._closed = False
 
     def num_tasks(self) -> int:
@@ -181,6 +182,7 @@ class SearchEnv(AgentEnv):
                     )
                 )
         self._searches = [0] * len(self._states)
+        self._seen = [[] for _ in self._states]
         return list(self._states)
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
@@ -224,6 +226,7 @@ class SearchEnv(AgentEnv):
             )
         if passages is not None:
             self._searches[i] += 1
+            self._seen[i].extend(p.document for p in passages)
             observation, valid = format_information(passages), True
         else:
             observation, valid = INVALID_ACTION_FEEDBACK, False
@@ -305,7 +308,8 @@ class SearchEnv(AgentEnv):
     # ----- scripted play ------------------------------------------------------------------------
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:
         """``oracle``: search each supporting passage by its title (or the question, when the set
-        names none), then answer the first golden answer. ``random``: a random search, answer or
+        names none), then answer the first golden answer, quoting the sentence of a retrieved
+        passage that holds it. ``random``: a random search, answer or
         malformed reply."""
         example = self._examples[index]
         state = self._states[index]
@@ -320,10 +324,12 @@ class SearchEnv(AgentEnv):
                 return (
                     f"<think>I need the passage about {target}.</think>\n<search>{target}</search>"
                 )
-            return (
-                f"<think>The passages say the answer is {example.golden_answers[0]}.</think>\n"
-                f"<answer>{example.golden_answers[0]}</answer>"
+            answer = example.golden_answers[0]
+            evidence = _evidence(self._seen[index], example.supporting_ids, example.golden_answers)
+            reason = (
+                f"{evidence} So the answer is {answer}." if evidence else f"The answer is {answer}."
             )
+            return f"<think>{reason}</think>\n<answer>{answer}</answer>"
         if policy == "random":
             words = re.findall(r"\w+", example.question) or ["wikipedia"]
             choice = rng.random()
@@ -333,6 +339,27 @@ class SearchEnv(AgentEnv):
                 return f"<answer>{rng.choice(words)}</answer>"
             return "I am not sure what to do."
         return super().scripted_action(index, policy, rng)
+
+
+def _evidence(
+    seen: Sequence[Document], supporting_ids: Sequence[str], golden: Sequence[str]
+) -> str:
+    """The oracle's reasoning. Several supporting passages (bridge, comparison): the first sentence
+    of each, the short description that names the bridge entity or the compared year. One passage,
+    or none known: the first seen sentence that holds a golden answer."""
+    by_id = {doc.id: doc for doc in seen}
+    docs = [by_id[d] for d in supporting_ids if d in by_id]
+    if len(docs) > 1:
+        return " ".join(f'{doc.title}: "{_sentences(doc.text)[0]}"' for doc in docs)
+    for doc in docs or seen:
+        for sentence in _sentences(doc.text):
+            if any(answer_in_text(g, sentence) for g in golden):
+                return f'{doc.title}: "{sentence}"'
+    return ""
+
+
+def _sentences(text: str) -> list[str]:
+    return [x.strip() for x in re.split(r"(?<=[.!?])\s+", text) if x.strip()] or [text.strip()]
 
 
 def _render_action(action: str) -> str:
