@@ -6,7 +6,7 @@ keys/values can be computed once and reused (``score_with_prefix(use_cache=True)
 being recomputed for every row (``use_cache=False``). This script times both on the same rows,
 checks they agree, and writes a JSON summary.
 
-    python benchmarks/prefix_cache.py                 # SmolLM2-135M, writes results/prefix_cache.json
+    python benchmarks/prefix_cache.py          # SmolLM2-135M, writes results/prefix_cache.json
     python benchmarks/prefix_cache.py --smoke         # tiny random model, a few rows, seconds
 
 The skill text is the project's own WebShop "apparel" routing (general + apparel files); prompts
@@ -89,39 +89,72 @@ def timed(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="model name (default smollm2-135m; "
-                        "tiny-random with --smoke)")
-    parser.add_argument("--rows", type=int, default=None, help="step samples sharing the prefix "
-                        "(default 8; 4 with --smoke)")
+    parser.add_argument(
+        "--model", default=None, help="model name (default smollm2-135m; tiny-random with --smoke)"
+    )
+    parser.add_argument(
+        "--rows",
+        type=int,
+        default=None,
+        help="step samples sharing the prefix (default 8; 4 with --smoke)",
+    )
     parser.add_argument("--micro-batch-size", type=int, default=4, help="rows per forward pass")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs, median reported "
-                        "(default 3; 1 with --smoke)")
-    parser.add_argument("--smoke", action="store_true", help="tiny model, few rows: checks the "
-                        "script works, the timing means little")
-    parser.add_argument("--output", default=None, help="JSON path (default "
-                        "benchmarks/results/prefix_cache.json, prefix_cache_smoke.json with --smoke)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs, median reported (default 3; 1 with --smoke)",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny model, few rows: checks the script works, the timing means little",
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON path (default "
+        "benchmarks/results/prefix_cache.json, prefix_cache_smoke.json with --smoke)",
+    )
     args = parser.parse_args(argv)
     model_name = args.model or ("tiny-random" if args.smoke else "smollm2-135m")
     n_rows = args.rows or (4 if args.smoke else 8)
     repeats = args.repeats or (1 if args.smoke else 3)
-    output = Path(args.output) if args.output else RESULTS / (
-        "prefix_cache_smoke.json" if args.smoke else "prefix_cache.json")
+    output = (
+        Path(args.output)
+        if args.output
+        else RESULTS / ("prefix_cache_smoke.json" if args.smoke else "prefix_cache.json")
+    )
 
     model, tokenizer = load_policy(ModelConfig(name=model_name))
     skills, skill_source = skill_text()
     prefix = encode(tokenizer, SKILL_HEADER + skills + "\n\n")
     prompts = [
-        encode(tokenizer, tokenizer.apply_chat_template(
-            [{"role": "user", "content": step_prompt(i)}], add_generation_prompt=True, tokenize=False))
+        encode(
+            tokenizer,
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": step_prompt(i)}],
+                add_generation_prompt=True,
+                tokenize=False,
+            ),
+        )
         for i in range(n_rows)
     ]
-    responses = [encode(tokenizer, response_text(i)) + [tokenizer.eos_token_id] for i in range(n_rows)]
+    responses = [
+        encode(tokenizer, response_text(i)) + [tokenizer.eos_token_id] for i in range(n_rows)
+    ]
 
     def run(use_cache: bool):
         with torch.no_grad():
-            return score_with_prefix(model, prefix, prompts, responses, use_cache=use_cache,
-                                     pad_id=tokenizer.pad_token_id,
-                                     micro_batch_size=args.micro_batch_size)
+            return score_with_prefix(
+                model,
+                prefix,
+                prompts,
+                responses,
+                use_cache=use_cache,
+                pad_id=tokenizer.pad_token_id,
+                micro_batch_size=args.micro_batch_size,
+            )
 
     run(True)  # warm-up: allocator, kernels
     with_cache_s, cached = timed(lambda: run(True), repeats)

@@ -30,7 +30,11 @@ def chat_ids(tokenizer, text: str) -> list[int]:
     return tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 
-PROMPTS = ["go to the fridge", "you see a cabinet 1, a drawer 2 and a sinkbasin 1. what next?", "hi"]
+PROMPTS = [
+    "go to the fridge",
+    "you see a cabinet 1, a drawer 2 and a sinkbasin 1. what next?",
+    "hi",
+]
 
 
 def test_same_seed_same_responses_other_seed_differs(tiny):
@@ -53,7 +57,9 @@ def test_stop_token_ends_only_its_row_and_is_kept(tiny):
     # Make the 4th token greedy decoding produces for row 0 a stop token: row 0 must end there.
     stop = free[0][3]
     stopped = generate(
-        model, tokenizer, prompts,
+        model,
+        tokenizer,
+        prompts,
         GenerationConfig(max_new_tokens=10, greedy=True, stop_token_ids=(stop,)),
     )
     for free_row, row in zip(free, stopped):
@@ -72,7 +78,9 @@ def test_default_stop_tokens_are_tokenizer_and_model_eos(tiny):
     saved = model.generation_config.eos_token_id
     model.generation_config.eos_token_id = [7, tokenizer.eos_token_id]
     try:
-        assert default_stop_token_ids(model, tokenizer) == tuple(sorted({7, tokenizer.eos_token_id}))
+        assert default_stop_token_ids(model, tokenizer) == tuple(
+            sorted({7, tokenizer.eos_token_id})
+        )
     finally:
         model.generation_config.eos_token_id = saved
 
@@ -80,9 +88,13 @@ def test_default_stop_tokens_are_tokenizer_and_model_eos(tiny):
 @pytest.mark.slow
 def test_smollm2_answers_and_ends_with_eos():
     model, tokenizer = load_policy(ModelConfig(name="smollm2-135m"))
-    prompts = [chat_ids(tokenizer, "What is the capital of France? Answer in one word."),
-               chat_ids(tokenizer, "Say hello.")]
-    responses = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=40, greedy=True))
+    prompts = [
+        chat_ids(tokenizer, "What is the capital of France? Answer in one word."),
+        chat_ids(tokenizer, "Say hello."),
+    ]
+    responses = generate(
+        model, tokenizer, prompts, GenerationConfig(max_new_tokens=40, greedy=True)
+    )
     eos = tokenizer.eos_token_id
     for response in responses:
         assert response[-1] == eos and eos not in response[:-1]  # EOS kept, once, at the end
@@ -94,8 +106,9 @@ def test_greedy_picks_the_scored_argmax(tiny):
     prompts = [chat_ids(tokenizer, p) for p in PROMPTS]
     responses = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=6, greedy=True))
     with torch.no_grad():
-        scored = score_responses(model, prompts, responses, pad_id=tokenizer.pad_token_id,
-                                 return_logits=True)
+        scored = score_responses(
+            model, prompts, responses, pad_id=tokenizer.pad_token_id, return_logits=True
+        )
     best = torch.log_softmax(scored.logits, -1).max(-1).values
     torch.testing.assert_close(scored.log_probs, best, rtol=0, atol=1e-5)
 
@@ -106,8 +119,14 @@ def test_batch_size_progress_and_mode_restored(tiny):
     seen: list[int] = []
     model.train()
     try:
-        out = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=3, greedy=True),
-                       batch_size=4, progress=seen.append)
+        out = generate(
+            model,
+            tokenizer,
+            prompts,
+            GenerationConfig(max_new_tokens=3, greedy=True),
+            batch_size=4,
+            progress=seen.append,
+        )
         assert model.training
     finally:
         model.eval()
@@ -117,8 +136,9 @@ def test_batch_size_progress_and_mode_restored(tiny):
 
 def test_sampling_follows_temperature_top_k_top_p():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0]]).repeat(40000, 1)
-    draws = sample_next_tokens(logits, GenerationConfig(temperature=2.0),
-                               torch.Generator().manual_seed(0))
+    draws = sample_next_tokens(
+        logits, GenerationConfig(temperature=2.0), torch.Generator().manual_seed(0)
+    )
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     expected = torch.softmax(torch.tensor([1.0, 0.5, 0.0, -0.5]), -1)  # logits / 2
     assert torch.allclose(freq, expected, atol=0.01)
@@ -129,9 +149,13 @@ def test_sampling_follows_temperature_top_k_top_p():
     assert abs(freq[0] - 1 / (1 + math.exp(-1))) < 0.01  # e^2 / (e^2 + e^1)
 
     # softmax([2,1,0,-1]) = [0.644, 0.237, 0.087, 0.032]: top_p 0.8 keeps the first two tokens.
-    draws = sample_next_tokens(logits, GenerationConfig(top_p=0.8), torch.Generator().manual_seed(2))
+    draws = sample_next_tokens(
+        logits, GenerationConfig(top_p=0.8), torch.Generator().manual_seed(2)
+    )
     assert set(draws.tolist()) == {0, 1}
-    draws = sample_next_tokens(logits, GenerationConfig(top_p=0.5), torch.Generator().manual_seed(3))
+    draws = sample_next_tokens(
+        logits, GenerationConfig(top_p=0.5), torch.Generator().manual_seed(3)
+    )
     assert set(draws.tolist()) == {0}
 
     greedy = sample_next_tokens(torch.tensor([[0.0, 3.0, 1.0]]), GenerationConfig(greedy=True))

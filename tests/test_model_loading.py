@@ -1,4 +1,4 @@
-"""Model loading: packaged GGUF defaults and their cache, tiny model, LoRA, reference, checkpoints."""
+"""Model loading: packaged GGUF models and their cache, tiny model, LoRA, reference, checkpoints."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def logits_of(model, ids=IDS):
         ({"lora": {"r": 0}}, "lora.r must be a positive integer"),
         ({"lora": {"dropout": 1.0}}, r"lora.dropout must be in \[0, 1\)"),
         ({"lora": {"target_modules": []}}, "lora.target_modules"),
-        ({"lora": "yes"}, "model.lora must be null"),
+        ({"lora": {"rank": 8}}, r"unknown model.lora key\(s\) \['rank'\]"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):
@@ -56,11 +56,19 @@ def test_model_config_rejects_bad_values(kwargs, message):
         ModelConfig(**kwargs)
 
 
+def test_model_config_rejects_wrong_types():
+    with pytest.raises(TypeError, match="model.lora must be null"):
+        ModelConfig(lora="yes")
+    with pytest.raises(TypeError, match="model.device must be a string"):
+        ModelConfig(device=0)
+
+
 def test_model_config_defaults_and_lora_from_dict():
     config = ModelConfig(lora={"r": 8, "target_modules": ["q_proj", "v_proj"]})
     assert config.name == "smollm2-135m" and config.dtype == "float32" and config.device == "auto"
-    assert config.lora == LoraSettings(r=8, alpha=32.0, dropout=0.0,
-                                       target_modules=["q_proj", "v_proj"])
+    assert config.lora == LoraSettings(
+        r=8, alpha=32.0, dropout=0.0, target_modules=["q_proj", "v_proj"]
+    )
 
 
 def test_cache_dir_precedence(monkeypatch, tmp_path):
@@ -91,14 +99,16 @@ def test_tiny_random_is_deterministic_and_leaves_global_rng_alone():
 def test_tokenizer_pads_left_and_renders_the_chat_template():
     _, tokenizer = load_policy(ModelConfig(name="tiny-random"))
     assert tokenizer.padding_side == "left" and tokenizer.pad_token_id is not None
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "go north"}],
-                                         add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "go north"}], add_generation_prompt=True, tokenize=False
+    )
     assert "go north" in text and text.endswith("<|im_start|>assistant\n")
     # A tokenizer without a template gets the plain fallback one.
     tokenizer.chat_template = None
     loading.prepare_tokenizer(tokenizer)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
-                                         add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text == f"user: hi{tokenizer.eos_token}\nassistant: "
 
 
@@ -123,7 +133,9 @@ def test_lora_adapter_disabled_gives_base_model_exactly():
     assert not torch.allclose(logits_of(policy), logits_of(base), atol=1e-3)  # adapter back on
     assert load_reference(ModelConfig(name="tiny-random", lora=LoraSettings(r=4)), policy) is None
     # The peft wrapper passes the KV cache through: generation works on it.
-    out = generate(policy, tokenizer, [[1, 504, 3458]], GenerationConfig(max_new_tokens=3, greedy=True))
+    out = generate(
+        policy, tokenizer, [[1, 504, 3458]], GenerationConfig(max_new_tokens=3, greedy=True)
+    )
     assert len(out[0]) == 3
 
 
@@ -148,7 +160,9 @@ def test_full_fine_tuning_reference_is_a_frozen_independent_copy():
 def test_gradient_checkpointing_gives_the_same_gradients():
     grads = []
     for checkpointing in (False, True):
-        model, _ = load_policy(ModelConfig(name="tiny-random", gradient_checkpointing=checkpointing))
+        model, _ = load_policy(
+            ModelConfig(name="tiny-random", gradient_checkpointing=checkpointing)
+        )
         model.train()
         model(input_ids=IDS, labels=IDS).loss.backward()
         grads.append(model.model.layers[0].mlp.up_proj.weight.grad.clone())
@@ -266,8 +280,9 @@ def test_smollm2_from_packaged_gguf_is_converted_once_and_reused(tmp_path):
     assert first_state.keys() == second_state.keys()
     assert all(torch.equal(first_state[k], second_state[k]) for k in first_state)
     assert first.config.num_hidden_layers == 30 and len(tokenizer) == 49152
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}],
-                                         add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text.endswith("<|im_start|>assistant\n")
     (folder,) = (tmp_path / "checkpoints").iterdir()
     weights = folder / "model.safetensors"

@@ -36,7 +36,7 @@ def naive_scores(model, prompt, response, temperature=1.0):
     ids = torch.tensor([prompt + response])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0].double() / temperature
-    predicting = logits[len(prompt) - 1: len(prompt) + len(response) - 1]
+    predicting = logits[len(prompt) - 1 : len(prompt) + len(response) - 1]
     log_softmax = torch.log_softmax(predicting, -1)
     log_probs = log_softmax[torch.arange(len(response)), torch.tensor(response)]
     entropy = -(log_softmax.exp() * log_softmax).sum(-1)
@@ -47,8 +47,9 @@ def test_score_responses_equals_per_row_loop(tiny):
     model, tokenizer = tiny
     prompts, responses = rows(tokenizer)
     with torch.no_grad():
-        scored = score_responses(model, prompts, responses, with_entropy=True,
-                                 pad_id=tokenizer.pad_token_id)
+        scored = score_responses(
+            model, prompts, responses, with_entropy=True, pad_id=tokenizer.pad_token_id
+        )
     assert scored.log_probs.shape == (3, 9) and scored.log_probs.dtype == torch.float32
     assert scored.response_mask.tolist() == [[k < n for k in range(9)] for n in (5, 1, 9)]
     for i, (prompt, response) in enumerate(zip(prompts, responses)):
@@ -76,12 +77,20 @@ def test_temperature_and_returned_logits(tiny):
     model, tokenizer = tiny
     prompts, responses = rows(tokenizer)
     with torch.no_grad():
-        scored = score_responses(model, prompts, responses, pad_id=tokenizer.pad_token_id,
-                                 return_logits=True, temperature=0.5)
+        scored = score_responses(
+            model,
+            prompts,
+            responses,
+            pad_id=tokenizer.pad_token_id,
+            return_logits=True,
+            temperature=0.5,
+        )
     assert scored.logits.shape == (3, 9, len(tokenizer))
     log_probs, _ = naive_scores(model, prompts[2], responses[2], temperature=0.5)
     torch.testing.assert_close(scored.log_probs[2], log_probs, atol=2e-5, rtol=0)
-    from_logits = torch.log_softmax(scored.logits[0, :5], -1)[torch.arange(5), torch.tensor(responses[0])]
+    from_logits = torch.log_softmax(scored.logits[0, :5], -1)[
+        torch.arange(5), torch.tensor(responses[0])
+    ]
     torch.testing.assert_close(scored.log_probs[0, :5], from_logits, atol=1e-5, rtol=0)
     assert torch.all(scored.logits[1, 1:] == 0)
 
@@ -103,14 +112,18 @@ def test_gradient_flows_only_under_grad(tiny):
 def test_prefix_cache_equals_no_cache(tiny):
     model, tokenizer = tiny
     prompts, responses = rows(tokenizer)
-    prefix = tokenizer("[Privileged Skill Information]\n- heat things in the microwave 1\n\n",
-                       add_special_tokens=False)["input_ids"]
+    prefix = tokenizer(
+        "[Privileged Skill Information]\n- heat things in the microwave 1\n\n",
+        add_special_tokens=False,
+    )["input_ids"]
     pad = tokenizer.pad_token_id
     with torch.no_grad():
-        cached = score_with_prefix(model, prefix, prompts, responses, pad_id=pad,
-                                   with_entropy=True, micro_batch_size=2)
-        plain = score_with_prefix(model, prefix, prompts, responses, pad_id=pad,
-                                  with_entropy=True, use_cache=False)
+        cached = score_with_prefix(
+            model, prefix, prompts, responses, pad_id=pad, with_entropy=True, micro_batch_size=2
+        )
+        plain = score_with_prefix(
+            model, prefix, prompts, responses, pad_id=pad, with_entropy=True, use_cache=False
+        )
         joined = score_responses(model, [prefix + p for p in prompts], responses, pad_id=pad)
     torch.testing.assert_close(cached.log_probs, plain.log_probs, atol=1e-5, rtol=0)
     torch.testing.assert_close(cached.entropy, plain.entropy, atol=1e-5, rtol=0)
@@ -122,7 +135,7 @@ def test_prefix_cache_equals_no_cache(tiny):
 
 
 def test_bad_input_is_rejected_with_a_reason(tiny):
-    model, tokenizer = tiny
+    model, _ = tiny
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):
         score_responses(model, [[1], [2]], [[3]], pad_id=0)
     with pytest.raises(ValueError, match="prompt 0 is empty"):
@@ -136,21 +149,38 @@ def test_prefix_cache_equals_no_cache_on_smollm2():
     model, tokenizer = load_policy(ModelConfig(name="smollm2-135m"))
     skills = (REPO / "src/sdar/skills").glob("*/general.md")
     skill_text = "\n".join(p.read_text() for p in sorted(skills))[:2000] or "Open before you take."
-    prefix = tokenizer("[Privileged Skill Information]\n" + skill_text + "\n\n",
-                       add_special_tokens=False)["input_ids"]
+    prefix = tokenizer(
+        "[Privileged Skill Information]\n" + skill_text + "\n\n", add_special_tokens=False
+    )["input_ids"]
     prompts = [
-        tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": c}],
-                                                add_generation_prompt=True, tokenize=False),
-                  add_special_tokens=False)["input_ids"]
+        tokenizer(
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": c}], add_generation_prompt=True, tokenize=False
+            ),
+            add_special_tokens=False,
+        )["input_ids"]
         for c in ["You are in a kitchen. Your task is to: heat some egg.", "Find a mug."]
     ]
-    responses = [tokenizer("<think>go to microwave</think><action>go to microwave 1</action>",
-                           add_special_tokens=False)["input_ids"], [tokenizer.eos_token_id]]
+    responses = [
+        tokenizer(
+            "<think>go to microwave</think><action>go to microwave 1</action>",
+            add_special_tokens=False,
+        )["input_ids"],
+        [tokenizer.eos_token_id],
+    ]
     with torch.no_grad():
-        cached = score_with_prefix(model, prefix, prompts, responses, pad_id=tokenizer.pad_token_id,
-                                   with_entropy=True)
-        plain = score_with_prefix(model, prefix, prompts, responses, pad_id=tokenizer.pad_token_id,
-                                  with_entropy=True, use_cache=False)
+        cached = score_with_prefix(
+            model, prefix, prompts, responses, pad_id=tokenizer.pad_token_id, with_entropy=True
+        )
+        plain = score_with_prefix(
+            model,
+            prefix,
+            prompts,
+            responses,
+            pad_id=tokenizer.pad_token_id,
+            with_entropy=True,
+            use_cache=False,
+        )
     torch.testing.assert_close(cached.log_probs, plain.log_probs, atol=1e-4, rtol=0)
     torch.testing.assert_close(cached.entropy, plain.entropy, atol=1e-4, rtol=0)
 
@@ -168,8 +198,9 @@ def test_prefix_cache_benchmark_smoke(tmp_path):
 def test_prefix_is_not_lost_under_gradient_checkpointing():
     model, tokenizer = load_policy(ModelConfig(name="tiny-random", gradient_checkpointing=True))
     prompts, responses = rows(tokenizer)
-    prefix = tokenizer("[Privileged Skill Information]\nlook first\n\n",
-                       add_special_tokens=False)["input_ids"]
+    prefix = tokenizer("[Privileged Skill Information]\nlook first\n\n", add_special_tokens=False)[
+        "input_ids"
+    ]
     with torch.no_grad():
         expected = score_with_prefix(model, prefix, prompts, responses, pad_id=0)
     model.train()  # checkpointed layers now drop any KV cache passed to them under grad

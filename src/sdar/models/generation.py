@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
@@ -49,9 +49,12 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
+            )
         if not self.greedy and not (
-            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+            isinstance(self.temperature, (int, float))
+            and math.isfinite(self.temperature)
             and self.temperature > 0
         ):
             raise ValueError(
@@ -72,7 +75,7 @@ class GenerationConfig:
 
 
 def default_stop_token_ids(model, tokenizer) -> tuple[int, ...]:
-    """The tokenizer's EOS id plus the model's generation-config EOS id(s), sorted, no duplicates."""
+    """The tokenizer's EOS id plus the model's generation-config EOS id(s), sorted, unique."""
     ids: set[int] = set()
     if tokenizer is not None and tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
@@ -106,14 +109,16 @@ def sample_next_tokens(
     if config.top_p < 1.0:
         sorted_scores, order = torch.sort(scores, dim=-1, descending=True)
         sorted_probs = sorted_scores.softmax(dim=-1)
-        # Drop a token when the tokens ranked above it already reach top_p (the top one always stays).
+        # Drop a token when the tokens ranked above it already reach top_p (the top one stays).
         drop_sorted = (sorted_probs.cumsum(dim=-1) - sorted_probs) >= config.top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
         scores = scores.masked_fill(drop, float("-inf"))
     probs = scores.softmax(dim=-1)
     if generator is not None and generator.device != probs.device:
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).squeeze(1).to(
-            probs.device
+        return (
+            torch.multinomial(probs.to(generator.device), 1, generator=generator)
+            .squeeze(1)
+            .to(probs.device)
         )
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
@@ -146,8 +151,8 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((batch, width), dtype=torch.long)
     for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-        attention_mask[row, width - len(prompt):] = 1
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
@@ -240,7 +245,7 @@ def generate(
     try:
         responses: list[list[int]] = []
         for start in range(0, len(prompt_ids), size):
-            chunk = [list(p) for p in prompt_ids[start:start + size]]
+            chunk = [list(p) for p in prompt_ids[start : start + size]]
             responses.extend(_generate_batch(model, chunk, config, stop_ids, pad_id, generator))
             if progress is not None:
                 progress(len(chunk))

