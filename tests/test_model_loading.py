@@ -26,6 +26,7 @@ from sdar.models.loading import (
     save_model,
     verify_cache,
 )
+from sdar.models.scoring import score_with_prefix
 
 IDS = torch.tensor([[1, 504, 3458, 28, 253, 5248, 30, 2, 1, 520]])
 
@@ -137,6 +138,13 @@ def test_lora_adapter_disabled_gives_base_model_exactly():
         policy, tokenizer, [[1, 504, 3458]], GenerationConfig(max_new_tokens=3, greedy=True)
     )
     assert len(out[0]) == 3
+    # ... and so does teacher scoring with the skill-prefix cache.
+    with torch.no_grad():
+        cached = score_with_prefix(policy, [1, 504], [[3458, 28]], [[253, 5248]], pad_id=0)
+        plain = score_with_prefix(
+            policy, [1, 504], [[3458, 28]], [[253, 5248]], pad_id=0, use_cache=False
+        )
+    torch.testing.assert_close(cached.log_probs, plain.log_probs, atol=1e-5, rtol=0)
 
 
 def test_full_fine_tuning_reference_is_a_frozen_independent_copy():
