@@ -323,3 +323,16 @@ def test_engine_process_killed_between_steps_loses_no_episode(games_dir, caplog)
         assert "while idle" in caplog.text and env.engine_failures == 0
         states, _ = play_expert(env, states)
         assert states[0].won
+
+
+def test_reset_of_a_reused_engine_restores_the_exact_initial_state(env):
+    from sdar.envs.alfworld.engine import build_engine
+
+    seed = seed_of(env, "pick_two_obj_and_place")
+    first = env.reset([seed])[0]
+    states, _ = play_expert(env, [first])  # changes the engine's state all the way to a win
+    again = env.reset([seed])[0]  # same engine, translation reused from the worker's cache
+    fresh = build_engine(str(env.game_for_seed(seed).path)).reset()  # a new engine, no cache
+    assert again.raw_observation == first.raw_observation == fresh.feedback
+    assert again.admissible_actions == first.admissible_actions == fresh["admissible_commands"]
+    assert again.step == 0 and not again.done

@@ -94,8 +94,37 @@ def summarize(state) -> EngineState:
 
 
 
+def reuse_translations(max_entries: int = 128) -> None:
+    """Make this process translate each PDDL problem to fast-downward's SAS form only once.
+
+    TextWorld re-translates the game's problem on every reset, which is most of a reset's cost in
+    a whole floorplan. The translation is a pure function of (domain, problem, options) and
+    TextWorld only reads its result, so worker processes memoize it (LRU, ``max_entries``).
+    """
+    import fast_downward
+
+    if getattr(fast_downward.pddl2sas, "sdar_memoized", False):
+        return
+    translate = fast_downward.pddl2sas
+    cache: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def pddl2sas(domain, problem, verbose=False, optimize=False):
+        key = (domain, problem, bool(optimize))
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            cache[key] = translate(domain, problem, verbose=verbose, optimize=optimize)
+            if len(cache) > max_entries:
+                cache.popitem(last=False)
+        return cache[key]
+
+    pddl2sas.sdar_memoized = True
+    fast_downward.pddl2sas = pddl2sas
+
+
 def _worker_main(conn, max_cached: int) -> None:
     """Serve requests until told to stop. Loaded engines are reused per game path (LRU)."""
+    reuse_translations()
     idle: OrderedDict[str, list[Any]] = OrderedDict()  # game path -> loaded engines not in use
     active: dict[int, tuple[str, Any]] = {}
 

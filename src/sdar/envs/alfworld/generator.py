@@ -380,8 +380,11 @@ def solve_with_expert(game_path: Path) -> list[str] | None:
     """Plan the game with ALFWorld's planner expert and play the plan in the real engine; the
     winning command list, or ``None`` if there is no plan, the plan does not win, the goal holds
     already, or the engine fails."""
+    import sys
+
     from sdar.envs.alfworld.engine import build_engine, set_planning
 
+    argv = list(sys.argv)  # fast-downward's translator overwrites sys.argv; give it back after
     try:
         engine = build_engine(str(game_path))
         set_planning(engine, True)
@@ -398,6 +401,8 @@ def solve_with_expert(game_path: Path) -> list[str] | None:
     except Exception as err:  # an unplayable sample is simply rejected
         log.debug("expert failed on %s: %s", game_path, err)
         return None
+    finally:
+        sys.argv[:] = argv
 
 
 @dataclass(frozen=True)
