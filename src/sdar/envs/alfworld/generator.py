@@ -382,9 +382,13 @@ def solve_with_expert(game_path: Path) -> list[str] | None:
     already, or the engine fails."""
     import sys
 
-    from sdar.envs.alfworld.engine import build_engine, set_planning
+    import fast_downward
+
+    from sdar.envs.alfworld.engine import build_engine, reuse_translations, set_planning
 
     argv = list(sys.argv)  # fast-downward's translator overwrites sys.argv; give it back after
+    translate = fast_downward.pddl2sas
+    reuse_translations(max_entries=2)  # load and reset translate the same problem: do it once
     try:
         engine = build_engine(str(game_path))
         set_planning(engine, True)
@@ -403,6 +407,7 @@ def solve_with_expert(game_path: Path) -> list[str] | None:
         return None
     finally:
         sys.argv[:] = argv
+        fast_downward.pddl2sas = translate
 
 
 @dataclass(frozen=True)
