@@ -1,0 +1,1 @@
+"""Optional bridges to other training engines (``sdar.integrations.verl``); each needs its extra."""
