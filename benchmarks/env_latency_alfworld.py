@@ -49,9 +49,12 @@ def bench_generation(root: Path, preset: str, n: int) -> tuple[Path, dict]:
     games = generate_games(out, "train", n, seed=0, config=PRESETS[preset])
     elapsed = time.perf_counter() - start
     lengths = [g.expert_plan_length for g in games]
-    return out, {"games": n, "seconds_per_game": round(elapsed / n, 3),
-                 "mean_expert_plan_length": sum(lengths) / n,
-                 "mean_attempts": sum(g.attempts for g in games) / n}
+    return out, {
+        "games": n,
+        "seconds_per_game": round(elapsed / n, 3),
+        "mean_expert_plan_length": sum(lengths) / n,
+        "mean_attempts": sum(g.attempts for g in games) / n,
+    }
 
 
 def bench_engine(game_files: list[Path], steps: int) -> dict:
@@ -74,15 +77,20 @@ def bench_engine(game_files: list[Path], steps: int) -> dict:
                 state, _, _ = engine.step(command)
                 times.append(time.perf_counter() - start)
             key = "with_planner" if planning else "without_planner"
-            row[key] = {"reset_ms": ms(reset), "step_ms_median": ms(statistics.median(times)),
-                        "step_ms_max": ms(max(times))}
+            row[key] = {
+                "reset_ms": ms(reset),
+                "step_ms_median": ms(statistics.median(times)),
+                "step_ms_max": ms(max(times)),
+            }
         rows.append(row)
     return {
         "per_game": rows,
         "step_ms_median_without_planner": statistics.median(
-            r["without_planner"]["step_ms_median"] for r in rows),
+            r["without_planner"]["step_ms_median"] for r in rows
+        ),
         "step_ms_median_with_planner": statistics.median(
-            r["with_planner"]["step_ms_median"] for r in rows),
+            r["with_planner"]["step_ms_median"] for r in rows
+        ),
     }
 
 
@@ -106,9 +114,14 @@ def bench_env(data_dir: Path, tasks: int, group: int, steps: int) -> dict:
             times.append(time.perf_counter() - start)
         n = tasks * group
         batch = statistics.median(times)
-        return {"episodes": n, "first_reset_ms": ms(first_reset),
-                "reset_again_ms": ms(second_reset), "step_batch_ms_median": ms(batch),
-                "step_per_episode_ms": ms(batch / n), "batches_timed": len(times)}
+        return {
+            "episodes": n,
+            "first_reset_ms": ms(first_reset),
+            "reset_again_ms": ms(second_reset),
+            "step_batch_ms_median": ms(batch),
+            "step_per_episode_ms": ms(batch / n),
+            "batches_timed": len(times),
+        }
 
 
 def bench_expert(data_dir: Path, episodes: int) -> dict:
@@ -117,14 +130,20 @@ def bench_expert(data_dir: Path, episodes: int) -> dict:
         summary = play_episodes(env, "expert", episodes)
         elapsed = time.perf_counter() - start
     steps = summary["mean_steps"] * episodes
-    return {"episodes": episodes, "success": summary["success"], "seconds": round(elapsed, 2),
-            "steps_per_second": round(steps / elapsed, 2)}
+    return {
+        "episodes": episodes,
+        "success": summary["success"],
+        "seconds": round(elapsed, 2),
+        "steps_per_second": round(steps / elapsed, 2),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny settings")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "env_latency_alfworld.json"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results" / "env_latency_alfworld.json")
+    )
     args = parser.parse_args()
     n = 3 if args.smoke else 12
     tasks, group = (2, 2) if args.smoke else (4, 4)
@@ -132,8 +151,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        results: dict = {"settings": {"smoke": args.smoke, "games_per_preset": n, "tasks": tasks,
-                                      "group": group, "steps": steps}}
+        results: dict = {
+            "settings": {
+                "smoke": args.smoke,
+                "games_per_preset": n,
+                "tasks": tasks,
+                "group": group,
+                "steps": steps,
+            }
+        }
         data = {}
         results["generation"] = {}
         for preset in ("easy", "medium", "standard"):
@@ -146,9 +172,12 @@ def main() -> None:
             results["engine"][preset] = bench_engine(files, steps)
             results["env"][preset] = bench_env(data[preset], tasks, group, steps)
             results["expert"][preset] = bench_expert(data[preset], min(n, 6))
-    results["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "load_average": [round(x, 2) for x in os.getloadavg()],
-                          "platform": platform.platform()}
+    results["machine"] = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -122,12 +122,16 @@ def test_group_copies_start_identical_and_step_independently(env):
 
 def test_prompt_shows_task_history_admissible_actions_and_format(env):
     state = env.reset([0])[0]
-    history = [("You arrive at drawer 1. The drawer 1 is closed.", "open drawer 1"),
-               ("You open the drawer 1. The drawer 1 is open. In it, you see nothing.", "look")]
+    history = [
+        ("You arrive at drawer 1. The drawer 1 is closed.", "open drawer 1"),
+        ("You open the drawer 1. The drawer 1 is open. In it, you see nothing.", "look"),
+    ]
     prompt = env.render_prompt(state, history, think=True)
     assert f"Your task is to: {state.task.instruction}." in prompt
     assert history[0][0] in prompt and "Action: open drawer 1" in prompt
-    assert prompt.index(history[0][0]) < prompt.index(history[1][0]) < prompt.index(state.observation)
+    assert (
+        prompt.index(history[0][0]) < prompt.index(history[1][0]) < prompt.index(state.observation)
+    )
     assert all(f"'{a}'" in prompt for a in state.admissible_actions)
     assert "<think>" in prompt and "<action>" in prompt
     short = env.render_prompt(state, [], think=False)
@@ -147,44 +151,55 @@ def test_random_policy_picks_admissible_actions(env):
 # ----- the official-data path -------------------------------------------------------------------
 OFFICIAL_TASK = "pick_heat_then_place_in_recep-Apple-None-Fridge-12"
 OFFICIAL_TRIAL = "trial_T20190908_000000_000001"
-OFFICIAL_PROBLEM = """(define (problem plan_trial_T20190908_000000_000001)
+# Object, receptacle and location names as the official games write them (ALFRED ids, mangled).
+OFFICIAL_NAMES = {
+    "APPLE": "Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80",
+    "MUG": "Mug_bar__minus_00_dot_30_bar__plus_00_dot_97_bar__minus_01_dot_75",
+    "COUNTER": "CounterTop_bar__plus_00_dot_69_bar__plus_00_dot_95_bar__minus_02_dot_48",
+    "FRIDGE": "Fridge_bar__minus_02_dot_10_bar__plus_00_dot_00_bar__plus_01_dot_07",
+    "MICROWAVE": "Microwave_bar__minus_00_dot_24_bar__plus_01_dot_69_bar__minus_02_dot_53",
+    "LOC_C": "loc_bar_3_bar__minus_7_bar_2_bar_45",
+    "LOC_F": "loc_bar__minus_6_bar_4_bar_3_bar_15",
+    "LOC_M": "loc_bar_1_bar__minus_8_bar_2_bar_0",
+}
+OFFICIAL_PROBLEM_TEMPLATE = """(define (problem plan_trial_T20190908_000000_000001)
 (:domain alfred)
 (:objects
 agent1 - agent
 loc_bar_0_bar_0_bar_0_bar_0 - location
-loc_bar_3_bar__minus_7_bar_2_bar_45 - location
-loc_bar__minus_6_bar_4_bar_3_bar_15 - location
-loc_bar_1_bar__minus_8_bar_2_bar_0 - location
+LOC_C - location
+LOC_F - location
+LOC_M - location
 AppleType - otype
 MugType - otype
 CounterTopType - rtype
 FridgeType - rtype
 MicrowaveType - rtype
-Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80 - object
-Mug_bar__minus_00_dot_30_bar__plus_00_dot_97_bar__minus_01_dot_75 - object
-CounterTop_bar__plus_00_dot_69_bar__plus_00_dot_95_bar__minus_02_dot_48 - receptacle
-Fridge_bar__minus_02_dot_10_bar__plus_00_dot_00_bar__plus_01_dot_07 - receptacle
-Microwave_bar__minus_00_dot_24_bar__plus_01_dot_69_bar__minus_02_dot_53 - receptacle
+APPLE - object
+MUG - object
+COUNTER - receptacle
+FRIDGE - receptacle
+MICROWAVE - receptacle
 )
 (:init
 (atLocation agent1 loc_bar_0_bar_0_bar_0_bar_0)
-(receptacleType CounterTop_bar__plus_00_dot_69_bar__plus_00_dot_95_bar__minus_02_dot_48 CounterTopType)
-(receptacleType Fridge_bar__minus_02_dot_10_bar__plus_00_dot_00_bar__plus_01_dot_07 FridgeType)
-(receptacleType Microwave_bar__minus_00_dot_24_bar__plus_01_dot_69_bar__minus_02_dot_53 MicrowaveType)
-(receptacleAtLocation CounterTop_bar__plus_00_dot_69_bar__plus_00_dot_95_bar__minus_02_dot_48 loc_bar_3_bar__minus_7_bar_2_bar_45)
-(receptacleAtLocation Fridge_bar__minus_02_dot_10_bar__plus_00_dot_00_bar__plus_01_dot_07 loc_bar__minus_6_bar_4_bar_3_bar_15)
-(receptacleAtLocation Microwave_bar__minus_00_dot_24_bar__plus_01_dot_69_bar__minus_02_dot_53 loc_bar_1_bar__minus_8_bar_2_bar_0)
-(openable Fridge_bar__minus_02_dot_10_bar__plus_00_dot_00_bar__plus_01_dot_07)
-(openable Microwave_bar__minus_00_dot_24_bar__plus_01_dot_69_bar__minus_02_dot_53)
-(objectType Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80 AppleType)
-(objectType Mug_bar__minus_00_dot_30_bar__plus_00_dot_97_bar__minus_01_dot_75 MugType)
-(pickupable Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80)
-(heatable Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80)
-(pickupable Mug_bar__minus_00_dot_30_bar__plus_00_dot_97_bar__minus_01_dot_75)
-(inReceptacle Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80 CounterTop_bar__plus_00_dot_69_bar__plus_00_dot_95_bar__minus_02_dot_48)
-(inReceptacle Mug_bar__minus_00_dot_30_bar__plus_00_dot_97_bar__minus_01_dot_75 CounterTop_bar__plus_00_dot_69_bar__plus_00_dot_95_bar__minus_02_dot_48)
-(objectAtLocation Apple_bar__plus_00_dot_90_bar__plus_00_dot_97_bar__minus_01_dot_80 loc_bar_3_bar__minus_7_bar_2_bar_45)
-(objectAtLocation Mug_bar__minus_00_dot_30_bar__plus_00_dot_97_bar__minus_01_dot_75 loc_bar_3_bar__minus_7_bar_2_bar_45)
+(receptacleType COUNTER CounterTopType)
+(receptacleType FRIDGE FridgeType)
+(receptacleType MICROWAVE MicrowaveType)
+(receptacleAtLocation COUNTER LOC_C)
+(receptacleAtLocation FRIDGE LOC_F)
+(receptacleAtLocation MICROWAVE LOC_M)
+(openable FRIDGE)
+(openable MICROWAVE)
+(objectType APPLE AppleType)
+(objectType MUG MugType)
+(pickupable APPLE)
+(heatable APPLE)
+(pickupable MUG)
+(inReceptacle APPLE COUNTER)
+(inReceptacle MUG COUNTER)
+(objectAtLocation APPLE LOC_C)
+(objectAtLocation MUG LOC_C)
 (canContain CounterTopType AppleType)
 (canContain CounterTopType MugType)
 (canContain FridgeType AppleType)
@@ -194,6 +209,9 @@ Microwave_bar__minus_00_dot_24_bar__plus_01_dot_69_bar__minus_02_dot_53 - recept
   (and (objectType ?o AppleType) (receptacleType ?r FridgeType) (isHot ?o) (inReceptacle ?o ?r))))
 )
 """
+OFFICIAL_PROBLEM = OFFICIAL_PROBLEM_TEMPLATE
+for _short, _name in OFFICIAL_NAMES.items():
+    OFFICIAL_PROBLEM = OFFICIAL_PROBLEM.replace(_short, _name)
 
 
 def write_official_game(root: Path, split: str, task_folder: str, solvable=True) -> Path:
@@ -202,26 +220,47 @@ def write_official_game(root: Path, split: str, task_folder: str, solvable=True)
 
     folder = root / "json_2.1.1" / split / task_folder / OFFICIAL_TRIAL
     folder.mkdir(parents=True)
-    (folder / "traj_data.json").write_text(json.dumps({
-        "task_type": task_folder.split("-")[0],
-        "pddl_params": {"object_target": "Apple", "parent_target": "Fridge", "toggle_target": "",
-                        "mrecep_target": "", "object_sliced": False},
-        "scene": {"floor_plan": "FloorPlan12", "scene_num": 12},
-    }))
+    (folder / "traj_data.json").write_text(
+        json.dumps(
+            {
+                "task_type": task_folder.split("-")[0],
+                "pddl_params": {
+                    "object_target": "Apple",
+                    "parent_target": "Fridge",
+                    "toggle_target": "",
+                    "mrecep_target": "",
+                    "object_sliced": False,
+                },
+                "scene": {"floor_plan": "FloorPlan12", "scene_num": 12},
+            }
+        )
+    )
     (folder / "initial_state.pddl").write_text(OFFICIAL_PROBLEM)
-    grammar = Path(ALFRED_TWL2_PATH).read_text().replace("UNKNOWN GOAL", "put a hot apple in fridge")
-    (folder / "game.tw-pddl").write_text(json.dumps({
-        "pddl_domain": Path(ALFRED_PDDL_PATH).read_text(), "grammar": grammar,
-        "pddl_problem": OFFICIAL_PROBLEM, "solvable": solvable, "walkthrough": None,
-    }))
+    grammar = (
+        Path(ALFRED_TWL2_PATH).read_text().replace("UNKNOWN GOAL", "put a hot apple in fridge")
+    )
+    (folder / "game.tw-pddl").write_text(
+        json.dumps(
+            {
+                "pddl_domain": Path(ALFRED_PDDL_PATH).read_text(),
+                "grammar": grammar,
+                "pddl_problem": OFFICIAL_PROBLEM,
+                "solvable": solvable,
+                "walkthrough": None,
+            }
+        )
+    )
     return folder / "game.tw-pddl"
 
 
 def test_official_layout_loads_through_alfworld_data(tmp_path, monkeypatch):
     game = write_official_game(tmp_path, "valid_seen", OFFICIAL_TASK)
-    write_official_game(tmp_path, "valid_seen", "pick_heat_then_place_in_recep-Apple-None-Fridge-13",
-                        solvable=False)
-    write_official_game(tmp_path, "valid_seen", "pick_and_place_with_movable_recep-Apple-Bowl-Fridge-12")
+    write_official_game(
+        tmp_path, "valid_seen", "pick_heat_then_place_in_recep-Apple-None-Fridge-13", solvable=False
+    )
+    write_official_game(
+        tmp_path, "valid_seen", "pick_and_place_with_movable_recep-Apple-Bowl-Fridge-12"
+    )
     monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path))
     with make_env("alfworld", split="eval_in_distribution") as official:
         assert official.num_tasks() == 1 and official.games[0].path == game
@@ -266,7 +305,7 @@ def test_offline_default_generates_into_the_cache_once(tmp_path, monkeypatch, ca
     assert "generating" not in caplog.text
 
 
-# ----- engines that fail ----------------------------------------------------------------------------
+# ----- engines that fail -----------------------------------------------------------------------
 def test_engine_that_raises_on_a_game_fails_only_its_episode(games_dir, tmp_path, caplog):
     broken = tmp_path / "json_2.1.1" / "train"
     for game in sorted(games_dir.glob("json_2.1.1/train/*/*/game.tw-pddl"))[:1]:
@@ -330,7 +369,7 @@ def test_reset_of_a_reused_engine_restores_the_exact_initial_state(env):
 
     seed = seed_of(env, "pick_two_obj_and_place")
     first = env.reset([seed])[0]
-    states, _ = play_expert(env, [first])  # changes the engine's state all the way to a win
+    play_expert(env, [first])  # changes the engine's state all the way to a win
     again = env.reset([seed])[0]  # same engine, translation reused from the worker's cache
     fresh = build_engine(str(env.game_for_seed(seed).path)).reset()  # a new engine, no cache
     assert again.raw_observation == first.raw_observation == fresh.feedback

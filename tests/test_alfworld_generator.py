@@ -30,17 +30,23 @@ def medium_games(tmp_path_factory):
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.mark.slow
 def test_all_six_types_are_generated_and_won_by_replaying_the_stored_plan(medium_games):
-    out, games = medium_games
+    _, games = medium_games
     assert sorted(g.task_type for g in games) == sorted(TASK_TYPES)
     for game in games:
         data = json.loads(game.path.read_text())
         assert data["solvable"] is True
-        assert data["sdar"]["expert_plan_length"] == len(data["walkthrough"]) == game.expert_plan_length
+        assert (
+            data["sdar"]["expert_plan_length"]
+            == len(data["walkthrough"])
+            == game.expert_plan_length
+        )
         assert game.expert_plan_length <= PRESETS["medium"].max_plan_length
         # the task folder name carries the task type, as in the official data
         assert game.path.parent.parent.name.split("-")[0] == game.task_type
@@ -62,7 +68,9 @@ def test_generated_text_is_real_alfworld_text(medium_games):
     intro = engine.reset().feedback
     assert "You are in the middle of a room. Looking quickly around you, you see" in intro
     assert re.search(r"Your task is to: (put a hot|heat some) \w+", intro)
-    walkthrough = json.loads(by_type["pick_heat_then_place_in_recep"].path.read_text())["walkthrough"]
+    walkthrough = json.loads(by_type["pick_heat_then_place_in_recep"].path.read_text())[
+        "walkthrough"
+    ]
     assert any(re.fullmatch(r"heat \w+ \d+ with microwave \d+", c) for c in walkthrough)
     assert re.fullmatch(r"move \w+ \d+ to \w+ \d+", walkthrough[-1])  # the 0.4.2 grammar's wording
     clean = json.loads(by_type["pick_clean_then_place_in_recep"].path.read_text())["walkthrough"]
@@ -101,7 +109,10 @@ def test_unseen_floorplans_are_disjoint_from_seen_ones(tmp_path):
 
 
 def test_alfred_ids_are_mangled_the_way_alfworld_demangles_them():
-    assert mangle("Apple|+01.00|+00.90|-01.50") == "Apple_bar__plus_01_dot_00_bar__plus_00_dot_90_bar__minus_01_dot_50"
+    assert (
+        mangle("Apple|+01.00|+00.90|-01.50")
+        == "Apple_bar__plus_01_dot_00_bar__plus_00_dot_90_bar__minus_01_dot_50"
+    )
     assert receptacle_type("Sink|-01.90|+00.97|-01.50|SinkBasin") == "SinkBasin"
     assert receptacle_type("Cabinet|+00.68|+00.50|-02.20") == "Cabinet"
 
@@ -113,8 +124,14 @@ def test_bad_knobs_are_refused_with_a_clear_message(tmp_path):
         GeneratorConfig(task_types=("bake",))
     with pytest.raises(ValueError, match="unknown ALFWorld generator preset"):
         config_from_preset("hard")
-    impossible = GeneratorConfig(task_types=("pick_two",), max_receptacles=2, distractors=0,
-                                 openable_receptacles=False, max_plan_length=3, max_attempts=3)
+    impossible = GeneratorConfig(
+        task_types=("pick_two",),
+        max_receptacles=2,
+        distractors=0,
+        openable_receptacles=False,
+        max_plan_length=3,
+        max_attempts=3,
+    )
     with pytest.raises(RuntimeError, match="loosen the knobs"):
         generate_games(tmp_path, "train", 1, config=impossible)
     assert config_from_preset("easy", distractors=0).distractors == 0
@@ -125,10 +142,17 @@ def test_our_loader_and_alfworlds_own_loader_read_generated_games(medium_games):
     records = find_games(out, "train")
     assert sorted(r.path for r in records) == sorted(g.path for g in games)
     assert {r.task_type for r in records} == set(TASK_TYPES)
-    assert all(r.expert_plan_length == g.expert_plan_length for r in records for g in games if r.path == g.path)
+    assert all(
+        r.expert_plan_length == g.expert_plan_length
+        for r in records
+        for g in games
+        if r.path == g.path
+    )
     assert len(find_games(out, "train", task_types=("heat",))) == 1
     shortest = min(g.expert_plan_length for g in games)
-    assert all(r.expert_plan_length <= shortest for r in find_games(out, "train", max_plan_length=shortest))
+    assert all(
+        r.expert_plan_length <= shortest for r in find_games(out, "train", max_plan_length=shortest)
+    )
 
     from alfworld.agents.environment.alfred_tw_env import AlfredTWEnv
 

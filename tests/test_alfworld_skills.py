@@ -57,8 +57,12 @@ def test_every_generated_task_type_routes_to_its_file_and_the_trainer_records_it
             own = (library.folder / f"{key}.md").read_text().strip()
             assert own in selection.text
             others = [k for k in EXPECTED_KEYS.values() if k != key]
-            assert not any((library.folder / f"{k}.md").read_text().strip() in selection.text for k in others)
-            teacher = builder.build(state, [], budget=100_000, with_skills=True, on_overflow="error")
+            assert not any(
+                (library.folder / f"{k}.md").read_text().strip() in selection.text for k in others
+            )
+            teacher = builder.build(
+                state, [], budget=100_000, with_skills=True, on_overflow="error"
+            )
             assert teacher.skill_files == selection.files
 
 
@@ -68,7 +72,10 @@ def test_official_layout_game_routes_by_its_folder_name(tmp_path, monkeypatch):
     write_official_game(tmp_path, "valid_unseen", OFFICIAL_TASK)
     with make_alfworld_env(split="valid_unseen", data_dir=tmp_path) as env:
         task = env.reset([0])[0].task
-    assert SkillLibrary("alfworld").select(task).files == ("alfworld/general.md", "alfworld/heat.md")
+    assert SkillLibrary("alfworld").select(task).files == (
+        "alfworld/general.md",
+        "alfworld/heat.md",
+    )
 
 
 def test_skills_show_for_alfworld_heat(capsys):
@@ -76,7 +83,9 @@ def test_skills_show_for_alfworld_heat(capsys):
     out, err = capsys.readouterr()
     assert out == SkillLibrary("alfworld").select_keys(["heat"]).text + "\n"
     assert "heat <object> with microwave <n>" in out and "alfworld/heat.md" in err
-    assert main(["skills", "show", "--env", "alfworld", "--task-type", "pick_two_obj_and_place"]) == 0
+    assert (
+        main(["skills", "show", "--env", "alfworld", "--task-type", "pick_two_obj_and_place"]) == 0
+    )
     assert "Two separate trips" in capsys.readouterr().out
 
 
@@ -88,8 +97,22 @@ def test_skill_commands_use_the_installed_grammar_wording():
 
 def test_env_play_prints_success_and_writes_expert_demonstrations(games_dir, tmp_path, capsys):
     demos = tmp_path / "demos.jsonl"
-    argv = ["env", "play", "--env", "alfworld", "--policy", "expert", "--episodes", "3",
-            "--split", "valid_seen", "--option", f"data_dir={games_dir}", "--write-demos", str(demos)]
+    argv = [
+        "env",
+        "play",
+        "--env",
+        "alfworld",
+        "--policy",
+        "expert",
+        "--episodes",
+        "3",
+        "--split",
+        "valid_seen",
+        "--option",
+        f"data_dir={games_dir}",
+        "--write-demos",
+        str(demos),
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["success"] == 1.0 and summary["episodes"] == 3 and summary["mean_return"] == 10.0
@@ -102,8 +125,20 @@ def test_env_play_prints_success_and_writes_expert_demonstrations(games_dir, tmp
 
 
 def test_alfworld_generate_command(tmp_path, capsys):
-    argv = ["alfworld", "generate", "--out", str(tmp_path), "--split", "train", "--n", "2",
-            "--preset", "easy", "--distractors", "0"]
+    argv = [
+        "alfworld",
+        "generate",
+        "--out",
+        str(tmp_path),
+        "--split",
+        "train",
+        "--n",
+        "2",
+        "--preset",
+        "easy",
+        "--distractors",
+        "0",
+    ]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["games"] == 2 and summary["per_task_type"] == {"pick_and_place_simple": 2}

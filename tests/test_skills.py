@@ -25,7 +25,10 @@ def test_select_gives_general_first_then_routed_files(library_root):
     task = TaskInfo("t1", "make bread", "bread", skill_keys=("bake", "boil", "bake", "general"))
     selection = library.select(task)
     assert selection.files == ("kitchen/general.md", "kitchen/bake.md", "kitchen/boil.md")
-    assert selection.text == "# General\nWash hands.\n\n# Bake\nPreheat the oven.\n\n# Boil\nSalt the water."
+    assert (
+        selection.text
+        == "# General\nWash hands.\n\n# Bake\nPreheat the oven.\n\n# Boil\nSalt the water."
+    )
     assert library.select_keys(()).files == ("kitchen/general.md",)
 
 
@@ -37,25 +40,69 @@ def test_unknown_key_and_missing_library_raise_with_the_known_keys(library_root)
         SkillLibrary("garden", library_root)
 
 
-@pytest.mark.parametrize("env", sorted(p.name for p in SKILLS_ROOT.iterdir() if (p / "general.md").is_file()))
+@pytest.mark.parametrize(
+    "env", sorted(p.name for p in SKILLS_ROOT.iterdir() if (p / "general.md").is_file())
+)
 def test_every_shipped_skill_file_is_a_list_of_principles(env):
     library = SkillLibrary(env)
     for key in ["general"] + library.keys():
         text = (library.folder / f"{key}.md").read_text()
         assert text.startswith("#"), f"{env}/{key}.md does not start with a heading"
-        assert "Principle:" in text and "Apply when:" in text, f"{env}/{key}.md lacks the item format"
+        assert "Principle:" in text and "Apply when:" in text, (
+            f"{env}/{key}.md lacks the item format"
+        )
 
 
 def test_skills_show_prints_exactly_the_selected_text(library_root, capsys):
-    assert main(["skills", "show", "--env", "kitchen", "--skills-dir", str(library_root),
-                 "--keys", "boil"]) == 0
+    assert (
+        main(
+            [
+                "skills",
+                "show",
+                "--env",
+                "kitchen",
+                "--skills-dir",
+                str(library_root),
+                "--keys",
+                "boil",
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert out == SkillLibrary("kitchen", library_root).select_keys(["boil"]).text + "\n"
     assert "kitchen/general.md, kitchen/boil.md" in err
-    assert main(["skills", "show", "--env", "kitchen", "--skills-dir", str(library_root),
-                 "--task-type", "bake"]) == 0
+    assert (
+        main(
+            [
+                "skills",
+                "show",
+                "--env",
+                "kitchen",
+                "--skills-dir",
+                str(library_root),
+                "--task-type",
+                "bake",
+            ]
+        )
+        == 0
+    )
     assert "Preheat" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no skill file for task type 'fry'"):
-        main(["skills", "show", "--env", "kitchen", "--skills-dir", str(library_root), "--task-type", "fry"])
-    assert main(["skills", "show", "--env", "kitchen", "--skills-dir", str(library_root), "--list"]) == 0
+        main(
+            [
+                "skills",
+                "show",
+                "--env",
+                "kitchen",
+                "--skills-dir",
+                str(library_root),
+                "--task-type",
+                "fry",
+            ]
+        )
+    assert (
+        main(["skills", "show", "--env", "kitchen", "--skills-dir", str(library_root), "--list"])
+        == 0
+    )
     assert capsys.readouterr().out.split() == ["bake", "boil"]

@@ -18,17 +18,26 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("skills", help="inspect the skill libraries")
     sub = parser.add_subparsers(dest="skills_command", metavar="SKILLS_COMMAND", required=True)
     show = sub.add_parser(
-        "show", help="print the skills the teacher sees for a task type or routing keys",
+        "show",
+        help="print the skills the teacher sees for a task type or routing keys",
         description="Print the general skills of ENV plus the files a task type (or explicit "
-                    "routing keys) routes to, exactly as the teacher sees them.",
+        "routing keys) routes to, exactly as the teacher sees them.",
     )
-    show.add_argument("--env", required=True, help="environment name (alfworld, webshop, search, ...)")
+    show.add_argument(
+        "--env", required=True, help="environment name (alfworld, webshop, search, ...)"
+    )
     which = show.add_mutually_exclusive_group()
-    which.add_argument("--task-type", default=None,
-                       help="a task type or routing key (e.g. heat or pick_heat_then_place_in_recep)")
+    which.add_argument(
+        "--task-type",
+        default=None,
+        help="a task type or routing key (e.g. heat or pick_heat_then_place_in_recep)",
+    )
     which.add_argument("--keys", default=None, help="comma-separated routing keys")
-    show.add_argument("--skills-dir", default=None,
-                      help="folder with one sub-folder per environment (default: shipped skills)")
+    show.add_argument(
+        "--skills-dir",
+        default=None,
+        help="folder with one sub-folder per environment (default: shipped skills)",
+    )
     show.add_argument("--list", action="store_true", help="list the routing keys and exit")
     show.set_defaults(func=run_show)
 
@@ -36,7 +45,8 @@ def register(subparsers) -> None:
 def keys_for_task_type(env: str, task_type: str, library: SkillLibrary) -> tuple[str, ...]:
     """Routing keys of ``task_type``: the key itself when the library has a file of that name,
     else the environment's own ``route_task_type`` (ALFWorld maps its full task-type names)."""
-    if task_type in library.keys() or task_type == "general":
+    known = library.keys()
+    if task_type in known or task_type == "general":
         return (task_type,)
     try:
         module = importlib.import_module(f"sdar.envs.{env}")
@@ -49,7 +59,7 @@ def keys_for_task_type(env: str, task_type: str, library: SkillLibrary) -> tuple
         except ValueError as err:
             raise SkillRoutingError(str(err)) from err
     raise SkillRoutingError(
-        f"{env}: no skill file for task type {task_type!r}; known keys: {library.keys()}"
+        f"{env}: no skill file for task type {task_type!r}; known keys: {known}"
     )
 
 

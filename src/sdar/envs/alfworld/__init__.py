@@ -56,7 +56,9 @@ def offline_split_size(split: str, games: int) -> int:
     return games if split == "train" else max(6, games // 5)
 
 
-def ensure_offline_games(split: str, preset: str = "standard", games: int = 120, seed: int = 0) -> Path:
+def ensure_offline_games(
+    split: str, preset: str = "standard", games: int = 120, seed: int = 0
+) -> Path:
     """Generate the offline games of ``split`` into the cache unless already there; returns the
     data folder (the one holding ``json_2.1.1``). Safe when several processes race: each writes
     into a private folder and the first finished one is moved into place."""
@@ -68,9 +70,15 @@ def ensure_offline_games(split: str, preset: str = "standard", games: int = 120,
     if done_marker.is_file():
         return root
     n = offline_split_size(split, games)
-    log.info("ALFWorld: no official data configured; generating %d offline %s games (preset %r) "
-             "into %s (one-time, about 0.5 s per game; set ALFWORLD_DATA or data_dir to use the "
-             "official games)", n, split, preset, root)
+    log.info(
+        "ALFWorld: no official data configured; generating %d offline %s games (preset %r) "
+        "into %s (one-time, about 0.5 s per game; set ALFWORLD_DATA or data_dir to use the "
+        "official games)",
+        n,
+        split,
+        preset,
+        root,
+    )
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
     start = time.perf_counter()
@@ -86,10 +94,16 @@ def ensure_offline_games(split: str, preset: str = "standard", games: int = 120,
     return root
 
 
-def resolve_games(split: str = "train", data_dir: str | os.PathLike | None = None,
-                  task_types: Any = None, max_plan_length: int | None = None,
-                  preset: str = "standard", offline_games: int = 120, offline_seed: int = 0,
-                  max_games: int | None = None) -> list[GameRecord]:
+def resolve_games(
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    task_types: Any = None,
+    max_plan_length: int | None = None,
+    preset: str = "standard",
+    offline_games: int = 120,
+    offline_seed: int = 0,
+    max_games: int | None = None,
+) -> list[GameRecord]:
     """The games an environment with these options plays (see the module docstring)."""
     split = normalize_split(split)
     types = normalize_task_types(task_types)
@@ -115,12 +129,21 @@ def find_games_error(data_dir, split) -> str:
     return f"no ALFWorld games for split {split!r} in {data_dir}"
 
 
-def make_alfworld_env(split: str = "train", data_dir: str | os.PathLike | None = None,
-                      max_steps: int = 50, history_length: int = 2, task_types: Any = None,
-                      max_plan_length: int | None = None, max_games: int | None = None,
-                      preset: str = "standard", offline_games: int = 120, offline_seed: int = 0,
-                      num_workers: int = 1, reset_timeout_s: float = 120.0,
-                      step_timeout_s: float = 30.0):
+def make_alfworld_env(
+    split: str = "train",
+    data_dir: str | os.PathLike | None = None,
+    max_steps: int = 50,
+    history_length: int = 2,
+    task_types: Any = None,
+    max_plan_length: int | None = None,
+    max_games: int | None = None,
+    preset: str = "standard",
+    offline_games: int = 120,
+    offline_seed: int = 0,
+    num_workers: int = 1,
+    reset_timeout_s: float = 120.0,
+    step_timeout_s: float = 30.0,
+):
     """Build an ALFWorld environment (``sdar.envs.alfworld.env.AlfworldEnv``).
 
     Options:
@@ -146,11 +169,18 @@ def make_alfworld_env(split: str = "train", data_dir: str | os.PathLike | None =
     """
     from sdar.envs.alfworld.env import AlfworldEnv
 
-    games = resolve_games(split, data_dir, task_types, max_plan_length, preset, offline_games,
-                          offline_seed, max_games)
-    return AlfworldEnv(games, split=normalize_split(split), max_steps=max_steps,
-                       history_length=history_length, num_workers=num_workers,
-                       reset_timeout_s=reset_timeout_s, step_timeout_s=step_timeout_s)
+    games = resolve_games(
+        split, data_dir, task_types, max_plan_length, preset, offline_games, offline_seed, max_games
+    )
+    return AlfworldEnv(
+        games,
+        split=normalize_split(split),
+        max_steps=max_steps,
+        history_length=history_length,
+        num_workers=num_workers,
+        reset_timeout_s=reset_timeout_s,
+        step_timeout_s=step_timeout_s,
+    )
 
 
 def route_task_type(task_type: str) -> tuple[str, ...]:
@@ -160,14 +190,14 @@ def route_task_type(task_type: str) -> tuple[str, ...]:
 
 
 __all__ = [
-    "make_alfworld_env",
-    "resolve_games",
-    "ensure_offline_games",
-    "offline_games_dir",
-    "route_task_type",
-    "find_games",
-    "GameRecord",
-    "AlfworldDataError",
-    "TASK_TYPES",
     "SPLITS",
+    "TASK_TYPES",
+    "AlfworldDataError",
+    "GameRecord",
+    "ensure_offline_games",
+    "find_games",
+    "make_alfworld_env",
+    "offline_games_dir",
+    "resolve_games",
+    "route_task_type",
 ]

@@ -1,4 +1,4 @@
-"""ALFWorld games on disk: the official ``json_2.1.1`` layout, task types, and where games come from.
+"""ALFWorld games on disk: the official ``json_2.1.1`` layout, task types, where games come from.
 
 Both the official data and the games written by ``sdar.envs.alfworld.generator`` use one layout::
 
@@ -67,7 +67,7 @@ class GameRecord:
 
 
 def normalize_split(split: str) -> str:
-    """``train`` / ``valid_seen`` / ``valid_unseen`` (or ALFWorld's eval aliases) -> canonical name."""
+    """``train``/``valid_seen``/``valid_unseen`` (or ALFWorld's eval aliases) -> canonical name."""
     split = SPLIT_ALIASES.get(split, split)
     if split not in SPLITS:
         raise ValueError(
@@ -116,8 +116,12 @@ def split_dir(data_dir: str | Path, split: str) -> Path | None:
     return None
 
 
-def find_games(data_dir: str | Path, split: str, task_types: tuple[str, ...] | None = None,
-               max_plan_length: int | None = None) -> list[GameRecord]:
+def find_games(
+    data_dir: str | Path,
+    split: str,
+    task_types: tuple[str, ...] | None = None,
+    max_plan_length: int | None = None,
+) -> list[GameRecord]:
     """All solvable games of ``split`` under ``data_dir``, sorted by task id.
 
     Follows ALFWorld's own selection: task folders with ``movable`` or ``Sliced`` in the name are
@@ -155,16 +159,20 @@ def find_games(data_dir: str | Path, split: str, task_types: tuple[str, ...] | N
                 skipped["unsolvable"] += 1
                 continue
             plan_length = info.get("plan_length")
-            if max_plan_length is not None and (plan_length is None or plan_length > max_plan_length):
+            if max_plan_length is not None and (
+                plan_length is None or plan_length > max_plan_length
+            ):
                 skipped["filtered"] += 1
                 continue
-            games.append(GameRecord(game_file, task_type, f"{split}/{task_dir.name}/{trial.name}",
-                                    plan_length))
+            games.append(
+                GameRecord(
+                    game_file, task_type, f"{split}/{task_dir.name}/{trial.name}", plan_length
+                )
+            )
     if not games:
         raise AlfworldDataError(
             f"no usable ALFWorld game in {folder} (task types {sorted(wanted)}, "
-            f"max_plan_length={max_plan_length}, skipped: {skipped}). "
-            + _offline_hint()
+            f"max_plan_length={max_plan_length}, skipped: {skipped}). " + _offline_hint()
         )
     log.debug("found %d ALFWorld games in %s (skipped %s)", len(games), folder, skipped)
     return games

@@ -63,7 +63,9 @@ def build_engine(game_path: str):
         def _gather_infos(self):
             self.state["extra.expert_plan"] = self.state.get("policy_commands")
 
-    infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile", "expert_plan"])
+    infos = textworld.EnvInfos(
+        won=True, admissible_commands=True, extras=["gamefile", "expert_plan"]
+    )
     env = PddlEnv(infos)
     env = AlfredDemangler(env, shuffle=False)
     env = AlfredInfos(env)
@@ -89,9 +91,10 @@ def summarize(state) -> EngineState:
         feedback=str(state.feedback),
         admissible_commands=list(state["admissible_commands"]),
         won=bool(state["won"]),
-        expert_plan=None if state.get("extra.expert_plan") is None else list(state["extra.expert_plan"]),
+        expert_plan=None
+        if state.get("extra.expert_plan") is None
+        else list(state["extra.expert_plan"]),
     )
-
 
 
 def reuse_translations(max_entries: int = 128) -> None:
@@ -179,7 +182,7 @@ def _worker_main(conn, max_cached: int) -> None:
             else:
                 raise ValueError(f"unknown engine request {kind!r}")
             conn.send(("ok", reply))
-        except Exception:  # reported to the parent; this episode's engine is dropped
+        except Exception:  # noqa: BLE001 - any engine error is reported; its episode is dropped
             if len(request) > 1:
                 active.pop(request[1], None)
             conn.send(("error", traceback.format_exc(limit=6)))
@@ -220,8 +223,13 @@ class EnginePool:
         max_cached_engines: loaded-but-idle engines each worker keeps for reuse.
     """
 
-    def __init__(self, num_workers: int = 1, reset_timeout_s: float = 120.0,
-                 step_timeout_s: float = 30.0, max_cached_engines: int = 64):
+    def __init__(
+        self,
+        num_workers: int = 1,
+        reset_timeout_s: float = 120.0,
+        step_timeout_s: float = 30.0,
+        max_cached_engines: int = 64,
+    ):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.num_workers = num_workers
@@ -238,8 +246,12 @@ class EnginePool:
     # ----- worker lifecycle ----------------------------------------------------------------
     def _start(self, w: int) -> _Worker:
         parent, child = self._ctx.Pipe()
-        process = self._ctx.Process(target=_worker_main, args=(child, self.max_cached_engines),
-                                    daemon=True, name=f"sdar-alfworld-engine-{w}")
+        process = self._ctx.Process(
+            target=_worker_main,
+            args=(child, self.max_cached_engines),
+            daemon=True,
+            name=f"sdar-alfworld-engine-{w}",
+        )
         process.start()
         child.close()
         old = self._workers[w]
@@ -252,8 +264,12 @@ class EnginePool:
         if worker is None:
             return self._start(w)
         if not worker.process.is_alive():  # died while idle: rebuild its episodes, lose none
-            log.warning("ALFWorld engine process %d exited (code %s) while idle; restarting it and "
-                        "replaying its episodes", worker.process.pid, worker.process.exitcode)
+            log.warning(
+                "ALFWorld engine process %d exited (code %s) while idle; restarting it and "
+                "replaying its episodes",
+                worker.process.pid,
+                worker.process.exitcode,
+            )
             self._kill(w)
             self._start(w)
             self._rebuild(w, exclude=set())
@@ -263,11 +279,9 @@ class EnginePool:
         worker = self._workers[w]
         if worker is None:
             return
-        try:
+        if worker.process.is_alive():
             worker.process.kill()
-            worker.process.join(timeout=5)
-        except Exception:  # already gone
-            pass
+        worker.process.join(timeout=5)
         worker.conn.close()
 
     def worker_pid(self, slot: int) -> int | None:
@@ -293,8 +307,9 @@ class EnginePool:
                     raise EngineRaised(f"engine raised during {what}:\n{payload}")
                 return payload
             if not worker.process.is_alive():
-                raise EngineFailure(f"engine process exited (code {worker.process.exitcode}) "
-                                    f"during {what}")
+                raise EngineFailure(
+                    f"engine process exited (code {worker.process.exitcode}) during {what}"
+                )
             if remaining <= 0:
                 raise EngineFailure(f"engine did not answer within {timeout:.0f} s during {what}")
 
@@ -313,7 +328,7 @@ class EnginePool:
             chunk = MAX_IN_FLIGHT * self.num_workers
             results = {}
             for start in range(0, len(items), chunk):
-                results.update(self.run(dict(items[start:start + chunk])))
+                results.update(self.run(dict(items[start : start + chunk])))
             return results
         results: dict[int, EngineState | None] = {}
         by_worker: dict[int, list[int]] = {}
@@ -350,8 +365,13 @@ class EnginePool:
             pass  # the collect step notices the dead worker and recovers
         return list(slots)
 
-    def _collect(self, w: int, pending: list[int], requests: dict[int, tuple],
-                 results: dict[int, EngineState | None]) -> None:
+    def _collect(
+        self,
+        w: int,
+        pending: list[int],
+        requests: dict[int, tuple],
+        results: dict[int, EngineState | None],
+    ) -> None:
         while pending:
             slot = pending[0]
             kind, arg = requests[slot]
@@ -361,8 +381,10 @@ class EnginePool:
                 state = self._receive(self._workers[w], timeout, what)
             except EngineRaised as err:
                 self.failures += 1
-                log.error("ALFWorld engine error; the episode counts as failed and training goes "
-                          "on: %s", err)
+                log.error(
+                    "ALFWorld engine error; the episode counts as failed and training goes on: %s",
+                    err,
+                )
                 self._slots.pop(slot, None)
                 results[slot] = None
                 pending.pop(0)
@@ -392,15 +414,20 @@ class EnginePool:
 
     def _fail(self, w: int, slot: int, err: Exception) -> None:
         self.failures += 1
-        log.error("ALFWorld engine failure, restarting its worker process; the episode counts as "
-                  "failed and training goes on: %s", err)
+        log.error(
+            "ALFWorld engine failure, restarting its worker process; the episode counts as "
+            "failed and training goes on: %s",
+            err,
+        )
         self._kill(w)
         self._start(w)
         self._slots.pop(slot, None)
 
     def _rebuild(self, w: int, exclude: set[int]) -> None:
         """Replay the live episodes of a freshly restarted worker so they continue unchanged."""
-        for slot in sorted(s for s in self._slots if s % self.num_workers == w and s not in exclude):
+        for slot in sorted(
+            s for s in self._slots if s % self.num_workers == w and s not in exclude
+        ):
             record = self._slots[slot]
             if record.path is None:
                 continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from sdar.envs.alfworld import prompts
 from sdar.envs.alfworld.data import GameRecord, order_for_seeds
@@ -27,8 +27,9 @@ from sdar.envs.base import (
 log = logging.getLogger(__name__)
 
 WIN_REWARD = 10.0
-ENGINE_FAILURE_OBSERVATION = ("The environment failed on this game and was restarted; "
-                              "this episode ends as failed.")
+ENGINE_FAILURE_OBSERVATION = (
+    "The environment failed on this game and was restarted; this episode ends as failed."
+)
 
 
 class AlfworldEnv(AgentEnv):
@@ -48,9 +49,16 @@ class AlfworldEnv(AgentEnv):
     max_steps = 50
     policies = ("expert", "random")
 
-    def __init__(self, games: Sequence[GameRecord], split: str = "train", max_steps: int = 50,
-                 history_length: int = 2, num_workers: int = 1, reset_timeout_s: float = 120.0,
-                 step_timeout_s: float = 30.0):
+    def __init__(
+        self,
+        games: Sequence[GameRecord],
+        split: str = "train",
+        max_steps: int = 50,
+        history_length: int = 2,
+        num_workers: int = 1,
+        reset_timeout_s: float = 120.0,
+        step_timeout_s: float = 30.0,
+    ):
         if not games:
             raise ValueError("AlfworldEnv needs at least one game")
         if max_steps < 1:
@@ -61,8 +69,9 @@ class AlfworldEnv(AgentEnv):
         self.games = order_for_seeds(list(games))
         self.max_steps = max_steps
         self.history_length = history_length
-        self._pool = EnginePool(num_workers=num_workers, reset_timeout_s=reset_timeout_s,
-                                step_timeout_s=step_timeout_s)
+        self._pool = EnginePool(
+            num_workers=num_workers, reset_timeout_s=reset_timeout_s, step_timeout_s=step_timeout_s
+        )
         self._states: list[EnvState] = []
         self._expert_plans: list[list[str] | None] = []  # None: not planned for this state yet
         self._games_of_episodes: list[GameRecord] = []
@@ -91,15 +100,23 @@ class AlfworldEnv(AgentEnv):
         for i, game in enumerate(episodes):
             reply = replies[i]
             instruction = self._instruction(game, reply)
-            task = TaskInfo(task_id=game.task_id, instruction=instruction, task_type=game.task_type,
-                            skill_keys=(game.skill_key,))
+            task = TaskInfo(
+                task_id=game.task_id,
+                instruction=instruction,
+                task_type=game.task_type,
+                skill_keys=(game.skill_key,),
+            )
             metrics = {"expert_plan_length": float(game.expert_plan_length or 0)}
             if reply is None:
                 state = self._failed_state(EnvState(task, "", ""), metrics)
             else:
-                state = EnvState(task=task, observation=prompts.clean_observation(reply.feedback),
-                                 raw_observation=reply.feedback,
-                                 admissible_actions=reply.admissible_commands, metrics=metrics)
+                state = EnvState(
+                    task=task,
+                    observation=prompts.clean_observation(reply.feedback),
+                    raw_observation=reply.feedback,
+                    admissible_actions=reply.admissible_commands,
+                    metrics=metrics,
+                )
             self._states.append(state)
             self._expert_plans.append(None if reply else [])
         self._drop_lost()
@@ -146,10 +163,18 @@ class AlfworldEnv(AgentEnv):
 
     def _failed_state(self, old: EnvState, metrics: dict, step: int | None = None) -> EnvState:
         metrics.update(won=0.0, engine_failure=1.0)
-        return EnvState(task=old.task, observation=ENGINE_FAILURE_OBSERVATION,
-                        raw_observation=ENGINE_FAILURE_OBSERVATION, admissible_actions=[],
-                        reward=0.0, done=True, won=False, valid_action=True,
-                        step=old.step if step is None else step, metrics=metrics)
+        return EnvState(
+            task=old.task,
+            observation=ENGINE_FAILURE_OBSERVATION,
+            raw_observation=ENGINE_FAILURE_OBSERVATION,
+            admissible_actions=[],
+            reward=0.0,
+            done=True,
+            won=False,
+            valid_action=True,
+            step=old.step if step is None else step,
+            metrics=metrics,
+        )
 
     @staticmethod
     def _instruction(game: GameRecord, reply: EngineState | None) -> str:
@@ -161,9 +186,17 @@ class AlfworldEnv(AgentEnv):
         self._pool.close()
 
     # ----- what the agent sees and says ---------------------------------------------------
-    def render_prompt(self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True) -> str:
-        return prompts.render_prompt(state.task.instruction, state.observation,
-                                     state.admissible_actions, history, state.step, think=think)
+    def render_prompt(
+        self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True
+    ) -> str:
+        return prompts.render_prompt(
+            state.task.instruction,
+            state.observation,
+            state.admissible_actions,
+            history,
+            state.step,
+            think=think,
+        )
 
     def parse_action(self, response: str) -> ParsedAction:
         return prompts.parse_action(response)
@@ -186,5 +219,6 @@ class AlfworldEnv(AgentEnv):
             return prompts.expert_response(state.task.instruction, command)
         if policy == "random":
             command = rng.choice(state.admissible_actions or ["look"])
-            return f"<think>I will try one of the admissible actions.</think>\n<action>{command}</action>"
+            reason = "<think>I will try one of the admissible actions.</think>"
+            return f"{reason}\n<action>{command}</action>"
         return super().scripted_action(index, policy, rng)

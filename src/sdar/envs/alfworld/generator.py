@@ -32,10 +32,10 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 from sdar.envs.alfworld.data import DATA_FOLDER, TASK_TYPES, normalize_split, normalize_task_types
 
@@ -91,19 +91,28 @@ class GeneratorConfig:
     def __post_init__(self):
         object.__setattr__(self, "task_types", normalize_task_types(self.task_types))
         if self.max_receptacles is not None and self.max_receptacles < 2:
-            raise ValueError(f"max_receptacles must be >= 2 (or None for the whole floorplan), "
-                             f"got {self.max_receptacles}")
+            raise ValueError(
+                f"max_receptacles must be >= 2 (or None for the whole floorplan), "
+                f"got {self.max_receptacles}"
+            )
         if self.distractors < 0:
             raise ValueError(f"distractors must be >= 0, got {self.distractors}")
         if self.max_plan_length is not None and self.max_plan_length < self.min_plan_length:
-            raise ValueError(f"max_plan_length ({self.max_plan_length}) is below min_plan_length "
-                             f"({self.min_plan_length})")
+            raise ValueError(
+                f"max_plan_length ({self.max_plan_length}) is below min_plan_length "
+                f"({self.min_plan_length})"
+            )
 
 
 PRESETS: dict[str, GeneratorConfig] = {
     # Pick-and-place in a tiny open room: the CPU quickstart (expert plan <= 4 steps).
-    "easy": GeneratorConfig(task_types=("pick_and_place_simple",), max_receptacles=3,
-                            distractors=1, openable_receptacles=False, max_plan_length=4),
+    "easy": GeneratorConfig(
+        task_types=("pick_and_place_simple",),
+        max_receptacles=3,
+        distractors=1,
+        openable_receptacles=False,
+        max_plan_length=4,
+    ),
     # All six types in small rooms: a curriculum step for small models.
     "medium": GeneratorConfig(max_receptacles=6, distractors=3, max_plan_length=12),
     # All six types in whole ALFRED floorplans, like the official games.
@@ -131,14 +140,14 @@ class Floorplan:
 
 
 def _layouts_dir() -> Path:
-    import alfworld.gen  # noqa: F401  (the layouts ship inside this package)
+    import alfworld.gen
 
     return Path(alfworld.gen.__file__).resolve().parent / "layouts"
 
 
 @lru_cache(maxsize=1)
 def _constants():
-    import alfworld.gen.constants as constants
+    from alfworld.gen import constants
 
     return constants
 
@@ -162,7 +171,8 @@ def load_floorplans() -> dict[int, Floorplan]:
         objects_path = path.with_name(f"FloorPlan{number}-objects.json")
         present = json.loads(objects_path.read_text()) if objects_path.is_file() else []
         receptacles = tuple(
-            (rid, receptacle_type(rid)) for rid in sorted(receptacle_ids)
+            (rid, receptacle_type(rid))
+            for rid in sorted(receptacle_ids)
             if receptacle_type(rid) in constants.VAL_RECEPTACLE_OBJECTS
         )
         rtypes = {t for _, t in receptacles}
@@ -170,7 +180,9 @@ def load_floorplans() -> dict[int, Floorplan]:
         lamps = tuple(sorted(t for t in set(present) if t in LAMPS))
         plans[number] = Floorplan(number, receptacles, object_types, lamps)
     if not plans:
-        raise FileNotFoundError(f"no floorplan layouts found in {_layouts_dir()}; is alfworld installed?")
+        raise FileNotFoundError(
+            f"no floorplan layouts found in {_layouts_dir()}; is alfworld installed?"
+        )
     return plans
 
 
@@ -199,7 +211,13 @@ class GameSpec:
 
 def mangle(alfred_id: str) -> str:
     """ALFRED id -> PDDL name, the encoding ALFWorld's demangler reverses ("apple 1")."""
-    for raw, code in (("|", "_bar_"), ("+", "_plus_"), ("-", "_minus_"), (".", "_dot_"), (",", "_comma_")):
+    for raw, code in (
+        ("|", "_bar_"),
+        ("+", "_plus_"),
+        ("-", "_minus_"),
+        (".", "_dot_"),
+        (",", "_comma_"),
+    ):
         alfred_id = alfred_id.replace(raw, code)
     return alfred_id
 
@@ -212,8 +230,9 @@ def _openable(rtype: str) -> bool:
     return rtype in _constants().OPENABLE_CLASS_SET
 
 
-def sample_game(task_type: str, floorplans: list[int], config: GeneratorConfig,
-                rng: random.Random) -> GameSpec | None:
+def sample_game(
+    task_type: str, floorplans: list[int], config: GeneratorConfig, rng: random.Random
+) -> GameSpec | None:
     """Sample a scene and goal of ``task_type``; ``None`` if this draw cannot host the task."""
     plan = load_floorplans()[rng.choice(floorplans)]
     rooms = list(plan.receptacles)
@@ -225,13 +244,14 @@ def sample_game(task_type: str, floorplans: list[int], config: GeneratorConfig,
 
     needs_property = REQUIRED_PROPERTY.get(task_type)
     candidates = [
-        t for t in plan.object_types
+        t
+        for t in plan.object_types
         if needs_property is None or t in _constants().VAL_ACTION_OBJECTS[needs_property]
     ]
     if not candidates:
         return None
     obj = rng.choice(candidates)
-    optional_ok = (lambda rid_t: config.openable_receptacles or not _openable(rid_t[1]))
+    optional_ok = lambda rid_t: config.openable_receptacles or not _openable(rid_t[1])
     sources = [r for r in rooms if _can_contain(r[1], obj) and r[1] != appliance and optional_ok(r)]
     if not sources:
         return None
@@ -247,8 +267,11 @@ def sample_game(task_type: str, floorplans: list[int], config: GeneratorConfig,
         lamp_holder = rng.choice(holders)
         needed.append(lamp_holder)
     else:
-        targets = [r for r in rooms if _can_contain(r[1], obj) and r[1] not in (source[1], appliance)
-                   and optional_ok(r)]
+        targets = [
+            r
+            for r in rooms
+            if _can_contain(r[1], obj) and r[1] not in (source[1], appliance) and optional_ok(r)
+        ]
         if not targets:
             return None
         target = rng.choice(targets)
@@ -262,10 +285,10 @@ def sample_game(task_type: str, floorplans: list[int], config: GeneratorConfig,
     others = [r for r in rooms if r not in needed and optional_ok(r)]
     rng.shuffle(others)
     budget = len(others) if config.max_receptacles is None else config.max_receptacles - len(needed)
-    kept = needed + others[:max(0, budget)]
+    kept = needed + others[: max(0, budget)]
     kept.sort()
 
-    taken: set[str] = set(rid for rid, _ in kept)
+    taken: set[str] = {rid for rid, _ in kept}
 
     def place(otype: str, holder: str) -> str:
         base = [float(v) for v in holder.split("|")[1:4]]
@@ -279,8 +302,17 @@ def sample_game(task_type: str, floorplans: list[int], config: GeneratorConfig,
     objects = []
     count = 2 if task_type == "pick_two_obj_and_place" else 1
     for k in range(count):
-        holder = source if k == 0 else rng.choice([r for r in kept if _can_contain(r[1], obj)
-                                                   and r[1] != parent and r[1] != appliance])
+        holder = (
+            source
+            if k == 0
+            else rng.choice(
+                [
+                    r
+                    for r in kept
+                    if _can_contain(r[1], obj) and r[1] != parent and r[1] != appliance
+                ]
+            )
+        )
         objects.append((place(obj, holder[0]), obj, holder[0]))
     if toggle:
         objects.append((place(toggle, lamp_holder[0]), toggle, lamp_holder[0]))
@@ -292,16 +324,18 @@ def sample_game(task_type: str, floorplans: list[int], config: GeneratorConfig,
             holder = rng.choice(holders)[0]
             objects.append((place(otype, holder), otype, holder))
 
-    import alfworld.gen.goal_library as goal_library
+    from alfworld.gen import goal_library
 
     template = rng.choice(goal_library.gdict[task_type]["templates"])
-    instruction = template.format(obj=obj.lower(), recep=parent.lower(), toggle=toggle.lower(), mrecep="")
+    instruction = template.format(
+        obj=obj.lower(), recep=parent.lower(), toggle=toggle.lower(), mrecep=""
+    )
     return GameSpec(task_type, plan.number, obj, parent, toggle, instruction, kept, objects)
 
 
 def pddl_problem(spec: GameSpec) -> str:
     """The PDDL problem text of ``spec`` (ALFWorld's domain ``alfred``; goal from its library)."""
-    import alfworld.gen.goal_library as goal_library
+    from alfworld.gen import goal_library
 
     constants = _constants()
     locations = {rid: f"loc_{i + 1}" for i, (rid, _) in enumerate(spec.receptacles)}
@@ -320,11 +354,18 @@ def pddl_problem(spec: GameSpec) -> str:
         if _openable(rtype):
             init.append(f"(openable {mangle(rid)})")
     for rtype in rtypes:
-        init += [f"(canContain {rtype}Type {otype}Type)" for otype in otypes if _can_contain(rtype, otype)]
+        init += [
+            f"(canContain {rtype}Type {otype}Type)"
+            for otype in otypes
+            if _can_contain(rtype, otype)
+        ]
     for oid, otype, holder in spec.objects:
         name = mangle(oid)
-        init += [f"(objectType {name} {otype}Type)", f"(inReceptacle {name} {mangle(holder)})",
-                 f"(objectAtLocation {name} {locations[holder]})"]
+        init += [
+            f"(objectType {name} {otype}Type)",
+            f"(inReceptacle {name} {mangle(holder)})",
+            f"(objectAtLocation {name} {locations[holder]})",
+        ]
         if otype in LAMPS:
             init.append(f"(toggleable {name})")
             continue
@@ -336,9 +377,13 @@ def pddl_problem(spec: GameSpec) -> str:
             init.append(f"(isReceptacleObject {name})")
 
     # The library's goals close the enclosing "(define" themselves and write "#" for "-".
-    goal = goal_library.gdict[spec.task_type]["pddl"].format(
-        obj=spec.object_target, recep=spec.parent_target, toggle=spec.toggle_target, mrecep=""
-    ).replace("#", "-")
+    goal = (
+        goal_library.gdict[spec.task_type]["pddl"]
+        .format(
+            obj=spec.object_target, recep=spec.parent_target, toggle=spec.toggle_target, mrecep=""
+        )
+        .replace("#", "-")
+    )
     return (
         f"(define (problem sdar_{spec.task_type}_{spec.floorplan})\n(:domain alfred)\n"
         "(:objects\n  " + "\n  ".join(objects) + "\n)\n"
@@ -362,15 +407,27 @@ def write_game(spec: GameSpec, folder: Path, meta: dict) -> Path:
         "task_type": spec.task_type,
         "task_id": meta["task_id"],
         "scene": {"floor_plan": f"FloorPlan{spec.floorplan}", "scene_num": spec.floorplan},
-        "pddl_params": {"object_target": spec.object_target, "parent_target": spec.parent_target,
-                        "toggle_target": spec.toggle_target, "mrecep_target": "",
-                        "object_sliced": False},
-        "turk_annotations": {"anns": [{"task_desc": spec.instruction, "high_descs": [], "votes": []}]},
+        "pddl_params": {
+            "object_target": spec.object_target,
+            "parent_target": spec.parent_target,
+            "toggle_target": spec.toggle_target,
+            "mrecep_target": "",
+            "object_sliced": False,
+        },
+        "turk_annotations": {
+            "anns": [{"task_desc": spec.instruction, "high_descs": [], "votes": []}]
+        },
     }
     (folder / "traj_data.json").write_text(json.dumps(traj, indent=1))
     (folder / "initial_state.pddl").write_text(problem)
-    game = {"pddl_domain": domain, "grammar": grammar.replace("UNKNOWN GOAL", spec.instruction),
-            "pddl_problem": problem, "solvable": None, "walkthrough": None, "sdar": meta}
+    game = {
+        "pddl_domain": domain,
+        "grammar": grammar.replace("UNKNOWN GOAL", spec.instruction),
+        "pddl_problem": problem,
+        "solvable": None,
+        "walkthrough": None,
+        "sdar": meta,
+    }
     path = folder / "game.tw-pddl"
     path.write_text(json.dumps(game))
     return path
@@ -402,7 +459,7 @@ def solve_with_expert(game_path: Path) -> list[str] | None:
                 return None
             state, _, _ = engine.step(command)
         return plan if state["won"] else None
-    except Exception as err:  # an unplayable sample is simply rejected
+    except Exception as err:  # noqa: BLE001 - an unplayable sample is simply rejected
         log.debug("expert failed on %s: %s", game_path, err)
         return None
     finally:
@@ -424,8 +481,9 @@ def _game_rng(split: str, seed: int, index: int, attempt: int) -> random.Random:
     return random.Random(f"sdar-alfworld/{split}/{seed}/{index}/{attempt}")
 
 
-def generate_game(out_dir: str | Path, split: str, seed: int, index: int,
-                  config: GeneratorConfig) -> GeneratedGame:
+def generate_game(
+    out_dir: str | Path, split: str, seed: int, index: int, config: GeneratorConfig
+) -> GeneratedGame:
     """Generate game ``index`` of ``(split, seed)`` into ``out_dir`` (official layout), checked
     solvable by the planner expert within the plan-length bounds."""
     split = normalize_split(split)
@@ -437,17 +495,30 @@ def generate_game(out_dir: str | Path, split: str, seed: int, index: int,
         if spec is None:
             continue
         target = spec.parent_target or spec.toggle_target
-        folder = (split_root / f"{task_type}-{spec.object_target}-None-{target}-{spec.floorplan}"
-                  / f"trial_sdar_s{seed}_{index:05d}")
+        folder = (
+            split_root
+            / f"{task_type}-{spec.object_target}-None-{target}-{spec.floorplan}"
+            / f"trial_sdar_s{seed}_{index:05d}"
+        )
         if folder.exists():
             shutil.rmtree(folder)
-        meta = {"generator_version": GENERATOR_VERSION, "task_id": f"sdar_{split}_s{seed}_{index:05d}",
-                "split": split, "seed": seed, "index": index, "floorplan": spec.floorplan,
-                "config": asdict(config)}
+        meta = {
+            "generator_version": GENERATOR_VERSION,
+            "task_id": f"sdar_{split}_s{seed}_{index:05d}",
+            "split": split,
+            "seed": seed,
+            "index": index,
+            "floorplan": spec.floorplan,
+            "config": asdict(config),
+        }
         path = write_game(spec, folder, meta)
         plan = solve_with_expert(path)
         max_len = config.max_plan_length
-        if plan is None or len(plan) < config.min_plan_length or (max_len is not None and len(plan) > max_len):
+        if (
+            plan is None
+            or len(plan) < config.min_plan_length
+            or (max_len is not None and len(plan) > max_len)
+        ):
             shutil.rmtree(folder)
             if not any(folder.parent.iterdir()):
                 folder.parent.rmdir()
@@ -464,9 +535,14 @@ def generate_game(out_dir: str | Path, split: str, seed: int, index: int,
     )
 
 
-def generate_games(out_dir: str | Path, split: str, n: int, seed: int = 0,
-                   config: GeneratorConfig | None = None,
-                   progress: Callable[[int, GeneratedGame], None] | None = None) -> list[GeneratedGame]:
+def generate_games(
+    out_dir: str | Path,
+    split: str,
+    n: int,
+    seed: int = 0,
+    config: GeneratorConfig | None = None,
+    progress: Callable[[int, GeneratedGame], None] | None = None,
+) -> list[GeneratedGame]:
     """Generate ``n`` games of ``split`` into ``out_dir/json_2.1.1/<split>/`` (official layout).
 
     Deterministic per ``(split, seed, n, config)``: running it twice writes identical files.
@@ -483,6 +559,12 @@ def generate_games(out_dir: str | Path, split: str, n: int, seed: int = 0,
         if progress:
             progress(index, game)
     elapsed = time.perf_counter() - start
-    log.info("generated %d ALFWorld %s games in %s in %.1f s (%.2f s per game)", n, split,
-             Path(out_dir) / DATA_FOLDER / split, elapsed, elapsed / n)
+    log.info(
+        "generated %d ALFWorld %s games in %s in %.1f s (%.2f s per game)",
+        n,
+        split,
+        Path(out_dir) / DATA_FOLDER / split,
+        elapsed,
+        elapsed / n,
+    )
     return games

@@ -9,7 +9,7 @@ are quoted exactly as ALFWorld 0.4.2's grammar produces them (``move X to Y``, n
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from sdar.envs.base import ParsedAction, extract_tag
 
@@ -43,8 +43,14 @@ def task_instruction(first_feedback: str) -> str:
     return match.group(1).rstrip(".").strip()
 
 
-def render_prompt(instruction: str, observation: str, admissible: Sequence[str] | None,
-                  history: Sequence[tuple[str, str]], step: int, think: bool = True) -> str:
+def render_prompt(
+    instruction: str,
+    observation: str,
+    admissible: Sequence[str] | None,
+    history: Sequence[tuple[str, str]],
+    step: int,
+    think: bool = True,
+) -> str:
     """The user message for one ALFWorld step.
 
     Args:
@@ -56,8 +62,10 @@ def render_prompt(instruction: str, observation: str, admissible: Sequence[str] 
         think: ask for ``<think>`` reasoning before the action; ``False`` asks for the action only.
     """
     lines = [
-        "You are an agent in a household simulated by ALFWorld. You move between receptacles "
-        "and act on objects by typing text commands.",
+        (
+            "You are an agent in a household simulated by ALFWorld. You move between receptacles "
+            "and act on objects by typing text commands."
+        ),
         f"Your task is to: {instruction}.",
     ]
     if history:
@@ -99,5 +107,7 @@ def expert_response(instruction: str, command: str, think: bool = True) -> str:
     """A model-style response carrying ``command`` (used for expert demonstrations)."""
     if not think:
         return f"<action>{command}</action>"
-    return (f"<think>My task is to {instruction}. The next step of my plan is to {command}."
-            f"</think>\n<action>{command}</action>")
+    return (
+        f"<think>My task is to {instruction}. The next step of my plan is to {command}."
+        f"</think>\n<action>{command}</action>"
+    )
