@@ -51,29 +51,39 @@ def register(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """``sdar train``. Under ``torchrun`` / ``accelerate launch`` every rank runs this; rank 0 alone
+    logs at INFO, shows progress bars, prints the success table and writes the report."""
     from sdar.reporting import write_report
     from sdar.trainer.config import load_config
+    from sdar.trainer.distributed import init_distributed, shutdown
     from sdar.trainer.trainer import Trainer
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        config = load_config(args.config or run_dir / "config.yaml", args.overrides)
-    else:
-        if not args.config:
-            raise SystemExit("sdar train: give --config FILE (see configs/) or --resume RUN_DIR")
-        config = load_config(args.config, args.overrides)
-        run_dir = Path(args.output_dir or config.output_dir)
-        if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-            raise SystemExit(f"{run_dir} already holds a run; use --resume {run_dir} or another --output-dir")
-    trainer = Trainer(config, run_dir, resume=bool(args.resume))
+    context = init_distributed()
+    if not context.is_main:
+        logging.getLogger().setLevel(logging.WARNING)
     try:
-        trainer.train()
-    except KeyboardInterrupt:
-        return 130
-    print_success_table(run_dir)
-    if not args.no_report:
-        path = write_report(run_dir)
-        print(f"report: {path}")
+        if args.resume:
+            run_dir = Path(args.resume)
+            config = load_config(args.config or run_dir / "config.yaml", args.overrides)
+        else:
+            if not args.config:
+                raise SystemExit("sdar train: give --config FILE (see configs/) or --resume RUN_DIR")
+            config = load_config(args.config, args.overrides)
+            run_dir = Path(args.output_dir or config.output_dir)
+            if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
+                raise SystemExit(f"{run_dir} already holds a run; use --resume {run_dir} or another --output-dir")
+        trainer = Trainer(config, run_dir, resume=bool(args.resume))
+        try:
+            trainer.train()
+        except KeyboardInterrupt:
+            return 130
+    finally:
+        shutdown(context)
+    if context.is_main:
+        print_success_table(run_dir)
+        if not args.no_report:
+            path = write_report(run_dir)
+            print(f"report: {path}")
     return 0
 
 

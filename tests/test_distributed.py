@@ -1,0 +1,277 @@
+"""Multi-process training on CPU: two real processes joined over gloo on 127.0.0.1.
+
+What a user would notice: an update split over two ranks (a GRPO group spanning both, mini-batches
+in which one rank holds nothing, a rank holding no step sample at all) leaves the same weights and
+loss metrics as one process on the same step samples; ``torchrun ... sdar train`` with two
+processes writes one set of logs and checkpoints, and the run resumes in a single process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+
+from sdar.rollout import PromptBuilder, collect_rollout
+from sdar.trainer.checkpoint import list_checkpoints
+from sdar.trainer.config import load_config
+from sdar.trainer.distributed import (SINGLE, all_gather_objects, all_reduce_gradients, init_distributed,
+                                      rank_seed, shard_bounds, shutdown, sum_dicts)
+from sdar.trainer.trainer import Trainer
+
+CONFIG = {
+    "method": "sdar",
+    "model": {"name": "tiny-random"},
+    "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
+    "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
+                "generation": {"max_new_tokens": 6}},
+    "teacher": {"max_prompt_tokens": 512},
+    "loss": {"c_kl": 0.01},
+    # 8 step samples in mini-batches of 2: four optimizer steps, each token-mean over 2 samples
+    "optim": {"lr": 1.0e-3, "mini_batch_size": 2, "micro_batch_size": 1},
+    "eval": {"every": 0, "before_training": False, "num_tasks": 3},
+    "iterations": 1,
+    "log_samples": 3,
+    "tensorboard": False,
+}
+
+# Seeds 0 and 1 (targets 1 and 2), two copies each, as in tests/test_rollout.py.
+PLANS = [
+    ["<action>increment</action>", "<action>submit</action>"],
+    ["oops", "<action>submit</action>"],
+    ["<action>increment</action>", "<action>increment</action>", "<action>submit</action>"],
+    ["<action>submit</action>"],
+]
+# (split, micro-batch size): rank 0 holds samples[:split]. Split 7: trajectory 3 (group 1) alone
+# on rank 1, its group mate on rank 0, and three of the four mini-batches hold nothing of rank 1.
+# Split 0: rank 0 holds nothing. Micro-batches of 1 run every row through the same forward pass in
+# both layouts, so only the order of the gradient sum differs (tight tolerance); micro-batches of 2
+# pair different rows (other padding, other kernels' rounding) and Adam's first step magnifies
+# rounding on near-zero gradients, hence the looser absolute tolerance there.
+SCENARIOS = ((7, 1), (0, 1), (7, 2))
+TOLERANCE = {1: dict(rtol=1e-6, atol=1e-7), 2: dict(rtol=1e-6, atol=2e-6)}
+TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, **top) -> Path:
+    data = json.loads(json.dumps(CONFIG))
+    data.update(top)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def scripted_samples(trainer: Trainer):
+    """The same 8 step samples in every process: a scripted policy on the trainer's toy env."""
+    env = trainer.train_env
+    counters: dict[int, int] = {}
+
+    def generate(prompt_ids):
+        out = []
+        for i in [i for i, s in enumerate(env.states) if not s.done]:
+            k = counters.get(i, 0)
+            counters[i] = k + 1
+            out.append(trainer.tokenizer(PLANS[i][k], add_special_tokens=False)["input_ids"])
+        return out
+
+    builder = PromptBuilder(env, trainer.tokenizer, None, think=False)
+    rollout = collect_rollout(env, builder, generate, trainer.tokenizer, [0, 1], 2, history_length=2,
+                              max_prompt_tokens=256, invalid_action_penalty=0.1, progress=False)
+    return rollout.samples
+
+
+def trainable(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def spawn(fn, args: tuple, nprocs: int = 2) -> None:
+    """Run ``fn(rank, *args)`` in ``nprocs`` fresh processes; fail (and kill them) after TIMEOUT_S."""
+    ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.time() + TIMEOUT_S
+    try:
+        while not ctx.join(timeout=max(deadline - time.time(), 0.1)):
+            if time.time() > deadline:
+                raise TimeoutError(f"distributed workers still running after {TIMEOUT_S} s")
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+
+
+def join_group(rank: int, port: int, world_size: int = 2):
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    torch.set_num_threads(1)
+    return init_distributed(timeout_s=TIMEOUT_S)
+
+
+# ---- the update: two ranks equal one process ------------------------------------------------------
+def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
+    context = join_group(rank, port)
+    try:
+        for split, micro in SCENARIOS:
+            trainer = Trainer(load_config(config_path, [f"optim.micro_batch_size={micro}"]),
+                              Path(out_dir) / f"run-{split}-{micro}")
+            assert trainer.dist == context
+            samples = scripted_samples(trainer)
+            mine = samples[:split] if rank == 0 else samples[split:]
+            metrics = trainer.learn(1, mine)
+            torch.save({"weights": trainable(trainer.model), "metrics": metrics,
+                        "group_ids": [s.group_id for s in mine]},
+                       Path(out_dir) / f"split{split}-{micro}-rank{rank}.pt")
+    finally:
+        shutdown(context)
+
+
+@pytest.mark.slow
+def test_two_ranks_update_equals_one_process(tmp_path):
+    config_path = write_config(tmp_path / "config.yaml")
+    baseline = {}
+    for micro in (1, 2):
+        single = Trainer(load_config(config_path, [f"optim.micro_batch_size={micro}"]), tmp_path / f"single-{micro}")
+        assert single.dist == SINGLE
+        before = trainable(single.model)
+        samples = scripted_samples(single)
+        assert len(samples) == 8 and {s.group_id for s in samples[:7]} & {s.group_id for s in samples[7:]}
+        metrics = single.learn(1, samples)
+        baseline[micro] = (trainable(single.model), metrics)
+        assert metrics["actor/optimizer_steps"] == 4.0
+        assert all((baseline[micro][0][k] - before[k]).abs().max() > 1e-4 for k in before), "a weight did not move"
+
+    spawn(_update_worker, (free_port(), str(config_path), str(tmp_path)))
+    for split, micro in SCENARIOS:
+        expected, expected_metrics = baseline[micro]
+        ranks = [torch.load(tmp_path / f"split{split}-{micro}-rank{r}.pt", weights_only=False) for r in (0, 1)]
+        assert len(ranks[0]["group_ids"]) == split and len(ranks[1]["group_ids"]) == 8 - split
+        for k in expected:
+            # both ranks hold identical weights, equal to one process's up to float rounding
+            assert torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]), k
+            torch.testing.assert_close(ranks[0]["weights"][k], expected[k], **TOLERANCE[micro], msg=k)
+        got = ranks[0]["metrics"]
+        untimed = [{k: v for k, v in r["metrics"].items() if not k.startswith("timing/")} for r in ranks]
+        assert untimed[0] == untimed[1]  # every rank reports the metrics of all ranks
+        for key in ("actor/loss", "actor/pg_loss", "actor/kl", "sdar/loss", "sdar/gate_mean", "actor/grad_norm",
+                    "train/advantage_abs_mean", "teacher/truncated", "actor/optimizer_steps"):
+            assert got[key] == pytest.approx(expected_metrics[key], rel=1e-5, abs=1e-6), key
+        # the log-sample picks are global: rank 0 logs the same records as one process
+        lines = [json.loads(x) for x in (tmp_path / f"run-{split}-{micro}" / "samples.jsonl").read_text().splitlines()]
+        single_lines = [json.loads(x) for x in
+                        (tmp_path / f"single-{micro}" / "samples.jsonl").read_text().splitlines()]
+        assert [(r["task_id"], r["step"], r["tokens"]) for r in lines] == \
+            [(r["task_id"], r["step"], r["tokens"]) for r in single_lines]
+
+
+# ---- collectives ----------------------------------------------------------------------------------
+def _collectives_worker(rank: int, port: int, out_dir: str) -> None:
+    context = join_group(rank, port)
+    try:
+        gathered = all_gather_objects(context, {"rank": rank, "ids": list(range(rank + 1))})
+        used = torch.nn.Parameter(torch.zeros(3))
+        unused = torch.nn.Parameter(torch.zeros(2))
+        if rank == 1:  # rank 0 has no gradient at all (no step sample in this mini-batch)
+            used.grad = torch.tensor([1.0, 2.0, 3.0])
+        all_reduce_gradients(context, [used, unused])
+        torch.save({"gathered": gathered, "used": used.grad, "unused": unused.grad},
+                   Path(out_dir) / f"collectives-rank{rank}.pt")
+    finally:
+        shutdown(context)
+
+
+@pytest.mark.slow
+def test_gather_and_gradient_sum_with_an_empty_rank(tmp_path):
+    spawn(_collectives_worker, (free_port(), str(tmp_path)))
+    for r in (0, 1):
+        got = torch.load(tmp_path / f"collectives-rank{r}.pt", weights_only=False)
+        assert got["gathered"] == [{"rank": 0, "ids": [0]}, {"rank": 1, "ids": [0, 1]}]
+        # a sum, not DDP's mean; the rank without a gradient joined with zeros
+        assert torch.equal(got["used"], torch.tensor([1.0, 2.0, 3.0]))
+        assert got["unused"] is None  # no rank had one: the optimizer must still skip it
+
+
+# ---- pure helpers ------------------------------------------------------------------------------------
+def test_shard_bounds_cover_in_order():
+    for count in (0, 1, 7, 8, 9):
+        for world in (1, 2, 3):
+            bounds = [shard_bounds(count, r, world) for r in range(world)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == count
+            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            sizes = [b - a for a, b in bounds]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+    assert shard_bounds(7, 1, 2) == (4, 7)
+    with pytest.raises(ValueError, match="rank"):
+        shard_bounds(4, 2, 2)
+
+
+def test_single_process_context_and_seeds(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed() == SINGLE and SINGLE.is_main and not SINGLE.enabled
+    assert all_gather_objects(SINGLE, 5) == [5]
+    assert rank_seed(42, 0) == 42  # rank 0 samples exactly like the single-process trainer
+    assert len({rank_seed(42, r) for r in range(4)}) == 4 and rank_seed(42, 1) == rank_seed(42, 1)
+    assert rank_seed(42, 1, "resume-3") != rank_seed(42, 1)
+    assert sum_dicts([{"a": 1.0}, {"a": 2.0, "b": 1.0}]) == {"a": 3.0, "b": 1.0}
+
+
+def test_launcher_environment_errors(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2 and WORLD_SIZE=2"):
+        init_distributed()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(ValueError, match="MASTER_ADDR is not set"):
+        init_distributed()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' must be an integer"):
+        init_distributed()
+
+
+# ---- the CLI under torchrun, then resumed in one process ------------------------------------------
+@pytest.mark.slow
+def test_torchrun_train_then_resume_in_one_process(tmp_path):
+    config_path = write_config(tmp_path / "config.yaml", iterations=2, save_every=1,
+                               eval={"every": 1, "before_training": True, "num_tasks": 3})
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "-m", "sdar.cli", "train", "--config", str(config_path), "--output-dir", str(run), "--no-report"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.count("validation success") == 1  # rank 0 alone prints
+    assert done.stderr.count("iteration 2/2 |") == 1  # rank 0 alone logs INFO
+
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [0, 1, 2]
+    assert all(m["val/episodes"] == 3.0 for m in lines)  # the panel of 3 split 2 + 1, gathered
+    assert lines[1]["train/episodes"] == 4.0  # 2 tasks x 2 copies over both ranks
+    assert [p.name for p in list_checkpoints(run)] == ["iter_000001", "iter_000002"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["iter_000001", "iter_000002"]
+    state = torch.load(run / "checkpoints" / "iter_000002" / "trainer_state.pt", weights_only=False)
+    assert len(state["rank_rng"]) == 2 and state["iteration"] == 2
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert [s["iteration"] for s in samples] == [1] * 3 + [2] * 3  # log_samples=3, written once
+
+    resumed = subprocess.run([sys.executable, "-m", "sdar.cli", "train", "--resume", str(run), "iterations=3",
+                              "--no-report"], capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "checkpoint written by 2 process(es), resumed on 1" in resumed.stderr
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in lines] == [0, 1, 2, 3]
+    assert list_checkpoints(run)[-1].name == "iter_000003"
