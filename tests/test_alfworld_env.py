@@ -375,3 +375,24 @@ def test_reset_of_a_reused_engine_restores_the_exact_initial_state(env):
     assert again.raw_observation == first.raw_observation == fresh.feedback
     assert again.admissible_actions == first.admissible_actions == fresh["admissible_commands"]
     assert again.step == 0 and not again.done
+
+
+@pytest.mark.slow
+def test_two_workers_and_chunked_batches_play_to_the_same_results(games_dir, monkeypatch):
+    from sdar.envs.alfworld import engine
+
+    monkeypatch.setattr(engine, "MAX_IN_FLIGHT", 1)  # forces run() to split every batch
+    with make_alfworld_env(data_dir=games_dir, num_workers=2) as env:
+        states = env.reset([0, 1], group_size=2)
+        assert env._pool.worker_pid(0) != env._pool.worker_pid(1)
+        assert states[0].raw_observation == states[1].raw_observation
+        while not all(s.done for s in states):
+            actions = [
+                None if s.done else env.parse_action(env.scripted_action(i, "expert", None)).action
+                for i, s in enumerate(states)
+            ]
+            states = env.step(actions)
+        assert all(s.won for s in states)
+        assert [s.step for s in states] == [
+            env.game_for_seed(k).expert_plan_length for k in (0, 0, 1, 1)
+        ]
