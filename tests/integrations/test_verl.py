@@ -315,6 +315,9 @@ def test_build_teacher_batch_layout():
                                              [0, 21, 22, 23, 24, 41, 42, 43]]
     assert tensors["response_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
     assert teacher.meta_info == {"temperature": 0.7}
+    wrong = DataProto.from_dict(tensors={"old_log_probs": torch.zeros(2, 4)})
+    with pytest.raises(ValueError, match="build_teacher_batch for this same batch"):
+        sdar_verl.attach_teacher_outputs(rollout_batch(), wrong)
     with pytest.raises(ValueError, match="one .possibly empty. list"):
         sdar_verl.build_teacher_batch(rollout_batch(), [[1]], pad_token_id=0)
 

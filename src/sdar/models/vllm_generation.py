@@ -197,6 +197,10 @@ class VllmGenerator:
             self.llm.apply_model(load)
         else:  # older engines: reach the in-process model runner directly
             load(self.llm.llm_engine.model_executor.driver_worker.model_runner.model)
-        self.llm.reset_prefix_cache()
+        # Cached keys/values were computed with the old weights; vLLM answers False if it could not
+        # drop them (requests still running), and sampling from them would be silently off-policy.
+        if self.llm.reset_prefix_cache() is False:
+            raise RuntimeError("vLLM could not clear its prefix cache after the weight update; "
+                               "call sync_weights only between generate calls")
         self.syncs += 1
         return len(weights)
