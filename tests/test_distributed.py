@@ -8,6 +8,7 @@ processes writes one set of logs and checkpoints, and the run resumes in a singl
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -24,16 +25,28 @@ import yaml
 from sdar.rollout import PromptBuilder, collect_rollout
 from sdar.trainer.checkpoint import list_checkpoints
 from sdar.trainer.config import load_config
-from sdar.trainer.distributed import (SINGLE, all_gather_objects, all_reduce_gradients, init_distributed,
-                                      rank_seed, shard_bounds, shutdown, sum_dicts)
+from sdar.trainer.distributed import (
+    SINGLE,
+    all_gather_objects,
+    all_reduce_gradients,
+    init_distributed,
+    rank_seed,
+    shard_bounds,
+    shutdown,
+    sum_dicts,
+)
 from sdar.trainer.trainer import Trainer
 
 CONFIG = {
     "method": "sdar",
     "model": {"name": "tiny-random"},
     "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
-    "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
-                "generation": {"max_new_tokens": 6}},
+    "rollout": {
+        "tasks_per_iteration": 2,
+        "group_size": 2,
+        "max_prompt_tokens": 256,
+        "generation": {"max_new_tokens": 6},
+    },
     "teacher": {"max_prompt_tokens": 512},
     "loss": {"c_kl": 0.01},
     # 8 step samples in mini-batches of 2: four optimizer steps, each token-mean over 2 samples
@@ -58,7 +71,7 @@ PLANS = [
 # pair different rows (other padding, other kernels' rounding) and Adam's first step magnifies
 # rounding on near-zero gradients, hence the looser absolute tolerance there.
 SCENARIOS = ((7, 1), (0, 1), (7, 2))
-TOLERANCE = {1: dict(rtol=1e-6, atol=1e-7), 2: dict(rtol=1e-6, atol=2e-6)}
+TOLERANCE = {1: {"rtol": 1e-6, "atol": 1e-7}, 2: {"rtol": 1e-6, "atol": 2e-6}}
 TIMEOUT_S = 240
 
 
@@ -89,8 +102,18 @@ def scripted_samples(trainer: Trainer):
         return out
 
     builder = PromptBuilder(env, trainer.tokenizer, None, think=False)
-    rollout = collect_rollout(env, builder, generate, trainer.tokenizer, [0, 1], 2, history_length=2,
-                              max_prompt_tokens=256, invalid_action_penalty=0.1, progress=False)
+    rollout = collect_rollout(
+        env,
+        builder,
+        generate,
+        trainer.tokenizer,
+        [0, 1],
+        2,
+        history_length=2,
+        max_prompt_tokens=256,
+        invalid_action_penalty=0.1,
+        progress=False,
+    )
     return rollout.samples
 
 
@@ -99,7 +122,7 @@ def trainable(model) -> dict[str, torch.Tensor]:
 
 
 def spawn(fn, args: tuple, nprocs: int = 2) -> None:
-    """Run ``fn(rank, *args)`` in ``nprocs`` fresh processes; fail (and kill them) after TIMEOUT_S."""
+    """Run ``fn(rank, *args)`` in ``nprocs`` fresh processes; kill them and fail after TIMEOUT_S."""
     ctx = mp.start_processes(fn, args=args, nprocs=nprocs, join=False, start_method="spawn")
     deadline = time.time() + TIMEOUT_S
     try:
@@ -113,26 +136,41 @@ def spawn(fn, args: tuple, nprocs: int = 2) -> None:
 
 
 def join_group(rank: int, port: int, world_size: int = 2):
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "LOCAL_RANK": str(rank),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     torch.set_num_threads(1)
     return init_distributed(timeout_s=TIMEOUT_S)
 
 
-# ---- the update: two ranks equal one process ------------------------------------------------------
+# ---- the update: two ranks equal one process -----------------------------------------------------
 def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
     context = join_group(rank, port)
     try:
         for split, micro in SCENARIOS:
-            trainer = Trainer(load_config(config_path, [f"optim.micro_batch_size={micro}"]),
-                              Path(out_dir) / f"run-{split}-{micro}")
+            trainer = Trainer(
+                load_config(config_path, [f"optim.micro_batch_size={micro}"]),
+                Path(out_dir) / f"run-{split}-{micro}",
+            )
             assert trainer.dist == context
             samples = scripted_samples(trainer)
             mine = samples[:split] if rank == 0 else samples[split:]
             metrics = trainer.learn(1, mine)
-            torch.save({"weights": trainable(trainer.model), "metrics": metrics,
-                        "group_ids": [s.group_id for s in mine]},
-                       Path(out_dir) / f"split{split}-{micro}-rank{rank}.pt")
+            torch.save(
+                {
+                    "weights": trainable(trainer.model),
+                    "metrics": metrics,
+                    "group_ids": [s.group_id for s in mine],
+                },
+                Path(out_dir) / f"split{split}-{micro}-rank{rank}.pt",
+            )
     finally:
         shutdown(context)
 
@@ -142,40 +180,69 @@ def test_two_ranks_update_equals_one_process(tmp_path):
     config_path = write_config(tmp_path / "config.yaml")
     baseline = {}
     for micro in (1, 2):
-        single = Trainer(load_config(config_path, [f"optim.micro_batch_size={micro}"]), tmp_path / f"single-{micro}")
+        single = Trainer(
+            load_config(config_path, [f"optim.micro_batch_size={micro}"]),
+            tmp_path / f"single-{micro}",
+        )
         assert single.dist == SINGLE
         before = trainable(single.model)
         samples = scripted_samples(single)
-        assert len(samples) == 8 and {s.group_id for s in samples[:7]} & {s.group_id for s in samples[7:]}
+        assert len(samples) == 8 and {s.group_id for s in samples[:7]} & {
+            s.group_id for s in samples[7:]
+        }
         metrics = single.learn(1, samples)
         baseline[micro] = (trainable(single.model), metrics)
         assert metrics["actor/optimizer_steps"] == 4.0
-        assert all((baseline[micro][0][k] - before[k]).abs().max() > 1e-4 for k in before), "a weight did not move"
+        assert all((baseline[micro][0][k] - before[k]).abs().max() > 1e-4 for k in before), (
+            "a weight did not move"
+        )
 
     spawn(_update_worker, (free_port(), str(config_path), str(tmp_path)))
     for split, micro in SCENARIOS:
         expected, expected_metrics = baseline[micro]
-        ranks = [torch.load(tmp_path / f"split{split}-{micro}-rank{r}.pt", weights_only=False) for r in (0, 1)]
+        ranks = [
+            torch.load(tmp_path / f"split{split}-{micro}-rank{r}.pt", weights_only=False)
+            for r in (0, 1)
+        ]
         assert len(ranks[0]["group_ids"]) == split and len(ranks[1]["group_ids"]) == 8 - split
         for k in expected:
             # both ranks hold identical weights, equal to one process's up to float rounding
             assert torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]), k
-            torch.testing.assert_close(ranks[0]["weights"][k], expected[k], **TOLERANCE[micro], msg=k)
+            torch.testing.assert_close(
+                ranks[0]["weights"][k], expected[k], **TOLERANCE[micro], msg=k
+            )
         got = ranks[0]["metrics"]
-        untimed = [{k: v for k, v in r["metrics"].items() if not k.startswith("timing/")} for r in ranks]
+        untimed = [
+            {k: v for k, v in r["metrics"].items() if not k.startswith("timing/")} for r in ranks
+        ]
         assert untimed[0] == untimed[1]  # every rank reports the metrics of all ranks
-        for key in ("actor/loss", "actor/pg_loss", "actor/kl", "sdar/loss", "sdar/gate_mean", "actor/grad_norm",
-                    "train/advantage_abs_mean", "teacher/truncated", "actor/optimizer_steps"):
+        for key in (
+            "actor/loss",
+            "actor/pg_loss",
+            "actor/kl",
+            "sdar/loss",
+            "sdar/gate_mean",
+            "actor/grad_norm",
+            "train/advantage_abs_mean",
+            "teacher/truncated",
+            "actor/optimizer_steps",
+        ):
             assert got[key] == pytest.approx(expected_metrics[key], rel=1e-5, abs=1e-6), key
         # the log-sample picks are global: rank 0 logs the same records as one process
-        lines = [json.loads(x) for x in (tmp_path / f"run-{split}-{micro}" / "samples.jsonl").read_text().splitlines()]
-        single_lines = [json.loads(x) for x in
-                        (tmp_path / f"single-{micro}" / "samples.jsonl").read_text().splitlines()]
-        assert [(r["task_id"], r["step"], r["tokens"]) for r in lines] == \
-            [(r["task_id"], r["step"], r["tokens"]) for r in single_lines]
+        lines = [
+            json.loads(x)
+            for x in (tmp_path / f"run-{split}-{micro}" / "samples.jsonl").read_text().splitlines()
+        ]
+        single_lines = [
+            json.loads(x)
+            for x in (tmp_path / f"single-{micro}" / "samples.jsonl").read_text().splitlines()
+        ]
+        assert [(r["task_id"], r["step"], r["tokens"]) for r in lines] == [
+            (r["task_id"], r["step"], r["tokens"]) for r in single_lines
+        ]
 
 
-# ---- collectives ----------------------------------------------------------------------------------
+# ---- collectives ---------------------------------------------------------------------------------
 def _collectives_worker(rank: int, port: int, out_dir: str) -> None:
     context = join_group(rank, port)
     try:
@@ -185,8 +252,10 @@ def _collectives_worker(rank: int, port: int, out_dir: str) -> None:
         if rank == 1:  # rank 0 has no gradient at all (no step sample in this mini-batch)
             used.grad = torch.tensor([1.0, 2.0, 3.0])
         all_reduce_gradients(context, [used, unused])
-        torch.save({"gathered": gathered, "used": used.grad, "unused": unused.grad},
-                   Path(out_dir) / f"collectives-rank{rank}.pt")
+        torch.save(
+            {"gathered": gathered, "used": used.grad, "unused": unused.grad},
+            Path(out_dir) / f"collectives-rank{rank}.pt",
+        )
     finally:
         shutdown(context)
 
@@ -202,13 +271,13 @@ def test_gather_and_gradient_sum_with_an_empty_rank(tmp_path):
         assert got["unused"] is None  # no rank had one: the optimizer must still skip it
 
 
-# ---- pure helpers ------------------------------------------------------------------------------------
+# ---- pure helpers --------------------------------------------------------------------------------
 def test_shard_bounds_cover_in_order():
     for count in (0, 1, 7, 8, 9):
         for world in (1, 2, 3):
             bounds = [shard_bounds(count, r, world) for r in range(world)]
             assert bounds[0][0] == 0 and bounds[-1][1] == count
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
             sizes = [b - a for a, b in bounds]
             assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
     assert shard_bounds(7, 1, 2) == (4, 7)
@@ -240,19 +309,43 @@ def test_launcher_environment_errors(monkeypatch):
         init_distributed()
 
 
-# ---- the CLI under torchrun, then resumed in one process ------------------------------------------
+# ---- the CLI under torchrun, then resumed in one process -----------------------------------------
 @pytest.mark.slow
 def test_torchrun_train_then_resume_in_one_process(tmp_path):
-    config_path = write_config(tmp_path / "config.yaml", iterations=2, save_every=1,
-                               eval={"every": 1, "before_training": True, "num_tasks": 3})
+    config_path = write_config(
+        tmp_path / "config.yaml",
+        iterations=2,
+        save_every=1,
+        eval={"every": 1, "before_training": True, "num_tasks": 3},
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-           "-m", "sdar.cli", "train", "--config", str(config_path), "--output-dir", str(run), "--no-report"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "1",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "sdar.cli",
+        "train",
+        "--config",
+        str(config_path),
+        "--output-dir",
+        str(run),
+        "--no-report",
+    ]
+    done = subprocess.run(
+        cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.count("validation success") == 1  # rank 0 alone prints
     assert done.stderr.count("iteration 2/2 |") == 1  # rank 0 alone logs INFO
@@ -268,8 +361,23 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert [s["iteration"] for s in samples] == [1] * 3 + [2] * 3  # log_samples=3, written once
 
-    resumed = subprocess.run([sys.executable, "-m", "sdar.cli", "train", "--resume", str(run), "iterations=3",
-                              "--no-report"], capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sdar.cli",
+            "train",
+            "--resume",
+            str(run),
+            "iterations=3",
+            "--no-report",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=TIMEOUT_S,
+    )
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "checkpoint written by 2 process(es), resumed on 1" in resumed.stderr
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

@@ -67,11 +67,13 @@ def run_train(args: argparse.Namespace) -> int:
             config = load_config(args.config or run_dir / "config.yaml", args.overrides)
         else:
             if not args.config:
-                raise SystemExit("sdar train: give --config FILE (see configs/) or --resume RUN_DIR")
+                raise SystemExit("sdar train: give --config FILE (see configs/) or --resume "
+                                 "RUN_DIR")
             config = load_config(args.config, args.overrides)
             run_dir = Path(args.output_dir or config.output_dir)
             if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-                raise SystemExit(f"{run_dir} already holds a run; use --resume {run_dir} or another --output-dir")
+                raise SystemExit(f"{run_dir} already holds a run; use --resume {run_dir} or "
+                                 f"another --output-dir")
         trainer = Trainer(config, run_dir, resume=bool(args.resume))
         try:
             trainer.train()

@@ -23,8 +23,9 @@ import datetime
 import logging
 import os
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -74,8 +75,10 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} must be an integer (set by torchrun / "
-                         f"accelerate launch)") from None
+        raise ValueError(
+            f"environment variable {name}={raw!r} must be an integer (set by torchrun / "
+            f"accelerate launch)"
+        ) from None
 
 
 def init_distributed(timeout_s: float = 1800.0) -> DistributedContext:
@@ -94,24 +97,35 @@ def init_distributed(timeout_s: float = 1800.0) -> DistributedContext:
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", rank)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} and WORLD_SIZE={world_size} are inconsistent: need 0 <= RANK < "
-                         f"WORLD_SIZE; launch with torchrun --nproc_per_node N")
+        raise ValueError(
+            f"RANK={rank} and WORLD_SIZE={world_size} are inconsistent: need 0 <= RANK < "
+            f"WORLD_SIZE; launch with torchrun --nproc_per_node N"
+        )
     if world_size == 1:
         return SINGLE
     if dist.is_initialized():
         if dist.get_world_size() != world_size or dist.get_rank() != rank:
-            raise RuntimeError(f"a process group (rank {dist.get_rank()} of {dist.get_world_size()}) is "
-                               f"already initialised and differs from RANK={rank}, WORLD_SIZE={world_size}")
+            raise RuntimeError(
+                f"a process group (rank {dist.get_rank()} of {dist.get_world_size()}) is "
+                f"already initialised and differs from RANK={rank}, WORLD_SIZE={world_size}"
+            )
         return DistributedContext(rank, world_size, local_rank, dist.get_backend())
     for name in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(name):
-            raise ValueError(f"WORLD_SIZE={world_size} but {name} is not set; launch with torchrun (which "
-                             f"sets it) or export {name} on every rank")
+            raise ValueError(
+                f"WORLD_SIZE={world_size} but {name} is not set; launch with torchrun (which "
+                f"sets it) or export {name} on every rank"
+            )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=rank,
+        world_size=world_size,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
     logger.info("rank %d of %d joined the process group (%s)", rank, world_size, backend)
     return DistributedContext(rank, world_size, local_rank, backend)
 
@@ -130,7 +144,9 @@ def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
     multi-process iteration lists its step samples in the single-process order).
     """
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"shard_bounds: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        raise ValueError(
+            f"shard_bounds: need 0 <= rank < world_size, got rank={rank}, world_size={world_size}"
+        )
     base, extra = divmod(count, world_size)
     start = rank * base + min(rank, extra)
     return start, start + base + (1 if rank < extra else 0)
@@ -169,16 +185,23 @@ def barrier(context: DistributedContext) -> None:
 
 
 def _device(context: DistributedContext) -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if context.backend == "nccl" else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if context.backend == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def _buckets(tensors: Sequence[torch.Tensor]) -> Iterable[list[int]]:
-    """Indices of ``tensors`` grouped so each group holds about ``_BUCKET_ELEMENTS`` elements of one dtype/device."""
+    """Indices of ``tensors`` in groups of one dtype and device, about ``_BUCKET_ELEMENTS`` each."""
     group: list[int] = []
     size = 0
     for i, t in enumerate(tensors):
-        if group and (size + t.numel() > _BUCKET_ELEMENTS or t.dtype != tensors[group[0]].dtype
-                      or t.device != tensors[group[0]].device):
+        if group and (
+            size + t.numel() > _BUCKET_ELEMENTS
+            or t.dtype != tensors[group[0]].dtype
+            or t.device != tensors[group[0]].device
+        ):
             yield group
             group, size = [], 0
         group.append(i)
@@ -197,7 +220,9 @@ def all_reduce_gradients(context: DistributedContext, params: Sequence[torch.nn.
     """
     if not context.enabled:
         return
-    has_grad = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=_device(context))
+    has_grad = torch.tensor(
+        [p.grad is not None for p in params], dtype=torch.float32, device=_device(context)
+    )
     dist.all_reduce(has_grad, op=dist.ReduceOp.MAX)
     used = [p for p, flag in zip(params, has_grad.tolist()) if flag > 0]
     for p in used:
@@ -215,8 +240,10 @@ def all_reduce_gradients(context: DistributedContext, params: Sequence[torch.nn.
 
 
 @torch.no_grad()
-def broadcast_parameters(context: DistributedContext, module: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (same architecture)."""
+def broadcast_parameters(
+    context: DistributedContext, module: torch.nn.Module, src: int = 0
+) -> None:
+    """Copy rank ``src``'s parameters and buffers into every rank's ``module`` (same layout)."""
     if not context.enabled:
         return
     tensors = [t for t in list(module.parameters()) + list(module.buffers())]
@@ -258,4 +285,6 @@ def gather_rollout(context: DistributedContext, rollout: Rollout) -> Rollout:
         return rollout
     light = [dataclasses.replace(s, state=None, history=[]) for s in rollout.samples]
     parts = all_gather_objects(context, (light, rollout.episodes))
-    return Rollout([s for samples, _ in parts for s in samples], [e for _, eps in parts for e in eps])
+    return Rollout(
+        [s for samples, _ in parts for s in samples], [e for _, eps in parts for e in eps]
+    )

@@ -13,14 +13,20 @@ One process gives the same numbers as before; N processes give numbers that are 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
 from sdar.envs.base import AgentEnv
 from sdar.models.generation import GenerationConfig, generate
 from sdar.rollout import PromptBuilder, Rollout, collect_rollout, rollout_metrics
-from sdar.trainer.distributed import SINGLE, DistributedContext, gather_rollout, rank_seed, shard_bounds
+from sdar.trainer.distributed import (
+    SINGLE,
+    DistributedContext,
+    gather_rollout,
+    rank_seed,
+    shard_bounds,
+)
 
 
 def eval_generation_config(config) -> GenerationConfig:
@@ -53,8 +59,10 @@ def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, h
     start, stop = shard_bounds(len(seeds), context.rank, context.world_size)
     rollout = Rollout([], [])
     if start < stop:
-        rollout = collect_rollout(env, builder, run, tokenizer, seeds[start:stop], 1, history_length,
-                                  config.rollout.max_prompt_tokens, config.env.invalid_action_penalty,
-                                  with_skills=with_skills, should_stop=should_stop,
-                                  progress=progress and context.is_main, desc=prefix)
+        rollout = collect_rollout(
+            env, builder, run, tokenizer, seeds[start:stop], 1, history_length,
+            config.rollout.max_prompt_tokens, config.env.invalid_action_penalty,
+            with_skills=with_skills, should_stop=should_stop,
+            progress=progress and context.is_main, desc=prefix,
+        )
     return rollout_metrics(gather_rollout(context, rollout), prefix)

@@ -26,17 +26,17 @@ Deliberate simplifications, stated so nobody has to discover them:
 * A non-finite loss or gradient norm skips that optimizer step (counted in ``actor/skipped_updates``)
   instead of corrupting the weights.
 
-Multi-process (``torchrun --nproc_per_node N -m sdar.cli train ...``, see ``sdar.trainer.distributed``
-and docs/distributed.md): the episodes of an iteration and the validation panel are split over the
+Multi-process (``torchrun --nproc_per_node N -m sdar.cli train ...``; ``sdar.trainer.distributed``,
+docs/distributed.md): the episodes of an iteration and the validation panel are split over the
 ranks; advantages use the scores of all ranks (a group may span ranks); the global mini-batch is
 the unit of an optimizer step (one permutation shared by all ranks, gradients summed over ranks
 with each micro-batch weighted by its tokens / the mini-batch's tokens on all ranks), so the update
 equals the single-process update on the same step samples. Rank 0 alone logs and checkpoints.
 
-Features: CPU/GPU, one or many processes, full fine-tuning or LoRA, seeded and exactly resumable (model, optimizer, RNG
-states and the sampling generator are checkpointed; the task order is a function of seed and
-iteration), atomic checkpoints, Ctrl-C saves a resumable checkpoint, progress bars, metrics.jsonl +
-TensorBoard + token-level samples for the report.
+Features: CPU/GPU, one or many processes, full fine-tuning or LoRA, seeded and exactly resumable
+(model, optimizer, RNG states and the sampling generator are checkpointed; the task order is a
+function of seed and iteration), atomic checkpoints, Ctrl-C saves a resumable checkpoint, progress
+bars, metrics.jsonl + TensorBoard + token-level samples for the report.
 """
 
 from __future__ import annotations
@@ -62,12 +62,28 @@ from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger, format_summary
 from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
 from sdar.skills import SkillLibrary
-from sdar.trainer.checkpoint import (latest_checkpoint, load_checkpoint, load_trainable_state_dict,
-                                     resolve_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from sdar.trainer.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_trainable_state_dict,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from sdar.trainer.config import TrainConfig, save_config
-from sdar.trainer.distributed import (all_gather_objects, all_reduce_gradients, any_rank, broadcast_object,
-                                      broadcast_parameters, gather_rollout, init_distributed, rank_seed,
-                                      shard_bounds, sum_dicts)
+from sdar.trainer.distributed import (
+    all_gather_objects,
+    all_reduce_gradients,
+    any_rank,
+    broadcast_object,
+    broadcast_parameters,
+    gather_rollout,
+    init_distributed,
+    rank_seed,
+    shard_bounds,
+    sum_dicts,
+)
 from sdar.trainer.evaluation import run_panel
 from sdar.trainer.teacher import teacher_log_probs
 
@@ -180,11 +196,12 @@ class Trainer:
             set_rng_state(per_rank[self.dist.rank], self.generator)
         elif self.dist.is_main:
             set_rng_state(state["rng"], self.generator)
-            logger.warning("checkpoint written by %d process(es), resumed on %d: weights, optimizer and rank 0's "
-                           "sampling stream are restored; other ranks sample from fresh streams",
-                           len(per_rank), self.dist.world_size)
+            logger.warning("checkpoint written by %d process(es), resumed on %d: weights, "
+                           "optimizer and rank 0's sampling stream are restored; other ranks "
+                           "sample from fresh streams", len(per_rank), self.dist.world_size)
         else:
-            self.generator.manual_seed(rank_seed(self.config.seed, self.dist.rank, f"resume-{state['iteration']}"))
+            salt = f"resume-{state['iteration']}"
+            self.generator.manual_seed(rank_seed(self.config.seed, self.dist.rank, salt))
 
     def _make_env(self, split: str | None) -> AgentEnv:
         options = dict(self.config.env.options)
@@ -273,8 +290,9 @@ class Trainer:
     _aborted = False
 
     def _on_sigint(self, signum, frame) -> None:
-        # Several processes: a launcher forwards the terminal's Ctrl-C, so one keypress arrives twice;
-        # never abort there (ranks would leave the collectives unevenly); the launcher kills late ranks.
+        # Several processes: the launcher forwards the terminal's Ctrl-C, so one keypress arrives
+        # twice; never abort there (ranks would leave the collectives unevenly). The launcher
+        # kills ranks that outlive its --shutdown-timeout.
         if self._stop_requested and not self.dist.enabled:
             self._aborted = True
             raise KeyboardInterrupt
@@ -286,7 +304,7 @@ class Trainer:
 
     def save(self, iteration: int) -> Path | None:
         """Rank 0 writes the checkpoint (the weights are the same on every rank) with every rank's
-        RNG states; every rank must call this. Returns the checkpoint folder (``None`` off rank 0)."""
+        RNG states; every rank must call this. Returns the folder (``None`` off rank 0)."""
         states = all_gather_objects(self.dist, rng_state(self.generator))
         if not self.dist.is_main:
             return None
@@ -317,7 +335,7 @@ class Trainer:
         cfg = self.config
         seeds = task_seeds(cfg.seed, iteration, cfg.rollout.tasks_per_iteration, self.train_env.num_tasks())
         group_size = cfg.rollout.group_size
-        play = dict(with_skills=self.spec.student_sees_skills, desc=f"rollout {iteration}")
+        play = {"with_skills": self.spec.student_sees_skills, "desc": f"rollout {iteration}"}
         generate_fn = self._generate_fn(cfg.rollout.generation, self.generator)
         if not self.dist.enabled:
             return collect_rollout(
@@ -333,7 +351,8 @@ class Trainer:
         rollout = collect_rollout(
             self.train_env, self.train_prompts, generate_fn, self.tokenizer,
             [seeds[e // group_size] for e in range(start, stop)], 1, self.history_length,
-            cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty, progress=self.dist.is_main, **play,
+            cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty,
+            progress=self.dist.is_main, **play,
         )
         for item in [*rollout.samples, *rollout.episodes]:
             item.traj_id += start
@@ -368,7 +387,8 @@ class Trainer:
                 micro_batch_size=cfg.optim.micro_batch_size,
             )
             metrics["timing/teacher_s"] = time.perf_counter() - t0
-            parts = all_gather_objects(self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
+            parts = all_gather_objects(
+                self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
             skill_files = [files for _, _, part in parts for files in part]
             metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
             metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
@@ -380,7 +400,8 @@ class Trainer:
 
         # 3. advantages -----------------------------------------------------------------------------
         advantages = self.compute_advantages(samples)
-        abs_sums = all_gather_objects(self.dist, float(advantages.abs().sum()) if self.dist.enabled else 0.0)
+        abs_sums = all_gather_objects(
+            self.dist, float(advantages.abs().sum()) if self.dist.enabled else 0.0)
         metrics["train/advantage_abs_mean"] = (
             (float(advantages.abs().mean()) if samples else 0.0) if not self.dist.enabled
             else sum(abs_sums) / max(total, 1))
@@ -391,8 +412,8 @@ class Trainer:
             metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
         metrics["timing/update_s"] = time.perf_counter() - t0
         self._completed_iteration = iteration
-        records = all_gather_objects(self.dist, self.sample_records(iteration, samples, advantages, old_lp, teacher,
-                                                                    offset=offset, total=total))
+        records = all_gather_objects(self.dist, self.sample_records(
+            iteration, samples, advantages, old_lp, teacher, offset=offset, total=total))
         if self.log is not None:
             self.log.log_samples(iteration, [r for part in records for r in part])
         return metrics
@@ -403,8 +424,8 @@ class Trainer:
         cfg = self.config.advantage
         penalty = self.config.env.invalid_action_penalty
         gigpo = cfg.estimator == "gigpo"
-        mine = [(s.score, s.group_id, s.traj_id, s.reward - (0.0 if s.valid_action else penalty), s.step,
-                 s.state.raw_observation if gigpo else None) for s in samples]
+        mine = [(s.score, s.group_id, s.traj_id, s.reward - (0.0 if s.valid_action else penalty),
+                 s.step, s.state.raw_observation if gigpo else None) for s in samples]
         parts = all_gather_objects(self.dist, mine)
         union = [row for part in parts for row in part]
         offset = sum(len(part) for part in parts[: self.dist.rank])
@@ -414,13 +435,15 @@ class Trainer:
         group_ids = torch.tensor(group_ids)
         traj_ids = torch.tensor(traj_ids)
         if not gigpo:
-            advantages = grpo_advantages(torch.tensor(scores, dtype=torch.float32), group_ids, traj_ids,
-                                         cross_steps=cfg.cross_steps, norm_by_std=cfg.norm_by_std)
+            advantages = grpo_advantages(
+                torch.tensor(scores, dtype=torch.float32), group_ids, traj_ids,
+                cross_steps=cfg.cross_steps, norm_by_std=cfg.norm_by_std,
+            )
         else:
             advantages = gigpo_advantages(
                 torch.tensor(step_rewards, dtype=torch.float32), group_ids, traj_ids,
-                anchor_observations=list(anchors), step_indices=torch.tensor(steps), gamma=cfg.gigpo_gamma,
-                omega=cfg.gigpo_omega, norm_by_std=cfg.norm_by_std,
+                anchor_observations=list(anchors), step_indices=torch.tensor(steps),
+                gamma=cfg.gigpo_gamma, omega=cfg.gigpo_omega, norm_by_std=cfg.norm_by_std,
             )
         return advantages[offset : offset + len(samples)]
 
@@ -456,12 +479,14 @@ class Trainer:
         tokens = [n for part in lengths for n in part]  # response tokens per global index
         for _ in range(cfg.optim.ppo_epochs):
             # rank 0 draws the permutation (from the single-process stream) and shares it
-            order = broadcast_object(self.dist, torch.randperm(len(tokens), generator=self.generator).tolist()
-                                     if self.dist.is_main else None)
+            drawn = (torch.randperm(len(tokens), generator=self.generator).tolist()
+                     if self.dist.is_main else None)
+            order = broadcast_object(self.dist, drawn)
             for start in range(0, len(order), cfg.optim.mini_batch_size):
                 mini = order[start : start + cfg.optim.mini_batch_size]
                 mini_tokens = sum(tokens[i] for i in mini)
-                mine = [i - offset for i in mini if offset <= i < offset + len(samples)]  # local indices
+                # this rank's members, as local indices
+                mine = [i - offset for i in mini if offset <= i < offset + len(samples)]
                 self.optimizer.zero_grad(set_to_none=True)
                 finite = True
                 for m_start in range(0, len(mine), cfg.optim.micro_batch_size):
@@ -475,7 +500,8 @@ class Trainer:
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + v * n_tokens
                     total_tokens += n_tokens
-                finite = not any_rank(self.dist, not finite)  # one rank's NaN skips the step everywhere
+                # one rank's NaN skips the step on every rank
+                finite = not any_rank(self.dist, not finite)
                 if finite:
                     all_reduce_gradients(self.dist, params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if finite else torch.tensor(float("nan"))
@@ -538,7 +564,8 @@ class Trainer:
 
     # ---- validation and logging helpers -------------------------------------------------------------
     def validate(self) -> dict[str, float]:
-        """Play the fixed validation panel (group size 1, no skills unless configured), split over ranks."""
+        """Play the fixed validation panel (group size 1, no skills unless configured), split over
+        the ranks."""
         panel = dict(model=self.model, tokenizer=self.tokenizer, env=self.val_env, builder=self.val_prompts,
                      config=self.config, history_length=self.history_length, context=self.dist,
                      should_stop=None if self.dist.enabled else lambda: self._stop_requested)
@@ -560,7 +587,8 @@ class Trainer:
     def sample_records(self, iteration, samples, advantages, old_lp, teacher, offset: int = 0,
                        total: int | None = None) -> list[dict]:
         """Token-level records of ``log_samples`` step samples spread evenly over the iteration's
-        ``total`` step samples (global indices); this rank writes those it holds (from ``offset``)."""
+        ``total`` step samples (global indices); this rank returns those it holds (its first
+        step sample has global index ``offset``)."""
         total = len(samples) if total is None else total
         n = min(self.config.log_samples, total)
         if n == 0:
