@@ -146,6 +146,10 @@ def test_random_policy_picks_admissible_actions(env):
         assert parsed.format_ok and parsed.action in states[0].admissible_actions
         states = env.step([parsed.action])
         assert states[0].valid_action
+    with pytest.raises(ValueError, match="no scripted policy 'oracle'"):
+        env.scripted_action(0, "oracle", rng)
+    with pytest.raises(IndexError, match="out of range"):
+        env.scripted_action(1, "random", rng)
 
 
 # ----- the official-data path -------------------------------------------------------------------

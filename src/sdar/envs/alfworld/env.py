@@ -212,13 +212,18 @@ class AlfworldEnv(AgentEnv):
         return list(self._expert_plans[index])
 
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:
+        """A response in the agent format: ``expert`` follows ALFWorld's planner expert from the
+        episode's current state, ``random`` picks uniformly among the admissible actions."""
+        if policy not in self.policies:
+            return super().scripted_action(index, policy, rng)
+        if not 0 <= index < len(self._states):
+            raise IndexError(f"episode index {index} out of range; {len(self._states)} episodes")
         state = self._states[index]
         if policy == "expert":
             plan = self.expert_plan(index)
             command = plan[0] if plan else "look"
             return prompts.expert_response(state.task.instruction, command)
-        if policy == "random":
-            command = rng.choice(state.admissible_actions or ["look"])
-            reason = "<think>I will try one of the admissible actions.</think>"
-            return f"{reason}\n<action>{command}</action>"
-        return super().scripted_action(index, policy, rng)
+        command = rng.choice(state.admissible_actions or ["look"])  # policy "random"
+        return (
+            f"<think>I will try one of the admissible actions.</think>\n<action>{command}</action>"
+        )
