@@ -48,3 +48,13 @@ def test_parse_and_render():
     prompt = env.render_prompt(state, [("The counter shows 0.", "increment")], think=False)
     assert "Reach the number 2" in prompt and "Action: increment" in prompt and "<think>" not in prompt
     assert env.scripted_action(0, "random", random.Random(0)).startswith("<action>")
+
+
+def test_action_only_demonstrations_drop_the_reasoning(tmp_path):
+    import json
+
+    path = tmp_path / "demos.jsonl"
+    play_episodes(make_env("toy"), "expert", episodes=1, seed=0, demos_path=str(path), think=False)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["response"] for r in rows] == ["<action>increment</action>", "<action>submit</action>"]
+    assert all("<think>" not in r["prompt"] for r in rows)

@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     )
     play.add_argument("--write-demos", default=None, metavar="FILE.jsonl",
                       help="also write every step as a prompt/response pair in the agent's format")
+    play.add_argument("--prompt-mode", choices=["think", "action_only"], default="think",
+                      help="prompt/response format of the demonstrations (match the training config)")
     play.set_defaults(func=run_play)
 
 
@@ -50,6 +52,6 @@ def run_play(args: argparse.Namespace) -> int:
         if args.policy not in env.policies:
             raise SystemExit(f"environment {args.env!r} has no policy {args.policy!r}; known: {list(env.policies)}")
         summary = play_episodes(env, args.policy, args.episodes, args.seed, demos_path=args.write_demos,
-                                rng=random.Random(args.seed))
+                                rng=random.Random(args.seed), think=args.prompt_mode == "think")
     print(json.dumps(summary, indent=2))
     return 0

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
 from sdar.envs.base import AgentEnv
 
 
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
 def play_episodes(env: AgentEnv, policy: str, episodes: int, seed: int = 0, demos_path: str | None = None,
                   rng: random.Random | None = None, think: bool = True) -> dict:
     """Play ``episodes`` episodes (seeds ``seed .. seed + episodes - 1``, one copy each) in one batch.
+
+    With ``think=False`` prompts are rendered in the action-only mode and the scripted responses
+    lose their ``<think>`` part, so demonstrations match ``env.prompt_mode: action_only``.
 
     Returns ``{"episodes", "success", "mean_steps", "mean_return", "per_task_type": {type: success}}``.
     """
@@ -33,6 +40,8 @@ def play_episodes(env: AgentEnv, policy: str, episodes: int, seed: int = 0, demo
                 actions.append(None)
                 continue
             response = env.scripted_action(i, policy, rng)
+            if not think:  # action-only prompts get action-only demonstrations
+                response = _THINK.sub("", response).strip()
             prompt = env.render_prompt(s, histories[i][-env.history_length:] if env.history_length else [], think=think)
             demos.append({"prompt": prompt, "response": response, "task_id": s.task.task_id,
                           "task_type": s.task.task_type, "step": s.step, "index": i})
