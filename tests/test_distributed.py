@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from sdar.trainer.trainer import Trainer
 
 CONFIG = {
     "method": "sdar",
-    "model": {"name": "tiny-random"},
+    "model": {"name": "tiny-random", "device": "cpu"},
     "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
     "rollout": {
         "tasks_per_iteration": 2,
@@ -144,6 +145,7 @@ def join_group(rank: int, port: int, world_size: int = 2):
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
             "OMP_NUM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": "",  # CPU processes over gloo even on a GPU machine
         }
     )
     torch.set_num_threads(1)
@@ -318,7 +320,12 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
         save_every=1,
         eval={"every": 1, "before_training": True, "num_tasks": 3},
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     run = tmp_path / "run"
@@ -383,3 +390,57 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in lines] == [0, 1, 2, 3]
     assert list_checkpoints(run)[-1].name == "iter_000003"
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_saves_one_checkpoint(tmp_path):
+    config_path = write_config(tmp_path / "config.yaml", iterations=50, save_every=100)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    run = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "sdar.cli",
+        "train",
+        "--config",
+        str(config_path),
+        "--output-dir",
+        str(run),
+    ]
+    # a session of its own, so the signal reaches launcher and ranks as a terminal's Ctrl-C does
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + TIMEOUT_S
+    while time.time() < deadline and not (metrics.is_file() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0  # torchrun reports the interruption
+    assert err.count("interrupted; resume with") == 1, err[-4000:]  # rank 0 alone says it
+    done = [json.loads(x)["iteration"] for x in metrics.read_text().splitlines()]
+    assert [p.name for p in list_checkpoints(run)] == [f"iter_{done[-1]:06d}"]
+    assert done == list(range(1, done[-1] + 1)) and done[-1] < 50

@@ -118,6 +118,12 @@ def init_distributed(timeout_s: float = 1800.0) -> DistributedContext:
             )
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"LOCAL_RANK={local_rank} but this machine shows {torch.cuda.device_count()} GPU(s); "
+                f"start at most one process per GPU (--nproc_per_node), or hide the GPUs "
+                f"(CUDA_VISIBLE_DEVICES=) to run CPU processes over gloo"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group(
         backend=backend,

@@ -276,7 +276,8 @@ class Trainer:
             elif completed >= 1 and broadcast_object(
                     self.dist, latest_checkpoint(self.run_dir) != self._checkpoint_path(completed)):
                 self.save(completed)
-            logger.warning("interrupted; resume with: sdar train --resume %s", self.run_dir)
+            if self.dist.is_main:
+                logger.warning("interrupted; resume with: sdar train --resume %s", self.run_dir)
             raise
         finally:
             if previous_handler is not None:
@@ -296,8 +297,12 @@ class Trainer:
         if self._stop_requested and not self.dist.enabled:
             self._aborted = True
             raise KeyboardInterrupt
+        if self.dist.enabled:
+            if not self._stop_requested and self.dist.is_main:
+                logger.warning("Ctrl-C: all ranks stop after this iteration and save a checkpoint")
+        else:
+            logger.warning("Ctrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)")
         self._stop_requested = True
-        logger.warning("Ctrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)")
 
     def _checkpoint_path(self, iteration: int) -> Path:
         return self.run_dir / "checkpoints" / f"iter_{iteration:06d}"
