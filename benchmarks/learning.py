@@ -1,0 +1,237 @@
+"""Learning comparison at CPU scale: methods x seeds x environments, same budget (issue 7, part 2).
+
+For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
+
+1. **Warm start, once per environment, identical for every method.** The packaged 135M model
+   never wins these tasks on its own, and GRPO learns nothing from groups that all fail. So the
+   environment's scripted expert (ALFWorld ``expert``, WebShop / Search-QA ``oracle``) plays
+   ``--demo-episodes`` training episodes, its turns are written as demonstrations in the run's
+   prompt format (with ``prompt_mode: action_only`` the ``<think>`` part of the expert's response
+   is dropped, so the demonstrations show what the agent is asked to write), and the real
+   ``sdar sft`` command fine-tunes on them. Every RL run starts from that checkpoint
+   (``init_checkpoint=``).
+2. **RL runs** ``sdar train --config configs/bench/<env>.yaml method=<m> seed=<s>
+   init_checkpoint=<sft>`` into ``<runs-dir>/<env>/<m>-seed<s>``. Resumable: a run whose last
+   checkpoint is its final iteration is skipped, a run with an earlier checkpoint is continued
+   with ``sdar train --resume``; so rerunning this script after an interruption finishes the grid.
+3. **Aggregate** with ``sdar.reporting.write_aggregate_report`` into
+   ``<out>/<env>/`` (validation and training success, mean +- std over seeds, learning-curve PNGs)
+   and ``<out>/<env>/teacher/`` (teacher gap and gate of the methods that have a teacher: SDAR vs
+   GRPO+OPSD), plus ``<out>/summary.md`` / ``summary.json``: one row per (env, method) with the
+   seeds that finished, and the exact settings (each env's resolved config is copied next to it).
+
+    python benchmarks/learning.py                         # the full grid (hours on 2 cores)
+    python benchmarks/learning.py --envs alfworld --methods grpo sdar --seeds 0   # a part of it
+    python benchmarks/learning.py --smoke --envs search   # tiny random model, 1 iteration, minutes
+
+Default grid: ALFWorld GRPO, SDAR, GRPO+OPSD x seeds 0,1,2; WebShop and Search-QA GRPO, SDAR x
+seeds 0,1. ``--smoke`` swaps in the tiny random model and one-iteration settings (plumbing only;
+its numbers mean nothing) and writes under ``--runs-dir``/``--out`` you choose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs" / "bench"
+GRID = {
+    "alfworld": {"methods": ["grpo", "sdar", "grpo_opsd"], "seeds": [0, 1, 2], "policy": "expert"},
+    "webshop": {"methods": ["grpo", "sdar"], "seeds": [0, 1], "policy": "oracle"},
+    "search": {"methods": ["grpo", "sdar"], "seeds": [0, 1], "policy": "oracle"},
+}
+SUCCESS_KEYS = ("val/success", "train/success")
+TEACHER_KEYS = ("sdar/teacher_gap_mean", "sdar/gate_mean", "sdar/gate_active_ratio")
+SMOKE_OVERRIDES = [
+    "model={name: tiny-random, lora: null}", "iterations=1", "rollout.tasks_per_iteration=1",
+    "rollout.group_size=2", "rollout.generation={max_new_tokens: 8, temperature: 1.0}", "env.max_steps=2",
+    "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=8", "optim.micro_batch_size=4",
+]
+SMOKE_ENV_OPTIONS = {"alfworld": "env.options={preset: easy, offline_games: 10}"}
+
+
+def sdar_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sdar.cli", *args]
+
+
+def run(cmd: list[str], log_path: Path) -> None:
+    """Run one command, its output appended to ``log_path``; a failure stops the grid loudly."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print("$", " ".join(cmd), flush=True)
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
+
+
+def last_checkpoint_iteration(run_dir: Path) -> int | None:
+    from sdar.trainer.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run_dir) if (run_dir / "checkpoints").is_dir() else None
+    if ckpt is None:
+        return None
+    match = re.search(r"(\d+)$", ckpt.name)
+    return int(match.group(1)) if match else None
+
+
+def write_demonstrations(env_name: str, config, policy: str, episodes: int, path: Path) -> dict:
+    """Expert turns in the run's prompt format (``sdar env play --write-demos`` renders <think>)."""
+    from sdar.envs import make_env
+    from sdar.envs.play import play_episodes
+
+    think = config.env.prompt_mode == "think"
+    options = dict(config.env.options)
+    if config.env.max_steps is not None:
+        options["max_steps"] = config.env.max_steps
+    raw = path.with_suffix(".raw.jsonl")
+    with make_env(env_name, split=config.env.train_split or "train", **options) as env:
+        summary = play_episodes(env, policy, episodes, seed=0, demos_path=str(raw), think=think)
+    lines = []
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if not think:  # the agent is asked for the action tag alone
+            row["response"] = re.sub(r"<think>.*?</think>\s*", "", row["response"], flags=re.DOTALL).strip()
+        lines.append(json.dumps(row))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    raw.unlink()
+    return summary
+
+
+def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: Path, args) -> Path:
+    """The shared supervised warm start of one environment (skipped when it already exists)."""
+    from sdar.trainer.config import load_config
+
+    sft_dir = env_dir / "sft"
+    if last_checkpoint_iteration(sft_dir) is not None:
+        print(f"[{env_name}] warm start exists: {sft_dir}")
+        return sft_dir
+    config = load_config(config_path, overrides)
+    demos = env_dir / "demos.jsonl"
+    summary = write_demonstrations(env_name, config, GRID[env_name]["policy"], args.demo_episodes, demos)
+    print(f"[{env_name}] {summary['episodes']} expert episodes, success {summary['success']:.2f} -> {demos}")
+    # overrides go first: argparse binds a trailing nargs="*" positional before the options otherwise
+    run(sdar_command("sft", *overrides, "--config", str(config_path), "--demos", str(demos), "--output-dir",
+                     str(sft_dir), "--epochs", str(args.sft_epochs)), env_dir / "sft.log")
+    return sft_dir
+
+
+def train_run(env_name: str, method: str, seed: int, config_path: Path, overrides: list[str], sft_dir: Path | None,
+              env_dir: Path) -> tuple[Path, str]:
+    """Start, resume or skip one run; returns its directory and what was done."""
+    from sdar.trainer.config import load_config
+
+    run_dir = env_dir / f"{method}-seed{seed}"
+    run_overrides = [f"method={method}", f"seed={seed}", *overrides]
+    if sft_dir is not None:
+        run_overrides.append(f"init_checkpoint={sft_dir}")
+    iterations = load_config(config_path, run_overrides).iterations
+    done = last_checkpoint_iteration(run_dir)
+    log = env_dir / f"{method}-seed{seed}.log"
+    if done is not None and done >= iterations:
+        return run_dir, "finished earlier"
+    if done is not None:
+        run(sdar_command("train", "--resume", str(run_dir), "--no-report"), log)
+        return run_dir, f"resumed from iteration {done}"
+    run(sdar_command("train", *run_overrides, "--config", str(config_path), "--output-dir", str(run_dir),
+                     "--no-report"), log)
+    return run_dir, "trained"
+
+
+def aggregate(env_name: str, run_dirs: list[Path], out_dir: Path) -> dict:
+    """Success tables and curves of one environment; teacher gap/gate of the teacher methods."""
+    from sdar.reporting import write_aggregate_report
+    from sdar.reporting.aggregate import aggregate_runs, load_run_config
+
+    write_aggregate_report(run_dirs, out_dir, keys=SUCCESS_KEYS, group_by=["loss.method"])
+    with_teacher = [d for d in run_dirs if (load_run_config(d) or {}).get("loss", {}).get("method")
+                    in ("sdar", "grpo_opsd")]
+    if with_teacher:
+        write_aggregate_report(with_teacher, out_dir / "teacher", keys=TEACHER_KEYS, group_by=["loss.method"])
+    return aggregate_runs(run_dirs, key="val/success", group_by=["loss.method"])
+
+
+def summary_rows(env_name: str, result: dict) -> list[dict]:
+    rows = []
+    for label, group in result["groups"].items():
+        rows.append({"env": env_name, "method": label.split("=", 1)[-1], "seeds": group["seeds"], "n": group["n"],
+                     "start": group["start"], "final": group["final"], "best": group["best"]})
+    return rows
+
+
+def pct(stats: dict) -> str:
+    if stats["std"] is None:
+        return f"{100 * stats['mean']:.1f}"
+    return f"{100 * stats['mean']:.1f} +- {100 * stats['std']:.1f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=list(GRID), choices=list(GRID))
+    parser.add_argument("--methods", nargs="+", default=None, help="default: the grid's methods per env")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the grid's seeds per env")
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench",
+                        help="where run directories go (default runs/bench)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="aggregate results folder (default benchmarks/results/learning)")
+    parser.add_argument("--demo-episodes", type=int, default=None, help="expert episodes (default 64, smoke 2)")
+    parser.add_argument("--sft-epochs", type=int, default=None, help="warm-start epochs (default 2, smoke 1)")
+    parser.add_argument("--no-warm-start", action="store_true", help="start every method from the base model")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, one iteration per run")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every run, key.sub=value")
+    args = parser.parse_args(argv)
+    args.demo_episodes = args.demo_episodes or (2 if args.smoke else 64)
+    args.sft_epochs = args.sft_epochs or (1 if args.smoke else 2)
+    out = args.out or (ROOT / "benchmarks" / "results" / ("learning_smoke" if args.smoke else "learning"))
+    out.mkdir(parents=True, exist_ok=True)
+
+    summary: dict = {"grid": {}, "rows": [], "settings": {"smoke": args.smoke, "overrides": args.overrides,
+                                                          "demo_episodes": args.demo_episodes,
+                                                          "sft_epochs": args.sft_epochs,
+                                                          "warm_start": not args.no_warm_start}}
+    started = time.time()
+    for env_name in args.envs:
+        config_path = CONFIGS / f"{env_name}.yaml"
+        overrides = (SMOKE_OVERRIDES + ([SMOKE_ENV_OPTIONS[env_name]] if env_name in SMOKE_ENV_OPTIONS else [])
+                     if args.smoke else []) + list(args.overrides)
+        env_dir = args.runs_dir / env_name
+        env_dir.mkdir(parents=True, exist_ok=True)
+        sft_dir = None if args.no_warm_start else warm_start(env_name, config_path, overrides, env_dir, args)
+        run_dirs = []
+        for method in args.methods or GRID[env_name]["methods"]:
+            for seed in args.seeds if args.seeds is not None else GRID[env_name]["seeds"]:
+                run_dir, what = train_run(env_name, method, seed, config_path, overrides, sft_dir, env_dir)
+                print(f"[{env_name}] {method} seed {seed}: {what} ({run_dir})", flush=True)
+                summary["grid"].setdefault(env_name, []).append(
+                    {"method": method, "seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "status": what,
+                     "iterations_done": last_checkpoint_iteration(run_dir)})
+                run_dirs.append(run_dir)
+        result = aggregate(env_name, run_dirs, out / env_name)
+        summary["rows"] += summary_rows(env_name, result)
+        shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
+
+    summary["wall_seconds_this_call"] = time.time() - started
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    md = ["# Learning comparison (validation success %, mean +- std over seeds)", "",
+          "| env | method | seeds | start | final | best |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in summary["rows"]:
+        md.append(f"| {r['env']} | {r['method']} | {r['n']} | {pct(r['start'])} | {pct(r['final'])} | "
+                  f"{pct(r['best'])} |")
+    (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
+    print("\n".join(md))
+    print(f"wrote {out / 'summary.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
