@@ -65,14 +65,21 @@ PLANS = [
     ["<action>increment</action>", "<action>increment</action>", "<action>submit</action>"],
     ["<action>submit</action>"],
 ]
-# (split, micro-batch size): rank 0 holds samples[:split]. Split 7: trajectory 3 (group 1) alone
-# on rank 1, its group mate on rank 0, and three of the four mini-batches hold nothing of rank 1.
-# Split 0: rank 0 holds nothing. Micro-batches of 1 run every row through the same forward pass in
-# both layouts, so only the order of the gradient sum differs (tight tolerance); micro-batches of 2
-# pair different rows (other padding, other kernels' rounding) and Adam's first step magnifies
-# rounding on near-zero gradients, hence the looser absolute tolerance there.
-SCENARIOS = ((7, 1), (0, 1), (7, 2))
+# (split, micro-batch size, advantage estimator); rank 0 holds samples[:split]. Split 7:
+# trajectory 3 (group 1) alone on rank 1, its group mate on rank 0, and three of the four
+# mini-batches hold nothing of rank 1. Split 0: rank 0 holds nothing. Split 3 with GiGPO: a
+# trajectory, and so its step-level anchor groups, spans both ranks. Micro-batches of 1 run every
+# row through the same forward pass in both layouts, so only the order of the gradient sum differs
+# (tight tolerance); micro-batches of 2 pair different rows (other padding, other rounding) and
+# Adam's first step magnifies rounding on near-zero gradients, hence a looser absolute tolerance.
+SCENARIOS = ((7, 1, "grpo"), (0, 1, "grpo"), (7, 2, "grpo"), (3, 1, "gigpo"))
 TOLERANCE = {1: {"rtol": 1e-6, "atol": 1e-7}, 2: {"rtol": 1e-6, "atol": 2e-6}}
+
+
+def scenario_overrides(micro: int, estimator: str) -> list[str]:
+    return [f"optim.micro_batch_size={micro}", f"advantage.estimator={estimator}"]
+
+
 TIMEOUT_S = 240
 
 
@@ -156,10 +163,10 @@ def join_group(rank: int, port: int, world_size: int = 2):
 def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
     context = join_group(rank, port)
     try:
-        for split, micro in SCENARIOS:
+        for split, micro, estimator in SCENARIOS:
             trainer = Trainer(
-                load_config(config_path, [f"optim.micro_batch_size={micro}"]),
-                Path(out_dir) / f"run-{split}-{micro}",
+                load_config(config_path, scenario_overrides(micro, estimator)),
+                Path(out_dir) / f"run-{split}-{micro}-{estimator}",
             )
             assert trainer.dist == context
             samples = scripted_samples(trainer)
@@ -171,7 +178,7 @@ def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None
                     "metrics": metrics,
                     "group_ids": [s.group_id for s in mine],
                 },
-                Path(out_dir) / f"split{split}-{micro}-rank{rank}.pt",
+                Path(out_dir) / f"split{split}-{micro}-{estimator}-rank{rank}.pt",
             )
     finally:
         shutdown(context)
@@ -181,10 +188,10 @@ def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None
 def test_two_ranks_update_equals_one_process(tmp_path):
     config_path = write_config(tmp_path / "config.yaml")
     baseline = {}
-    for micro in (1, 2):
+    for micro, estimator in sorted({(m, e) for _, m, e in SCENARIOS}):
         single = Trainer(
-            load_config(config_path, [f"optim.micro_batch_size={micro}"]),
-            tmp_path / f"single-{micro}",
+            load_config(config_path, scenario_overrides(micro, estimator)),
+            tmp_path / f"single-{micro}-{estimator}",
         )
         assert single.dist == SINGLE
         before = trainable(single.model)
@@ -193,17 +200,19 @@ def test_two_ranks_update_equals_one_process(tmp_path):
             s.group_id for s in samples[7:]
         }
         metrics = single.learn(1, samples)
-        baseline[micro] = (trainable(single.model), metrics)
+        baseline[micro, estimator] = (trainable(single.model), metrics)
         assert metrics["actor/optimizer_steps"] == 4.0
-        assert all((baseline[micro][0][k] - before[k]).abs().max() > 1e-4 for k in before), (
-            "a weight did not move"
-        )
+        assert all(
+            (baseline[micro, estimator][0][k] - before[k]).abs().max() > 1e-4 for k in before
+        ), "a weight did not move"
 
     spawn(_update_worker, (free_port(), str(config_path), str(tmp_path)))
-    for split, micro in SCENARIOS:
-        expected, expected_metrics = baseline[micro]
+    for split, micro, estimator in SCENARIOS:
+        expected, expected_metrics = baseline[micro, estimator]
         ranks = [
-            torch.load(tmp_path / f"split{split}-{micro}-rank{r}.pt", weights_only=False)
+            torch.load(
+                tmp_path / f"split{split}-{micro}-{estimator}-rank{r}.pt", weights_only=False
+            )
             for r in (0, 1)
         ]
         assert len(ranks[0]["group_ids"]) == split and len(ranks[1]["group_ids"]) == 8 - split
@@ -233,11 +242,15 @@ def test_two_ranks_update_equals_one_process(tmp_path):
         # the log-sample picks are global: rank 0 logs the same records as one process
         lines = [
             json.loads(x)
-            for x in (tmp_path / f"run-{split}-{micro}" / "samples.jsonl").read_text().splitlines()
+            for x in (tmp_path / f"run-{split}-{micro}-{estimator}" / "samples.jsonl")
+            .read_text()
+            .splitlines()
         ]
         single_lines = [
             json.loads(x)
-            for x in (tmp_path / f"single-{micro}" / "samples.jsonl").read_text().splitlines()
+            for x in (tmp_path / f"single-{micro}-{estimator}" / "samples.jsonl")
+            .read_text()
+            .splitlines()
         ]
         assert [(r["task_id"], r["step"], r["tokens"]) for r in lines] == [
             (r["task_id"], r["step"], r["tokens"]) for r in single_lines
