@@ -405,10 +405,9 @@ class Trainer:
 
         # 3. advantages -----------------------------------------------------------------------------
         advantages = self.compute_advantages(samples)
-        abs_sums = all_gather_objects(
-            self.dist, float(advantages.abs().sum()) if self.dist.enabled else 0.0)
+        abs_sums = all_gather_objects(self.dist, float(advantages.abs().sum()))
         metrics["train/advantage_abs_mean"] = (
-            (float(advantages.abs().mean()) if samples else 0.0) if not self.dist.enabled
+            float(advantages.abs().mean()) if samples and not self.dist.enabled
             else sum(abs_sums) / max(total, 1))
 
         # 4. update ---------------------------------------------------------------------------------
