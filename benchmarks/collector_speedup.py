@@ -1,4 +1,4 @@
-"""Rollout tokens per second: batched step-wise collector / one environment at a time (target >= 3x).
+"""Rollout tokens per second: batched step-wise collector / one env at a time (target >= 3x).
 
 The same N episodes (tasks ``seed .. seed + N - 1``, one copy each) are played twice per round:
 
@@ -41,13 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="default smollm2-135m (smoke: tiny-random)")
     parser.add_argument("--env", default=None, help="default alfworld (smoke: toy)")
-    parser.add_argument("--envs", type=int, default=None, help="episodes played (default 16; smoke 4)")
-    parser.add_argument("--max-steps", type=int, default=None, help="episode step limit (default 8)")
+    parser.add_argument(
+        "--envs", type=int, default=None, help="episodes played (default 16; smoke 4)"
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None, help="episode step limit (default 8)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=None, help="rounds (default 2; smoke 1)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model on the toy env")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default results/collector_speedup.json; smoke: ..._smoke.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file (default results/collector_speedup.json; smoke: ..._smoke.json)",
+    )
     args = parser.parse_args(argv)
     model_name = args.model or ("tiny-random" if args.smoke else "smollm2-135m")
     env_name = args.env or ("toy" if args.smoke else "alfworld")
@@ -73,11 +81,25 @@ def main(argv: list[str] | None = None) -> int:
     def play(seeds: list[int]) -> dict:
         generation_s[0] = 0.0
         t0 = time.perf_counter()
-        rollout = collect_rollout(env, builder, generate_fn, tokenizer, seeds, 1, env.history_length, 1024,
-                                  0.1, progress=False)
-        return {"episodes": len(rollout.episodes), "step_samples": len(rollout.samples),
-                "response_tokens": sum(len(s.response_ids) for s in rollout.samples),
-                "seconds": time.perf_counter() - t0, "generation_seconds": generation_s[0]}
+        rollout = collect_rollout(
+            env,
+            builder,
+            generate_fn,
+            tokenizer,
+            seeds,
+            1,
+            env.history_length,
+            1024,
+            0.1,
+            progress=False,
+        )
+        return {
+            "episodes": len(rollout.episodes),
+            "step_samples": len(rollout.samples),
+            "response_tokens": sum(len(s.response_ids) for s in rollout.samples),
+            "seconds": time.perf_counter() - t0,
+            "generation_seconds": generation_s[0],
+        }
 
     seeds = list(range(n_envs))
     runs: dict[str, list[dict]] = {"batched": [], "sequential": []}
@@ -97,22 +119,44 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "collector_speedup",
         "target": f"batched / sequential tokens per second >= 3 at {n_envs} environments",
-        "settings": {"model": model_name, "env": env_name, "env_options": options, "envs": n_envs,
-                     "max_new_tokens": args.max_new_tokens, "decoding": "greedy", "prompt_mode": "action_only",
-                     "repeats": repeats, "smoke": args.smoke},
+        "settings": {
+            "model": model_name,
+            "env": env_name,
+            "env_options": options,
+            "envs": n_envs,
+            "max_new_tokens": args.max_new_tokens,
+            "decoding": "greedy",
+            "prompt_mode": "action_only",
+            "repeats": repeats,
+            "smoke": args.smoke,
+        },
         "runs": runs,
         "tokens_per_second": {"batched": tps("batched"), "sequential": tps("sequential")},
         "speedup": tps("batched") / tps("sequential"),
         "generation_only_speedup": statistics.median(
-            (b["response_tokens"] / b["generation_seconds"]) / (s["response_tokens"] / s["generation_seconds"])
-            for b, s in zip(runs["batched"], runs["sequential"])),
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "load_average_1m": os.getloadavg()[0]},
+            (b["response_tokens"] / b["generation_seconds"])
+            / (s["response_tokens"] / s["generation_seconds"])
+            for b, s in zip(runs["batched"], runs["sequential"])
+        ),
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0],
+        },
     }
-    out = args.out or RESULTS / ("collector_speedup_smoke.json" if args.smoke else "collector_speedup.json")
+    out = args.out or RESULTS / (
+        "collector_speedup_smoke.json" if args.smoke else "collector_speedup.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("tokens_per_second", "speedup", "generation_only_speedup")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("tokens_per_second", "speedup", "generation_only_speedup")},
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

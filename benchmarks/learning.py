@@ -26,7 +26,8 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
 
 Default grid: ALFWorld GRPO, SDAR, GRPO+OPSD x seeds 0,1,2; WebShop and Search-QA GRPO, SDAR x
 seeds 0,1. ``--smoke`` swaps in the tiny random model and one-iteration settings (plumbing only;
-its numbers mean nothing) and writes under ``--runs-dir``/``--out`` you choose.
+its numbers mean nothing), one seed unless ``--seeds`` says otherwise, and writes its aggregate to
+``benchmarks/results/learning_smoke/`` unless ``--out`` says otherwise.
 """
 
 from __future__ import annotations
@@ -51,9 +52,16 @@ GRID = {
 SUCCESS_KEYS = ("val/success", "train/success")
 TEACHER_KEYS = ("sdar/teacher_gap_mean", "sdar/gate_mean", "sdar/gate_active_ratio")
 SMOKE_OVERRIDES = [
-    "model={name: tiny-random, lora: null}", "iterations=1", "rollout.tasks_per_iteration=1",
-    "rollout.group_size=2", "rollout.generation={max_new_tokens: 8, temperature: 1.0}", "env.max_steps=2",
-    "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=8", "optim.micro_batch_size=4",
+    "model={name: tiny-random, lora: null}",
+    "iterations=1",
+    "rollout.tasks_per_iteration=1",
+    "rollout.group_size=2",
+    "rollout.generation={max_new_tokens: 8, temperature: 1.0}",
+    "env.max_steps=2",
+    "eval.every=1",
+    "eval.num_tasks=2",
+    "optim.mini_batch_size=8",
+    "optim.micro_batch_size=4",
 ]
 SMOKE_ENV_OPTIONS = {"alfworld": "env.options={preset: easy, offline_games: 10}"}
 
@@ -72,7 +80,9 @@ def run(cmd: list[str], log_path: Path) -> None:
         done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
     if done.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
+        raise SystemExit(
+            f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}"
+        )
 
 
 def last_checkpoint_iteration(run_dir: Path) -> int | None:
@@ -101,7 +111,9 @@ def write_demonstrations(env_name: str, config, policy: str, episodes: int, path
     for line in raw.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if not think:  # the agent is asked for the action tag alone
-            row["response"] = re.sub(r"<think>.*?</think>\s*", "", row["response"], flags=re.DOTALL).strip()
+            row["response"] = re.sub(
+                r"<think>.*?</think>\s*", "", row["response"], flags=re.DOTALL
+            ).strip()
         lines.append(json.dumps(row))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     raw.unlink()
@@ -118,16 +130,41 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
         return sft_dir
     config = load_config(config_path, overrides)
     demos = env_dir / "demos.jsonl"
-    summary = write_demonstrations(env_name, config, GRID[env_name]["policy"], args.demo_episodes, demos)
-    print(f"[{env_name}] {summary['episodes']} expert episodes, success {summary['success']:.2f} -> {demos}")
-    # overrides go first: argparse binds a trailing nargs="*" positional before the options otherwise
-    run(sdar_command("sft", *overrides, "--config", str(config_path), "--demos", str(demos), "--output-dir",
-                     str(sft_dir), "--epochs", str(args.sft_epochs)), env_dir / "sft.log")
+    summary = write_demonstrations(
+        env_name, config, GRID[env_name]["policy"], args.demo_episodes, demos
+    )
+    print(
+        f"[{env_name}] {summary['episodes']} expert episodes, "
+        f"success {summary['success']:.2f} -> {demos}"
+    )
+    # overrides go first: argparse would bind a trailing nargs="*" positional too early
+    run(
+        sdar_command(
+            "sft",
+            *overrides,
+            "--config",
+            str(config_path),
+            "--demos",
+            str(demos),
+            "--output-dir",
+            str(sft_dir),
+            "--epochs",
+            str(args.sft_epochs),
+        ),
+        env_dir / "sft.log",
+    )
     return sft_dir
 
 
-def train_run(env_name: str, method: str, seed: int, config_path: Path, overrides: list[str], sft_dir: Path | None,
-              env_dir: Path) -> tuple[Path, str]:
+def train_run(
+    env_name: str,
+    method: str,
+    seed: int,
+    config_path: Path,
+    overrides: list[str],
+    sft_dir: Path | None,
+    env_dir: Path,
+) -> tuple[Path, str]:
     """Start, resume or skip one run; returns its directory and what was done."""
     from sdar.trainer.config import load_config
 
@@ -143,8 +180,18 @@ def train_run(env_name: str, method: str, seed: int, config_path: Path, override
     if done is not None:
         run(sdar_command("train", "--resume", str(run_dir), "--no-report"), log)
         return run_dir, f"resumed from iteration {done}"
-    run(sdar_command("train", *run_overrides, "--config", str(config_path), "--output-dir", str(run_dir),
-                     "--no-report"), log)
+    run(
+        sdar_command(
+            "train",
+            *run_overrides,
+            "--config",
+            str(config_path),
+            "--output-dir",
+            str(run_dir),
+            "--no-report",
+        ),
+        log,
+    )
     return run_dir, "trained"
 
 
@@ -154,18 +201,32 @@ def aggregate(env_name: str, run_dirs: list[Path], out_dir: Path) -> dict:
     from sdar.reporting.aggregate import aggregate_runs, load_run_config
 
     write_aggregate_report(run_dirs, out_dir, keys=SUCCESS_KEYS, group_by=["loss.method"])
-    with_teacher = [d for d in run_dirs if (load_run_config(d) or {}).get("loss", {}).get("method")
-                    in ("sdar", "grpo_opsd")]
+    with_teacher = [
+        d
+        for d in run_dirs
+        if (load_run_config(d) or {}).get("loss", {}).get("method") in ("sdar", "grpo_opsd")
+    ]
     if with_teacher:
-        write_aggregate_report(with_teacher, out_dir / "teacher", keys=TEACHER_KEYS, group_by=["loss.method"])
+        write_aggregate_report(
+            with_teacher, out_dir / "teacher", keys=TEACHER_KEYS, group_by=["loss.method"]
+        )
     return aggregate_runs(run_dirs, key="val/success", group_by=["loss.method"])
 
 
 def summary_rows(env_name: str, result: dict) -> list[dict]:
     rows = []
     for label, group in result["groups"].items():
-        rows.append({"env": env_name, "method": label.split("=", 1)[-1], "seeds": group["seeds"], "n": group["n"],
-                     "start": group["start"], "final": group["final"], "best": group["best"]})
+        rows.append(
+            {
+                "env": env_name,
+                "method": label.split("=", 1)[-1],
+                "seeds": group["seeds"],
+                "n": group["n"],
+                "start": group["start"],
+                "final": group["final"],
+                "best": group["best"],
+            }
+        )
     return rows
 
 
@@ -178,43 +239,95 @@ def pct(stats: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=list(GRID), choices=list(GRID))
-    parser.add_argument("--methods", nargs="+", default=None, help="default: the grid's methods per env")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the grid's seeds per env")
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "bench",
-                        help="where run directories go (default runs/bench)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="aggregate results folder (default benchmarks/results/learning)")
-    parser.add_argument("--demo-episodes", type=int, default=None, help="expert episodes (default 64, smoke 2)")
-    parser.add_argument("--sft-epochs", type=int, default=None, help="warm-start epochs (default 2, smoke 1)")
-    parser.add_argument("--no-warm-start", action="store_true", help="start every method from the base model")
-    parser.add_argument("--smoke", action="store_true", help="tiny random model, one iteration per run")
-    parser.add_argument("overrides", nargs="*", help="config overrides for every run, key.sub=value")
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="default: the grid's methods per env"
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="default: the grid's seeds per env"
+    )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=ROOT / "runs" / "bench",
+        help="where run directories go (default runs/bench)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="aggregate results folder (default benchmarks/results/learning)",
+    )
+    parser.add_argument(
+        "--demo-episodes", type=int, default=None, help="expert episodes (default 64, smoke 2)"
+    )
+    parser.add_argument(
+        "--sft-epochs", type=int, default=None, help="warm-start epochs (default 2, smoke 1)"
+    )
+    parser.add_argument(
+        "--no-warm-start", action="store_true", help="start every method from the base model"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny random model, one iteration per run"
+    )
+    parser.add_argument(
+        "overrides", nargs="*", help="config overrides for every run, key.sub=value"
+    )
     args = parser.parse_args(argv)
     args.demo_episodes = args.demo_episodes or (2 if args.smoke else 64)
     args.sft_epochs = args.sft_epochs or (1 if args.smoke else 2)
-    out = args.out or (ROOT / "benchmarks" / "results" / ("learning_smoke" if args.smoke else "learning"))
+    out = args.out or (
+        ROOT / "benchmarks" / "results" / ("learning_smoke" if args.smoke else "learning")
+    )
     out.mkdir(parents=True, exist_ok=True)
 
-    summary: dict = {"grid": {}, "rows": [], "settings": {"smoke": args.smoke, "overrides": args.overrides,
-                                                          "demo_episodes": args.demo_episodes,
-                                                          "sft_epochs": args.sft_epochs,
-                                                          "warm_start": not args.no_warm_start}}
+    summary: dict = {
+        "grid": {},
+        "rows": [],
+        "settings": {
+            "smoke": args.smoke,
+            "overrides": args.overrides,
+            "demo_episodes": args.demo_episodes,
+            "sft_epochs": args.sft_epochs,
+            "warm_start": not args.no_warm_start,
+        },
+    }
     started = time.time()
     for env_name in args.envs:
         config_path = CONFIGS / f"{env_name}.yaml"
-        overrides = (SMOKE_OVERRIDES + ([SMOKE_ENV_OPTIONS[env_name]] if env_name in SMOKE_ENV_OPTIONS else [])
-                     if args.smoke else []) + list(args.overrides)
+        overrides = (
+            SMOKE_OVERRIDES
+            + ([SMOKE_ENV_OPTIONS[env_name]] if env_name in SMOKE_ENV_OPTIONS else [])
+            if args.smoke
+            else []
+        ) + list(args.overrides)
         env_dir = args.runs_dir / env_name
         env_dir.mkdir(parents=True, exist_ok=True)
-        sft_dir = None if args.no_warm_start else warm_start(env_name, config_path, overrides, env_dir, args)
+        sft_dir = (
+            None
+            if args.no_warm_start
+            else warm_start(env_name, config_path, overrides, env_dir, args)
+        )
         run_dirs = []
         for method in args.methods or GRID[env_name]["methods"]:
-            for seed in args.seeds if args.seeds is not None else GRID[env_name]["seeds"]:
-                run_dir, what = train_run(env_name, method, seed, config_path, overrides, sft_dir, env_dir)
+            seeds = (
+                args.seeds
+                if args.seeds is not None
+                else ([0] if args.smoke else GRID[env_name]["seeds"])
+            )
+            for seed in seeds:
+                run_dir, what = train_run(
+                    env_name, method, seed, config_path, overrides, sft_dir, env_dir
+                )
                 print(f"[{env_name}] {method} seed {seed}: {what} ({run_dir})", flush=True)
                 summary["grid"].setdefault(env_name, []).append(
-                    {"method": method, "seed": seed, "run_dir": os.path.relpath(run_dir, ROOT), "status": what,
-                     "iterations_done": last_checkpoint_iteration(run_dir)})
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "run_dir": os.path.relpath(run_dir, ROOT),
+                        "status": what,
+                        "iterations_done": last_checkpoint_iteration(run_dir),
+                    }
+                )
                 run_dirs.append(run_dir)
         result = aggregate(env_name, run_dirs, out / env_name)
         summary["rows"] += summary_rows(env_name, result)
@@ -222,11 +335,17 @@ def main(argv: list[str] | None = None) -> int:
 
     summary["wall_seconds_this_call"] = time.time() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    md = ["# Learning comparison (validation success %, mean +- std over seeds)", "",
-          "| env | method | seeds | start | final | best |", "| --- | --- | --- | --- | --- | --- |"]
+    md = [
+        "# Learning comparison (validation success %, mean +- std over seeds)",
+        "",
+        "| env | method | seeds | start | final | best |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in summary["rows"]:
-        md.append(f"| {r['env']} | {r['method']} | {r['n']} | {pct(r['start'])} | {pct(r['final'])} | "
-                  f"{pct(r['best'])} |")
+        md.append(
+            f"| {r['env']} | {r['method']} | {r['n']} | {pct(r['start'])} | {pct(r['final'])} | "
+            f"{pct(r['best'])} |"
+        )
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     print(f"wrote {out / 'summary.json'}")

@@ -36,12 +36,22 @@ UNBOUNDED = 10**6
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=None, help="default 8 (smoke 2)")
-    parser.add_argument("--steps", type=int, default=None, help="episode step limit (default 50, smoke 6)")
-    parser.add_argument("--preset", default=None, help="offline game preset (default standard, smoke easy)")
-    parser.add_argument("--think", action="store_true", help="render the <think> format instruction")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="episode step limit (default 50, smoke 6)"
+    )
+    parser.add_argument(
+        "--preset", default=None, help="offline game preset (default standard, smoke easy)"
+    )
+    parser.add_argument(
+        "--think", action="store_true", help="render the <think> format instruction"
+    )
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default results/prompt_growth.json; smoke: ..._smoke.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file (default results/prompt_growth.json; smoke: ..._smoke.json)",
+    )
     args = parser.parse_args(argv)
     episodes = args.episodes or (2 if args.smoke else 8)
     steps = args.steps or (6 if args.smoke else 50)
@@ -72,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     reached = [i for i in range(episodes) if len(bounded[i]) == steps]
     if not reached:
-        raise SystemExit(f"no episode reached step {steps} (all were won earlier); raise --episodes")
+        raise SystemExit(
+            f"no episode reached step {steps} (all were won earlier); raise --episodes"
+        )
 
     def at(series: list[list[int]], step: int) -> float:
         return statistics.mean(series[i][step - 1] for i in reached)
@@ -80,18 +92,33 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "prompt_growth",
         "target": f"prompt tokens at step {steps} / at step 1 <= 1.5",
-        "settings": {"env": "alfworld", "preset": preset, "offline_games": 40, "episodes": episodes,
-                     "steps": steps, "history_length": h, "policy": "random", "think": args.think,
-                     "tokenizer": "SmolLM2-135M-Instruct", "smoke": args.smoke},
+        "settings": {
+            "env": "alfworld",
+            "preset": preset,
+            "offline_games": 40,
+            "episodes": episodes,
+            "steps": steps,
+            "history_length": h,
+            "policy": "random",
+            "think": args.think,
+            "tokenizer": "SmolLM2-135M-Instruct",
+            "smoke": args.smoke,
+        },
         "episodes_reaching_limit": len(reached),
-        "bounded_history": {"step_1": at(bounded, 1), f"step_{steps}": at(bounded, steps),
-                            "ratio": at(bounded, steps) / at(bounded, 1),
-                            "max_over_steps": max(max(bounded[i]) for i in reached),
-                            # step 1 has no history at all; step H + 1 is the first with H pairs
-                            f"step_{h + 1}": at(bounded, h + 1),
-                            f"ratio_step_{steps}_over_step_{h + 1}": at(bounded, steps) / at(bounded, h + 1)},
-        "full_history": {"step_1": at(full, 1), f"step_{steps}": at(full, steps),
-                         "ratio": at(full, steps) / at(full, 1)},
+        "bounded_history": {
+            "step_1": at(bounded, 1),
+            f"step_{steps}": at(bounded, steps),
+            "ratio": at(bounded, steps) / at(bounded, 1),
+            "max_over_steps": max(max(bounded[i]) for i in reached),
+            # step 1 has no history at all; step H + 1 is the first with H pairs
+            f"step_{h + 1}": at(bounded, h + 1),
+            f"ratio_step_{steps}_over_step_{h + 1}": at(bounded, steps) / at(bounded, h + 1),
+        },
+        "full_history": {
+            "step_1": at(full, 1),
+            f"step_{steps}": at(full, steps),
+            "ratio": at(full, steps) / at(full, 1),
+        },
         "per_episode_bounded": bounded,
     }
     out = args.out or RESULTS / ("prompt_growth_smoke.json" if args.smoke else "prompt_growth.json")

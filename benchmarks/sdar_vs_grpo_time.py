@@ -49,28 +49,42 @@ VARIANTS = {"grpo": ("grpo", True), "sdar_cache": ("sdar", True), "sdar_no_cache
 SMOKE_OVERRIDES = [
     "model={name: tiny-random, lora: null}",
     "env={name: toy, prompt_mode: action_only, max_steps: 3}",
-    "rollout.tasks_per_iteration=2", "rollout.group_size=2", "rollout.max_prompt_tokens=256",
-    "rollout.generation={max_new_tokens: 6}", "teacher.max_prompt_tokens=512",
-    "optim.mini_batch_size=8", "optim.micro_batch_size=4",
+    "rollout.tasks_per_iteration=2",
+    "rollout.group_size=2",
+    "rollout.max_prompt_tokens=256",
+    "rollout.generation={max_new_tokens: 6}",
+    "teacher.max_prompt_tokens=512",
+    "optim.mini_batch_size=8",
+    "optim.micro_batch_size=4",
 ]
 
 
 def use_variant(trainer: Trainer, base, method: str, prefix_cache: bool) -> None:
     loss = LossConfig.for_method(method)
     trainer.config = dataclasses.replace(
-        base, loss=loss, teacher=dataclasses.replace(base.teacher, prefix_cache=prefix_cache))
+        base, loss=loss, teacher=dataclasses.replace(base.teacher, prefix_cache=prefix_cache)
+    )
     trainer.spec = METHODS[method]
     trainer.needs = required_inputs(loss)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "bench" / "webshop.yaml"),
-                        help="run config whose model, env, rollout and optim settings are timed")
-    parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; smoke 1)")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "configs" / "bench" / "webshop.yaml"),
+        help="run config whose model, env, rollout and optim settings are timed",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed rounds (default 3; smoke 1)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny random model on the toy env")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default results/sdar_vs_grpo_time.json; smoke: ..._smoke.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file (default results/sdar_vs_grpo_time.json; smoke: ..._smoke.json)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.smoke else 3)
@@ -84,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         rollout = trainer.collect(1)
         rollout_s = time.perf_counter() - t0
         samples = [s for s in rollout.samples if s.response_ids]
-        params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+        params = {
+            n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad
+        }
         optimizer_state = trainer.optimizer.state_dict()
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         parts: dict[str, list[dict]] = {v: [] for v in VARIANTS}
         names = list(VARIANTS)
         for r in range(repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
                 method, cache = VARIANTS[name]
                 with torch.no_grad():
                     for n, p in trainer.model.named_parameters():
@@ -110,28 +126,44 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "sdar_vs_grpo_time",
         "target": "iteration ratio SDAR/GRPO <= 1.15 with the prefix cache on",
-        "settings": {"config": os.path.relpath(args.config, ROOT) if not args.smoke else "smoke",
-                     "overrides": overrides, "repeats": repeats, "smoke": args.smoke,
-                     "model": config.model.name, "lora": config.model.lora is not None,
-                     "env": config.env.name, "tasks_x_group": [config.rollout.tasks_per_iteration,
-                                                               config.rollout.group_size],
-                     "max_new_tokens": config.rollout.generation.max_new_tokens},
-        "rollout": {"seconds": rollout_s, "step_samples": len(samples),
-                    "mean_prompt_tokens": statistics.mean(len(s.prompt_ids) for s in samples),
-                    "mean_response_tokens": statistics.mean(len(s.response_ids) for s in samples)},
+        "settings": {
+            "config": os.path.relpath(args.config, ROOT) if not args.smoke else "smoke",
+            "overrides": overrides,
+            "repeats": repeats,
+            "smoke": args.smoke,
+            "model": config.model.name,
+            "lora": config.model.lora is not None,
+            "env": config.env.name,
+            "tasks_x_group": [config.rollout.tasks_per_iteration, config.rollout.group_size],
+            "max_new_tokens": config.rollout.generation.max_new_tokens,
+        },
+        "rollout": {
+            "seconds": rollout_s,
+            "step_samples": len(samples),
+            "mean_prompt_tokens": statistics.mean(len(s.prompt_ids) for s in samples),
+            "mean_response_tokens": statistics.mean(len(s.response_ids) for s in samples),
+        },
         "learn_seconds": {v: {"median": learn[v], "all": times[v]} for v in VARIANTS},
         "learn_breakdown": parts,
         "ratios": {
-            "iteration_sdar_cache_over_grpo": (rollout_s + learn["sdar_cache"]) / (rollout_s + learn["grpo"]),
-            "iteration_sdar_no_cache_over_grpo": (rollout_s + learn["sdar_no_cache"]) / (rollout_s + learn["grpo"]),
+            "iteration_sdar_cache_over_grpo": (rollout_s + learn["sdar_cache"])
+            / (rollout_s + learn["grpo"]),
+            "iteration_sdar_no_cache_over_grpo": (rollout_s + learn["sdar_no_cache"])
+            / (rollout_s + learn["grpo"]),
             "learn_sdar_cache_over_grpo": learn["sdar_cache"] / learn["grpo"],
             "learn_sdar_no_cache_over_grpo": learn["sdar_no_cache"] / learn["grpo"],
         },
-        "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "load_average_1m": os.getloadavg()[0]},
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0],
+        },
     }
-    out = args.out or RESULTS / ("sdar_vs_grpo_time_smoke.json" if args.smoke else "sdar_vs_grpo_time.json")
+    out = args.out or RESULTS / (
+        "sdar_vs_grpo_time_smoke.json" if args.smoke else "sdar_vs_grpo_time.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(result["ratios"], indent=2))

@@ -1,4 +1,4 @@
-"""Time per training step: this project's GRPO versus TRL's ``GRPOTrainer`` (target: faster than TRL).
+"""Time per training step: this project's GRPO versus TRL's ``GRPOTrainer`` (target: faster).
 
 Both train the same model (full fine-tuning, float32, CPU) on the same single-turn task: offline
 Search-QA with one step (``env.max_steps=1``: the agent must answer at once; reward = exact match,
@@ -12,8 +12,8 @@ A step is everything from sampling to the optimizer step: for this project one
 (generation, reward, advantages, loss, update), timed by a callback between ``on_step_begin`` and
 ``on_step_end``. The two alternate in blocks of ``--steps`` steps for ``--rounds`` rounds in one
 process; medians are reported. Differences that remain, stated so nobody has to find them: TRL
-generates with ``model.generate`` (``transformers``), this project with its own batched sampler; this
-project scores the old log-probs in a separate no-grad pass (as verl does), TRL skips that when it
+generates with ``model.generate`` (``transformers``), this project with its own batched sampler;
+this project scores the old log-probs in a separate no-grad pass (as verl does), TRL skips it when
 takes one step per generation; the loss reductions differ slightly (TRL ``dapo`` token-level,
 here token-mean over the mini-batch), which does not change the cost.
 
@@ -51,8 +51,10 @@ def trl_steps(model, tokenizer, env, args, steps: int, out_dir: str) -> list[flo
     from trl import GRPOConfig, GRPOTrainer
 
     states = env.reset(list(range(PROMPT_POOL)), group_size=1)
-    rows = [{"prompt": [{"role": "user", "content": env.render_prompt(s, [], think=False)}], "seed": i}
-            for i, s in enumerate(states)]
+    rows = [
+        {"prompt": [{"role": "user", "content": env.render_prompt(s, [], think=False)}], "seed": i}
+        for i, s in enumerate(states)
+    ]
 
     def exact_match(prompts, completions, seed, **_) -> list[float]:
         texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
@@ -73,13 +75,32 @@ def trl_steps(model, tokenizer, env, args, steps: int, out_dir: str) -> list[flo
 
     timer = StepTimer()
     config = GRPOConfig(
-        output_dir=out_dir, per_device_train_batch_size=args.tasks * args.group, num_generations=args.group,
-        gradient_accumulation_steps=1, max_completion_length=args.max_new_tokens, temperature=1.0,
-        learning_rate=args.lr, beta=0.0, max_steps=steps, use_cpu=True, bf16=False, logging_steps=1,
-        save_strategy="no", report_to=[], disable_tqdm=True, seed=0, dataloader_num_workers=0,
+        output_dir=out_dir,
+        per_device_train_batch_size=args.tasks * args.group,
+        num_generations=args.group,
+        gradient_accumulation_steps=1,
+        max_completion_length=args.max_new_tokens,
+        temperature=1.0,
+        learning_rate=args.lr,
+        beta=0.0,
+        max_steps=steps,
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=0,
+        dataloader_num_workers=0,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=exact_match, args=config, train_dataset=Dataset.from_list(rows),
-                          processing_class=tokenizer, callbacks=[timer])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=exact_match,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        callbacks=[timer],
+    )
     trainer.train()
     return timer.times
 
@@ -87,16 +108,34 @@ def trl_steps(model, tokenizer, env, args, steps: int, out_dir: str) -> list[flo
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="default smollm2-135m (smoke: tiny-random)")
-    parser.add_argument("--tasks", type=int, default=None, help="prompts per step (default 4, smoke 2)")
-    parser.add_argument("--group", type=int, default=None, help="samples per prompt (default 4, smoke 2)")
+    parser.add_argument(
+        "--tasks", type=int, default=None, help="prompts per step (default 4, smoke 2)"
+    )
+    parser.add_argument(
+        "--group", type=int, default=None, help="samples per prompt (default 4, smoke 2)"
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default 32 (smoke 8)")
     parser.add_argument("--lr", type=float, default=1e-6)
-    parser.add_argument("--steps", type=int, default=None, help="steps per block (default 3, smoke 1)")
-    parser.add_argument("--rounds", type=int, default=None, help="blocks per side (default 2, smoke 1)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per block (default 3, smoke 1)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="blocks per side (default 2, smoke 1)"
+    )
     parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON file (default results/trl_comparison.json; smoke: ..._smoke.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file (default results/trl_comparison.json; smoke: ..._smoke.json)",
+    )
     args = parser.parse_args(argv)
+    try:
+        import trl
+    except ImportError:
+        raise SystemExit(
+            "trl_comparison.py needs TRL: pip install trl==1.16.0 (the project's dev extra)"
+        ) from None
     args.model = args.model or ("tiny-random" if args.smoke else "smollm2-135m")
     args.tasks = args.tasks or (2 if args.smoke else 4)
     args.group = args.group or (2 if args.smoke else 4)
@@ -106,12 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.tasks * args.group
 
     overrides = [
-        f"model={{name: {args.model}, lora: null}}", "method=grpo", "loss.c_kl=0", "loss.c_ent=0",
+        f"model={{name: {args.model}, lora: null}}",
+        "method=grpo",
+        "loss.c_kl=0",
+        "loss.c_ent=0",
         "env={name: search, prompt_mode: action_only, max_steps: 1}",
-        f"rollout.tasks_per_iteration={args.tasks}", f"rollout.group_size={args.group}",
+        f"rollout.tasks_per_iteration={args.tasks}",
+        f"rollout.group_size={args.group}",
         f"rollout.generation={{max_new_tokens: {args.max_new_tokens}, temperature: 1.0}}",
-        f"optim.mini_batch_size={batch}", f"optim.micro_batch_size={batch}", f"optim.lr={args.lr:.3e}",  # YAML reads 1e-06 as a string, 1.000e-06 as a float
-        "eval.every=0", "eval.before_training=false", "tensorboard=false", "log_samples=0",
+        f"optim.mini_batch_size={batch}",
+        f"optim.micro_batch_size={batch}",
+        f"optim.lr={args.lr:.3e}",  # YAML reads 1e-06 as a string, 1.000e-06 as a float
+        "eval.every=0",
+        "eval.before_training=false",
+        "tensorboard=false",
+        "log_samples=0",
     ]
     config = load_config(None, overrides)
     ours_times: list[float] = []
@@ -129,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.perf_counter()
                 ours.run_iteration(iteration)
                 ours_times.append(time.perf_counter() - t0)
-            trl_times += trl_steps(trl_model, trl_tokenizer, reward_env, args, steps, f"{tmp}/trl{r}")
+            trl_times += trl_steps(
+                trl_model, trl_tokenizer, reward_env, args, steps, f"{tmp}/trl{r}"
+            )
         reward_env.close()
         if ours.log is not None:
             ours.log.close()
@@ -144,24 +194,54 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "trl_comparison",
         "target": "this project's GRPO step time < TRL GRPOTrainer step time",
-        "settings": {"model": args.model, "fine_tuning": "full, float32", "task": "Search-QA, 1 step (answer at once)",
-                     "tasks_per_step": args.tasks, "group_size": args.group, "max_new_tokens": args.max_new_tokens,
-                     "lr": args.lr, "kl": 0.0, "entropy_bonus": 0.0, "steps_per_block": steps, "rounds": rounds,
-                     "smoke": args.smoke, "sdar_overrides": overrides},
-        "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
-                     "python": platform.python_version()},
-        "step_seconds": {"sdar_grpo": {"median": ours_s, "all": ours_times},
-                         "trl_grpo_trainer": {"median": trl_s, "all": trl_times}},
+        "settings": {
+            "model": args.model,
+            "fine_tuning": "full, float32",
+            "task": "Search-QA, 1 step (answer at once)",
+            "tasks_per_step": args.tasks,
+            "group_size": args.group,
+            "max_new_tokens": args.max_new_tokens,
+            "lr": args.lr,
+            "kl": 0.0,
+            "entropy_bonus": 0.0,
+            "steps_per_block": steps,
+            "rounds": rounds,
+            "smoke": args.smoke,
+            "sdar_overrides": overrides,
+        },
+        "versions": {
+            "trl": trl.__version__,
+            "transformers": transformers.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "step_seconds": {
+            "sdar_grpo": {"median": ours_s, "all": ours_times},
+            "trl_grpo_trainer": {"median": trl_s, "all": trl_times},
+        },
         "ratio_sdar_over_trl": ours_s / trl_s,
-        "ratio_sdar_over_trl_without_first_step_of_blocks": statistics.median(warm_ours) / statistics.median(warm_trl),
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "load_average_1m": os.getloadavg()[0]},
+        "ratio_sdar_over_trl_without_first_step_of_blocks": statistics.median(warm_ours)
+        / statistics.median(warm_trl),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_1m": os.getloadavg()[0],
+        },
     }
-    out = args.out or RESULTS / ("trl_comparison_smoke.json" if args.smoke else "trl_comparison.json")
+    out = args.out or RESULTS / (
+        "trl_comparison_smoke.json" if args.smoke else "trl_comparison.json"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({"step_seconds_median": {"sdar_grpo": ours_s, "trl": trl_s},
-                      "ratio_sdar_over_trl": result["ratio_sdar_over_trl"]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "step_seconds_median": {"sdar_grpo": ours_s, "trl": trl_s},
+                "ratio_sdar_over_trl": result["ratio_sdar_over_trl"],
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -1,0 +1,126 @@
+"""Every script in ``benchmarks/`` runs in its ``--smoke`` size and writes well-formed results.
+
+No timing is asserted (CI machines are shared); what is checked is that each script still runs
+end to end against the current library and that its result file holds the numbers the README
+quotes. A script added to ``benchmarks/`` without an entry in ``SCRIPTS`` fails the first test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+
+# script -> (output flag, keys the result JSON must hold; a dotted key walks into sub-objects)
+SCRIPTS = {
+    "sdar_vs_grpo_time.py": (
+        "--out",
+        [
+            "ratios.iteration_sdar_cache_over_grpo",
+            "ratios.iteration_sdar_no_cache_over_grpo",
+            "ratios.learn_sdar_cache_over_grpo",
+        ],
+    ),
+    "collector_speedup.py": (
+        "--out",
+        ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
+    ),
+    "trl_comparison.py": (
+        "--out",
+        [
+            "ratio_sdar_over_trl",
+            "step_seconds.sdar_grpo.median",
+            "step_seconds.trl_grpo_trainer.median",
+        ],
+    ),
+    "prompt_growth.py": ("--out", ["bounded_history.ratio", "full_history.ratio"]),
+    "logprob_memory.py": ("--output", ["results"]),
+    "prefix_cache.py": ("--output", []),
+    "env_latency_alfworld.py": ("--out", []),
+    "env_latency_webshop.py": ("--out", []),
+    "env_latency_search.py": ("--out", []),
+}
+LEARNING = "learning.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    done = subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    return done
+
+
+def _walk(data, dotted: str):
+    for key in dotted.split("."):
+        assert isinstance(data, dict) and key in data, f"result lacks {dotted!r}"
+        data = data[key]
+    return data
+
+
+def test_every_benchmark_script_is_smoke_tested():
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == set(SCRIPTS) | {LEARNING}, "add new benchmark scripts to SCRIPTS in this test"
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_script_smoke_writes_result(script, tmp_path):
+    flag, keys = SCRIPTS[script]
+    out = tmp_path / "result.json"
+    _run([str(BENCH / script), "--smoke", flag, str(out)])
+    data = json.loads(out.read_text())
+    assert isinstance(data, dict) and data
+    for key in keys:
+        value = _walk(data, key)
+        if isinstance(value, float):
+            assert math.isfinite(value) and value > 0, f"{script}: {key} = {value}"
+
+
+def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = [
+        str(BENCH / LEARNING),
+        "--smoke",
+        "--envs",
+        "search",
+        "--methods",
+        "grpo",
+        "sdar",
+        "--runs-dir",
+        str(runs),
+        "--out",
+        str(out),
+    ]
+    _run(args)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(r["method"], r["n"]) for r in summary["rows"]] == [("grpo", 1), ("sdar", 1)]
+    assert {g["status"] for g in summary["grid"]["search"]} == {"trained"}
+    assert all(g["iterations_done"] == 1 for g in summary["grid"]["search"])
+    # the shared warm start was used by every run
+    for method in ("grpo", "sdar"):
+        config = (runs / "search" / f"{method}-seed0" / "config.yaml").read_text()
+        assert str(runs / "search" / "sft") in config
+    assert (out / "search" / "curves_val_success.png").stat().st_size > 0
+    teacher = json.loads((out / "search" / "teacher" / "aggregate.json").read_text())
+    assert list(teacher["sdar/gate_mean"]["groups"]) == ["loss.method=sdar"]
+    # a second call finds every run finished and trains nothing
+    _run(args)
+    again = json.loads((out / "summary.json").read_text())
+    assert {g["status"] for g in again["grid"]["search"]} == {"finished earlier"}
