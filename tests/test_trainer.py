@@ -181,3 +181,13 @@ def test_cli_train_eval_report_and_ctrl_c(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     lines = read_jsonl(metrics)
     assert [m["iteration"] for m in lines] == list(range(1, len(lines) + 1))
+
+
+def test_vllm_engine_without_a_gpu_fails_clearly(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present; the vLLM path is tested in tests/test_vllm_generation.py")
+    config, _ = make_config(tmp_path, ["rollout.engine=vllm", "iterations=1"])
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):  # before any model path is resolved
+        Trainer(config, tmp_path / "run")
+    with pytest.raises(Exception, match="transformers"):
+        make_config(tmp_path, ["rollout.engine=sglang"])

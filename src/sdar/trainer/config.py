@@ -67,6 +67,12 @@ class RolloutConfig:
     """Sampling settings of training rollouts (temperature 1.0 by default)."""
     generation_batch_size: int | None = None
     """Rows per generation forward pass (None: all live episodes in one batch)."""
+    engine: Literal["transformers", "vllm"] = "transformers"
+    """Who samples the rollouts: the training model itself (``transformers``, CPU or GPU) or a
+    vLLM engine on the same GPU (``vllm``, ``pip install 'sdar[vllm]'``) whose weights are synced
+    after every update. Old, reference and teacher log-probs always come from the training model."""
+    vllm_gpu_memory_utilization: float = 0.35
+    """Share of GPU memory the vLLM engine may take (``engine: vllm`` only)."""
 
 
 @dataclass

@@ -41,19 +41,21 @@ def eval_generation_config(config) -> GenerationConfig:
 def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, history_length: int,
               with_skills: bool = False, prefix: str = "val", progress: bool = True,
               should_stop: Callable[[], bool] | None = None,
-              context: DistributedContext = SINGLE) -> dict[str, float]:
+              context: DistributedContext = SINGLE, engine=None) -> dict[str, float]:
     """Play the validation panel once; returns ``{prefix}/success``, per task type, env metrics.
 
     With ``context`` of several ranks every rank must call this; each plays its share of the panel
-    and every rank returns the metrics of the whole panel.
+    and every rank returns the metrics of the whole panel. ``engine``: a ``VllmGenerator`` to
+    sample with instead of the transformers path (its weights must be in sync with ``model``).
     """
     generator = torch.Generator().manual_seed(rank_seed(config.eval.seed, context.rank))
     gen = eval_generation_config(config)
 
     def run(prompt_ids):
         model.eval()
-        return generate(model, tokenizer, prompt_ids, gen, generator=generator,
-                        batch_size=config.rollout.generation_batch_size)
+        sample = engine.generate if engine is not None else generate
+        return sample(model, tokenizer, prompt_ids, gen, generator=generator,
+                      batch_size=config.rollout.generation_batch_size)
 
     seeds = list(range(config.eval.seed, config.eval.seed + config.eval.num_tasks))
     start, stop = shard_bounds(len(seeds), context.rank, context.world_size)

@@ -153,6 +153,7 @@ class Trainer:
             if self.reference is not None:
                 load_trainable_state_dict(self.reference, init_state)
             logger.info("initial weights from %s", config.init_checkpoint)
+        self.engine = self._make_vllm_engine() if config.rollout.engine == "vllm" else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
         # Rollout sampling differs per rank; rank 0 keeps the single-process stream.
@@ -180,6 +181,7 @@ class Trainer:
             self.start_iteration = state["iteration"] + 1
             self._restore_rng(state)
             logger.info("resumed from %s (next iteration %d)", ckpt, self.start_iteration)
+        self._sync_engine()
         # Only rank 0 writes the run directory; the others keep no logger.
         self.log: RunLogger | None = None
         if self.dist.is_main:
@@ -215,11 +217,33 @@ class Trainer:
         return self.config.eval.every > 0 or self.config.eval.before_training or self.config.iterations == 0
 
     # ---- generation and scoring -------------------------------------------------------------------
+    def _make_vllm_engine(self):
+        from sdar.models.loading import PACKAGED_NAMES, TINY_RANDOM, packaged_checkpoint
+        from sdar.models.vllm_generation import VllmGenerator
+
+        cfg = self.config
+        if not torch.cuda.is_available():
+            raise RuntimeError("rollout.engine=vllm needs a CUDA GPU; on CPU use rollout.engine=transformers")
+        name = cfg.model.name
+        if name == TINY_RANDOM:
+            raise ValueError("rollout.engine=vllm needs a checkpoint folder or hub model, not tiny-random")
+        path = packaged_checkpoint(name, cfg.model.cache_dir) if name in PACKAGED_NAMES else name
+        max_len = max(cfg.rollout.max_prompt_tokens, cfg.teacher.max_prompt_tokens) + cfg.rollout.generation.max_new_tokens
+        return VllmGenerator(str(path), dtype=cfg.model.dtype, max_model_len=max_len, seed=cfg.seed,
+                             gpu_memory_utilization=cfg.rollout.vllm_gpu_memory_utilization)
+
+    def _sync_engine(self) -> None:
+        """Push the current weights into the vLLM engine (a no-op on the transformers path)."""
+        if self.engine is not None:
+            self.engine.sync_weights(self.model)
+
     def _generate_fn(self, gen_config: GenerationConfig, generator: torch.Generator):
+        sample = self.engine.generate if self.engine is not None else generate
+
         def run(prompt_ids: list[list[int]]) -> list[list[int]]:
             self.model.eval()
-            return generate(self.model, self.tokenizer, prompt_ids, gen_config, generator=generator,
-                            batch_size=self.config.rollout.generation_batch_size)
+            return sample(self.model, self.tokenizer, prompt_ids, gen_config, generator=generator,
+                          batch_size=self.config.rollout.generation_batch_size)
         return run
 
     @torch.no_grad()
@@ -414,6 +438,7 @@ class Trainer:
         t0 = time.perf_counter()
         if total:
             metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
+        self._sync_engine()  # the next rollout samples from the updated weights
         metrics["timing/update_s"] = time.perf_counter() - t0
         self._completed_iteration = iteration
         records = all_gather_objects(self.dist, self.sample_records(
@@ -572,7 +597,7 @@ class Trainer:
         the ranks."""
         panel = dict(model=self.model, tokenizer=self.tokenizer, env=self.val_env, builder=self.val_prompts,
                      config=self.config, history_length=self.history_length, context=self.dist,
-                     should_stop=None if self.dist.enabled else lambda: self._stop_requested)
+                     engine=self.engine, should_stop=None if self.dist.enabled else lambda: self._stop_requested)
         metrics = run_panel(**panel, with_skills=self.config.eval.with_skills, prefix="val")
         if self.spec.student_sees_skills and not self.config.eval.with_skills:
             metrics.update(run_panel(**panel, with_skills=True, prefix="val_skills"))
