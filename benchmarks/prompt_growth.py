@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     preset = args.preset or ("easy" if args.smoke else "standard")
 
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(smollm2_tokenizer_folder()))
-    env = make_env("alfworld", preset=preset, offline_games=40, max_steps=steps)
+    games = 10 if args.smoke else 40  # smoke: the same cached games as the ALFWorld env tests
+    env = make_env("alfworld", preset=preset, offline_games=games, max_steps=steps)
     builder = PromptBuilder(env, tokenizer, None, think=args.think)
     h = env.history_length
     rng = random.Random(0)
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "env": "alfworld",
             "preset": preset,
-            "offline_games": 40,
+            "offline_games": games,
             "episodes": episodes,
             "steps": steps,
             "history_length": h,

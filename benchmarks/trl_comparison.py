@@ -14,7 +14,7 @@ A step is everything from sampling to the optimizer step: for this project one
 process; medians are reported. Differences that remain, stated so nobody has to find them: TRL
 generates with ``model.generate`` (``transformers``), this project with its own batched sampler;
 this project scores the old log-probs in a separate no-grad pass (as verl does), TRL skips it when
-takes one step per generation; the loss reductions differ slightly (TRL ``dapo`` token-level,
+it takes one step per generation; the loss reductions differ slightly (TRL ``dapo`` token-level,
 here token-mean over the mini-batch), which does not change the cost.
 
     python benchmarks/trl_comparison.py            # SmolLM2-135M, 4 tasks x 4, 32 new tokens
