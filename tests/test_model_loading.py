@@ -215,6 +215,8 @@ def test_lora_checkpoint_holds_only_the_adapter(tmp_path):
     full, _ = load_policy(ModelConfig(name="tiny-random"))
     with pytest.raises(FileNotFoundError, match="neither model.safetensors"):
         load_weights(full, folder)
+    with pytest.raises(ModelSourceError, match="only a LoRA adapter"):
+        load_policy(ModelConfig(name=str(folder)))
 
 
 # --------------------------------------------------------------------------------------------------

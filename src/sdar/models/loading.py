@@ -579,6 +579,16 @@ def _from_pretrained(source: str, config: ModelConfig, dtype: torch.dtype):
             f"model.name {source!r} looks like a local path but no such folder exists; give a "
             f"folder saved with save_pretrained, a hub id, or one of {', '.join(PACKAGED_NAMES)}"
         )
+    if (
+        local.is_dir()
+        and (local / "adapter_config.json").is_file()
+        and not (local / "config.json").is_file()
+    ):
+        raise ModelSourceError(
+            f"{local} holds only a LoRA adapter, not a model: set model.name to its base model "
+            "with the same model.lora settings and load the adapter with load_weights(model, "
+            "path) (the trainer's resume does this)"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             str(local) if local.is_dir() else source, trust_remote_code=config.trust_remote_code
