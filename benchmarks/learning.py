@@ -137,7 +137,6 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
         f"[{env_name}] {summary['episodes']} expert episodes, "
         f"success {summary['success']:.2f} -> {demos}"
     )
-    # overrides go first: argparse would bind a trailing nargs="*" positional too early
     run(
         sdar_command(
             "sft",

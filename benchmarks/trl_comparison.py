@@ -5,7 +5,8 @@ Search-QA with one step (``env.max_steps=1``: the agent must answer at once; rew
 computed by the very same environment), with the same prompts (the environment's user message in
 the model's chat template, action-only format), B tasks x G samples per step, the same response
 budget, temperature 1.0, learning rate, one optimizer step per batch, no KL term and no entropy
-bonus (TRL's default ``beta=0``; here ``loss.c_kl=0``, ``loss.c_ent=0``).
+bonus (TRL's default ``beta=0``; here ``loss.c_kl=0``, ``loss.c_ent=0``), no gradient
+checkpointing on either side (TRL's default turns it on; it is switched off here).
 
 A step is everything from sampling to the optimizer step: for this project one
 ``Trainer.run_iteration`` (rollout, old log-probs, advantages, update); for TRL one trainer step
@@ -92,6 +93,7 @@ def trl_steps(model, tokenizer, env, args, steps: int, out_dir: str) -> list[flo
         disable_tqdm=True,
         seed=0,
         dataloader_num_workers=0,
+        gradient_checkpointing=False,  # TRL's default is True; this project's run does not use it
     )
     trainer = GRPOTrainer(
         model=model,
