@@ -98,3 +98,32 @@ def test_student_with_skills_sees_the_routed_files(tokenizer):
     assert rollout.samples[1].skill_files == ("toy/general.md", "toy/high.md")
     text = tokenizer.decode(rollout.samples[1].prompt_ids)
     assert text.startswith("[Privileged Skill Information]\n") and "Large targets" in text
+
+
+def test_teacher_scores_exactly_the_student_response_tokens(tokenizer):
+    """Teacher and student score the same sampled ids: the teacher's log-probs are those of the
+    student's response ids placed after the skill prefix + the student prompt, with or without the
+    shared prefix cache."""
+    import torch
+
+    from sdar.models.scoring import score_responses
+    from sdar.trainer.teacher import teacher_log_probs
+
+    model, tok = load_policy(ModelConfig(name="tiny-random"))
+    env = make_env("toy")
+    builder = PromptBuilder(env, tok, SkillLibrary("toy"), think=False)
+    plans = [["<action>increment</action>", "<action>submit</action>"], ["<action>submit</action>"]]
+    rollout = collect_rollout(env, builder, scripted(tok, env, plans, []), tok, [0, 2], 1, history_length=2,
+                              max_prompt_tokens=512, invalid_action_penalty=0.1, progress=False)
+    samples = rollout.samples
+    for use_cache in (True, False):
+        scores = teacher_log_probs(model, builder, samples, 2048, "drop_history", tok.pad_token_id,
+                                   use_cache=use_cache)
+        for sample, teacher_lp, files in zip(samples, scores.log_probs, scores.skill_files):
+            assert teacher_lp.shape == (len(sample.response_ids),)
+            full = builder.build(sample.state, sample.history, 2048, with_skills=True)
+            assert full.rest_ids == sample.prompt_ids  # the student's own prompt, after the skills
+            direct = score_responses(model, [full.ids], [sample.response_ids], pad_id=tok.pad_token_id)
+            torch.testing.assert_close(teacher_lp, direct.log_probs[0, : len(sample.response_ids)].float(),
+                                       rtol=1e-5, atol=1e-5)
+            assert files[0] == "toy/general.md"
