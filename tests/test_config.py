@@ -13,7 +13,9 @@ def write(tmp_path, text):
 
 def test_yaml_and_overrides(tmp_path):
     path = write(tmp_path, "env:\n  name: toy\nrollout:\n  group_size: 4\noptim:\n  lr: 1.0e-5\n")
-    cfg = load_config(path, ["rollout.group_size=2", "env.options={max_steps: 3}", "model.lora=null"])
+    cfg = load_config(path, ["rollout.group_size=2", "env.options={max_steps: 3}", "model.lora=null",
+                             "optim.weight_decay=1e-3"])
+    assert cfg.optim.weight_decay == 1e-3  # YAML reads 1e-3 as a string; float fields accept it
     assert cfg.env.name == "toy"
     assert cfg.rollout.group_size == 2
     assert cfg.optim.lr == 1e-5
