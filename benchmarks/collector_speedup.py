@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import torch
 
 from sdar.envs import make_env
 from sdar.models.generation import GenerationConfig, generate
 from sdar.models.loading import ModelConfig, load_policy
 from sdar.rollout import PromptBuilder, collect_rollout
+
+from _results import machine_info, write_result  # benchmarks/_results.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -138,19 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             / (s["response_tokens"] / s["generation_seconds"])
             for b, s in zip(runs["batched"], runs["sequential"])
         ),
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1m": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
     }
     out = args.out or RESULTS / (
         "collector_speedup_smoke.json" if args.smoke else "collector_speedup.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(result, out)
     print(
         json.dumps(
             {k: result[k] for k in ("tokens_per_second", "speedup", "generation_only_speedup")},

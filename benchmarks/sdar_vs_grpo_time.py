@@ -29,7 +29,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,8 @@ import torch
 from sdar.methods import METHODS, LossConfig, required_inputs
 from sdar.trainer.config import load_config
 from sdar.trainer.trainer import Trainer
+
+from _results import machine_info, write_result  # benchmarks/_results.py
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -153,19 +154,12 @@ def main(argv: list[str] | None = None) -> int:
             "learn_sdar_cache_over_grpo": learn["sdar_cache"] / learn["grpo"],
             "learn_sdar_no_cache_over_grpo": learn["sdar_no_cache"] / learn["grpo"],
         },
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1m": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
     }
     out = args.out or RESULTS / (
         "sdar_vs_grpo_time_smoke.json" if args.smoke else "sdar_vs_grpo_time.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(result, out)
     print(json.dumps(result["ratios"], indent=2))
     print(f"wrote {out}")
     return 0

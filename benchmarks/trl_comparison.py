@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -40,6 +39,8 @@ from sdar.envs import make_env
 from sdar.models.loading import ModelConfig, load_policy
 from sdar.trainer.config import load_config
 from sdar.trainer.trainer import Trainer
+
+from _results import machine_info, write_result  # benchmarks/_results.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT_POOL = 64  # training tasks the TRL dataset draws from
@@ -224,17 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_sdar_over_trl": ours_s / trl_s,
         "ratio_sdar_over_trl_without_first_step_of_blocks": statistics.median(warm_ours)
         / statistics.median(warm_trl),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "load_average_1m": os.getloadavg()[0],
-        },
+        "machine": machine_info(),
     }
     out = args.out or RESULTS / (
         "trl_comparison_smoke.json" if args.smoke else "trl_comparison.json"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(result, out)
     print(
         json.dumps(
             {
