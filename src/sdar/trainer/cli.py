@@ -102,13 +102,13 @@ def print_success_table(run_dir: Path) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sdar.envs import make_env
     from sdar.models.loading import load_policy
     from sdar.rollout import PromptBuilder
     from sdar.skills import SkillLibrary
     from sdar.trainer.checkpoint import load_checkpoint, resolve_checkpoint
     from sdar.trainer.config import load_config
     from sdar.trainer.evaluation import run_panel
+    from sdar.trainer.trainer import make_run_env
 
     checkpoint = None
     run_dir = None
@@ -120,15 +120,10 @@ def run_eval(args: argparse.Namespace) -> int:
         raise SystemExit("sdar eval: give a run directory / checkpoint, or --config FILE for the untrained model")
     config = load_config(config_path, args.overrides)
     split = args.split or config.env.val_split
-    options = dict(config.env.options)
-    if split is not None:
-        options["split"] = split
-    if config.env.max_steps is not None:
-        options["max_steps"] = config.env.max_steps
     model, tokenizer = load_policy(config.model)
     if checkpoint is not None:
         load_checkpoint(checkpoint, model)
-    with make_env(config.env.name, **options) as env:
+    with make_run_env(config.env, split) as env:
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if args.with_skills else None
         builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout)
         history = config.env.history_length if config.env.history_length is not None else env.history_length

@@ -113,6 +113,17 @@ def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.
     return out
 
 
+def make_run_env(env_config, split: str | None) -> AgentEnv:
+    """The configured environment on ``split`` (None: the environment's default split), with the
+    config's step limit and its extra options."""
+    options = dict(env_config.options)
+    if split is not None:
+        options["split"] = split
+    if env_config.max_steps is not None:
+        options["max_steps"] = env_config.max_steps
+    return make_env(env_config.name, **options)
+
+
 def _finite_on(values: torch.Tensor, mask: torch.Tensor) -> bool:
     return bool(torch.isfinite(values.detach()[mask.bool()]).all())
 
@@ -206,12 +217,7 @@ class Trainer:
             self.generator.manual_seed(rank_seed(self.config.seed, self.dist.rank, salt))
 
     def _make_env(self, split: str | None) -> AgentEnv:
-        options = dict(self.config.env.options)
-        if split is not None:
-            options["split"] = split
-        if self.config.env.max_steps is not None:
-            options["max_steps"] = self.config.env.max_steps
-        return make_env(self.config.env.name, **options)
+        return make_run_env(self.config.env, split)
 
     def _validates(self) -> bool:
         return self.config.eval.every > 0 or self.config.eval.before_training or self.config.iterations == 0
