@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="tiny random model, one iteration per run"
     )
     parser.add_argument(
+        "--warm-start-only", action="store_true", help="write the warm starts of --envs and stop"
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="config overrides for every run, key.sub=value"
     )
     args = parser.parse_args(argv)
@@ -306,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_warm_start
             else warm_start(env_name, config_path, overrides, env_dir, args)
         )
+        if args.warm_start_only:
+            continue
         run_dirs = []
         for method in args.methods or GRID[env_name]["methods"]:
             seeds = (
@@ -332,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         summary["rows"] += summary_rows(env_name, result)
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
 
+    if args.warm_start_only:
+        return 0
     summary["wall_seconds_this_call"] = time.time() - started
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     md = [

@@ -105,6 +105,37 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert a[-1]["sdar/loss"] == pytest.approx(b[-1]["sdar/loss"], abs=0, rel=0)
 
 
+def test_one_step_update_reuses_its_own_log_probs_as_old(tmp_path, monkeypatch):
+    # one optimizer step over all step samples: the old log-probs come from the update's forward
+    # pass; the parameters equal those of a run that scores them in a separate pass first
+    import sdar.trainer.trainer as trainer_module
+
+    overrides = ["eval.every=0", "eval.before_training=false", "iterations=1", "optim.mini_batch_size=64"]
+    config, _ = make_config(tmp_path, overrides)
+    assert trainer_module.reuses_update_log_probs(config.optim, 12)
+    assert not trainer_module.reuses_update_log_probs(config.optim, 65)
+    scored = []
+    real_score = Trainer._score
+    monkeypatch.setattr(Trainer, "_score", lambda self, *a, **k: scored.append(1) or real_score(self, *a, **k))
+    reused = Trainer(config, tmp_path / "reused")
+    reused.train()
+    assert len(scored) == 1, "the reference pass only (KL term), no separate old log-prob pass"
+    records = read_jsonl(tmp_path / "reused" / "samples.jsonl")
+    assert records and all(len(r["log_probs"]) == len(r["tokens"]) == len(r["gate"]) for r in records)
+    assert all(lp <= 0.0 for r in records for lp in r["log_probs"])
+
+    monkeypatch.setattr(trainer_module, "reuses_update_log_probs", lambda optim, total: False)
+    rescored = Trainer(config, tmp_path / "rescored")
+    rescored.train()
+    assert len(scored) == 3, "reference and old log-prob passes"
+    a, b = weights(reused.model), weights(rescored.model)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-6)
+    line_a = read_jsonl(tmp_path / "reused" / "metrics.jsonl")[-1]
+    line_b = read_jsonl(tmp_path / "rescored" / "metrics.jsonl")[-1]
+    assert line_a["sdar/loss"] == pytest.approx(line_b["sdar/loss"], rel=1e-4, abs=1e-6)
+
+
 def test_all_invalid_actions_still_train(tmp_path):
     # a random model never writes the action tag: every action is invalid, scores all -penalty
     config, _ = make_config(tmp_path, ["method=grpo", "eval.every=0", "eval.before_training=false",

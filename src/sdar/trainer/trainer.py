@@ -106,6 +106,15 @@ def task_seeds(seed: int, iteration: int, count: int, num_tasks: int | None) -> 
     return [rng.randrange(num_tasks) for _ in range(count)]
 
 
+def reuses_update_log_probs(optim, total_samples: int) -> bool:
+    """True when an iteration makes exactly one optimizer step over all its step samples
+    (``ppo_epochs == 1`` and ``mini_batch_size >= total_samples``). The policy that is differentiated
+    is then still the rollout-time policy, so the old log-probs are the update's own forward pass,
+    detached: the separate scoring pass would compute the same numbers (up to float rounding of a
+    different batch layout) and is skipped. With several optimizer steps they are scored first."""
+    return optim.ppo_epochs == 1 and optim.mini_batch_size >= total_samples
+
+
 def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.Tensor:
     out = torch.full((len(rows), width), value, dtype=torch.float32)
     for i, r in enumerate(rows):
@@ -404,7 +413,9 @@ class Trainer:
         offset, total = sum(counts[: self.dist.rank]), sum(counts)
         # 2. log-probs with the rollout-time weights ----------------------------------------------
         t0 = time.perf_counter()
-        old_lp, _ = self._score(self.model, samples)
+        # One optimizer step on all step samples: the policy at that step is still the rollout-time
+        # policy, so the old log-probs are the update's own (detached); no separate scoring pass.
+        old_lp = None if reuses_update_log_probs(cfg.optim, total) else self._score(self.model, samples)[0]
         ref_lp = None
         if "ref_log_probs" in self.needs:
             if self.reference is None:
@@ -442,6 +453,8 @@ class Trainer:
 
         # 4. update ---------------------------------------------------------------------------------
         t0 = time.perf_counter()
+        if old_lp is None:
+            old_lp = [torch.zeros(0)] * len(samples)  # filled by the update, row by row
         if total:
             metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
         self._sync_engine()  # the next rollout samples from the updated weights
@@ -497,6 +510,9 @@ class Trainer:
         indices; each rank backpropagates the members it holds, weighted by their tokens over the
         whole mini-batch's tokens, and the gradients are summed over ranks before the step, so the
         token-mean is over the global mini-batch. Every rank steps the same number of times.
+
+        ``old_lp`` holds empty tensors when :func:`reuses_update_log_probs` holds: each row is then
+        replaced in place by the detached log-probs of its forward pass here (ratio exactly 1).
         """
         cfg = self.config
         lr = self._lr(iteration)
@@ -567,6 +583,9 @@ class Trainer:
         if not _finite_on(scored.log_probs, mask) or (with_entropy and not _finite_on(scored.entropy, mask)):
             return None, {}, 0  # the model itself produced NaN/inf: skip this optimizer step
         dev = lambda t: t.to(self.device)  # noqa: E731
+        for row, i in enumerate(micro):
+            if old_lp[i].numel() == 0 and len(samples[i].response_ids) > 0:
+                old_lp[i] = scored.log_probs[row, : len(samples[i].response_ids)].detach().float().cpu()
         inputs: dict[str, Any] = dict(
             log_probs=scored.log_probs,
             old_log_probs=dev(pad_rows([old_lp[i] for i in micro], width)),
@@ -634,14 +653,16 @@ class Trainer:
         for i in [p - offset for p in picks if offset <= p < offset + len(samples)]:
             s = samples[i]
             t_lp = teacher.log_probs[i] if teacher is not None else None
-            gate = torch.sigmoid(beta * (t_lp - old_lp[i])).tolist() if t_lp is not None else None
+            student = old_lp[i] if old_lp[i].numel() == len(s.response_ids) else None  # None: step skipped
+            gate = (torch.sigmoid(beta * (t_lp - student)).tolist()
+                    if t_lp is not None and student is not None else None)
             records.append({
                 "iteration": iteration, "task_id": s.task.task_id, "task_type": s.task.task_type, "step": s.step,
                 "won": s.won, "valid_action": s.valid_action, "advantage": float(advantages[i]),
                 "skill_files": list(teacher.skill_files[i]) if teacher is not None else list(s.skill_files),
                 "prompt": self.tokenizer.decode(s.prompt_ids, skip_special_tokens=False),
                 "tokens": [self.tokenizer.decode([t]) for t in s.response_ids],
-                "log_probs": old_lp[i].tolist(),
+                "log_probs": student.tolist() if student is not None else [float("nan")] * len(s.response_ids),
                 "teacher_log_probs": t_lp.tolist() if t_lp is not None else None,
                 "gate": gate,
             })
