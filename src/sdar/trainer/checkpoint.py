@@ -10,6 +10,10 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/iter_NNNNNN/`` holding
 It is written into a hidden temporary folder and renamed into place, so a crash or Ctrl-C while
 saving never leaves a half-written checkpoint that resume would pick up. The learning-rate schedule
 is a function of the iteration, so it needs no state of its own.
+
+Weights and optimizer state are always stored as whole tensors, also when training shards them
+(``distributed.strategy: fsdp``): the saving functions gather the shards, the loading functions cut
+this rank's shard, so any checkpoint resumes on any number of processes, sharded or not.
 """
 
 from __future__ import annotations
@@ -24,14 +28,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.distributed.tensor import DTensor
+
+from sdar.trainer.sharding import shard_like, whole
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^iter_(\d{6})$")
 
 
-def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The parameters that training changes (all of them for full fine-tuning, the adapter for LoRA)."""
-    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+def trainable_state_dict(model: torch.nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
+    """The parameters that training changes (all of them for full fine-tuning, the adapter for LoRA),
+    whole and on the CPU. A sharded model gathers each one: every rank must call this, and the ranks
+    that do not write pass ``keep=False`` (they join the gathers and get an empty dict)."""
+    state = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            full = whole(p.detach())
+            if keep:
+                state[name] = full.cpu().clone()
+    return state
 
 
 def load_trainable_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -45,7 +60,32 @@ def load_trainable_state_dict(model: torch.nn.Module, state: dict[str, torch.Ten
         )
     with torch.no_grad():
         for k, v in state.items():
-            params[k].copy_(v.to(params[k].device, params[k].dtype))
+            params[k].copy_(shard_like(params[k], v))
+
+
+def optimizer_state_dict(optimizer: torch.optim.Optimizer, keep: bool = True) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with whole tensors (sharded moments gathered, on the CPU), so the
+    file is the same whether training was sharded or not. Under sharding every rank must call it;
+    ``keep=False`` as in :func:`trainable_state_dict` (returns an empty dict)."""
+    state = optimizer.state_dict()  # its per-parameter dicts are the live ones: build new ones
+    gathered = {
+        index: {key: whole(v).cpu() if isinstance(v, DTensor) else v for key, v in entries.items()}
+        for index, entries in state["state"].items()
+    }
+    return {**state, "state": gathered} if keep else {}
+
+
+def load_optimizer_state_dict(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a state written by :func:`optimizer_state_dict` (or ``optimizer.state_dict()``) into
+    ``optimizer``, whose parameters may be sharded: each moment is cut like its parameter."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    # the moments have their parameter's shape; "step" is a scalar and stays whole
+    sharded = {
+        index: {key: shard_like(params[index], v) if torch.is_tensor(v) and v.dim() > 0 else v
+                for key, v in entries.items()}
+        for index, entries in state["state"].items()
+    }
+    optimizer.load_state_dict({**state, "state": sharded})
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -71,6 +111,13 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 def save_checkpoint(run_dir: str | Path, iteration: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     trainer_state: dict[str, Any], keep: int = 2) -> Path:
     """Write checkpoint ``iteration`` atomically and keep only the ``keep`` most recent ones."""
+    return write_checkpoint(run_dir, iteration, trainable_state_dict(model), optimizer_state_dict(optimizer),
+                            trainer_state, keep)
+
+
+def write_checkpoint(run_dir: str | Path, iteration: int, model_state: dict[str, torch.Tensor],
+                     optimizer_state: dict[str, Any], trainer_state: dict[str, Any], keep: int = 2) -> Path:
+    """:func:`save_checkpoint` from states already gathered (by every rank of a sharded model)."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:06d}"
@@ -78,8 +125,8 @@ def save_checkpoint(run_dir: str | Path, iteration: int, model: torch.nn.Module,
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    torch.save(trainable_state_dict(model), tmp / "model.pt")
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(model_state, tmp / "model.pt")
+    torch.save(optimizer_state, tmp / "optimizer.pt")
     torch.save({"iteration": iteration, **trainer_state}, tmp / "trainer_state.pt")
     if final.exists():
         shutil.rmtree(final)
@@ -121,5 +168,5 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     path = resolve_checkpoint(path)
     load_trainable_state_dict(model, torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
+        load_optimizer_state_dict(optimizer, torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)

@@ -147,6 +147,17 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    """How several processes (``torchrun``) share the model (docs/distributed.md)."""
+
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    """``ddp``: every rank holds the whole model and its optimizer state; gradients are summed once
+    per optimizer step. ``fsdp``: parameters, gradients and AdamW state are sharded over the ranks
+    (PyTorch FSDP2, one unit per decoder layer plus the root) and gathered whole only for
+    rollouts, scoring and validation. One process trains unsharded either way."""
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs. See ``configs/`` for the paper's and the CPU settings."""
 
@@ -158,6 +169,7 @@ class TrainConfig:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     iterations: int = 150
     """Training iterations (algorithm.md section 9). 0 evaluates the untrained model only
     (the Vanilla and Skill-Prompt rows)."""
@@ -197,6 +209,11 @@ class TrainConfig:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if self.distributed.strategy == "fsdp" and self.rollout.engine == "vllm":
+            raise ConfigError(
+                "distributed.strategy=fsdp does not support rollout.engine=vllm (the engine's weight "
+                "sync reads whole weights, which FSDP shards over the ranks); use rollout.engine="
+                "transformers with fsdp, or distributed.strategy=ddp with vllm")
 
 
 # ---------------------------------------------------------------------------------------------

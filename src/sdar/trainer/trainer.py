@@ -32,6 +32,10 @@ ranks; advantages use the scores of all ranks (a group may span ranks); the glob
 the unit of an optimizer step (one permutation shared by all ranks, gradients summed over ranks
 with each micro-batch weighted by its tokens / the mini-batch's tokens on all ranks), so the update
 equals the single-process update on the same step samples. Rank 0 alone logs and checkpoints.
+With ``distributed.strategy: fsdp`` the weights, gradients and AdamW state are sharded over the
+ranks (``sdar.trainer.sharding``): rollouts, scoring and validation run on weights gathered once
+per phase, and in the update every rank runs as many forward/backward passes as the busiest one
+(zero-weighted padding passes), because each pass of a sharded model is a collective.
 
 Features: CPU/GPU, one or many processes, full fine-tuning or LoRA, seeded and exactly resumable
 (model, optimizer, RNG states and the sampling generator are checkpointed; the task order is a
@@ -41,8 +45,10 @@ bars, metrics.jsonl + TensorBoard + token-level samples for the report.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import math
 import random
 import signal
 import time
@@ -66,10 +72,12 @@ from sdar.trainer.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     load_trainable_state_dict,
+    optimizer_state_dict,
     resolve_checkpoint,
     rng_state,
-    save_checkpoint,
     set_rng_state,
+    trainable_state_dict,
+    write_checkpoint,
 )
 from sdar.trainer.config import TrainConfig, save_config
 from sdar.trainer.distributed import (
@@ -85,6 +93,7 @@ from sdar.trainer.distributed import (
     sum_dicts,
 )
 from sdar.trainer.evaluation import run_panel
+from sdar.trainer.sharding import full_weights, shard_model, whole
 from sdar.trainer.teacher import teacher_log_probs
 
 logger = logging.getLogger(__name__)
@@ -157,6 +166,11 @@ class Trainer:
         self.needs = required_inputs(config.loss)
         self._stop_requested = False
         self.dist = init_distributed()
+        # FSDP shards over several processes; a single process trains unsharded (same checkpoints).
+        self.sharded = config.distributed.strategy == "fsdp" and self.dist.enabled
+        if config.distributed.strategy == "fsdp" and not self.dist.enabled:
+            logger.info("distributed.strategy=fsdp in a single process: nothing to shard, "
+                        "training the whole model as usual")
         seed_everything(config.seed)
 
         # ---- model, reference, optimizer -----------------------------------------------------
@@ -173,6 +187,10 @@ class Trainer:
             if self.reference is not None:
                 load_trainable_state_dict(self.reference, init_state)
             logger.info("initial weights from %s", config.init_checkpoint)
+        if self.sharded:  # every rank holds the same weights here; each keeps its shard
+            shard_model(self.model, self.dist)
+            if self.reference is not None:
+                shard_model(self.reference, self.dist)
         self.engine = self._make_vllm_engine() if config.rollout.engine == "vllm" else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -184,7 +202,8 @@ class Trainer:
         self.val_env = self._make_env(config.env.val_split) if self._validates() else None
         self.history_length = (config.env.history_length if config.env.history_length is not None
                                else self.train_env.history_length)
-        uses_skills = ("teacher_log_probs" in self.needs or self.spec.student_sees_skills or config.eval.with_skills)
+        uses_skills = ("teacher_log_probs" in self.needs or "teacher_logits" in self.needs
+                       or self.spec.student_sees_skills or config.eval.with_skills)
         self.skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if uses_skills else None
         think = config.env.prompt_mode == "think"
         self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, config.teacher.layout)
@@ -347,21 +366,27 @@ class Trainer:
         return self.run_dir / "checkpoints" / f"iter_{iteration:06d}"
 
     def save(self, iteration: int) -> Path | None:
-        """Rank 0 writes the checkpoint (the weights are the same on every rank) with every rank's
-        RNG states; every rank must call this. Returns the folder (``None`` off rank 0)."""
+        """Rank 0 writes the checkpoint (the weights are the same on every rank; sharded ones are
+        gathered whole first, with every rank's help) with every rank's RNG states; every rank must
+        call this. Returns the folder (``None`` off rank 0)."""
         states = all_gather_objects(self.dist, rng_state(self.generator))
+        if not (self.dist.is_main or self.sharded):
+            return None
+        model_state = trainable_state_dict(self.model, keep=self.dist.is_main)
+        optimizer_state = optimizer_state_dict(self.optimizer, keep=self.dist.is_main)
         if not self.dist.is_main:
             return None
         trainer_state: dict[str, Any] = {"rng": states[0]}
         if self.dist.enabled:
             trainer_state["rank_rng"] = states
-        return save_checkpoint(self.run_dir, iteration, self.model, self.optimizer, trainer_state,
-                               keep=self.config.keep_checkpoints)
+        return write_checkpoint(self.run_dir, iteration, model_state, optimizer_state, trainer_state,
+                                keep=self.config.keep_checkpoints)
 
     def run_iteration(self, iteration: int) -> dict[str, float]:
         # 1. rollout ------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        rollout = self.collect(iteration)
+        with full_weights(self.model):  # ranks generate for different numbers of steps
+            rollout = self.collect(iteration)
         rollout_s = time.perf_counter() - t0
         metrics = rollout_metrics(gather_rollout(self.dist, rollout), "train")
         metrics["train/reward_mean"] = metrics.get("train/episode_return", 0.0)
@@ -413,36 +438,38 @@ class Trainer:
         offset, total = sum(counts[: self.dist.rank]), sum(counts)
         # 2. log-probs with the rollout-time weights ----------------------------------------------
         t0 = time.perf_counter()
-        # One optimizer step on all step samples: the policy at that step is still the rollout-time
-        # policy, so the old log-probs are the update's own (detached); no separate scoring pass.
-        old_lp = None if reuses_update_log_probs(cfg.optim, total) else self._score(self.model, samples)[0]
-        ref_lp = None
-        if "ref_log_probs" in self.needs:
-            if self.reference is None:
-                with reference_log_probs_context(self.model):
-                    ref_lp, _ = self._score(self.model, samples)
-            else:
-                ref_lp, _ = self._score(self.reference, samples)
-        metrics["timing/old_ref_log_probs_s"] = time.perf_counter() - t0
-        teacher = None
-        if "teacher_log_probs" in self.needs:
-            t0 = time.perf_counter()
-            teacher = teacher_log_probs(
-                self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
-                self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
-                micro_batch_size=cfg.optim.micro_batch_size,
-            )
-            metrics["timing/teacher_s"] = time.perf_counter() - t0
-            parts = all_gather_objects(
-                self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
-            skill_files = [files for _, _, part in parts for files in part]
-            metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
-            metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
-            # across ranks the skill text is told apart by its files (one text per file combination)
-            metrics["teacher/distinct_skill_texts"] = float(
-                teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
-            if self.dist.is_main:
-                self._log_skill_files(iteration, skill_files)
+        # Ranks score different numbers of step samples: whole weights for the phase (FSDP).
+        with full_weights(self.model, self.reference):
+            # One optimizer step on all step samples: the policy at that step is still the rollout-time
+            # policy, so the old log-probs are the update's own (detached); no separate scoring pass.
+            old_lp = None if reuses_update_log_probs(cfg.optim, total) else self._score(self.model, samples)[0]
+            ref_lp = None
+            if "ref_log_probs" in self.needs:
+                if self.reference is None:
+                    with reference_log_probs_context(self.model):
+                        ref_lp, _ = self._score(self.model, samples)
+                else:
+                    ref_lp, _ = self._score(self.reference, samples)
+            metrics["timing/old_ref_log_probs_s"] = time.perf_counter() - t0
+            teacher = None
+            if "teacher_log_probs" in self.needs:
+                t0 = time.perf_counter()
+                teacher = teacher_log_probs(
+                    self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
+                    self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
+                    micro_batch_size=cfg.optim.micro_batch_size,
+                )
+                metrics["timing/teacher_s"] = time.perf_counter() - t0
+                parts = all_gather_objects(
+                    self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
+                skill_files = [files for _, _, part in parts for files in part]
+                metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
+                metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
+                # across ranks the skill text is told apart by its files (one text per file combination)
+                metrics["teacher/distinct_skill_texts"] = float(
+                    teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
+                if self.dist.is_main:
+                    self._log_skill_files(iteration, skill_files)
 
         # 3. advantages -----------------------------------------------------------------------------
         advantages = self.compute_advantages(samples)
@@ -513,21 +540,28 @@ class Trainer:
 
         ``old_lp`` holds empty tensors when :func:`reuses_update_log_probs` holds: each row is then
         replaced in place by the detached log-probs of its forward pass here (ratio exactly 1).
+
+        Sharded (FSDP): every forward/backward pass is a collective, so in each mini-batch every rank
+        runs as many passes as the rank holding the most micro-batches; the others' extra passes are
+        :meth:`_padding_pass` (no gradient contribution). FSDP's backward already sums the gradients.
         """
         cfg = self.config
         lr = self._lr(iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        # the optimizer's own parameters: the sharded ones under FSDP, which receive the gradients
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
         sums: dict[str, float] = {}
         total_tokens = 0
         skipped = 0
         grad_norms = []
         with_entropy = "entropy" in self.needs or cfg.loss.c_ent != 0
         lengths = all_gather_objects(self.dist, [len(s.response_ids) for s in samples])
-        offset = sum(len(part) for part in lengths[: self.dist.rank])
         tokens = [n for part in lengths for n in part]  # response tokens per global index
+        starts = [sum(len(part) for part in lengths[:r]) for r in range(len(lengths) + 1)]  # of each rank
+        offset = starts[self.dist.rank]
+        micro_size = cfg.optim.micro_batch_size
         for _ in range(cfg.optim.ppo_epochs):
             # rank 0 draws the permutation (from the single-process stream) and shares it
             drawn = (torch.randperm(len(tokens), generator=self.generator).tolist()
@@ -538,24 +572,35 @@ class Trainer:
                 mini_tokens = sum(tokens[i] for i in mini)
                 # this rank's members, as local indices
                 mine = [i - offset for i in mini if offset <= i < offset + len(samples)]
+                micro_batches = [mine[k : k + micro_size] for k in range(0, len(mine), micro_size)]
+                passes = len(micro_batches)
+                if self.sharded:  # the busiest rank's number of micro-batches, known to every rank
+                    passes = max(math.ceil(sum(lo <= i < hi for i in mini) / micro_size)
+                                 for lo, hi in itertools.pairwise(starts))
                 self.optimizer.zero_grad(set_to_none=True)
                 finite = True
-                for m_start in range(0, len(mine), cfg.optim.micro_batch_size):
-                    micro = mine[m_start : m_start + cfg.optim.micro_batch_size]
-                    loss, m, n_tokens = self._micro_batch_loss(iteration, samples, micro, advantages, old_lp,
-                                                               ref_lp, teacher, with_entropy)
-                    if loss is None or not torch.isfinite(loss):
+                for pass_index in range(passes):
+                    if pass_index >= len(micro_batches) or not finite:  # only when sharded
+                        self._padding_pass()
+                        continue
+                    loss, m, n_tokens = self._micro_batch_loss(iteration, samples, micro_batches[pass_index],
+                                                               advantages, old_lp, ref_lp, teacher, with_entropy)
+                    if not torch.isfinite(loss):
                         finite = False
-                        break
+                        if not self.sharded:
+                            break
+                        loss.backward()  # the other ranks wait for this backward; the step is skipped
+                        continue
                     (loss * (n_tokens / mini_tokens)).backward()
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + v * n_tokens
                     total_tokens += n_tokens
                 # one rank's NaN skips the step on every rank
                 finite = not any_rank(self.dist, not finite)
-                if finite:
+                if finite and not self.sharded:
                     all_reduce_gradients(self.dist, params)
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip) if finite else torch.tensor(float("nan"))
+                grad_norm = (whole(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)) if finite
+                             else torch.tensor(float("nan")))
                 if not finite or not torch.isfinite(grad_norm):
                     skipped += 1
                     self.optimizer.zero_grad(set_to_none=True)
@@ -579,9 +624,12 @@ class Trainer:
         want_logits = "logits" in self.needs
         scored = score_responses(self.model, [s.prompt_ids for s in rows], [s.response_ids for s in rows],
                                  with_entropy=with_entropy, pad_id=self.pad_id, return_logits=want_logits)
+        teacher_logits = self._teacher_logits(rows) if want_logits else None
         mask = scored.response_mask.to(self.device)
         if not _finite_on(scored.log_probs, mask) or (with_entropy and not _finite_on(scored.entropy, mask)):
-            return None, {}, 0  # the model itself produced NaN/inf: skip this optimizer step
+            # The model itself produced NaN/inf: a NaN loss skips this optimizer step. It keeps the
+            # graph, so a sharded model can still run the backward pass the other ranks join.
+            return scored.log_probs.sum() * float("nan"), {}, 0
         dev = lambda t: t.to(self.device)  # noqa: E731
         for row, i in enumerate(micro):
             if old_lp[i].numel() == 0 and len(samples[i].response_ids) > 0:
@@ -603,9 +651,20 @@ class Trainer:
                 inputs["teacher_entropy"] = dev(pad_rows([teacher.entropy[i] for i in micro], width))
         if want_logits:
             inputs["logits"] = scored.logits
-            inputs["teacher_logits"] = self._teacher_logits(rows)
+            inputs["teacher_logits"] = teacher_logits
         loss, metrics = actor_loss(self.config.loss, LossInputs(**inputs))
         return loss, metrics, int(mask.sum().item())
+
+    def _padding_pass(self) -> None:
+        """A pass that adds nothing to any gradient (its loss is multiplied by 0) but runs the
+        collectives of a real micro-batch of a sharded model: a forward pass with gradient, the
+        teacher-logits pass when the loss needs one, and a backward pass."""
+        ids = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)  # any valid token
+        logits = self.model(input_ids=ids, use_cache=False).logits
+        if "logits" in self.needs:
+            with torch.no_grad():
+                self.model(input_ids=ids, use_cache=False)
+        (logits.float().sum() * 0.0).backward()
 
     @torch.no_grad()
     def _teacher_logits(self, rows: list[StepSample]) -> torch.Tensor:
@@ -623,9 +682,10 @@ class Trainer:
         panel = dict(model=self.model, tokenizer=self.tokenizer, env=self.val_env, builder=self.val_prompts,
                      config=self.config, history_length=self.history_length, context=self.dist,
                      engine=self.engine, should_stop=None if self.dist.enabled else lambda: self._stop_requested)
-        metrics = run_panel(**panel, with_skills=self.config.eval.with_skills, prefix="val")
-        if self.spec.student_sees_skills and not self.config.eval.with_skills:
-            metrics.update(run_panel(**panel, with_skills=True, prefix="val_skills"))
+        with full_weights(self.model):  # ranks play different numbers of steps
+            metrics = run_panel(**panel, with_skills=self.config.eval.with_skills, prefix="val")
+            if self.spec.student_sees_skills and not self.config.eval.with_skills:
+                metrics.update(run_panel(**panel, with_skills=True, prefix="val_skills"))
         return metrics
 
     def _log_skill_files(self, iteration: int, skill_files: list[tuple[str, ...]]) -> None:
