@@ -13,6 +13,8 @@ Throughput = generated response tokens / wall time of the whole rollout (environ
 the share spent inside generation is reported too. Rounds alternate which side goes first.
 
     python benchmarks/collector_speedup.py            # SmolLM2-135M, ALFWorld easy, 16 envs
+    # long responses, as the paper's agents write them:
+    python benchmarks/collector_speedup.py --prompt-mode think --max-new-tokens 128 --out ...
     python benchmarks/collector_speedup.py --smoke    # tiny random model, toy env, seconds
 """
 
@@ -25,13 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+from _results import machine_info, write_result  # benchmarks/_results.py
 
 from sdar.envs import make_env
 from sdar.models.generation import GenerationConfig, generate
 from sdar.models.loading import ModelConfig, load_policy
 from sdar.rollout import PromptBuilder, collect_rollout
-
-from _results import machine_info, write_result  # benchmarks/_results.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         "--max-steps", type=int, default=None, help="episode step limit (default 8)"
     )
     parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument(
+        "--prompt-mode",
+        choices=["action_only", "think"],
+        default="action_only",
+        help="action_only: the action tag alone (short responses); think: reasoning first, as the "
+        "paper's agents write (responses run to --max-new-tokens, so decoding dominates)",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="rounds (default 2; smoke 1)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model on the toy env")
     parser.add_argument(
@@ -67,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     model, tokenizer = load_policy(ModelConfig(name=model_name))
     env = make_env(env_name, **options)
-    builder = PromptBuilder(env, tokenizer, None, think=False)
+    builder = PromptBuilder(env, tokenizer, None, think=args.prompt_mode == "think")
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, greedy=True)
     generation_s = [0.0]
 
@@ -125,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             "envs": n_envs,
             "max_new_tokens": args.max_new_tokens,
             "decoding": "greedy",
-            "prompt_mode": "action_only",
+            "prompt_mode": args.prompt_mode,
             "repeats": repeats,
             "smoke": args.smoke,
         },

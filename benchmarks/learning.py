@@ -312,13 +312,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.warm_start_only:
             continue
         run_dirs = []
-        for method in args.methods or GRID[env_name]["methods"]:
-            seeds = (
-                args.seeds
-                if args.seeds is not None
-                else ([0] if args.smoke else GRID[env_name]["seeds"])
-            )
-            for seed in seeds:
+        seeds = (
+            args.seeds
+            if args.seeds is not None
+            else ([0] if args.smoke else GRID[env_name]["seeds"])
+        )
+        # seed-major: an interrupted grid has the same number of seeds for every method
+        for seed in seeds:
+            for method in args.methods or GRID[env_name]["methods"]:
                 run_dir, what = train_run(
                     env_name, method, seed, config_path, overrides, sft_dir, env_dir
                 )
@@ -340,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.warm_start_only:
         return 0
     summary["wall_seconds_this_call"] = time.time() - started
+    previous = out / "summary.json"
+    if previous.is_file():  # keep the environments that this call did not touch
+        earlier = json.loads(previous.read_text(encoding="utf-8"))
+        kept = [r for r in earlier.get("rows", []) if r["env"] not in args.envs]
+        summary["rows"] = kept + summary["rows"]
+        for env_name, runs in earlier.get("grid", {}).items():
+            summary["grid"].setdefault(env_name, runs)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     md = [
         "# Learning comparison (validation success %, mean +- std over seeds)",

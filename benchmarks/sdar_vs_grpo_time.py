@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 
 import torch
+from _results import machine_info, write_result  # benchmarks/_results.py
 
 from sdar.methods import METHODS, LossConfig, required_inputs
 from sdar.trainer.config import load_config
 from sdar.trainer.trainer import Trainer
-
-from _results import machine_info, write_result  # benchmarks/_results.py
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

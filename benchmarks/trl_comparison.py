@@ -34,13 +34,12 @@ import time
 from pathlib import Path
 
 import torch
+from _results import machine_info, write_result  # benchmarks/_results.py
 
 from sdar.envs import make_env
 from sdar.models.loading import ModelConfig, load_policy
 from sdar.trainer.config import load_config
 from sdar.trainer.trainer import Trainer
-
-from _results import machine_info, write_result  # benchmarks/_results.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROMPT_POOL = 64  # training tasks the TRL dataset draws from
