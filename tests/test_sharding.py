@@ -5,7 +5,8 @@ ranks (a rank with fewer micro-batches than the other, a rank with nothing at al
 weights as one unsharded process on the same step samples, with full fine-tuning (the frozen KL
 reference sharded too) and with LoRA; its checkpoint holds whole tensors and continues the run
 the same in one process, in two ``ddp`` processes and in two ``fsdp`` processes; ``torchrun ...
-sdar train distributed.strategy=fsdp`` trains and writes its checkpoints.
+sdar train distributed.strategy=fsdp`` (with gradient checkpointing) trains, validates and writes
+its checkpoints.
 """
 
 from __future__ import annotations
@@ -240,7 +241,7 @@ def test_torchrun_fsdp_train_writes_checkpoints(tmp_path):
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
         "-m", "sdar.cli", "train", "--config", str(config_path), "--output-dir", str(run),
-        "--no-report", "distributed.strategy=fsdp",
+        "--no-report", "distributed.strategy=fsdp", "model.gradient_checkpointing=true",
     ]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -439,18 +439,15 @@ class Trainer:
         # 2. log-probs with the rollout-time weights ----------------------------------------------
         t0 = time.perf_counter()
         # Ranks score different numbers of step samples: whole weights for the phase (FSDP).
-        with full_weights(self.model, self.reference):
+        with full_weights(self.model):
             # One optimizer step on all step samples: the policy at that step is still the rollout-time
             # policy, so the old log-probs are the update's own (detached); no separate scoring pass.
             old_lp = None if reuses_update_log_probs(cfg.optim, total) else self._score(self.model, samples)[0]
             ref_lp = None
-            if "ref_log_probs" in self.needs:
-                if self.reference is None:
-                    with reference_log_probs_context(self.model):
-                        ref_lp, _ = self._score(self.model, samples)
-                else:
-                    ref_lp, _ = self._score(self.reference, samples)
-            metrics["timing/old_ref_log_probs_s"] = time.perf_counter() - t0
+            if "ref_log_probs" in self.needs and self.reference is None:  # LoRA: the adapter switched off
+                with reference_log_probs_context(self.model):
+                    ref_lp, _ = self._score(self.model, samples)
+            old_ref_s = time.perf_counter() - t0
             teacher = None
             if "teacher_log_probs" in self.needs:
                 t0 = time.perf_counter()
@@ -470,6 +467,12 @@ class Trainer:
                     teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
                 if self.dist.is_main:
                     self._log_skill_files(iteration, skill_files)
+        if "ref_log_probs" in self.needs and self.reference is not None:  # full fine-tuning: the frozen copy
+            t0 = time.perf_counter()
+            with full_weights(self.reference):  # gathered once the policy's are released (FSDP)
+                ref_lp, _ = self._score(self.reference, samples)
+            old_ref_s += time.perf_counter() - t0
+        metrics["timing/old_ref_log_probs_s"] = old_ref_s
 
         # 3. advantages -----------------------------------------------------------------------------
         advantages = self.compute_advantages(samples)
