@@ -22,6 +22,7 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
 
     python benchmarks/learning.py                         # the full grid (hours on 2 cores)
     python benchmarks/learning.py --envs alfworld --methods grpo sdar --seeds 0   # a part of it
+    python benchmarks/learning.py --aggregate-only        # tables of the runs finished so far
     python benchmarks/learning.py --smoke --envs search   # tiny random model, 1 iteration, minutes
 
 Default grid: ALFWorld GRPO, SDAR, GRPO+OPSD x seeds 0,1,2; WebShop and Search-QA GRPO, SDAR x
@@ -155,6 +156,12 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
     return sft_dir
 
 
+def load_iterations(config_path: Path, overrides: list[str]) -> int:
+    from sdar.trainer.config import load_config
+
+    return load_config(config_path, ["method=grpo", *overrides]).iterations
+
+
 def train_run(
     env_name: str,
     method: str,
@@ -272,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         "--warm-start-only", action="store_true", help="write the warm starts of --envs and stop"
     )
     parser.add_argument(
+        "--aggregate-only",
+        action="store_true",
+        help="train nothing: aggregate the runs of the grid that have finished (partial results)",
+    )
+    parser.add_argument(
         "overrides", nargs="*", help="config overrides for every run, key.sub=value"
     )
     args = parser.parse_args(argv)
@@ -306,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         env_dir.mkdir(parents=True, exist_ok=True)
         sft_dir = (
             None
-            if args.no_warm_start
+            if args.no_warm_start or args.aggregate_only
             else warm_start(env_name, config_path, overrides, env_dir, args)
         )
         if args.warm_start_only:
@@ -320,9 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         # seed-major: an interrupted grid has the same number of seeds for every method
         for seed in seeds:
             for method in args.methods or GRID[env_name]["methods"]:
-                run_dir, what = train_run(
-                    env_name, method, seed, config_path, overrides, sft_dir, env_dir
-                )
+                if args.aggregate_only:
+                    run_dir = env_dir / f"{method}-seed{seed}"
+                    done = last_checkpoint_iteration(run_dir)
+                    finished = done is not None and done >= load_iterations(config_path, overrides)
+                    what = "finished" if finished else f"not finished ({done or 0} iterations)"
+                else:
+                    run_dir, what = train_run(
+                        env_name, method, seed, config_path, overrides, sft_dir, env_dir
+                    )
+                    finished = True
                 print(f"[{env_name}] {method} seed {seed}: {what} ({run_dir})", flush=True)
                 summary["grid"].setdefault(env_name, []).append(
                     {
@@ -333,7 +352,11 @@ def main(argv: list[str] | None = None) -> int:
                         "iterations_done": last_checkpoint_iteration(run_dir),
                     }
                 )
-                run_dirs.append(run_dir)
+                if finished:
+                    run_dirs.append(run_dir)
+        if not run_dirs:
+            print(f"[{env_name}] no finished run to aggregate")
+            continue
         result = aggregate(env_name, run_dirs, out / env_name)
         summary["rows"] += summary_rows(env_name, result)
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")

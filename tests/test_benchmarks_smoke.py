@@ -124,3 +124,10 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     _run(args)
     again = json.loads((out / "summary.json").read_text())
     assert {g["status"] for g in again["grid"]["search"]} == {"finished earlier"}
+    # --aggregate-only trains nothing and leaves unfinished runs out of the table
+    _run([*args, "--seeds", "0", "1", "--aggregate-only"])
+    partial = json.loads((out / "summary.json").read_text())
+    assert [(r["method"], r["n"]) for r in partial["rows"]] == [("grpo", 1), ("sdar", 1)]
+    statuses = {(g["method"], g["seed"]): g["status"] for g in partial["grid"]["search"]}
+    assert statuses[("grpo", 0)] == "finished" and statuses[("sdar", 1)].startswith("not finished")
+    assert not (runs / "search" / "grpo-seed1").exists()
