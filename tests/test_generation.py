@@ -182,3 +182,26 @@ def test_empty_prompt_is_rejected(tiny):
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         generate(model, tokenizer, [[1, 2], []], GenerationConfig(max_new_tokens=2))
     assert generate(model, tokenizer, [], GenerationConfig(max_new_tokens=2)) == []
+
+
+def test_identical_prompts_are_encoded_once_and_sampled_independently(tiny):
+    model, tokenizer = tiny
+    a, b = (chat_ids(tokenizer, p) for p in PROMPTS[:2])
+    prefill_rows = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape), with_kwargs=True
+    )
+    try:
+        greedy = GenerationConfig(max_new_tokens=8, greedy=True)
+        grouped = generate(model, tokenizer, [a, a, b, a], greedy)
+        first_call = prefill_rows[0]
+        prefill_rows.clear()
+        distinct = generate(model, tokenizer, [a, b], greedy)
+        sampled = generate(model, tokenizer, [a] * 4, GenerationConfig(max_new_tokens=8),
+                           generator=torch.Generator().manual_seed(0))
+    finally:
+        hook.remove()
+    assert first_call[0] == 2, "two distinct prompts: two prefill rows, not four"
+    # every copy continues from its prompt's cache row: greedy copies agree with the distinct run
+    assert grouped == [distinct[0], distinct[0], distinct[1], distinct[0]]
+    assert len({tuple(r) for r in sampled}) > 1, "the copies sample independently"

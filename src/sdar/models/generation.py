@@ -144,27 +144,41 @@ def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> None:
             raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
 
 
+def _left_padded(prompts, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
+
+
 @torch.inference_mode()
 def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list[list[int]]:
     device = next(model.parameters()).device
     batch, width = len(prompts), max(len(p) for p in prompts)
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch, width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        attention_mask[row, width - len(prompt) :] = 1
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    # Identical prompts (a GRPO group's copies at their first step) are encoded once; each copy
+    # then gets its own row of the cache and samples independently.
+    first_row: dict[tuple[int, ...], int] = {}
+    for prompt in prompts:
+        first_row.setdefault(tuple(prompt), len(first_row))
+    expand = torch.tensor([first_row[tuple(p)] for p in prompts], device=device)
+    unique_ids, unique_mask = _left_padded([list(p) for p in first_row], width, pad_id)
+    unique_ids, unique_mask = unique_ids.to(device), unique_mask.to(device)
     out = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
+        input_ids=unique_ids,
+        attention_mask=unique_mask,
+        position_ids=(unique_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
         logits_to_keep=1,
     )
     cache_name = cache_argument(model)
     cache = returned_cache(out)
     logits = out.logits[:, -1, :]
+    attention_mask = unique_mask
+    if len(first_row) < batch:
+        cache.batch_select_indices(expand)
+        logits, attention_mask = logits[expand], unique_mask[expand]
     next_position = attention_mask.sum(-1, keepdim=True)  # [b, 1]
     stop = torch.tensor(stop_ids, dtype=torch.long, device=device)
     active = torch.arange(batch, device=device)  # rows of `prompts` still generating
