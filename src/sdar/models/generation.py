@@ -231,7 +231,8 @@ def generate(
             and model give the same responses. ``None`` uses torch's global RNG. A generator on
             another device than the model (a CPU generator for a GPU model) seeds a generator on
             the model's device, once per call.
-        batch_size: prompts per forward batch, in the given order (default: all at once).
+        batch_size: prompts per forward batch, in the given order (default: all at once). Within
+            a batch, identical prompts are encoded once (their cache rows are copied).
         progress: called with the number of prompts finished after each batch (e.g. a tqdm bar's
             ``update``).
 
