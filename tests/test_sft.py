@@ -51,3 +51,47 @@ def test_sft_learns_the_demonstrations_and_initialises_rl(tmp_path):
     trainer = Trainer(rl, tmp_path / "rl")
     assert abs(nll(trainer.model) - after) < 1e-5
 
+
+
+def test_lora_warm_start_is_the_kl_reference_and_resumes(tmp_path):
+    from sdar.models.loading import reference_log_probs_context
+
+    demos = tmp_path / "demos.jsonl"
+    play_episodes(make_env("toy"), "expert", episodes=2, seed=0, demos_path=str(demos), think=False)
+    rows = read_demonstrations(demos)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "model": {"name": "tiny-random", "lora": {"r": 4, "alpha": 8}},
+        "env": {"name": "toy", "prompt_mode": "action_only"},
+        "optim": {"micro_batch_size": 4, "lr": 1e-2}, "method": "grpo", "iterations": 1,
+        "rollout": {"tasks_per_iteration": 1, "group_size": 2, "generation": {"max_new_tokens": 4}},
+        "eval": {"every": 0, "before_training": False},
+    }))
+    config = load_config(cfg_path)
+    run_sft(config, demos, tmp_path / "sft", epochs=2, lr=3e-2, batch_size=4)
+    _, tok = load_policy(config.model)
+    encoded = [encode_demonstration(tok, r["prompt"], r["response"]) for r in rows]
+
+    def nll(m):
+        with torch.no_grad():
+            s = score_responses(m, [p for p, _ in encoded], [r for _, r in encoded], pad_id=tok.pad_token_id)
+        return float(-(s.log_probs * s.response_mask).sum() / s.response_mask.sum())
+
+    sft_model, _ = load_policy(config.model)
+    load_checkpoint(tmp_path / "sft", sft_model)
+    warm = nll(sft_model)
+    base = nll(load_policy(config.model)[0])
+    assert abs(warm - base) > 0.1, (base, warm)  # the warm start is a different model
+
+    rl = load_config(cfg_path, [f"init_checkpoint={tmp_path / 'sft'}"])
+    trainer = Trainer(rl, tmp_path / "rl")
+    assert abs(nll(trainer.model) - warm) < 1e-4, "the policy starts at the warm start"
+    with reference_log_probs_context(trainer.model):
+        assert abs(nll(trainer.model) - warm) < 1e-4, "the KL reference is the warm start, not the base"
+    assert all(float(p.abs().max()) == 0.0 for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    trainer.train()
+    trained = nll(trainer.model)
+    assert trained != warm
+    # the run's checkpoint holds the new adapter; resuming applies the warm start under it
+    resumed = Trainer(rl, tmp_path / "rl", resume=True)
+    assert abs(nll(resumed.model) - trained) < 1e-5

@@ -666,27 +666,43 @@ def load_policy(config: ModelConfig):
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
     if config.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        lora_config = LoraConfig(
-            r=config.lora.r,
-            lora_alpha=config.lora.alpha,
-            lora_dropout=config.lora.dropout,
-            target_modules=config.lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora_config)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in model.parameters())
-        logger.info(
-            "LoRA r=%d alpha=%g on %s: %d of %d parameters trainable",
-            config.lora.r,
-            config.lora.alpha,
-            config.lora.target_modules,
-            trainable,
-            total,
-        )
+        model = add_lora(model, config.lora)
     return model, tokenizer
+
+
+def add_lora(model, lora: LoraSettings):
+    """``model`` wrapped in a fresh LoRA adapter (B = 0, so it computes what ``model`` computes)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora_config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "LoRA r=%d alpha=%g on %s: %d of %d parameters trainable",
+        lora.r,
+        lora.alpha,
+        lora.target_modules,
+        trainable,
+        total,
+    )
+    return model
+
+
+def fold_adapter(model, lora: LoraSettings):
+    """Merge the LoRA ``model``'s adapter into its base weights and start a fresh adapter.
+
+    Used for a warm start: the warm-started weights become the frozen base, so the reference model
+    of the KL term (the adapter switched off, :func:`reference_log_probs_context`) is the initial
+    policy, as with full fine-tuning, and the new adapter starts at zero.
+    """
+    return add_lora(model.merge_and_unload(), lora)
 
 
 def is_lora(model) -> bool:

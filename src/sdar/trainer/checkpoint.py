@@ -170,3 +170,23 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     if optimizer is not None:
         load_optimizer_state_dict(optimizer, torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+
+
+def apply_warm_start(model, lora, checkpoint: str | Path):
+    """Load the warm start ``checkpoint`` (a run directory or a checkpoint folder, e.g. what
+    ``sdar sft`` wrote) into a freshly loaded policy; returns ``(model, state)``.
+
+    With LoRA (``lora`` is the run's :class:`~sdar.models.loading.LoraSettings`) the warm-start
+    adapter is merged into the base weights and a fresh adapter is returned in its place
+    (:func:`~sdar.models.loading.fold_adapter`): the KL reference, the adapter switched off, is then
+    the warm-started policy, and the run's checkpoints hold the new adapter only, so whatever loads
+    them (resume, ``sdar eval``) applies the same warm start first. ``state`` is the loaded tensors
+    (for full fine-tuning the trainer copies them into the frozen reference model too).
+    """
+    from sdar.models.loading import fold_adapter, is_lora
+
+    state = torch.load(resolve_checkpoint(checkpoint) / "model.pt", map_location="cpu", weights_only=True)
+    load_trainable_state_dict(model, state)
+    if is_lora(model):
+        model = fold_adapter(model, lora)
+    return model, state

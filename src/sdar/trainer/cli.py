@@ -105,7 +105,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from sdar.models.loading import load_policy
     from sdar.rollout import PromptBuilder
     from sdar.skills import SkillLibrary
-    from sdar.trainer.checkpoint import load_checkpoint, resolve_checkpoint
+    from sdar.trainer.checkpoint import apply_warm_start, load_checkpoint, resolve_checkpoint
     from sdar.trainer.config import load_config
     from sdar.trainer.evaluation import run_panel
     from sdar.trainer.trainer import make_run_env
@@ -121,6 +121,8 @@ def run_eval(args: argparse.Namespace) -> int:
     config = load_config(config_path, args.overrides)
     split = args.split or config.env.val_split
     model, tokenizer = load_policy(config.model)
+    if config.init_checkpoint:  # the run's checkpoints continue from its warm start
+        model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
     if checkpoint is not None:
         load_checkpoint(checkpoint, model)
     with make_run_env(config.env, split) as env:

@@ -178,8 +178,9 @@ class TrainConfig:
     output_dir: str = "runs/sdar"
     init_checkpoint: str | None = None
     """Start from these trainable weights (a run directory or checkpoint folder, e.g. the output
-    of ``sdar sft``). Full fine-tuning: the KL reference is this warm-started model too; LoRA: the
-    adapter continues training and the reference stays the base model."""
+    of ``sdar sft``). The KL reference is this warm-started model. LoRA: the warm-start adapter is
+    merged into the base weights and a fresh adapter trains on top, so the run's checkpoints hold
+    only the new adapter and need this warm start to be loaded (resume and ``sdar eval`` do it)."""
     save_every: int = 10
     """Checkpoint every N iterations (the last iteration is always saved)."""
     keep_checkpoints: int = 2

@@ -6,8 +6,8 @@ short supervised phase on expert turns fixes that. Demonstrations are the JSONL 
 "response": <model-format response>, ...}``. The loss is the token-mean negative log-likelihood of
 the response tokens (the end-of-turn token included, so the model learns to stop), the prompt
 rendered by the same chat template as in RL. The result is an ordinary checkpoint; start RL from it
-with ``init_checkpoint=RUN_DIR`` (for LoRA the adapter continues training and the KL reference
-stays the base model; for full fine-tuning the reference is the warm-started model).
+with ``init_checkpoint=RUN_DIR``; the KL reference is then the warm-started model (for LoRA the
+warm-start adapter is merged into the base weights and RL trains a fresh adapter on top).
 """
 
 from __future__ import annotations

@@ -69,11 +69,11 @@ from sdar.reporting import RunLogger, format_summary
 from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
 from sdar.skills import SkillLibrary
 from sdar.trainer.checkpoint import (
+    apply_warm_start,
     latest_checkpoint,
     load_checkpoint,
     load_trainable_state_dict,
     optimizer_state_dict,
-    resolve_checkpoint,
     rng_state,
     set_rng_state,
     trainable_state_dict,
@@ -175,18 +175,16 @@ class Trainer:
 
         # ---- model, reference, optimizer -----------------------------------------------------
         self.model, self.tokenizer = load_policy(config.model)
+        init_state = None
+        if config.init_checkpoint:  # also when resuming: a LoRA run's adapter sits on the warm start
+            self.model, init_state = apply_warm_start(self.model, config.model.lora, config.init_checkpoint)
+            logger.info("initial weights from %s", config.init_checkpoint)
         self.device = next(self.model.parameters()).device
         self.pad_id = self.tokenizer.pad_token_id
         broadcast_parameters(self.dist, self.model)  # every rank starts from rank 0's weights
         self.reference = load_reference(config.model, self.model) if "ref_log_probs" in self.needs else None
-        if config.init_checkpoint:
-            init_state = torch.load(resolve_checkpoint(config.init_checkpoint) / "model.pt", map_location="cpu",
-                                    weights_only=True)
-            if not resume:
-                load_trainable_state_dict(self.model, init_state)
-            if self.reference is not None:
-                load_trainable_state_dict(self.reference, init_state)
-            logger.info("initial weights from %s", config.init_checkpoint)
+        if self.reference is not None and init_state is not None:  # full fine-tuning: the warm start
+            load_trainable_state_dict(self.reference, init_state)
         if self.sharded:  # every rank holds the same weights here; each keeps its shard
             shard_model(self.model, self.dist)
             if self.reference is not None:
