@@ -157,6 +157,7 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
 
 
 def load_iterations(config_path: Path, overrides: list[str]) -> int:
+    """The grid's iteration budget (the same for every method and seed)."""
     from sdar.trainer.config import load_config
 
     return load_config(config_path, ["method=grpo", *overrides]).iterations
@@ -172,13 +173,11 @@ def train_run(
     env_dir: Path,
 ) -> tuple[Path, str]:
     """Start, resume or skip one run; returns its directory and what was done."""
-    from sdar.trainer.config import load_config
-
     run_dir = env_dir / f"{method}-seed{seed}"
     run_overrides = [f"method={method}", f"seed={seed}", *overrides]
     if sft_dir is not None:
         run_overrides.append(f"init_checkpoint={sft_dir}")
-    iterations = load_config(config_path, run_overrides).iterations
+    iterations = load_iterations(config_path, overrides)
     done = last_checkpoint_iteration(run_dir)
     log = env_dir / f"{method}-seed{seed}.log"
     if done is not None and done >= iterations:

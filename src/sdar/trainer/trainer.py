@@ -439,8 +439,10 @@ class Trainer:
         # Ranks score different numbers of step samples: whole weights for the phase (FSDP).
         with full_weights(self.model):
             # One optimizer step on all step samples: the policy at that step is still the rollout-time
-            # policy, so the old log-probs are the update's own (detached); no separate scoring pass.
-            old_lp = None if reuses_update_log_probs(cfg.optim, total) else self._score(self.model, samples)[0]
+            # policy, so the old log-probs are the update's own (detached; empty rows here, filled by
+            # the update row by row); no separate scoring pass.
+            old_lp = ([torch.zeros(0)] * len(samples) if reuses_update_log_probs(cfg.optim, total)
+                      else self._score(self.model, samples)[0])
             ref_lp = None
             if "ref_log_probs" in self.needs and self.reference is None:  # LoRA: the adapter switched off
                 with reference_log_probs_context(self.model):
@@ -481,8 +483,6 @@ class Trainer:
 
         # 4. update ---------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        if old_lp is None:
-            old_lp = [torch.zeros(0)] * len(samples)  # filled by the update, row by row
         if total:
             metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
         self._sync_engine()  # the next rollout samples from the updated weights
