@@ -185,6 +185,11 @@ def train_run(
     if done is not None:
         run(sdar_command("train", "--resume", str(run_dir), "--no-report"), log)
         return run_dir, f"resumed from iteration {done}"
+    if run_dir.exists():
+        # Stopped before its first checkpoint: only the step-0 evaluation was logged, and nothing
+        # can be resumed, so the run starts again from the warm start.
+        print(f"{run_dir} has no checkpoint; starting it again", flush=True)
+        shutil.rmtree(run_dir)
     run(
         sdar_command(
             "train",

@@ -131,3 +131,13 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     statuses = {(g["method"], g["seed"]): g["status"] for g in partial["grid"]["search"]}
     assert statuses[("grpo", 0)] == "finished" and statuses[("sdar", 1)].startswith("not finished")
     assert not (runs / "search" / "grpo-seed1").exists()
+    # a run stopped before its first checkpoint (only its step-0 metrics written) starts again
+    stopped = runs / "search" / "grpo-seed1"
+    stopped.mkdir(parents=True)
+    (stopped / "metrics.jsonl").write_text('{"iteration": 0, "val/success": 0.0}\n')
+    _run([*args, "--methods", "grpo", "--seeds", "1"])
+    rerun = json.loads((out / "summary.json").read_text())
+    assert {(g["method"], g["seed"]): g["status"] for g in rerun["grid"]["search"]} == {
+        ("grpo", 1): "trained"
+    }
+    assert (stopped / "config.yaml").exists()
