@@ -58,13 +58,26 @@ SMOKE_OVERRIDES = [
     "rollout.tasks_per_iteration=1",
     "rollout.group_size=2",
     "rollout.generation={max_new_tokens: 8, temperature: 1.0}",
-    "env.max_steps=2",
     "eval.every=1",
     "eval.num_tasks=2",
     "optim.mini_batch_size=8",
     "optim.micro_batch_size=4",
 ]
-SMOKE_ENV_OPTIONS = {"alfworld": "env.options={preset: easy, offline_games: 10}"}
+# Smoke episodes are long enough for the scripted expert to win (the warm start keeps won
+# episodes only): ALFWorld's easy games take 4 steps, WebShop's up to 6, Search-QA's 2.
+SMOKE_ENV_OVERRIDES = {
+    "alfworld": ["env.options={preset: easy, offline_games: 10}", "env.max_steps=4"],
+    "webshop": ["env.max_steps=6"],
+    "search": ["env.max_steps=2"],
+}
+
+
+def repo_relative(path: Path) -> Path:
+    """``path`` relative to the repository root when it lies inside it, else unchanged."""
+    try:
+        return path.relative_to(ROOT)
+    except ValueError:
+        return path
 
 
 def sdar_command(*args: str) -> list[str]:
@@ -293,9 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.demo_episodes = args.demo_episodes or (2 if args.smoke else 64)
     args.sft_epochs = args.sft_epochs or (1 if args.smoke else 2)
-    out = args.out or (
+    out = (args.out or (
         ROOT / "benchmarks" / "results" / ("learning_smoke" if args.smoke else "learning")
-    )
+    )).resolve()
+    # Paths inside the repository are written relative to it (commands, configs, tables), so
+    # committed results name no machine's folders; everything runs from the repository root.
+    args.runs_dir = repo_relative(args.runs_dir.resolve())
+    os.chdir(ROOT)
     out.mkdir(parents=True, exist_ok=True)
 
     summary: dict = {
@@ -313,8 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     for env_name in args.envs:
         config_path = CONFIGS / f"{env_name}.yaml"
         overrides = (
-            SMOKE_OVERRIDES
-            + ([SMOKE_ENV_OPTIONS[env_name]] if env_name in SMOKE_ENV_OPTIONS else [])
+            SMOKE_OVERRIDES + SMOKE_ENV_OVERRIDES[env_name]
             if args.smoke
             else []
         ) + list(args.overrides)
@@ -351,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "method": method,
                         "seed": seed,
-                        "run_dir": os.path.relpath(run_dir, ROOT),
+                        "run_dir": str(run_dir),
                         "status": what,
                         "iterations_done": last_checkpoint_iteration(run_dir),
                     }

@@ -141,3 +141,40 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
         ("grpo", 1): "trained"
     }
     assert (stopped / "config.yaml").exists()
+
+
+def test_learning_smoke_warm_starts_of_alfworld_and_webshop_are_won_episodes(tmp_path):
+    """The smoke episodes are long enough for the scripted experts to win (SFT keeps wins only)."""
+    runs = tmp_path / "runs"
+    done = _run(
+        [
+            str(BENCH / LEARNING),
+            "--smoke",
+            "--envs",
+            "alfworld",
+            "webshop",
+            "--warm-start-only",
+            "--runs-dir",
+            str(runs),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    for env_name in ("alfworld", "webshop"):
+        assert f"[{env_name}] 2 expert episodes, success 1.00" in done.stdout
+        demos = [json.loads(line) for line in (runs / env_name / "demos.jsonl").open()]
+        assert demos and all(row["won"] for row in demos)
+        assert (runs / env_name / "sft" / "checkpoints" / "iter_000000").is_dir()
+
+
+def test_learning_writes_repository_paths_relative_to_the_repository():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learning_bench", BENCH / LEARNING)
+    learning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(learning)
+    assert learning.repo_relative(ROOT / "runs" / "bench" / "alfworld") == Path(
+        "runs/bench/alfworld"
+    )
+    outside = Path("/somewhere/else/runs")
+    assert learning.repo_relative(outside) == outside
