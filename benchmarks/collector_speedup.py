@@ -10,7 +10,8 @@ The same N episodes (tasks ``seed .. seed + N - 1``, one copy each) are played t
 Decoding is greedy, so both sides play (nearly) the same episodes; the generated token counts of
 both are recorded to show it (padding in a batch can flip a near-tie, so they may differ slightly).
 Throughput = generated response tokens / wall time of the whole rollout (environment included);
-the share spent inside generation is reported too. Rounds alternate which side goes first.
+the share spent inside generation is reported too. An untimed batched pass over the same seeds
+warms up first (first-time game loading); then rounds alternate which side goes first.
 
     python benchmarks/collector_speedup.py            # SmolLM2-135M, ALFWorld easy, 16 envs
     # long responses, as the paper's agents write them:
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         }
 
     seeds = list(range(n_envs))
+    # Untimed warm-up on the same seeds: the first reset of an ALFWorld game loads and compiles
+    # it (seconds per game, see env_latency_alfworld.json), which would otherwise be charged to
+    # whichever side runs first.
+    play(seeds)
     runs: dict[str, list[dict]] = {"batched": [], "sequential": []}
     for r in range(repeats):
         order = ["batched", "sequential"] if r % 2 == 0 else ["sequential", "batched"]

@@ -14,6 +14,9 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
    init_checkpoint=<sft>`` into ``<runs-dir>/<env>/<m>-seed<s>``. Resumable: a run whose last
    checkpoint is its final iteration is skipped, a run with an earlier checkpoint is continued
    with ``sdar train --resume``; so rerunning this script after an interruption finishes the grid.
+   ``--jobs N`` trains N runs at the same time (each its own process; on a GPU, mind its memory).
+   A failed run does not stop the others: the script aggregates the rest, then lists the failures
+   and exits with status 1.
 3. **Aggregate** with ``sdar.reporting.write_aggregate_report`` into
    ``<out>/<env>/`` (validation and training success, mean +- std over seeds, learning-curve PNGs)
    and ``<out>/<env>/teacher/`` (teacher gap and gate of the methods that have a teacher: SDAR vs
@@ -23,6 +26,7 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
     python benchmarks/learning.py                         # the full grid (hours on 2 cores)
     python benchmarks/learning.py --envs alfworld --methods grpo sdar --seeds 0   # a part of it
     python benchmarks/learning.py --aggregate-only        # tables of the runs finished so far
+    python benchmarks/learning.py --jobs 6                # one GPU: 6 runs at a time
     python benchmarks/learning.py --smoke --envs search   # tiny random model, 1 iteration, minutes
 
 Default grid: ALFWorld GRPO, SDAR, GRPO+OPSD x seeds 0,1,2; WebShop and Search-QA GRPO, SDAR x
@@ -41,6 +45,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +90,10 @@ def sdar_command(*args: str) -> list[str]:
 
 
 def run(cmd: list[str], log_path: Path) -> None:
-    """Run one command, its output appended to ``log_path``; a failure stops the grid loudly."""
+    """Run one command, its output appended to ``log_path``.
+
+    Raises ``SystemExit`` with the end of the log when the command fails.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print("$", " ".join(cmd), flush=True)
     with log_path.open("a", encoding="utf-8") as log:
@@ -218,6 +226,24 @@ def train_run(
     return run_dir, "trained"
 
 
+def train_grid(planned: list[tuple], jobs: int) -> dict:
+    """Train the planned runs, ``jobs`` at a time (each its own process), in the grid's order.
+
+    Returns ``{(env, method, seed): what was done}``, or the exception of a run that failed: a
+    failed run does not stop the others, and ``main`` reports it after aggregating the rest.
+    """
+
+    def one(args: tuple):
+        try:
+            return train_run(*args)[1]
+        except (SystemExit, OSError, ValueError) as err:  # run(): SystemExit with the log end
+            return err
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        outcomes = list(pool.map(one, planned))
+    return {args[:3]: outcome for args, outcome in zip(planned, outcomes)}
+
+
 def aggregate(env_name: str, run_dirs: list[Path], out_dir: Path) -> dict:
     """Success tables and curves of one environment; teacher gap/gate of the teacher methods."""
     from sdar.reporting import write_aggregate_report
@@ -287,6 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         "--sft-epochs", type=int, default=None, help="warm-start epochs (default 2, smoke 1)"
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs trained at the same time, each its own process (default 1). On one GPU keep "
+        "jobs x (peak memory of a run) under the card's memory: about 21 GiB per run at the "
+        "bench settings",
+    )
+    parser.add_argument(
         "--no-warm-start", action="store_true", help="start every method from the base model"
     )
     parser.add_argument(
@@ -304,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="config overrides for every run, key.sub=value"
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     args.demo_episodes = args.demo_episodes or (2 if args.smoke else 64)
     args.sft_epochs = args.sft_epochs or (1 if args.smoke else 2)
     out = (args.out or (
@@ -327,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     started = time.time()
+    planned: list[tuple] = []  # train_run's arguments, in the grid's order
     for env_name in args.envs:
         config_path = CONFIGS / f"{env_name}.yaml"
         overrides = (
@@ -341,9 +378,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_warm_start or args.aggregate_only
             else warm_start(env_name, config_path, overrides, env_dir, args)
         )
-        if args.warm_start_only:
-            continue
-        run_dirs = []
         seeds = (
             args.seeds
             if args.seeds is not None
@@ -352,28 +386,40 @@ def main(argv: list[str] | None = None) -> int:
         # seed-major: an interrupted grid has the same number of seeds for every method
         for seed in seeds:
             for method in args.methods or GRID[env_name]["methods"]:
-                if args.aggregate_only:
-                    run_dir = env_dir / f"{method}-seed{seed}"
-                    done = last_checkpoint_iteration(run_dir)
-                    finished = done is not None and done >= load_iterations(config_path, overrides)
-                    what = "finished" if finished else f"not finished ({done or 0} iterations)"
-                else:
-                    run_dir, what = train_run(
-                        env_name, method, seed, config_path, overrides, sft_dir, env_dir
-                    )
-                    finished = True
-                print(f"[{env_name}] {method} seed {seed}: {what} ({run_dir})", flush=True)
-                summary["grid"].setdefault(env_name, []).append(
-                    {
-                        "method": method,
-                        "seed": seed,
-                        "run_dir": str(run_dir),
-                        "status": what,
-                        "iterations_done": last_checkpoint_iteration(run_dir),
-                    }
-                )
-                if finished:
-                    run_dirs.append(run_dir)
+                planned.append((env_name, method, seed, config_path, overrides, sft_dir, env_dir))
+    if args.warm_start_only:
+        return 0
+    outcomes = {} if args.aggregate_only else train_grid(planned, args.jobs)
+
+    failures = []
+    for env_name in args.envs:
+        run_dirs = []
+        for env, method, seed, config_path, overrides, _, env_dir in planned:
+            if env != env_name:
+                continue
+            run_dir = env_dir / f"{method}-seed{seed}"
+            outcome = outcomes.get((env, method, seed))
+            if args.aggregate_only:
+                done = last_checkpoint_iteration(run_dir)
+                finished = done is not None and done >= load_iterations(config_path, overrides)
+                what = "finished" if finished else f"not finished ({done or 0} iterations)"
+            elif isinstance(outcome, BaseException):
+                finished, what = False, f"failed (log: {env_dir / f'{method}-seed{seed}.log'})"
+                failures.append(f"[{env_name}] {method} seed {seed}: {outcome}")
+            else:
+                finished, what = True, outcome
+            print(f"[{env_name}] {method} seed {seed}: {what} ({run_dir})", flush=True)
+            summary["grid"].setdefault(env_name, []).append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "run_dir": str(run_dir),
+                    "status": what,
+                    "iterations_done": last_checkpoint_iteration(run_dir),
+                }
+            )
+            if finished:
+                run_dirs.append(run_dir)
         if not run_dirs:
             print(f"[{env_name}] no finished run to aggregate")
             continue
@@ -381,8 +427,6 @@ def main(argv: list[str] | None = None) -> int:
         summary["rows"] += summary_rows(env_name, result)
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
 
-    if args.warm_start_only:
-        return 0
     summary["wall_seconds_this_call"] = time.time() - started
     previous = out / "summary.json"
     if previous.is_file():  # keep the environments that this call did not touch
@@ -406,6 +450,11 @@ def main(argv: list[str] | None = None) -> int:
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     print(f"wrote {out / 'summary.json'}")
+    if failures:
+        print(f"\n{len(failures)} run(s) failed; the tables hold the others:", file=sys.stderr)
+        for failure in failures:
+            print(failure, file=sys.stderr)
+        return 1
     return 0
 
 

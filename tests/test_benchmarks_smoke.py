@@ -108,7 +108,7 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
         "--out",
         str(out),
     ]
-    _run(args)
+    _run([*args, "--jobs", "2"])  # the two runs train side by side
     summary = json.loads((out / "summary.json").read_text())
     assert [(r["method"], r["n"]) for r in summary["rows"]] == [("grpo", 1), ("sdar", 1)]
     assert {g["status"] for g in summary["grid"]["search"]} == {"trained"}
@@ -141,6 +141,26 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
         ("grpo", 1): "trained"
     }
     assert (stopped / "config.yaml").exists()
+    # a failing run does not stop the others: they are aggregated, the failure listed, status 1
+    broken = runs / "search" / "sdar-seed3" / "checkpoints" / "iter_000000"
+    broken.mkdir(parents=True)
+    (broken / "trainer_state.pt").write_bytes(b"not a checkpoint")
+    failed = subprocess.run(
+        [sys.executable, *args, "--seeds", "0", "3", "--jobs", "2"],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "1 run(s) failed" in failed.stderr and "sdar seed 3" in failed.stderr
+    after = json.loads((out / "summary.json").read_text())
+    statuses = {(g["method"], g["seed"]): g["status"] for g in after["grid"]["search"]}
+    assert statuses[("grpo", 0)] == statuses[("sdar", 0)] == "finished earlier"
+    assert statuses[("grpo", 3)] == "trained" and statuses[("sdar", 3)].startswith("failed")
+    assert [(r["method"], r["n"]) for r in after["rows"]] == [("grpo", 2), ("sdar", 1)]
 
 
 def test_learning_smoke_warm_starts_of_alfworld_and_webshop_are_won_episodes(tmp_path):
