@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from sdar.models.generation import (
+    MIN_SHARED_PREFIX,
     GenerationConfig,
     default_stop_token_ids,
     generate,
     sample_next_tokens,
+    shared_prefix_length,
 )
 from sdar.models.loading import ModelConfig, load_policy
 from sdar.models.scoring import score_responses
@@ -205,3 +207,44 @@ def test_identical_prompts_are_encoded_once_and_sampled_independently(tiny):
     # every copy continues from its prompt's cache row: greedy copies agree with the distinct run
     assert grouped == [distinct[0], distinct[0], distinct[1], distinct[0]]
     assert len({tuple(r) for r in sampled}) > 1, "the copies sample independently"
+
+
+def test_shared_prompt_prefix_is_encoded_once_with_the_same_responses(tiny):
+    model, tokenizer = tiny
+    instructions = chat_ids(tokenizer, "You are in a house. " * 12)  # > MIN_SHARED_PREFIX tokens
+    tails = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in
+             ("go to the fridge", "open drawer 2 and look", "hi")]
+    prompts = [instructions + tail for tail in tails]
+    assert shared_prefix_length(prompts) == len(instructions) >= MIN_SHARED_PREFIX
+    shapes = []
+    hook = model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True,
+    )
+    greedy = GenerationConfig(max_new_tokens=8, greedy=True)
+    try:
+        batched = generate(model, tokenizer, prompts, greedy)
+    finally:
+        hook.remove()
+    # the prefix once (one row), then the three prompts' own tokens, left-padded
+    assert shapes[0] == (1, len(instructions))
+    assert shapes[1] == (3, max(len(t) for t in tails))
+    alone = [generate(model, tokenizer, [p], greedy)[0] for p in prompts]
+    assert batched == alone
+    # with a GRPO group's copies too: distinct prompts share the prefix, copies share a row
+    grouped = generate(model, tokenizer, [prompts[0], prompts[0], prompts[1], prompts[2]], greedy)
+    assert grouped == [alone[0], alone[0], alone[1], alone[2]]
+    # and the sampled tokens are scored as the model's argmax of the whole prompt
+    with torch.no_grad():
+        scored = score_responses(
+            model, prompts, batched, pad_id=tokenizer.pad_token_id, return_logits=True
+        )
+    best = torch.log_softmax(scored.logits, -1).max(-1).values
+    torch.testing.assert_close(scored.log_probs, best, rtol=0, atol=1e-5)
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token():
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 5]]) == 1
+    assert shared_prefix_length([[7], [7, 8]]) == 0
+    assert shared_prefix_length([[1, 2], [3, 4]]) == 0

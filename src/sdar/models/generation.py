@@ -10,6 +10,12 @@ Layout: prompts are left-padded into one batch with an attention mask and explic
 so a prompt's tokens sit at positions ``0..len-1`` whatever its batch mates are. A row stops at the
 first stop token (kept as its last response token) or after ``max_new_tokens``; finished rows are
 dropped from the batch and from the cache, so the remaining rows do not pay for them.
+
+Prefill: identical prompts (a GRPO group's copies at their first step) are encoded once. When the
+distinct prompts of a batch start with the same tokens (the instructions every environment's
+prompt opens with), that shared prefix is encoded once, its cache copied to every row, and only
+the rest of each prompt is encoded, left-padded after it; positions continue from the prefix, so
+each prompt still sits at ``0..len-1``.
 """
 
 from __future__ import annotations
@@ -144,6 +150,18 @@ def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> None:
             raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
 
 
+MIN_SHARED_PREFIX = 32  # shorter shared prefixes are not worth the extra forward call
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens that every prompt starts with, leaving each prompt at least one token of its own."""
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    while length < shortest - 1 and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
+
+
 def _left_padded(prompts, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -163,16 +181,35 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
     for prompt in prompts:
         first_row.setdefault(tuple(prompt), len(first_row))
     expand = torch.tensor([first_row[tuple(p)] for p in prompts], device=device)
-    unique_ids, unique_mask = _left_padded([list(p) for p in first_row], width, pad_id)
-    unique_ids, unique_mask = unique_ids.to(device), unique_mask.to(device)
-    out = model(
-        input_ids=unique_ids,
-        attention_mask=unique_mask,
-        position_ids=(unique_mask.cumsum(-1) - 1).clamp(min=0),
-        use_cache=True,
-        logits_to_keep=1,
-    )
+    unique = [list(p) for p in first_row]
     cache_name = cache_argument(model)
+    shared = shared_prefix_length(unique) if len(unique) > 1 else 0
+    if shared >= MIN_SHARED_PREFIX:
+        prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
+        cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
+        cache.batch_repeat_interleave(len(unique))
+        rest = [p[shared:] for p in unique]
+        rest_ids, rest_mask = _left_padded(rest, max(len(r) for r in rest), pad_id)
+        rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
+        unique_mask = torch.cat([rest_mask.new_ones((len(unique), shared)), rest_mask], dim=1)
+        out = model(
+            input_ids=rest_ids,
+            attention_mask=unique_mask,
+            position_ids=(rest_mask.cumsum(-1) - 1).clamp(min=0) + shared,
+            use_cache=True,
+            logits_to_keep=1,
+            **{cache_name: cache},
+        )
+    else:
+        unique_ids, unique_mask = _left_padded(unique, width, pad_id)
+        unique_ids, unique_mask = unique_ids.to(device), unique_mask.to(device)
+        out = model(
+            input_ids=unique_ids,
+            attention_mask=unique_mask,
+            position_ids=(unique_mask.cumsum(-1) - 1).clamp(min=0),
+            use_cache=True,
+            logits_to_keep=1,
+        )
     cache = returned_cache(out)
     logits = out.logits[:, -1, :]
     attention_mask = unique_mask
@@ -232,7 +269,8 @@ def generate(
             another device than the model (a CPU generator for a GPU model) seeds a generator on
             the model's device, once per call.
         batch_size: prompts per forward batch, in the given order (default: all at once). Within
-            a batch, identical prompts are encoded once (their cache rows are copied).
+            a batch, identical prompts are encoded once (their cache rows are copied), and so is
+            a prefix of at least ``MIN_SHARED_PREFIX`` tokens that all its prompts share.
         progress: called with the number of prompts finished after each batch (e.g. a tqdm bar's
             ``update``).
 
