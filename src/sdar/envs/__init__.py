@@ -34,4 +34,4 @@ def make_env(name: str, **options: Any) -> AgentEnv:
     return factory(**options)
 
 
-__all__ = ["AgentEnv", "EnvState", "ParsedAction", "TaskInfo", "ENVIRONMENTS", "make_env", "register_env"]
+__all__ = ["ENVIRONMENTS", "AgentEnv", "EnvState", "ParsedAction", "TaskInfo", "make_env", "register_env"]

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import abc
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -160,10 +160,10 @@ class AgentEnv(abc.ABC):
         policy named in ``policies``; used by ``sdar env play`` and for demonstrations."""
         raise ValueError(f"environment {self.name!r} has no scripted policy {policy!r}; known: {self.policies}")
 
-    def __enter__(self) -> "AgentEnv":
+    def __enter__(self) -> AgentEnv:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

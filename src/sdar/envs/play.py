@@ -15,7 +15,6 @@ from pathlib import Path
 
 from sdar.envs.base import AgentEnv
 
-
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 

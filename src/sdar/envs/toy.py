@@ -10,10 +10,17 @@ trainer's tests spend their time in the model, not the environment.
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
-from sdar.envs.base import (AgentEnv, EnvState, ParsedAction, TaskInfo, check_reset_args, check_step_actions,
-                            extract_tag)
+from sdar.envs.base import (
+    AgentEnv,
+    EnvState,
+    ParsedAction,
+    TaskInfo,
+    check_reset_args,
+    check_step_actions,
+    extract_tag,
+)
 
 ACTIONS = ("increment", "decrement", "submit")
 

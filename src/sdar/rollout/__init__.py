@@ -3,5 +3,13 @@
 from sdar.rollout.collector import Episode, Rollout, StepSample, collect_rollout, rollout_metrics
 from sdar.rollout.prompts import PromptBuilder, PromptIds, PromptTooLongError
 
-__all__ = ["Episode", "Rollout", "StepSample", "collect_rollout", "rollout_metrics", "PromptBuilder",
-           "PromptIds", "PromptTooLongError"]
+__all__ = [
+    "Episode",
+    "PromptBuilder",
+    "PromptIds",
+    "PromptTooLongError",
+    "Rollout",
+    "StepSample",
+    "collect_rollout",
+    "rollout_metrics",
+]

@@ -18,8 +18,8 @@ Deliberate choices:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 

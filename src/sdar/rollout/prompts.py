@@ -20,8 +20,8 @@ teacher prompt that still does not fit raises (or, for the student, is left-trun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sdar.envs.base import AgentEnv, EnvState
 from sdar.skills import SkillLibrary, SkillSelection

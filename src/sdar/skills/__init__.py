@@ -10,7 +10,7 @@ reports which files it used so the trainer can log them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from sdar.envs.base import TaskInfo
@@ -68,9 +68,9 @@ class SkillLibrary:
         return SkillSelection(files=tuple(f"{self.env_name}/{k}.md" for k in names), text="\n\n".join(texts))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _read(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
-__all__ = ["SkillLibrary", "SkillSelection", "SkillRoutingError", "SKILLS_ROOT"]
+__all__ = ["SKILLS_ROOT", "SkillLibrary", "SkillRoutingError", "SkillSelection"]

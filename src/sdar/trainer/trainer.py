@@ -631,7 +631,7 @@ class Trainer:
             # The model itself produced NaN/inf: a NaN loss skips this optimizer step. It keeps the
             # graph, so a sharded model can still run the backward pass the other ranks join.
             return scored.log_probs.sum() * float("nan"), {}, 0
-        dev = lambda t: t.to(self.device)  # noqa: E731
+        dev = lambda t: t.to(self.device)
         for row, i in enumerate(micro):
             if old_lp[i].numel() == 0 and len(samples[i].response_ids) > 0:
                 old_lp[i] = scored.log_probs[row, : len(samples[i].response_ids)].detach().float().cpu()
