@@ -174,7 +174,7 @@ def _left_padded(prompts, width: int, pad_id: int) -> tuple[torch.Tensor, torch.
 @torch.inference_mode()
 def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list[list[int]]:
     device = next(model.parameters()).device
-    batch, width = len(prompts), max(len(p) for p in prompts)
+    batch = len(prompts)
     # Identical prompts (a GRPO group's copies at their first step) are encoded once; each copy
     # then gets its own row of the cache and samples independently.
     first_row: dict[tuple[int, ...], int] = {}
@@ -184,32 +184,28 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
     unique = [list(p) for p in first_row]
     cache_name = cache_argument(model)
     shared = shared_prefix_length(unique) if len(unique) > 1 else 0
+    prefix_cache = {}
     if shared >= MIN_SHARED_PREFIX:
         prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
         cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
         cache.batch_repeat_interleave(len(unique))
-        rest = [p[shared:] for p in unique]
-        rest_ids, rest_mask = _left_padded(rest, max(len(r) for r in rest), pad_id)
-        rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
-        unique_mask = torch.cat([rest_mask.new_ones((len(unique), shared)), rest_mask], dim=1)
-        out = model(
-            input_ids=rest_ids,
-            attention_mask=unique_mask,
-            position_ids=(rest_mask.cumsum(-1) - 1).clamp(min=0) + shared,
-            use_cache=True,
-            logits_to_keep=1,
-            **{cache_name: cache},
-        )
+        prefix_cache = {cache_name: cache}
     else:
-        unique_ids, unique_mask = _left_padded(unique, width, pad_id)
-        unique_ids, unique_mask = unique_ids.to(device), unique_mask.to(device)
-        out = model(
-            input_ids=unique_ids,
-            attention_mask=unique_mask,
-            position_ids=(unique_mask.cumsum(-1) - 1).clamp(min=0),
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        shared = 0
+    # Each distinct prompt's own tokens (all of it without a shared prefix), left-padded after
+    # the prefix, at positions continuing from it.
+    rest = [p[shared:] for p in unique]
+    rest_ids, rest_mask = _left_padded(rest, max(len(r) for r in rest), pad_id)
+    rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
+    unique_mask = torch.cat([rest_mask.new_ones((len(unique), shared)), rest_mask], dim=1)
+    out = model(
+        input_ids=rest_ids,
+        attention_mask=unique_mask,
+        position_ids=(rest_mask.cumsum(-1) - 1).clamp(min=0) + shared,
+        use_cache=True,
+        logits_to_keep=1,
+        **prefix_cache,
+    )
     cache = returned_cache(out)
     logits = out.logits[:, -1, :]
     attention_mask = unique_mask
