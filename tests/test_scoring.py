@@ -134,6 +134,57 @@ def test_prefix_cache_equals_no_cache(tiny):
     assert (without.log_probs - cached.log_probs).abs().max() > 1e-4
 
 
+def shared_start_rows(tokenizer):
+    """Prompts that start with the same 40+ tokens (like agent prompts' chat header), then differ."""
+    header = tokenizer(
+        "system: you are an agent in a household. you move between receptacles and act on "
+        "objects by typing text commands, one admissible action per turn, inside action tags. "
+        "task: put a clean mug in the coffee machine.",
+        add_special_tokens=False,
+    )["input_ids"]
+    assert len(header) >= 40
+    prompts, responses = rows(tokenizer)
+    return [header + p for p in prompts], responses, len(header)
+
+
+def test_shared_prompt_start_is_encoded_once_without_grad(tiny, monkeypatch):
+    import sdar.models.scoring as scoring
+
+    model, tokenizer = tiny
+    prompts, responses, shared = shared_start_rows(tokenizer)
+    pad = tokenizer.pad_token_id
+    cached = []
+    real = scoring.compute_prefix_cache
+
+    def spy(model, prefix_ids):
+        cached.append(len(prefix_ids))
+        return real(model, prefix_ids)
+
+    monkeypatch.setattr(scoring, "compute_prefix_cache", spy)
+    with torch.no_grad():
+        scored = score_responses(
+            model, prompts, responses, pad_id=pad, with_entropy=True, micro_batch_size=2
+        )
+    assert cached == [shared]  # once for all micro-batches, the whole common start
+    for i, (prompt, response) in enumerate(zip(prompts, responses)):
+        log_probs, entropy = naive_scores(model, prompt, response)
+        n = len(response)
+        torch.testing.assert_close(scored.log_probs[i, :n], log_probs, atol=2e-5, rtol=0)
+        torch.testing.assert_close(scored.entropy[i, :n], entropy, atol=2e-5, rtol=0)
+    # Under grad (the update) every row is encoded whole, so gradient reaches the common start.
+    graded = score_responses(model, prompts, responses, pad_id=pad, micro_batch_size=2)
+    assert cached == [shared] and graded.log_probs.requires_grad
+    torch.testing.assert_close(graded.log_probs.detach(), scored.log_probs, atol=2e-5, rtol=0)
+    # The teacher caches the skill prefix and the prompts' common start together.
+    prefix = tokenizer("[Privileged Skill Information]\n- rinse it in the sink\n\n",
+                       add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        teacher = score_with_prefix(model, prefix, prompts, responses, pad_id=pad, micro_batch_size=2)
+        plain = score_with_prefix(model, prefix, prompts, responses, pad_id=pad, use_cache=False)
+    assert cached == [shared, len(prefix) + shared]
+    torch.testing.assert_close(teacher.log_probs, plain.log_probs, atol=2e-5, rtol=0)
+
+
 def test_bad_input_is_rejected_with_a_reason(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="2 prompts but 1 responses"):

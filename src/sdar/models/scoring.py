@@ -26,7 +26,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from sdar.models.generation import cache_argument, returned_cache
+from sdar.models.generation import (
+    MIN_SHARED_PREFIX,
+    cache_argument,
+    returned_cache,
+    shared_prefix_length,
+)
 from sdar.models.logprobs import log_probs_from_logits
 
 logger = logging.getLogger(__name__)
@@ -218,6 +223,11 @@ def score_responses(
 ) -> ScoredBatch:
     """Log-probs (and optionally entropies / logits) of each response given its prompt.
 
+    Without gradient (``l_old``, ``l_ref``), a start of at least ``MIN_SHARED_PREFIX`` tokens that
+    every prompt shares (the chat header and task preamble of an agent prompt) is encoded once and
+    its key/value cache reused by all rows, as :func:`score_with_prefix` does for the skill
+    prefix; the scores are the same up to float rounding. Under grad every row is encoded whole.
+
     Args:
         model: causal LM (plain or peft), used in whatever mode and grad state the caller set:
             call under ``torch.no_grad()`` for ``l_old``/``l_ref``; under grad for the update
@@ -236,13 +246,19 @@ def score_responses(
     """
     _check_rows(prompt_ids, response_ids)
     _check_micro_batch(micro_batch_size)
+    prefix_cache = None
+    if not torch.is_grad_enabled() and len(prompt_ids) > 1:
+        shared = shared_prefix_length(prompt_ids)
+        if shared >= MIN_SHARED_PREFIX:
+            prefix_cache = compute_prefix_cache(model, prompt_ids[0][:shared])
+            prompt_ids = [p[shared:] for p in prompt_ids]
     return _score(
         model,
         prompt_ids,
         response_ids,
         pad_id=pad_id,
         prefix=None,
-        prefix_cache=None,
+        prefix_cache=prefix_cache,
         with_entropy=with_entropy,
         micro_batch_size=micro_batch_size,
         return_logits=return_logits,
@@ -304,8 +320,9 @@ def score_with_prefix(
     (algorithm.md section 6) and the trainer calls this once per distinct skill text. With
     ``use_cache=True`` the prefix's key/value cache is computed once and shared by all rows and
     micro-batches (expanded over the batch, each prompt placed right after it with its padding
-    masked and positions continuing from ``len(prefix_ids)``); ``use_cache=False`` feeds the whole
-    concatenation through the model. Both give the same scores up to float rounding.
+    masked and positions continuing from ``len(prefix_ids)``); the tokens that every prompt starts
+    with are cached along with the prefix. ``use_cache=False`` feeds the whole concatenation through
+    the model. Both give the same scores up to float rounding.
 
     Arguments and result as in :func:`score_responses`; scores are for the response tokens only.
     Call under ``torch.no_grad()`` with the rollout-time weights for the teacher.
@@ -334,7 +351,10 @@ def score_with_prefix(
         )
         use_cache = False
     if use_cache:
-        prefix_cache = compute_prefix_cache(model, prefix_ids)
+        # The prompts' common start (chat header, task preamble) joins the cached prefix.
+        shared = shared_prefix_length(prompt_ids)
+        prefix_cache = compute_prefix_cache(model, prefix_ids + list(prompt_ids[0][:shared]))
+        prompt_ids = [p[shared:] for p in prompt_ids]
     else:
         device = next(model.parameters()).device
         prefix = torch.tensor([prefix_ids], dtype=torch.long, device=device)
