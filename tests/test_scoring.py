@@ -60,14 +60,27 @@ def test_score_responses_equals_per_row_loop(tiny):
         assert torch.all(scored.log_probs[i, n:] == 0) and torch.all(scored.entropy[i, n:] == 0)
 
 
-def test_left_padding_and_micro_batches_do_not_change_scores(tiny):
+def test_left_padding_and_micro_batches_do_not_change_scores(tiny, monkeypatch):
+    import sdar.models.scoring as scoring
+
     model, tokenizer = tiny
     prompts, responses = rows(tokenizer)
     pad = tokenizer.pad_token_id
+    chunks = []
+    real = scoring._score_micro_batch
+
+    def spy(model, prompts, *args, **kwargs):
+        chunks.append([len(p) for p in prompts])
+        return real(model, prompts, *args, **kwargs)
+
     with torch.no_grad():
         batch = score_responses(model, prompts, responses, pad_id=pad)
+        monkeypatch.setattr(scoring, "_score_micro_batch", spy)
         micro = score_responses(model, prompts, responses, pad_id=pad, micro_batch_size=2)
         alone = score_responses(model, prompts[1:2], responses[1:2], pad_id=pad)
+    # Micro-batches take rows shortest prompt first; the scores come back in input order.
+    lengths = sorted(len(p) for p in prompts)
+    assert chunks[:2] == [lengths[:2], lengths[2:]] and [len(p) for p in prompts] != lengths
     torch.testing.assert_close(micro.log_probs, batch.log_probs, atol=1e-5, rtol=0)
     # Row 1 has the shortest prompt (most left padding) and the shortest response.
     torch.testing.assert_close(alone.log_probs[0], batch.log_probs[1, :1], atol=1e-5, rtol=0)

@@ -173,12 +173,15 @@ def _score(
     width = int(lengths.max()) if len(lengths) else 0
     response_mask = (torch.arange(width)[None, :] < lengths[:, None]).to(device)
     size = micro_batch_size or max(len(prompt_ids), 1)
+    # Micro-batches of similar lengths waste less compute on padding; rows go back in place below.
+    order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), len(response_ids[i])))
     parts_lp, parts_ent, parts_logits = [], [], []
-    for start in range(0, len(prompt_ids), size):
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
         log_probs, entropy, logits = _score_micro_batch(
             model,
-            prompt_ids[start : start + size],
-            response_ids[start : start + size],
+            [prompt_ids[i] for i in chunk],
+            [response_ids[i] for i in chunk],
             pad_id=pad_id,
             prefix=prefix,
             prefix_cache=prefix_cache,
@@ -197,11 +200,16 @@ def _score(
             parts_logits.append(F.pad(logits, (0, 0, 0, extra)))
     if not parts_lp:
         raise ValueError("nothing to score: prompt_ids is empty")
+    restore = torch.argsort(torch.tensor(order, device=device))
+
+    def in_place(parts):
+        return torch.cat(parts)[restore]
+
     # where(), not a product: padding becomes exactly 0 with no gradient, even if not finite.
-    log_probs = torch.where(response_mask, torch.cat(parts_lp), 0.0)
-    entropy = torch.where(response_mask, torch.cat(parts_ent), 0.0) if with_entropy else None
+    log_probs = torch.where(response_mask, in_place(parts_lp), 0.0)
+    entropy = torch.where(response_mask, in_place(parts_ent), 0.0) if with_entropy else None
     logits = (
-        torch.where(response_mask[..., None], torch.cat(parts_logits), 0.0)
+        torch.where(response_mask[..., None], in_place(parts_logits), 0.0)
         if return_logits
         else None
     )
@@ -235,7 +243,8 @@ def score_responses(
         prompt_ids: one unpadded, non-empty token-id list per row.
         response_ids: one token-id list per row (the sampled ids, EOS included when produced).
         with_entropy: also return the per-position entropy of the next-token distribution.
-        micro_batch_size: rows per forward pass (default: all). Under grad every micro-batch's
+        micro_batch_size: rows per forward pass (default: all), rows of similar length together
+            (results come back in input order). Under grad every micro-batch's
             graph is kept until backward, so for the update call this once per micro-batch.
         pad_id: id written at padded positions (never attended to or scored).
         return_logits: also return the [B, T, V] response logits (memory-heavy).

@@ -573,6 +573,8 @@ class Trainer:
                 mini_tokens = sum(tokens[i] for i in mini)
                 # this rank's members, as local indices
                 mine = [i - offset for i in mini if offset <= i < offset + len(samples)]
+                # micro-batches of similar lengths pad less; the summed gradient is the same
+                mine.sort(key=lambda i: (len(samples[i].prompt_ids), len(samples[i].response_ids)))
                 micro_batches = [mine[k : k + micro_size] for k in range(0, len(mine), micro_size)]
                 passes = len(micro_batches)
                 if self.sharded:  # the busiest rank's number of micro-batches, known to every rank
