@@ -160,7 +160,7 @@ def shared_start_rows(tokenizer):
     return [header + p for p in prompts], responses, len(header)
 
 
-def test_shared_prompt_start_is_encoded_once_without_grad(tiny, monkeypatch):
+def test_shared_prompt_start_is_encoded_once(tiny, monkeypatch):
     import sdar.models.scoring as scoring
 
     model, tokenizer = tiny
@@ -184,17 +184,35 @@ def test_shared_prompt_start_is_encoded_once_without_grad(tiny, monkeypatch):
         n = len(response)
         torch.testing.assert_close(scored.log_probs[i, :n], log_probs, atol=2e-5, rtol=0)
         torch.testing.assert_close(scored.entropy[i, :n], entropy, atol=2e-5, rtol=0)
-    # Under grad (the update) every row is encoded whole, so gradient reaches the common start.
+    # Under grad (the update) the gradient flows through the cache into the common start: the
+    # same gradient as encoding every row whole.
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def gradient(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in params]
+
     graded = score_responses(model, prompts, responses, pad_id=pad, micro_batch_size=2)
-    assert cached == [shared] and graded.log_probs.requires_grad
+    assert cached == [shared] * 2 and graded.log_probs.requires_grad
     torch.testing.assert_close(graded.log_probs.detach(), scored.log_probs, atol=2e-5, rtol=0)
+    via_cache = gradient(graded.log_probs.sum())
+    whole = gradient(sum(
+        score_responses(model, [prompt], [response], pad_id=pad).log_probs.sum()
+        for prompt, response in zip(prompts, responses)
+    ))
+    assert cached == [shared] * 2  # one row per call: nothing shared
+    assert any(g.abs().sum() > 0 for g in whole)
+    for a, b in zip(via_cache, whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    model.zero_grad()
     # The teacher caches the skill prefix and the prompts' common start together.
     prefix = tokenizer("[Privileged Skill Information]\n- rinse it in the sink\n\n",
                        add_special_tokens=False)["input_ids"]
     with torch.no_grad():
         teacher = score_with_prefix(model, prefix, prompts, responses, pad_id=pad, micro_batch_size=2)
         plain = score_with_prefix(model, prefix, prompts, responses, pad_id=pad, use_cache=False)
-    assert cached == [shared, len(prefix) + shared]
+    assert cached == [shared] * 2 + [len(prefix) + shared]
     torch.testing.assert_close(teacher.log_probs, plain.log_probs, atol=2e-5, rtol=0)
 
 

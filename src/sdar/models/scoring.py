@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import FSDPModule
 
 from sdar.models.generation import (
     MIN_SHARED_PREFIX,
@@ -231,10 +232,12 @@ def score_responses(
 ) -> ScoredBatch:
     """Log-probs (and optionally entropies / logits) of each response given its prompt.
 
-    Without gradient (``l_old``, ``l_ref``), a start of at least ``MIN_SHARED_PREFIX`` tokens that
-    every prompt shares (the chat header and task preamble of an agent prompt) is encoded once and
-    its key/value cache reused by all rows, as :func:`score_with_prefix` does for the skill
-    prefix; the scores are the same up to float rounding. Under grad every row is encoded whole.
+    A start of at least ``MIN_SHARED_PREFIX`` tokens that every prompt shares (the chat header and
+    task preamble of an agent prompt) is encoded once per call and its key/value cache reused by
+    all rows, as :func:`score_with_prefix` does for the skill prefix; the scores are the same up to
+    float rounding. Under grad the gradient flows through that cache into the shared start's
+    encoding. Every row is encoded whole where that extra forward call is not safe: gradient
+    checkpointing in training mode (drops caches) and an FSDP-sharded model under grad.
 
     Args:
         model: causal LM (plain or peft), used in whatever mode and grad state the caller set:
@@ -256,7 +259,7 @@ def score_responses(
     _check_rows(prompt_ids, response_ids)
     _check_micro_batch(micro_batch_size)
     prefix_cache = None
-    if not torch.is_grad_enabled() and len(prompt_ids) > 1:
+    if len(prompt_ids) > 1 and _may_share_prompt_start(model):
         shared = shared_prefix_length(prompt_ids)
         if shared >= MIN_SHARED_PREFIX:
             prefix_cache = compute_prefix_cache(model, prompt_ids[0][:shared])
@@ -283,6 +286,19 @@ def _checkpointing_drops_cache(model) -> bool:
         and torch.is_grad_enabled()
         and any(getattr(module, "gradient_checkpointing", False) for module in model.modules())
     )
+
+
+def _may_share_prompt_start(model) -> bool:
+    """Whether encoding the prompts' common start separately (one more forward call) is safe.
+
+    Not when checkpointing would drop the cache, and not for an FSDP-sharded model under grad:
+    there every forward call is a collective that all ranks must make equally often, and ranks'
+    micro-batches need not share a start (sdar.trainer.sharding). Without grad the trainer gathers
+    the whole weights first, so forward calls are local.
+    """
+    if _checkpointing_drops_cache(model):
+        return False
+    return not (torch.is_grad_enabled() and isinstance(model, FSDPModule))
 
 
 def compute_prefix_cache(
