@@ -175,7 +175,10 @@ def _score(
     response_mask = (torch.arange(width)[None, :] < lengths[:, None]).to(device)
     size = micro_batch_size or max(len(prompt_ids), 1)
     # Micro-batches of similar lengths waste less compute on padding; rows go back in place below.
-    order = sorted(range(len(prompt_ids)), key=lambda i: (len(prompt_ids[i]), len(response_ids[i])))
+    # One micro-batch keeps the input order (no copy of possibly vocabulary-sized results).
+    order = list(range(len(prompt_ids)))
+    if size < len(order):
+        order.sort(key=lambda i: (len(prompt_ids[i]), len(response_ids[i])))
     parts_lp, parts_ent, parts_logits = [], [], []
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
@@ -202,9 +205,10 @@ def _score(
     if not parts_lp:
         raise ValueError("nothing to score: prompt_ids is empty")
     restore = torch.argsort(torch.tensor(order, device=device))
+    reordered = order != sorted(order)
 
     def in_place(parts):
-        return torch.cat(parts)[restore]
+        return torch.cat(parts)[restore] if reordered else torch.cat(parts)
 
     # where(), not a product: padding becomes exactly 0 with no gradient, even if not finite.
     log_probs = torch.where(response_mask, in_place(parts_lp), 0.0)
