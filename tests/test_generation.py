@@ -10,6 +10,7 @@ import torch
 from sdar.models.generation import (
     MIN_SHARED_PREFIX,
     GenerationConfig,
+    cached_start_length,
     default_stop_token_ids,
     generate,
     sample_next_tokens,
@@ -248,3 +249,8 @@ def test_shared_prefix_length_leaves_every_prompt_a_token():
     assert shared_prefix_length([[1, 2, 3], [1, 5]]) == 1
     assert shared_prefix_length([[7], [7, 8]]) == 0
     assert shared_prefix_length([[1, 2], [3, 4]]) == 0
+    # worth an extra forward call only from MIN_SHARED_PREFIX tokens on, and for several prompts
+    start = list(range(MIN_SHARED_PREFIX))
+    assert cached_start_length([start + [1], start + [2]]) == MIN_SHARED_PREFIX
+    assert cached_start_length([start[:-1] + [1], start[:-1] + [2]]) == 0
+    assert cached_start_length([start + [1]]) == 0

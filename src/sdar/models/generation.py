@@ -162,6 +162,16 @@ def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def cached_start_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the start worth encoding once for all ``prompts`` (one more forward call):
+    :func:`shared_prefix_length` when there are several prompts and it reaches
+    ``MIN_SHARED_PREFIX``, else 0."""
+    if len(prompts) < 2:
+        return 0
+    shared = shared_prefix_length(prompts)
+    return shared if shared >= MIN_SHARED_PREFIX else 0
+
+
 def _left_padded(prompts, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -183,15 +193,13 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
     expand = torch.tensor([first_row[tuple(p)] for p in prompts], device=device)
     unique = [list(p) for p in first_row]
     cache_name = cache_argument(model)
-    shared = shared_prefix_length(unique) if len(unique) > 1 else 0
+    shared = cached_start_length(unique)
     prefix_cache = {}
-    if shared >= MIN_SHARED_PREFIX:
+    if shared:
         prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
         cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
         cache.batch_repeat_interleave(len(unique))
         prefix_cache = {cache_name: cache}
-    else:
-        shared = 0
     # Each distinct prompt's own tokens (all of it without a shared prefix), left-padded after
     # the prefix, at positions continuing from it.
     rest = [p[shared:] for p in unique]

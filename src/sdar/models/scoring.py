@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from torch.distributed.fsdp import FSDPModule
 
 from sdar.models.generation import (
-    MIN_SHARED_PREFIX,
     cache_argument,
+    cached_start_length,
     returned_cache,
     shared_prefix_length,
 )
@@ -204,11 +204,13 @@ def _score(
             parts_logits.append(F.pad(logits, (0, 0, 0, extra)))
     if not parts_lp:
         raise ValueError("nothing to score: prompt_ids is empty")
-    restore = torch.argsort(torch.tensor(order, device=device))
-    reordered = order != sorted(order)
+    restore = None
+    if order != sorted(order):
+        restore = torch.argsort(torch.tensor(order, device=device))
 
     def in_place(parts):
-        return torch.cat(parts)[restore] if reordered else torch.cat(parts)
+        joined = torch.cat(parts)
+        return joined if restore is None else joined[restore]
 
     # where(), not a product: padding becomes exactly 0 with no gradient, even if not finite.
     log_probs = torch.where(response_mask, in_place(parts_lp), 0.0)
@@ -263,11 +265,10 @@ def score_responses(
     _check_rows(prompt_ids, response_ids)
     _check_micro_batch(micro_batch_size)
     prefix_cache = None
-    if len(prompt_ids) > 1 and _may_share_prompt_start(model):
-        shared = shared_prefix_length(prompt_ids)
-        if shared >= MIN_SHARED_PREFIX:
-            prefix_cache = compute_prefix_cache(model, prompt_ids[0][:shared])
-            prompt_ids = [p[shared:] for p in prompt_ids]
+    shared = cached_start_length(prompt_ids) if _may_share_prompt_start(model) else 0
+    if shared:
+        prefix_cache = compute_prefix_cache(model, prompt_ids[0][:shared])
+        prompt_ids = [p[shared:] for p in prompt_ids]
     return _score(
         model,
         prompt_ids,
