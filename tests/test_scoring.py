@@ -61,7 +61,7 @@ def test_score_responses_equals_per_row_loop(tiny):
 
 
 def test_left_padding_and_micro_batches_do_not_change_scores(tiny, monkeypatch):
-    import sdar.models.scoring as scoring
+    from sdar.models import scoring
 
     model, tokenizer = tiny
     prompts, responses = rows(tokenizer)
@@ -161,7 +161,7 @@ def shared_start_rows(tokenizer):
 
 
 def test_shared_prompt_start_is_encoded_once(tiny, monkeypatch):
-    import sdar.models.scoring as scoring
+    from sdar.models import scoring
 
     model, tokenizer = tiny
     prompts, responses, shared = shared_start_rows(tokenizer)
