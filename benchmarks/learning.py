@@ -10,14 +10,19 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
    is dropped, so the demonstrations show what the agent is asked to write), and the real
    ``sdar sft`` command fine-tunes on them. Every RL run starts from that checkpoint
    (``init_checkpoint=``).
-2. **RL runs** ``sdar train --config configs/bench/<env>.yaml method=<m> seed=<s>
+2. **Validation before RL, once per environment**: ``sdar eval`` of the warm start on the
+   validation panel, into ``<runs-dir>/<env>/start_eval.json``. Evaluation samples with its own
+   generator seeded from ``eval.seed``, so every run would log this same number before training;
+   the runs skip that evaluation (``eval.before_training: false`` in the bench configs) and the
+   tables show this value as the "before RL" column.
+3. **RL runs** ``sdar train --config configs/bench/<env>.yaml method=<m> seed=<s>
    init_checkpoint=<sft>`` into ``<runs-dir>/<env>/<m>-seed<s>``. Resumable: a run whose last
    checkpoint is its final iteration is skipped, a run with an earlier checkpoint is continued
    with ``sdar train --resume``; so rerunning this script after an interruption finishes the grid.
    ``--jobs N`` trains N runs at the same time (each its own process; on a GPU, mind its memory).
    A failed run does not stop the others: the script aggregates the rest, then lists the failures
    and exits with status 1.
-3. **Aggregate** with ``sdar.reporting.write_aggregate_report`` into
+4. **Aggregate** with ``sdar.reporting.write_aggregate_report`` into
    ``<out>/<env>/`` (validation and training success, mean +- std over seeds, learning-curve PNGs)
    and ``<out>/<env>/teacher/`` (teacher gap and gate of the methods that have a teacher: SDAR vs
    GRPO+OPSD), plus ``<out>/summary.md`` / ``summary.json``: one row per (env, method) with the
@@ -177,6 +182,28 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
     return sft_dir
 
 
+def validate_start(
+    env_name: str, config_path: Path, overrides: list[str], sft_dir: Path | None, env_dir: Path
+) -> dict:
+    """Validation of the model every RL run of ``env_name`` starts from, measured once.
+
+    The panel is sampled with its own generator seeded from ``eval.seed`` (not the run's seed), so
+    this number is what each run would log before training; the bench configs therefore set
+    ``eval.before_training: false`` and the tables show this value as every method's iteration 0.
+    Written to ``<env_dir>/start_eval.json`` by the real ``sdar eval`` command (skipped when it
+    exists).
+    """
+    path = env_dir / "start_eval.json"
+    if not path.is_file():
+        cmd = sdar_command("eval", "--config", str(config_path), "method=grpo", *overrides)
+        if sft_dir is not None:
+            cmd.append(f"init_checkpoint={sft_dir}")
+        run([*cmd, "--output", str(path)], env_dir / "start_eval.log")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    print(f"[{env_name}] validation before RL: {100 * result['success']:.1f}% ({path})", flush=True)
+    return result
+
+
 def load_iterations(config_path: Path, overrides: list[str]) -> int:
     """The grid's iteration budget (the same for every method and seed)."""
     from sdar.trainer.config import load_config
@@ -262,7 +289,7 @@ def aggregate(env_name: str, run_dirs: list[Path], out_dir: Path) -> dict:
     return aggregate_runs(run_dirs, key="val/success", group_by=["loss.method"])
 
 
-def summary_rows(env_name: str, result: dict) -> list[dict]:
+def summary_rows(env_name: str, result: dict, before_rl: float | None) -> list[dict]:
     rows = []
     for label, group in result["groups"].items():
         rows.append(
@@ -271,7 +298,7 @@ def summary_rows(env_name: str, result: dict) -> list[dict]:
                 "method": label.split("=", 1)[-1],
                 "seeds": group["seeds"],
                 "n": group["n"],
-                "start": group["start"],
+                "before_rl": before_rl,
                 "final": group["final"],
                 "best": group["best"],
             }
@@ -283,6 +310,12 @@ def pct(stats: dict) -> str:
     if stats["std"] is None:
         return f"{100 * stats['mean']:.1f}"
     return f"{100 * stats['mean']:.1f} +- {100 * stats['std']:.1f}"
+
+
+def before(row: dict) -> str:
+    """The before-RL column: one measurement, shared by every method of the environment."""
+    value = row.get("before_rl")
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.time()
     planned: list[tuple] = []  # train_run's arguments, in the grid's order
+    before_rl: dict[str, float | None] = {}
     for env_name in args.envs:
         config_path = CONFIGS / f"{env_name}.yaml"
         overrides = (
@@ -378,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_warm_start or args.aggregate_only
             else warm_start(env_name, config_path, overrides, env_dir, args)
         )
+        start_eval = env_dir / "start_eval.json"
+        if not (args.aggregate_only or args.warm_start_only):
+            before_rl[env_name] = validate_start(
+                env_name, config_path, overrides, sft_dir, env_dir
+            )["success"]
+        elif start_eval.is_file():
+            before_rl[env_name] = json.loads(start_eval.read_text(encoding="utf-8"))["success"]
         seeds = (
             args.seeds
             if args.seeds is not None
@@ -424,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{env_name}] no finished run to aggregate")
             continue
         result = aggregate(env_name, run_dirs, out / env_name)
-        summary["rows"] += summary_rows(env_name, result)
+        summary["rows"] += summary_rows(env_name, result, before_rl.get(env_name))
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
 
     summary["wall_seconds_this_call"] = time.time() - started
@@ -439,12 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     md = [
         "# Learning comparison (validation success %, mean +- std over seeds)",
         "",
-        "| env | method | seeds | start | final | best |",
+        "| env | method | seeds | before RL | final | best |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in summary["rows"]:
         md.append(
-            f"| {r['env']} | {r['method']} | {r['n']} | {pct(r['start'])} | {pct(r['final'])} | "
+            f"| {r['env']} | {r['method']} | {r['n']} | {before(r)} | {pct(r['final'])} | "
             f"{pct(r['best'])} |"
         )
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")

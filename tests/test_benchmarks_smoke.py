@@ -111,6 +111,13 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     _run([*args, "--jobs", "2"])  # the two runs train side by side
     summary = json.loads((out / "summary.json").read_text())
     assert [(r["method"], r["n"]) for r in summary["rows"]] == [("grpo", 1), ("sdar", 1)]
+    # the start model is validated once (sdar eval), and that number is every method's "before RL"
+    start = json.loads((runs / "search" / "start_eval.json").read_text())
+    assert start["checkpoint"] is None and start["init_checkpoint"] == str(runs / "search" / "sft")
+    assert [r["before_rl"] for r in summary["rows"]] == [start["success"]] * 2
+    for method in ("grpo", "sdar"):  # and the runs do not repeat it
+        first = json.loads((runs / "search" / f"{method}-seed0" / "metrics.jsonl").open().readline())
+        assert first["iteration"] == 1
     assert {g["status"] for g in summary["grid"]["search"]} == {"trained"}
     assert all(g["iterations_done"] == 1 for g in summary["grid"]["search"])
     # the shared warm start was used by every run

@@ -208,15 +208,22 @@ def test_cli_train_eval_report_and_ctrl_c(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     run = tmp_path / "cli-run"
     cmd = [sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir", str(run)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "validation success" in done.stdout
     assert (run / "report" / "index.html").is_file()
     ev = subprocess.run([sys.executable, "-m", "sdar.cli", "eval", str(run)], capture_output=True, text=True,
-                        env=env, timeout=600)
+                        env=env, timeout=600, check=False)
     assert ev.returncode == 0, ev.stderr[-3000:]
     result = json.loads((run / "eval" / "iter_000002-val.json").read_text())
     assert 0.0 <= result["success"] <= 1.0 and set(result["per_task_type"]) <= {"low", "high"}
+    # the untrained model with overrides: the first KEY=VALUE is an override, not a run directory
+    out = tmp_path / "untrained.json"
+    ev = subprocess.run([sys.executable, "-m", "sdar.cli", "eval", "--config", str(path), "eval.num_tasks=1",
+                         "--output", str(out)], capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    untrained = json.loads(out.read_text())
+    assert untrained["checkpoint"] is None and untrained["num_tasks"] == 1
 
     # Ctrl-C during a long run leaves a resumable checkpoint
     slow = tmp_path / "interrupted"
@@ -234,7 +241,7 @@ def test_cli_train_eval_report_and_ctrl_c(tmp_path):
     assert ckpt is not None and "resume with" in err
     resumed = subprocess.run([sys.executable, "-m", "sdar.cli", "train", "--resume", str(slow),
                               f"iterations={int(ckpt.name.split('_')[1]) + 1}", "--no-report"],
-                             capture_output=True, text=True, env=env, timeout=600)
+                             capture_output=True, text=True, env=env, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     lines = read_jsonl(metrics)
     assert [m["iteration"] for m in lines] == list(range(1, len(lines) + 1))

@@ -25,7 +25,8 @@ def register(subparsers) -> None:
     ev.add_argument("target", nargs="?", help="run directory or checkpoint folder; omit with --config to "
                                               "evaluate the untrained model (Vanilla / Skill-Prompt)")
     ev.add_argument("--config", help="YAML config (default: the run directory's config.yaml)")
-    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. eval.num_tasks=32)")
+    ev.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="config overrides (e.g. eval.num_tasks=32), also without a target")
     ev.add_argument("--split", help="validation split (e.g. valid_unseen); default: the config's env.val_split")
     ev.add_argument("--with-skills", action="store_true", help="show the skills to the agent (Skill-Prompt)")
     ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
@@ -112,6 +113,10 @@ def run_eval(args: argparse.Namespace) -> int:
 
     checkpoint = None
     run_dir = None
+    if args.target and "=" in args.target and not Path(args.target).exists():
+        # `sdar eval --config FILE key=value ...`: argparse gives the first override to `target`
+        args.overrides.insert(0, args.target)
+        args.target = None
     if args.target:
         checkpoint = resolve_checkpoint(args.target)
         run_dir = checkpoint.parent.parent
@@ -133,6 +138,7 @@ def run_eval(args: argparse.Namespace) -> int:
                             prefix="val")
     result = {
         "checkpoint": str(checkpoint) if checkpoint else None,
+        "init_checkpoint": str(config.init_checkpoint) if config.init_checkpoint else None,
         "model": config.model.name,
         "split": split,
         "with_skills": args.with_skills,
