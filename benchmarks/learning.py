@@ -25,7 +25,8 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
 4. **Aggregate** with ``sdar.reporting.write_aggregate_report`` into
    ``<out>/<env>/`` (validation and training success, mean +- std over seeds, learning-curve PNGs)
    and ``<out>/<env>/teacher/`` (teacher gap and gate of the methods that have a teacher: SDAR vs
-   GRPO+OPSD), plus ``<out>/summary.md`` / ``summary.json``: one row per (env, method) with the
+   GRPO+OPSD), ``<out>/runs/<env>/`` (each finished run's config and metrics, and the
+   validation before RL), plus ``<out>/summary.md`` / ``summary.json``: one row per (env, method) with the
    seeds that finished, and the exact settings (each env's resolved config is copied next to it).
 
     python benchmarks/learning.py                         # the full grid (hours on 2 cores)
@@ -289,6 +290,17 @@ def aggregate(env_name: str, run_dirs: list[Path], out_dir: Path) -> dict:
     return aggregate_runs(run_dirs, key="val/success", group_by=["loss.method"])
 
 
+def copy_records(run_dirs: list[Path], env_dir: Path, dest: Path) -> None:
+    """Each run's ``config.yaml`` and ``metrics.jsonl`` (no checkpoints) and the environment's
+    ``start_eval.json`` into ``dest``, so the results folder holds every number it reports."""
+    for run_dir in run_dirs:
+        (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "metrics.jsonl"):
+            shutil.copy(run_dir / name, dest / run_dir.name / name)
+    if (env_dir / "start_eval.json").is_file():
+        shutil.copy(env_dir / "start_eval.json", dest / "start_eval.json")
+
+
 def summary_rows(env_name: str, result: dict, before_rl: float | None) -> list[dict]:
     rows = []
     for label, group in result["groups"].items():
@@ -467,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         result = aggregate(env_name, run_dirs, out / env_name)
         summary["rows"] += summary_rows(env_name, result, before_rl.get(env_name))
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
+        copy_records(run_dirs, env_dir, out / "runs" / env_name)
 
     summary["wall_seconds_this_call"] = time.time() - started
     previous = out / "summary.json"
