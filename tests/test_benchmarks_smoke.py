@@ -115,6 +115,12 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     start = json.loads((runs / "search" / "start_eval.json").read_text())
     assert start["checkpoint"] is None and start["init_checkpoint"] == str(runs / "search" / "sft")
     assert [r["before_rl"] for r in summary["rows"]] == [start["success"]] * 2
+    records = out / "runs" / "search"  # the results folder holds what it reports
+    assert json.loads((records / "start_eval.json").read_text()) == start
+    for method in ("grpo", "sdar"):
+        assert (records / f"{method}-seed0" / "metrics.jsonl").read_text() == (
+            runs / "search" / f"{method}-seed0" / "metrics.jsonl"
+        ).read_text()
     for method in ("grpo", "sdar"):  # and the runs do not repeat it
         first = json.loads((runs / "search" / f"{method}-seed0" / "metrics.jsonl").open().readline())
         assert first["iteration"] == 1
