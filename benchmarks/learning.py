@@ -26,8 +26,9 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
    ``<out>/<env>/`` (validation and training success, mean +- std over seeds, learning-curve PNGs)
    and ``<out>/<env>/teacher/`` (teacher gap and gate of the methods that have a teacher: SDAR vs
    GRPO+OPSD), ``<out>/runs/<env>/`` (each finished run's config and metrics, and the
-   validation before RL), plus ``<out>/summary.md`` / ``summary.json``: one row per (env, method) with the
-   seeds that finished, and the exact settings (each env's resolved config is copied next to it).
+   validation before RL), plus ``<out>/summary.md`` / ``summary.json``: one row per (env,
+   method) with the seeds that finished, and the exact settings (each env's resolved config is
+   copied next to it).
 
     python benchmarks/learning.py                         # the full grid (hours on 2 cores)
     python benchmarks/learning.py --envs alfworld --methods grpo sdar --seeds 0   # a part of it
