@@ -273,12 +273,34 @@ def train_grid(planned: list[tuple], jobs: int) -> dict:
     return {args[:3]: outcome for args, outcome in zip(planned, outcomes)}
 
 
-def aggregate(env_name: str, run_dirs: list[Path], out_dir: Path) -> dict:
-    """Success tables and curves of one environment; teacher gap/gate of the teacher methods."""
+def aggregate(
+    env_name: str, run_dirs: list[Path], out_dir: Path, before_rl: float | None = None
+) -> dict:
+    """Success tables and curves of one environment; teacher gap/gate of the teacher methods.
+
+    With ``before_rl`` (the shared validation of the start model) the validation curve begins
+    with it at iteration 0, for every method.
+    """
     from sdar.reporting import write_aggregate_report
-    from sdar.reporting.aggregate import aggregate_runs, load_run_config
+    from sdar.reporting.aggregate import aggregate_runs, load_run_config, mean_std_curves
+    from sdar.reporting.plots import plot_mean_std
 
     write_aggregate_report(run_dirs, out_dir, keys=SUCCESS_KEYS, group_by=["loss.method"])
+    if before_rl is not None:
+        curves = {
+            label: ([0, *xs], [before_rl, *means], [0.0, *stds])
+            for label, (xs, means, stds) in mean_std_curves(
+                run_dirs, "val/success", ["loss.method"]
+            ).items()
+            if xs and xs[0] > 0
+        }
+        if curves:
+            plot_mean_std(
+                curves,
+                "val/success: mean +- std over seeds (iteration 0: the start model)",
+                "success",
+                out_dir / "curves_val_success.png",
+            )
     with_teacher = [
         d
         for d in run_dirs
@@ -477,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         if not run_dirs:
             print(f"[{env_name}] no finished run to aggregate")
             continue
-        result = aggregate(env_name, run_dirs, out / env_name)
+        result = aggregate(env_name, run_dirs, out / env_name, before_rl.get(env_name))
         summary["rows"] += summary_rows(env_name, result, before_rl.get(env_name))
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
         copy_records(run_dirs, env_dir, out / "runs" / env_name)

@@ -123,14 +123,23 @@ def plot_mean_std(
 
     Args:
         curves: label -> (iterations, means, stds); a std may be ``nan`` (one run: no band).
+
+    Each line has its own dash pattern and a smaller marker than the one before, so groups with
+    identical curves stay visible on top of each other.
     """
     fig = Figure(figsize=(7, 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     fig.subplots_adjust(left=0.11, right=0.97, bottom=0.12, top=0.92)
-    for label, (xs, means, stds) in curves.items():
+    styles = ("-", "--", ":", "-.")
+    for index, (label, (xs, means, stds)) in enumerate(curves.items()):
         (line,) = ax.plot(
-            xs, means, marker="o" if len(xs) < 40 else None, markersize=3, label=label
+            xs,
+            means,
+            linestyle=styles[index % len(styles)],
+            marker="o" if len(xs) < 40 else None,
+            markersize=max(7 - 2 * index, 2),
+            label=label,
         )
         lows = [m - s if math.isfinite(s) else m for m, s in zip(means, stds)]
         highs = [m + s if math.isfinite(s) else m for m, s in zip(means, stds)]
