@@ -185,9 +185,9 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
 
 
 def validate_start(
-    env_name: str, config_path: Path, overrides: list[str], sft_dir: Path | None, env_dir: Path
-) -> dict:
-    """Validation of the model every RL run of ``env_name`` starts from, measured once.
+    config_path: Path, overrides: list[str], sft_dir: Path | None, env_dir: Path
+) -> None:
+    """Validate the model every RL run of the environment starts from, once.
 
     The panel is sampled with its own generator seeded from ``eval.seed`` (not the run's seed), so
     this number is what each run would log before training; the bench configs therefore set
@@ -196,14 +196,12 @@ def validate_start(
     exists).
     """
     path = env_dir / "start_eval.json"
-    if not path.is_file():
-        cmd = sdar_command("eval", "--config", str(config_path), "method=grpo", *overrides)
-        if sft_dir is not None:
-            cmd.append(f"init_checkpoint={sft_dir}")
-        run([*cmd, "--output", str(path)], env_dir / "start_eval.log")
-    result = json.loads(path.read_text(encoding="utf-8"))
-    print(f"[{env_name}] validation before RL: {100 * result['success']:.1f}% ({path})", flush=True)
-    return result
+    if path.is_file():
+        return
+    cmd = sdar_command("eval", "--config", str(config_path), "method=grpo", *overrides)
+    if sft_dir is not None:
+        cmd.append(f"init_checkpoint={sft_dir}")
+    run([*cmd, "--output", str(path)], env_dir / "start_eval.log")
 
 
 def load_iterations(config_path: Path, overrides: list[str]) -> int:
@@ -287,13 +285,12 @@ def aggregate(
 
     write_aggregate_report(run_dirs, out_dir, keys=SUCCESS_KEYS, group_by=["loss.method"])
     if before_rl is not None:
-        curves = {
-            label: ([0, *xs], [before_rl, *means], [0.0, *stds])
-            for label, (xs, means, stds) in mean_std_curves(
-                run_dirs, "val/success", ["loss.method"]
-            ).items()
-            if xs and xs[0] > 0
-        }
+        # Runs that skipped their own validation before training get the shared one at iteration
+        # 0; a group whose runs logged iteration 0 themselves keeps its curve as it is.
+        curves = mean_std_curves(run_dirs, "val/success", ["loss.method"])
+        for label, (xs, means, stds) in curves.items():
+            if xs[0] > 0:
+                curves[label] = ([0, *xs], [before_rl, *means], [0.0, *stds])
         if curves:
             plot_mean_std(
                 curves,
@@ -447,13 +444,13 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_warm_start or args.aggregate_only
             else warm_start(env_name, config_path, overrides, env_dir, args)
         )
-        start_eval = env_dir / "start_eval.json"
         if not (args.aggregate_only or args.warm_start_only):
-            before_rl[env_name] = validate_start(
-                env_name, config_path, overrides, sft_dir, env_dir
-            )["success"]
-        elif start_eval.is_file():
+            validate_start(config_path, overrides, sft_dir, env_dir)
+        start_eval = env_dir / "start_eval.json"
+        if start_eval.is_file():
             before_rl[env_name] = json.loads(start_eval.read_text(encoding="utf-8"))["success"]
+            print(f"[{env_name}] validation before RL: {100 * before_rl[env_name]:.1f}% "
+                  f"({start_eval})", flush=True)
         seeds = (
             args.seeds
             if args.seeds is not None
