@@ -382,8 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="runs trained at the same time, each its own process (default 1). On one GPU keep "
-        "jobs x (peak memory of a run) under the card's memory: about 21 GiB per run at the "
-        "bench settings",
+        "jobs x (peak memory of a run) under the machine's or card's memory (watch one run "
+        "first)",
     )
     parser.add_argument(
         "--no-warm-start", action="store_true", help="start every method from the base model"
