@@ -1,10 +1,12 @@
-"""What every side-by-side benchmark records besides its numbers: the machine and the result file."""
+"""What every side-by-side benchmark records besides its numbers: the machine and the result file;
+and the CPU peak-memory reading that the memory benchmarks share."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import resource
 from pathlib import Path
 
 import torch
@@ -26,3 +28,38 @@ def write_result(result: dict, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def read_status_kib(key: str) -> int | None:
+    """A ``/proc/self/status`` value in KiB (``VmRSS``, ``VmHWM``), or None where there is none."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_cpu_peak() -> str:
+    """Reset the resident-set high-water mark if the kernel allows it; return the method in use.
+
+    ``VmHWM`` (reset through ``/proc/self/clear_refs``) where it works, else ``ru_maxrss``, which
+    only grows over the process's life: measure one thing per process then.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return "VmHWM"
+    except OSError:
+        return "ru_maxrss"
+
+
+def cpu_peak_kib(method: str) -> int:
+    """The resident-set high-water mark in KiB, read by ``method`` (from ``reset_cpu_peak``)."""
+    if method == "VmHWM":
+        value = read_status_kib("VmHWM")
+        if value is not None:
+            return value
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux

@@ -30,11 +30,12 @@ import gc
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _results import cpu_peak_kib, read_status_kib, reset_cpu_peak  # benchmarks/_results.py
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "logprob_memory.json"
 SMOKE_OUTPUT = DEFAULT_OUTPUT.with_name("logprob_memory_smoke.json")
@@ -43,35 +44,6 @@ SMOLLM_VOCAB = 49152  # SmolLM2
 
 
 # --- measurement (runs inside a subprocess) ------------------------------------------------------
-
-def _read_status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_cpu_peak() -> str:
-    """Reset the RSS high-water mark if the kernel allows it; return the method used."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-        return "VmHWM"
-    except OSError:
-        return "ru_maxrss"
-
-
-def _cpu_peak_kib(method: str) -> int:
-    if method == "VmHWM":
-        value = _read_status_kib("VmHWM")
-        if value is not None:
-            return value
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-
 
 def _run_reference(torch, logits, token_ids, with_entropy: bool, backward: bool) -> None:
     log_softmax = torch.log_softmax(logits.float(), dim=-1)
@@ -137,15 +109,15 @@ def measure(spec: dict) -> list[dict]:
             torch.cuda.reset_peak_memory_stats(device)
             method = "cuda.max_memory_allocated"
         else:
-            before = _read_status_kib("VmRSS") * 1024
-            method = _reset_cpu_peak()
+            before = read_status_kib("VmRSS") * 1024
+            method = reset_cpu_peak()
         start = time.perf_counter()
         run(logits, token_ids, mode, with_entropy)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             peak = torch.cuda.max_memory_allocated(device)
         else:
-            peak = _cpu_peak_kib(method) * 1024
+            peak = cpu_peak_kib(method) * 1024
         seconds = time.perf_counter() - start
         results.append({
             "mode": mode, "with_entropy": with_entropy,

@@ -42,6 +42,10 @@ SCRIPTS = {
         ],
     ),
     "prompt_growth.py": ("--out", ["bounded_history.ratio", "full_history.ratio"]),
+    "micro_batch.py": (
+        "--out",
+        ["results.1.backward.seconds", "results.2.backward.time_over_one_row", "turns.prompt_tokens"],
+    ),
     "logprob_memory.py": ("--output", ["results"]),
     "prefix_cache.py": ("--output", []),
     "env_latency_alfworld.py": ("--out", []),
