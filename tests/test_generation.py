@@ -187,30 +187,37 @@ def test_empty_prompt_is_rejected(tiny):
     assert generate(model, tokenizer, [], GenerationConfig(max_new_tokens=2)) == []
 
 
-def test_identical_prompts_are_encoded_once_and_sampled_independently(tiny):
+@pytest.mark.parametrize("prefill", ["batch", "rows"])
+def test_identical_prompts_are_encoded_once_and_sampled_independently(tiny, prefill):
     model, tokenizer = tiny
     a, b = (chat_ids(tokenizer, p) for p in PROMPTS[:2])
-    prefill_rows = []
+    shapes = []
     hook = model.register_forward_pre_hook(
-        lambda module, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape), with_kwargs=True
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)),
+        with_kwargs=True,
     )
     try:
         greedy = GenerationConfig(max_new_tokens=8, greedy=True)
-        grouped = generate(model, tokenizer, [a, a, b, a], greedy)
-        first_call = prefill_rows[0]
-        prefill_rows.clear()
-        distinct = generate(model, tokenizer, [a, b], greedy)
+        grouped = generate(model, tokenizer, [a, a, b, a], greedy, prefill=prefill)
+        prefill_calls = shapes[: 1 if prefill == "batch" else 2]
+        shapes.clear()
+        distinct = generate(model, tokenizer, [a, b], greedy, prefill=prefill)
         sampled = generate(model, tokenizer, [a] * 4, GenerationConfig(max_new_tokens=8),
-                           generator=torch.Generator().manual_seed(0))
+                           generator=torch.Generator().manual_seed(0), prefill=prefill)
     finally:
         hook.remove()
-    assert first_call[0] == 2, "two distinct prompts: two prefill rows, not four"
+    # two distinct prompts: two prefill rows, not four (one padded call, or one call per prompt)
+    if prefill == "batch":
+        assert prefill_calls == [(2, max(len(a), len(b)))]
+    else:
+        assert prefill_calls == [(1, len(a)), (1, len(b))]
     # every copy continues from its prompt's cache row: greedy copies agree with the distinct run
     assert grouped == [distinct[0], distinct[0], distinct[1], distinct[0]]
     assert len({tuple(r) for r in sampled}) > 1, "the copies sample independently"
 
 
-def test_shared_prompt_prefix_is_encoded_once_with_the_same_responses(tiny):
+@pytest.mark.parametrize("prefill", ["batch", "rows"])
+def test_shared_prompt_prefix_is_encoded_once_with_the_same_responses(tiny, prefill):
     model, tokenizer = tiny
     instructions = chat_ids(tokenizer, "You are in a house. " * 12)  # > MIN_SHARED_PREFIX tokens
     tails = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in
@@ -224,16 +231,21 @@ def test_shared_prompt_prefix_is_encoded_once_with_the_same_responses(tiny):
     )
     greedy = GenerationConfig(max_new_tokens=8, greedy=True)
     try:
-        batched = generate(model, tokenizer, prompts, greedy)
+        batched = generate(model, tokenizer, prompts, greedy, prefill=prefill)
     finally:
         hook.remove()
-    # the prefix once (one row), then the three prompts' own tokens, left-padded
+    # the prefix once (one row), then the three prompts' own tokens: left-padded in one call, or
+    # one call per prompt
     assert shapes[0] == (1, len(instructions))
-    assert shapes[1] == (3, max(len(t) for t in tails))
+    if prefill == "batch":
+        assert shapes[1] == (3, max(len(t) for t in tails))
+    else:
+        assert shapes[1:4] == [(1, len(t)) for t in tails]
     alone = [generate(model, tokenizer, [p], greedy)[0] for p in prompts]
     assert batched == alone
     # with a GRPO group's copies too: distinct prompts share the prefix, copies share a row
-    grouped = generate(model, tokenizer, [prompts[0], prompts[0], prompts[1], prompts[2]], greedy)
+    grouped = generate(model, tokenizer, [prompts[0], prompts[0], prompts[1], prompts[2]], greedy,
+                       prefill=prefill)
     assert grouped == [alone[0], alone[0], alone[1], alone[2]]
     # and the sampled tokens are scored as the model's argmax of the whole prompt
     with torch.no_grad():
@@ -242,6 +254,70 @@ def test_shared_prompt_prefix_is_encoded_once_with_the_same_responses(tiny):
         )
     best = torch.log_softmax(scored.logits, -1).max(-1).values
     torch.testing.assert_close(scored.log_probs, best, rtol=0, atol=1e-5)
+
+
+def test_row_prefill_builds_the_batch_prefill_cache_and_samples_the_same(tiny, monkeypatch):
+    """Encoding prompts one by one and merging their caches gives the padded batch's cache (the
+    padding slots aside), hence the same responses, sampled or greedy, with or without a shared
+    prefix; a model whose cache cannot be merged falls back to the padded batch."""
+    import sdar.models.generation as generation
+
+    model, tokenizer = tiny
+    instructions = chat_ids(tokenizer, "You are in a house. " * 12)
+    tails = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in
+             ("go to the fridge and open it", "look", "take the apple from the table 2")]
+    for prompts in ([instructions + t for t in tails], [chat_ids(tokenizer, p) for p in PROMPTS]):
+        shared = generation.cached_start_length(prompts)
+        rest = [p[shared:] for p in prompts]
+        width = max(len(r) for r in rest)
+        with torch.inference_mode():
+            cache, logits = generation._prefill_rows(model, prompts, shared, width)
+            ids, mask = generation._left_padded(rest, width, tokenizer.pad_token_id)
+            mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=1)
+            kwargs = {}
+            if shared:
+                out = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)
+                prefix = generation.returned_cache(out)
+                prefix.batch_repeat_interleave(len(prompts))
+                kwargs[generation.cache_argument(model)] = prefix
+            out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1,
+                        position_ids=(mask[:, shared:].cumsum(-1) - 1).clamp(min=0) + shared,
+                        **kwargs)
+        torch.testing.assert_close(logits, out.logits[:, -1, :], atol=1e-5, rtol=1e-4)
+        real = mask.bool()
+        for (k_rows, v_rows), (k_batch, v_batch) in zip(
+            generation.cache_layers(cache), generation.cache_layers(generation.returned_cache(out))
+        ):
+            assert k_rows.shape == k_batch.shape
+            for row in range(len(prompts)):
+                torch.testing.assert_close(k_rows[row][:, real[row]], k_batch[row][:, real[row]],
+                                           atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(v_rows[row][:, real[row]], v_batch[row][:, real[row]],
+                                           atol=1e-5, rtol=1e-4)
+            assert not k_rows.transpose(1, 2)[~real].any(), "padding slots hold zeros"
+        for config in (GenerationConfig(max_new_tokens=10, greedy=True),
+                       GenerationConfig(max_new_tokens=10, temperature=1.0)):
+            rows = generate(model, tokenizer, prompts, config, prefill="rows",
+                            generator=torch.Generator().manual_seed(3))
+            batch = generate(model, tokenizer, prompts, config, prefill="batch",
+                             generator=torch.Generator().manual_seed(3))
+            assert rows == batch
+
+    def unmergeable(cache):
+        raise TypeError("the cache holds sliding-window attention layers")
+
+    prompts = [chat_ids(tokenizer, p) for p in PROMPTS]
+    expected = generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=6, greedy=True),
+                        prefill="batch")
+    monkeypatch.setattr(generation, "cache_layers", unmergeable)
+    assert generate(model, tokenizer, prompts, GenerationConfig(max_new_tokens=6, greedy=True),
+                    prefill="rows") == expected
+
+
+def test_prefill_mode_is_checked(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="prefill must be one of"):
+        generate(model, tokenizer, [[1, 2]], GenerationConfig(max_new_tokens=2), prefill="padded")
 
 
 def test_shared_prefix_length_leaves_every_prompt_a_token():

@@ -15,7 +15,11 @@ Prefill: identical prompts (a GRPO group's copies at their first step) are encod
 distinct prompts of a batch start with the same tokens (the instructions every environment's
 prompt opens with), that shared prefix is encoded once, its cache copied to every row, and only
 the rest of each prompt is encoded, left-padded after it; positions continue from the prefix, so
-each prompt still sits at ``0..len-1``.
+each prompt still sits at ``0..len-1``. The rests are encoded either in one left-padded forward
+pass (``prefill="batch"``, the default on GPUs) or one prompt at a time with their caches then
+merged into the same left-padded layout (``prefill="rows"``, the default on CPU, where a padded
+batch costs more than its rows one by one: ``benchmarks/micro_batch.py``). Decoding is batched
+either way.
 """
 
 from __future__ import annotations
@@ -150,6 +154,28 @@ def _check_prompts(prompt_ids: Sequence[Sequence[int]]) -> None:
             raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
 
 
+def cache_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) of a KV cache, each [batch, kv_heads, length, head_dim].
+
+    Raises ``TypeError`` for caches that do not expose them, or that hold sliding-window layers
+    (their keys cannot be spliced or shared as plain tensors).
+    """
+    layers = getattr(cache, "layers", None)
+    if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
+        raise TypeError(f"{type(cache).__name__} does not expose per-layer keys/values")
+    if any(getattr(layer, "is_sliding", False) for layer in layers):
+        raise TypeError("the cache holds sliding-window attention layers")
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def cache_from_layers(model, layers: list[tuple[torch.Tensor, torch.Tensor]]):
+    """A fresh ``DynamicCache`` holding ``layers`` (the forward pass appends to it, not to them)."""
+    from transformers import DynamicCache
+
+    return DynamicCache(ddp_cache_data=list(layers), config=model.config)
+
+
+PREFILL_MODES = ("auto", "batch", "rows")
 MIN_SHARED_PREFIX = 32  # shorter shared prefixes are not worth the extra forward call
 
 
@@ -181,8 +207,52 @@ def _left_padded(prompts, width: int, pad_id: int) -> tuple[torch.Tensor, torch.
     return input_ids, attention_mask
 
 
+def _prefill_rows(model, unique, shared: int, width: int):
+    """Encode each distinct prompt alone (after the shared prefix's cache, computed once) and
+    merge the caches into the left-padded layout of the batched prefill: row ``i`` holds the
+    prefix at ``[0, shared)`` and its own tokens right-aligned in ``[shared, shared + width)``,
+    zeros (masked out) between. Returns ``(cache, last-position logits [U, V])``, or ``None`` when
+    the model's cache cannot be spliced (the caller then encodes the batch padded)."""
+    device = next(model.parameters()).device
+    cache_name = cache_argument(model)
+    try:
+        prefix_layers = None
+        if shared:
+            prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
+            out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+            prefix_layers = cache_layers(returned_cache(out))
+        merged, logits = None, []
+        for row, prompt in enumerate(unique):
+            own = prompt[shared:]
+            kwargs = {cache_name: cache_from_layers(model, prefix_layers)} if prefix_layers else {}
+            out = model(
+                input_ids=torch.tensor([own], dtype=torch.long, device=device),
+                position_ids=torch.arange(shared, len(prompt), device=device)[None],
+                use_cache=True,
+                logits_to_keep=1,
+                **kwargs,
+            )
+            layers = cache_layers(returned_cache(out))
+            if merged is None:
+                merged = [
+                    (k.new_zeros((len(unique), k.shape[1], shared + width, k.shape[3])),
+                     v.new_zeros((len(unique), v.shape[1], shared + width, v.shape[3])))
+                    for k, v in layers
+                ]
+            start = shared + width - len(own)
+            for (keys, values), (k, v) in zip(merged, layers):
+                keys[row, :, :shared], values[row, :, :shared] = k[0, :, :shared], v[0, :, :shared]
+                keys[row, :, start:], values[row, :, start:] = k[0, :, shared:], v[0, :, shared:]
+            logits.append(out.logits[:, -1, :])
+    except TypeError:
+        return None
+    return cache_from_layers(model, merged), torch.cat(logits)
+
+
 @torch.inference_mode()
-def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list[list[int]]:
+def _generate_batch(
+    model, prompts, config, stop_ids, pad_id, generator, prefill: str
+) -> list[list[int]]:
     device = next(model.parameters()).device
     batch = len(prompts)
     # Identical prompts (a GRPO group's copies at their first step) are encoded once; each copy
@@ -194,28 +264,34 @@ def _generate_batch(model, prompts, config, stop_ids, pad_id, generator) -> list
     unique = [list(p) for p in first_row]
     cache_name = cache_argument(model)
     shared = cached_start_length(unique)
-    prefix_cache = {}
-    if shared:
-        prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
-        cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
-        cache.batch_repeat_interleave(len(unique))
-        prefix_cache = {cache_name: cache}
     # Each distinct prompt's own tokens (all of it without a shared prefix), left-padded after
     # the prefix, at positions continuing from it.
     rest = [p[shared:] for p in unique]
     rest_ids, rest_mask = _left_padded(rest, max(len(r) for r in rest), pad_id)
     rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
     unique_mask = torch.cat([rest_mask.new_ones((len(unique), shared)), rest_mask], dim=1)
-    out = model(
-        input_ids=rest_ids,
-        attention_mask=unique_mask,
-        position_ids=(rest_mask.cumsum(-1) - 1).clamp(min=0) + shared,
-        use_cache=True,
-        logits_to_keep=1,
-        **prefix_cache,
-    )
-    cache = returned_cache(out)
-    logits = out.logits[:, -1, :]
+    prefilled = None
+    if prefill == "rows" and len(unique) > 1:
+        prefilled = _prefill_rows(model, unique, shared, rest_ids.shape[1])
+    if prefilled is not None:
+        cache, logits = prefilled
+    else:
+        prefix_cache = {}
+        if shared:
+            prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
+            cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
+            cache.batch_repeat_interleave(len(unique))
+            prefix_cache = {cache_name: cache}
+        out = model(
+            input_ids=rest_ids,
+            attention_mask=unique_mask,
+            position_ids=(rest_mask.cumsum(-1) - 1).clamp(min=0) + shared,
+            use_cache=True,
+            logits_to_keep=1,
+            **prefix_cache,
+        )
+        cache = returned_cache(out)
+        logits = out.logits[:, -1, :]
     attention_mask = unique_mask
     if len(first_row) < batch:
         cache.batch_select_indices(expand)
@@ -260,6 +336,7 @@ def generate(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
     progress: Callable[[int], object] | None = None,
+    prefill: str = "auto",
 ) -> list[list[int]]:
     """Sample one response per prompt.
 
@@ -277,6 +354,11 @@ def generate(
             a prefix of at least ``MIN_SHARED_PREFIX`` tokens that all its prompts share.
         progress: called with the number of prompts finished after each batch (e.g. a tqdm bar's
             ``update``).
+        prefill: how a batch's distinct prompts are encoded before decoding: ``"batch"`` in one
+            left-padded forward pass, ``"rows"`` one prompt at a time (no padding) with the
+            caches merged, ``"auto"`` (default) ``"rows"`` on CPU and ``"batch"`` elsewhere. The
+            responses are the same up to float rounding; only speed differs. Models whose cache
+            cannot be merged (sliding-window layers) are encoded as a batch whatever is asked.
 
     Returns:
         One list of sampled token ids per prompt, in order, without padding. A response that
@@ -286,12 +368,16 @@ def generate(
     _check_prompts(prompt_ids)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    if prefill not in PREFILL_MODES:
+        raise ValueError(f"prefill must be one of {PREFILL_MODES}, got {prefill!r}")
     if not prompt_ids:
         return []
     stop_ids = config.stop_token_ids or default_stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     size = batch_size or len(prompt_ids)
     device = next(model.parameters()).device
+    if prefill == "auto":
+        prefill = "rows" if device.type == "cpu" else "batch"
     if generator is not None and generator.device != device:
         # Draw on the model's device from a generator seeded by the caller's: reproducible, and no
         # [batch, vocab] copy to the caller's device at every step.
@@ -303,7 +389,9 @@ def generate(
         responses: list[list[int]] = []
         for start in range(0, len(prompt_ids), size):
             chunk = [list(p) for p in prompt_ids[start : start + size]]
-            responses.extend(_generate_batch(model, chunk, config, stop_ids, pad_id, generator))
+            responses.extend(
+                _generate_batch(model, chunk, config, stop_ids, pad_id, generator, prefill)
+            )
             if progress is not None:
                 progress(len(chunk))
     finally:
@@ -312,8 +400,11 @@ def generate(
 
 
 __all__ = [
+    "PREFILL_MODES",
     "GenerationConfig",
     "cache_argument",
+    "cache_from_layers",
+    "cache_layers",
     "default_stop_token_ids",
     "generate",
     "returned_cache",

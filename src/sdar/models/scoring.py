@@ -29,6 +29,8 @@ from torch.distributed.fsdp import FSDPModule
 
 from sdar.models.generation import (
     cache_argument,
+    cache_from_layers,
+    cache_layers,
     cached_start_length,
     returned_cache,
     shared_prefix_length,
@@ -122,15 +124,11 @@ def _score_micro_batch(
     kwargs = {}
     position_offset = 0
     if prefix_cache is not None:
-        from transformers import DynamicCache
-
         prefix_len = prefix_cache[0][0].shape[-2]
         # A fresh cache per micro-batch: the forward pass appends to it in place.
-        kwargs[cache_argument(model)] = DynamicCache(
-            ddp_cache_data=[
-                (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_cache
-            ],
-            config=model.config,
+        kwargs[cache_argument(model)] = cache_from_layers(
+            model,
+            [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in prefix_cache],
         )
         kwargs["use_cache"] = True
         mask = torch.cat([mask.new_ones((batch, prefix_len)), mask], dim=1)
@@ -316,19 +314,10 @@ def compute_prefix_cache(
     device = next(model.parameters()).device
     prefix = torch.tensor([list(prefix_ids)], dtype=torch.long, device=device)
     out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-    cache = returned_cache(out)
-    layers = getattr(cache, "layers", None)
-    if layers is None or any(getattr(layer, "keys", None) is None for layer in layers):
-        raise TypeError(
-            f"{type(cache).__name__} does not expose per-layer keys/values; score this model "
-            "with use_cache=False"
-        )
-    if any(getattr(layer, "is_sliding", False) for layer in layers):
-        raise TypeError(
-            "models with sliding-window attention layers are not supported with the "
-            "prefix cache; use use_cache=False"
-        )
-    return [(layer.keys, layer.values) for layer in layers]
+    try:
+        return cache_layers(returned_cache(out))
+    except TypeError as error:
+        raise TypeError(f"{error}: not supported with the prefix cache; use use_cache=False") from None
 
 
 def score_with_prefix(
