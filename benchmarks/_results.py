@@ -1,5 +1,5 @@
 """What every side-by-side benchmark records besides its numbers: the machine and the result file;
-and the CPU peak-memory reading that the memory benchmarks share."""
+and the peak-memory reading that the memory benchmarks share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 import os
 import platform
 import resource
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,7 +32,7 @@ def write_result(result: dict, path: Path) -> Path:
     return path
 
 
-def read_status_kib(key: str) -> int | None:
+def _read_status_kib(key: str) -> int | None:
     """A ``/proc/self/status`` value in KiB (``VmRSS``, ``VmHWM``), or None where there is none."""
     try:
         with open("/proc/self/status") as status:
@@ -42,7 +44,7 @@ def read_status_kib(key: str) -> int | None:
     return None
 
 
-def reset_cpu_peak() -> str:
+def _reset_cpu_peak() -> str:
     """Reset the resident-set high-water mark if the kernel allows it; return the method in use.
 
     ``VmHWM`` (reset through ``/proc/self/clear_refs``) where it works, else ``ru_maxrss``, which
@@ -56,10 +58,37 @@ def reset_cpu_peak() -> str:
         return "ru_maxrss"
 
 
-def cpu_peak_kib(method: str) -> int:
-    """The resident-set high-water mark in KiB, read by ``method`` (from ``reset_cpu_peak``)."""
+def _cpu_peak_kib(method: str) -> int:
+    """The resident-set high-water mark in KiB, read by ``method`` (from ``_reset_cpu_peak``)."""
     if method == "VmHWM":
-        value = read_status_kib("VmHWM")
+        value = _read_status_kib("VmHWM")
         if value is not None:
             return value
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+
+@contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict]:
+    """Peak memory of the block above what was in use when it began.
+
+    Yields a dict that, once the block has finished, holds ``peak_extra_bytes`` and
+    ``peak_method``: on a GPU ``torch.cuda.max_memory_allocated`` minus the memory allocated
+    before (synchronised on both sides); on CPU the resident-set high-water mark minus the
+    resident set before (see ``_reset_cpu_peak`` for when that mark cannot be reset).
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        method = "cuda.max_memory_allocated"
+    else:
+        before = _read_status_kib("VmRSS") * 1024
+        method = _reset_cpu_peak()
+    reading: dict = {}
+    yield reading
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = _cpu_peak_kib(method) * 1024
+    reading.update(peak_extra_bytes=max(0, peak - before), peak_method=method)

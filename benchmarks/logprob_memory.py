@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from _results import cpu_peak_kib, read_status_kib, reset_cpu_peak  # benchmarks/_results.py
+from _results import peak_memory  # benchmarks/_results.py
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "logprob_memory.json"
 SMOKE_OUTPUT = DEFAULT_OUTPUT.with_name("logprob_memory_smoke.json")
@@ -103,25 +103,14 @@ def measure(spec: dict) -> list[dict]:
     for mode, with_entropy in spec["settings"]:
         logits.grad = None
         gc.collect()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            method = "cuda.max_memory_allocated"
-        else:
-            before = read_status_kib("VmRSS") * 1024
-            method = reset_cpu_peak()
-        start = time.perf_counter()
-        run(logits, token_ids, mode, with_entropy)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device)
-        else:
-            peak = cpu_peak_kib(method) * 1024
+        with peak_memory(device) as reading:
+            start = time.perf_counter()
+            run(logits, token_ids, mode, with_entropy)
         seconds = time.perf_counter() - start
         results.append({
             "mode": mode, "with_entropy": with_entropy,
-            "peak_extra_bytes": max(0, peak - before), "seconds": seconds, "peak_method": method,
+            "peak_extra_bytes": reading["peak_extra_bytes"], "seconds": seconds,
+            "peak_method": reading["peak_method"],
             "logits_bytes": logits.numel() * logits.element_size(),
         })
     return results

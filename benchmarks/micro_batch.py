@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _results import cpu_peak_kib, machine_info, read_status_kib, reset_cpu_peak, write_result
+from _results import machine_info, peak_memory, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,34 +80,22 @@ def measure(spec: dict) -> dict:
                     pad_id=pad_id,
                 )
 
+    padded_tokens = sum(
+        len(chunk) * (max(len(prompts[i]) for i in chunk) + max(len(responses[i]) for i in chunk))
+        for chunk in chunks
+    )
     backward([range(1)])  # untimed warm-up on one row
     model.zero_grad(set_to_none=True)
     results = {}
     for mode, run in (("backward", backward), ("no_grad", no_grad)):
         gc.collect()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            before = torch.cuda.memory_allocated(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            method = "cuda.max_memory_allocated"
-        else:
-            before = read_status_kib("VmRSS") * 1024
-            method = reset_cpu_peak()
-        start = time.perf_counter()
-        run(chunks)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            peak = torch.cuda.max_memory_allocated(device)
-        else:
-            peak = cpu_peak_kib(method) * 1024
+        with peak_memory(device) as reading:
+            start = time.perf_counter()
+            run(chunks)
         results[mode] = {
             "seconds": time.perf_counter() - start,
-            "peak_extra_bytes": max(0, peak - before),
-            "peak_method": method,
-            "padded_tokens": sum(
-                len(chunk) * (max(len(prompts[i]) for i in chunk) + max(len(responses[i]) for i in chunk))
-                for chunk in chunks
-            ),
+            **reading,
+            "padded_tokens": padded_tokens,
         }
         model.zero_grad(set_to_none=True)
     results["torch_threads"] = torch.get_num_threads()
