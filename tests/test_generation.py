@@ -271,14 +271,16 @@ def test_row_prefill_builds_the_batch_prefill_cache_and_samples_the_same(tiny, m
         rest = [p[shared:] for p in prompts]
         width = max(len(r) for r in rest)
         with torch.inference_mode():
-            cache, logits = generation._prefill_rows(model, prompts, shared, width)
+            prefix = None
+            if shared:
+                out = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)
+                prefix = generation.returned_cache(out)
+            cache, logits = generation._prefill_rows(model, prompts, shared, width, prefix)
             ids, mask = generation._left_padded(rest, width, tokenizer.pad_token_id)
             mask = torch.cat([mask.new_ones((len(prompts), shared)), mask], dim=1)
             kwargs = {}
             if shared:
-                out = model(input_ids=torch.tensor([prompts[0][:shared]]), use_cache=True)
-                prefix = generation.returned_cache(out)
-                prefix.batch_repeat_interleave(len(prompts))
+                prefix.batch_repeat_interleave(len(prompts))  # the batched prefill's layout
                 kwargs[generation.cache_argument(model)] = prefix
             out = model(input_ids=ids, attention_mask=mask, use_cache=True, logits_to_keep=1,
                         position_ids=(mask[:, shared:].cumsum(-1) - 1).clamp(min=0) + shared,

@@ -207,20 +207,17 @@ def _left_padded(prompts, width: int, pad_id: int) -> tuple[torch.Tensor, torch.
     return input_ids, attention_mask
 
 
-def _prefill_rows(model, unique, shared: int, width: int):
-    """Encode each distinct prompt alone (after the shared prefix's cache, computed once) and
-    merge the caches into the left-padded layout of the batched prefill: row ``i`` holds the
-    prefix at ``[0, shared)`` and its own tokens right-aligned in ``[shared, shared + width)``,
-    zeros (masked out) between. Returns ``(cache, last-position logits [U, V])``, or ``None`` when
-    the model's cache cannot be spliced (the caller then encodes the batch padded)."""
+def _prefill_rows(model, unique, shared: int, width: int, prefix_cache):
+    """Encode each distinct prompt alone (after ``prefix_cache``, the batch-1 cache of the
+    ``shared`` tokens they all start with, or None) and merge the caches into the left-padded
+    layout of the batched prefill: row ``i`` holds the prefix at ``[0, shared)`` and its own tokens
+    right-aligned in ``[shared, shared + width)``, zeros (masked out) between. ``prefix_cache`` is
+    read, not changed. Returns ``(cache, last-position logits [U, V])``, or ``None`` when the
+    model's cache cannot be spliced (the caller then encodes the batch padded)."""
     device = next(model.parameters()).device
     cache_name = cache_argument(model)
     try:
-        prefix_layers = None
-        if shared:
-            prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
-            out = model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-            prefix_layers = cache_layers(returned_cache(out))
+        prefix_layers = cache_layers(prefix_cache) if prefix_cache is not None else None
         merged, logits = None, []
         for row, prompt in enumerate(unique):
             own = prompt[shared:]
@@ -270,25 +267,27 @@ def _generate_batch(
     rest_ids, rest_mask = _left_padded(rest, max(len(r) for r in rest), pad_id)
     rest_ids, rest_mask = rest_ids.to(device), rest_mask.to(device)
     unique_mask = torch.cat([rest_mask.new_ones((len(unique), shared)), rest_mask], dim=1)
+    prefix_cache = None
+    if shared:
+        prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
+        prefix_cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
     prefilled = None
     if prefill == "rows" and len(unique) > 1:
-        prefilled = _prefill_rows(model, unique, shared, rest_ids.shape[1])
+        prefilled = _prefill_rows(model, unique, shared, rest_ids.shape[1], prefix_cache)
     if prefilled is not None:
         cache, logits = prefilled
     else:
-        prefix_cache = {}
-        if shared:
-            prefix = torch.tensor([unique[0][:shared]], dtype=torch.long, device=device)
-            cache = returned_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
-            cache.batch_repeat_interleave(len(unique))
-            prefix_cache = {cache_name: cache}
+        prefix_kwargs = {}
+        if prefix_cache is not None:
+            prefix_cache.batch_repeat_interleave(len(unique))
+            prefix_kwargs = {cache_name: prefix_cache}
         out = model(
             input_ids=rest_ids,
             attention_mask=unique_mask,
             position_ids=(rest_mask.cumsum(-1) - 1).clamp(min=0) + shared,
             use_cache=True,
             logits_to_keep=1,
-            **prefix_cache,
+            **prefix_kwargs,
         )
         cache = returned_cache(out)
         logits = out.logits[:, -1, :]
