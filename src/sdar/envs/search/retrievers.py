@@ -131,8 +131,9 @@ class BM25Retriever(Retriever):
     def __init__(
         self, documents: Sequence[Document], k1: float = 1.5, b: float = 0.75, title_boost: int = 2
     ):
-        import bm25s
+        from sdar.envs._bm25 import import_bm25s
 
+        bm25s = import_bm25s()
         _check_documents(documents)
         if title_boost < 0:
             raise ValueError(f"title_boost must be >= 0, got {title_boost}")

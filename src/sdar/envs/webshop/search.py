@@ -12,15 +12,16 @@ import re
 from collections import OrderedDict
 from functools import lru_cache
 
-import bm25s
 import numpy as np
-from bm25s.stopwords import STOPWORDS_EN
 
+from sdar.envs._bm25 import import_bm25s
 from sdar.envs.webshop.catalog import Catalog, load_catalog
+
+bm25s = import_bm25s()
 
 MAX_RESULTS = 50
 _TOKEN = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
-_STOPWORDS = frozenset(STOPWORDS_EN)
+_STOPWORDS = frozenset(bm25s.stopwords.STOPWORDS_EN)
 
 
 def tokenize(text: str) -> list[str]:
