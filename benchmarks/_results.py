@@ -15,14 +15,18 @@ import torch
 
 
 def machine_info() -> dict:
-    """Versions, cores, torch threads and the 1-minute load average (shared machines are noisy)."""
-    return {
+    """Versions, cores, torch threads, the 1-minute load average (shared machines are noisy) and
+    the GPU, where there is one."""
+    info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": os.getloadavg()[0],
     }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
 
 
 def write_result(result: dict, path: Path) -> Path:

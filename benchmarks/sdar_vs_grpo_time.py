@@ -13,7 +13,8 @@ Before every timed call the trainable weights and the optimizer state are put ba
 variant updates the same starting model. An iteration is ``rollout + learn``; the rollout is the
 same for every method, so the reported iteration ratio is
 ``(rollout_s + learn_sdar) / (rollout_s + learn_grpo)``; the learn-only ratio (the cost SDAR adds
-where it adds it) is reported too. Medians over the repeats.
+where it adds it) is reported too. Medians over the repeats; on a GPU every variant first runs
+once untimed (CUDA start-up).
 
     python benchmarks/sdar_vs_grpo_time.py            # configs/bench/webshop.yaml settings
     python benchmarks/sdar_vs_grpo_time.py --config configs/bench/alfworld.yaml   # ALFWorld
@@ -105,19 +106,29 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {v: [] for v in VARIANTS}
         parts: dict[str, list[dict]] = {v: [] for v in VARIANTS}
         names = list(VARIANTS)
-        for r in range(repeats):
-            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
-                method, cache = VARIANTS[name]
-                with torch.no_grad():
-                    for n, p in trainer.model.named_parameters():
-                        if n in params:
-                            p.copy_(params[n])
-                trainer.optimizer.load_state_dict(optimizer_state)
-                use_variant(trainer, config, method, cache)
-                t0 = time.perf_counter()
-                metrics = trainer.learn(1, samples)
-                times[name].append(time.perf_counter() - t0)
-                parts[name].append({k: v for k, v in metrics.items() if k.startswith("timing/")})
+        # (round, variant) in running order; the order of the variants rotates between rounds.
+        # On a GPU the first passes of a process pay CUDA's start-up (6 s against 2.3-3.2 s for
+        # the same GRPO learn step on an H100), so every variant first runs once untimed there.
+        warm_up = [(None, name) for name in names] if trainer.device.type == "cuda" else []
+        schedule = warm_up + [
+            (r, name)
+            for r in range(repeats)
+            for name in names[r % len(names) :] + names[: r % len(names)]
+        ]
+        for r, name in schedule:
+            method, cache = VARIANTS[name]
+            with torch.no_grad():
+                for n, p in trainer.model.named_parameters():
+                    if n in params:
+                        p.copy_(params[n])
+            trainer.optimizer.load_state_dict(optimizer_state)
+            use_variant(trainer, config, method, cache)
+            t0 = time.perf_counter()
+            metrics = trainer.learn(1, samples)
+            if r is None:
+                continue
+            times[name].append(time.perf_counter() - t0)
+            parts[name].append({k: v for k, v in metrics.items() if k.startswith("timing/")})
         if trainer.log is not None:
             trainer.log.close()
         trainer.train_env.close()
@@ -130,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": os.path.relpath(args.config, ROOT) if not args.smoke else "smoke",
             "overrides": overrides,
             "repeats": repeats,
+            "untimed_warm_up": bool(warm_up),
             "smoke": args.smoke,
             "model": config.model.name,
             "lora": config.model.lora is not None,
