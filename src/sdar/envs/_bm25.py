@@ -4,10 +4,10 @@ When JAX is installed, ``bm25s`` imports it and runs one ``jax.lax.top_k`` at im
 its top-k backend. With a CUDA build of JAX that call opens the GPU and, by JAX's default, reserves
 75% of its memory, in every process that imports ``bm25s``: a training process then has a quarter of
 the card left for torch, and parallel runs fail outright (seen on one H100: 60 GiB taken by JAX in
-the first run, "Unable to initialize backend 'cuda'" in the others). Our retrievers rank a few
-thousand documents per query, where NumPy's top-k is as fast, so ``bm25s`` is imported with JAX
-hidden and falls back to NumPy. A program that has imported JAX itself keeps its JAX setup as it
-is; JAX stays importable afterwards.
+the first run, "Unable to initialize backend 'cuda'" in the others). Our search engines take only
+BM25 scores from ``bm25s`` and rank them themselves, so its top-k backend is never used: ``bm25s``
+is imported with JAX hidden and settles on NumPy. A program that has imported JAX itself keeps
+its JAX setup as it is; JAX stays importable afterwards.
 """
 
 from __future__ import annotations
