@@ -16,9 +16,10 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
    the runs skip that evaluation (``eval.before_training: false`` in the bench configs) and the
    tables show this value as the "before RL" column.
 3. **RL runs** ``sdar train --config configs/bench/<env>.yaml method=<m> seed=<s>
-   init_checkpoint=<sft>`` into ``<runs-dir>/<env>/<m>-seed<s>``. Resumable: a run whose last
-   checkpoint is its final iteration is skipped, a run with an earlier checkpoint is continued
-   with ``sdar train --resume``; so rerunning this script after an interruption finishes the grid.
+   init_checkpoint=<sft>`` into ``<runs-dir>/<env>/<m>-seed<s>``. Resumable: a finished run (its
+   last checkpoint, or its ``metrics.jsonl`` when the checkpoints were deleted to save disk,
+   reaches the final iteration) is skipped, a run with an earlier checkpoint is continued with
+   ``sdar train --resume``; so rerunning this script after an interruption finishes the grid.
    ``--jobs N`` trains N runs at the same time (each its own process; on a GPU, mind its memory).
    A failed run does not stop the others: the script aggregates the rest, then lists the failures
    and exits with status 1.
@@ -122,6 +123,32 @@ def last_checkpoint_iteration(run_dir: Path) -> int | None:
         return None
     match = re.search(r"(\d+)$", ckpt.name)
     return int(match.group(1)) if match else None
+
+
+def logged_iteration(run_dir: Path) -> int | None:
+    """The last iteration in the run's ``metrics.jsonl`` (None without one; iteration 0 is the
+    validation before training, not a completed iteration)."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    iterations = [
+        json.loads(line).get("iteration", 0)
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    last = max(iterations, default=0)
+    return last if last > 0 else None
+
+
+def iterations_done(run_dir: Path) -> int | None:
+    """Completed iterations: the later of the last checkpoint and the metrics log (a run whose
+    checkpoints were deleted to save disk still counts by its log, which the tables use)."""
+    done = [d for d in (last_checkpoint_iteration(run_dir), logged_iteration(run_dir)) if d]
+    return max(done, default=None)
+
+
+def is_finished(run_dir: Path, iterations: int) -> bool:
+    return (iterations_done(run_dir) or 0) >= iterations
 
 
 def write_demonstrations(env_name: str, config, policy: str, episodes: int, path: Path) -> dict:
@@ -228,7 +255,7 @@ def train_run(
     iterations = load_iterations(config_path, overrides)
     done = last_checkpoint_iteration(run_dir)
     log = env_dir / f"{method}-seed{seed}.log"
-    if done is not None and done >= iterations:
+    if is_finished(run_dir, iterations):
         return run_dir, "finished earlier"
     if done is not None:
         run(sdar_command("train", "--resume", str(run_dir), "--no-report"), log)
@@ -473,8 +500,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = env_dir / f"{method}-seed{seed}"
             outcome = outcomes.get((env, method, seed))
             if args.aggregate_only:
+                finished = is_finished(run_dir, load_iterations(config_path, overrides))
                 done = last_checkpoint_iteration(run_dir)
-                finished = done is not None and done >= load_iterations(config_path, overrides)
                 what = "finished" if finished else f"not finished ({done or 0} iterations)"
             elif isinstance(outcome, BaseException):
                 finished, what = False, f"failed (log: {env_dir / f'{method}-seed{seed}.log'})"
@@ -488,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": seed,
                     "run_dir": str(run_dir),
                     "status": what,
-                    "iterations_done": last_checkpoint_iteration(run_dir),
+                    "iterations_done": iterations_done(run_dir),
                 }
             )
             if finished:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,12 +142,16 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     _run(args)
     again = json.loads((out / "summary.json").read_text())
     assert {g["status"] for g in again["grid"]["search"]} == {"finished earlier"}
+    # a finished run whose checkpoints were deleted (to save disk) still counts by its metrics log
+    shutil.rmtree(runs / "search" / "grpo-seed0" / "checkpoints")
     # --aggregate-only trains nothing and leaves unfinished runs out of the table
     _run([*args, "--seeds", "0", "1", "--aggregate-only"])
     partial = json.loads((out / "summary.json").read_text())
     assert [(r["method"], r["n"]) for r in partial["rows"]] == [("grpo", 1), ("sdar", 1)]
     statuses = {(g["method"], g["seed"]): g["status"] for g in partial["grid"]["search"]}
     assert statuses[("grpo", 0)] == "finished" and statuses[("sdar", 1)].startswith("not finished")
+    done = {(g["method"], g["seed"]): g["iterations_done"] for g in partial["grid"]["search"]}
+    assert done[("grpo", 0)] == 1 and done[("sdar", 1)] is None
     assert not (runs / "search" / "grpo-seed1").exists()
     # a run stopped before its first checkpoint (only its step-0 metrics written) starts again
     stopped = runs / "search" / "grpo-seed1"
@@ -175,7 +180,9 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     assert "1 run(s) failed" in failed.stderr and "sdar seed 3" in failed.stderr
     after = json.loads((out / "summary.json").read_text())
     statuses = {(g["method"], g["seed"]): g["status"] for g in after["grid"]["search"]}
+    # ... and is neither trained again nor deleted
     assert statuses[("grpo", 0)] == statuses[("sdar", 0)] == "finished earlier"
+    assert not (runs / "search" / "grpo-seed0" / "checkpoints").exists()
     assert statuses[("grpo", 3)] == "trained" and statuses[("sdar", 3)].startswith("failed")
     assert [(r["method"], r["n"]) for r in after["rows"]] == [("grpo", 2), ("sdar", 1)]
 
