@@ -128,15 +128,11 @@ def last_checkpoint_iteration(run_dir: Path) -> int | None:
 def logged_iteration(run_dir: Path) -> int | None:
     """The last iteration in the run's ``metrics.jsonl`` (None without one; iteration 0 is the
     validation before training, not a completed iteration)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
+    from sdar.reporting.run_log import read_metrics
+
+    if not (run_dir / "metrics.jsonl").is_file():
         return None
-    iterations = [
-        json.loads(line).get("iteration", 0)
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip()
-    ]
-    last = max(iterations, default=0)
+    last = max((line["iteration"] for line in read_metrics(run_dir)), default=0)
     return last if last > 0 else None
 
 
