@@ -68,12 +68,25 @@ PLANS = [
 # (split, micro-batch size, advantage estimator); rank 0 holds samples[:split]. Split 7:
 # trajectory 3 (group 1) alone on rank 1, its group mate on rank 0, and three of the four
 # mini-batches hold nothing of rank 1. Split 0: rank 0 holds nothing. Split 3 with GiGPO: a
-# trajectory, and so its step-level anchor groups, spans both ranks. Micro-batches of 1 run every
-# row through the same forward pass in both layouts, so only the order of the gradient sum differs
-# (tight tolerance); micro-batches of 2 pair different rows (other padding, other rounding) and
-# Adam's first step magnifies rounding on near-zero gradients, hence a looser absolute tolerance.
+# trajectory, and so its step-level anchor groups, spans both ranks.
 SCENARIOS = ((7, 1, "grpo"), (0, 1, "grpo"), (7, 2, "grpo"), (3, 1, "gigpo"))
-TOLERANCE = {1: {"rtol": 1e-6, "atol": 1e-7}, 2: {"rtol": 1e-6, "atol": 2e-6}}
+# How close the two-rank weights must be to one process's. score_responses encodes once the
+# prompt start that all rows of one call share, when it is long enough: the two tasks' prompts
+# part after 30 tokens, too few to cache, so all 8 rows share none, nor do either rank's rows in
+# splits 7 and 0 (both tasks, or one row). There, with micro-batches of 1, every row goes through
+# the same forward calls in both layouts and only the order of the gradient sums differs: tight.
+# Split 3 gives rank 0 three rows of one task, whose 36 shared tokens are encoded apart, and
+# micro-batches of 2 pair other rows (other padding): a row's log-probs then differ by float
+# rounding (~1e-6), and Adam's first steps turn rounding on near-cancelling gradients into weight
+# differences of up to ~0.5% of one step (lr 1e-3) on under 1% of the entries. That tolerance is
+# 1% of a step, ten times below the movement the test asks of every weight tensor; a lost or
+# misweighted sample would also show in the loss metrics, compared to rel 1e-5.
+EXACT = {"rtol": 1e-6, "atol": 1e-7}
+ROUNDED = {"rtol": 1e-5, "atol": 1e-5}
+
+
+def tolerance(split: int, micro: int) -> dict[str, float]:
+    return EXACT if micro == 1 and split in (0, 7) else ROUNDED
 
 
 def scenario_overrides(micro: int, estimator: str) -> list[str]:
@@ -220,7 +233,7 @@ def test_two_ranks_update_equals_one_process(tmp_path):
             # both ranks hold identical weights, equal to one process's up to float rounding
             assert torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]), k
             torch.testing.assert_close(
-                ranks[0]["weights"][k], expected[k], **TOLERANCE[micro], msg=k
+                ranks[0]["weights"][k], expected[k], **tolerance(split, micro), msg=k
             )
         got = ranks[0]["metrics"]
         untimed = [
