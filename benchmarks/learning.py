@@ -495,9 +495,9 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run_dir = env_dir / f"{method}-seed{seed}"
             outcome = outcomes.get((env, method, seed))
+            done = iterations_done(run_dir)
             if args.aggregate_only:
                 finished = is_finished(run_dir, load_iterations(config_path, overrides))
-                done = last_checkpoint_iteration(run_dir)
                 what = "finished" if finished else f"not finished ({done or 0} iterations)"
             elif isinstance(outcome, BaseException):
                 finished, what = False, f"failed (log: {env_dir / f'{method}-seed{seed}.log'})"
@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
                     "seed": seed,
                     "run_dir": str(run_dir),
                     "status": what,
-                    "iterations_done": iterations_done(run_dir),
+                    "iterations_done": done,
                 }
             )
             if finished:
