@@ -95,16 +95,16 @@ def finished(run_dir: Path, iterations: int) -> bool:
     return any(row.get("iteration") == iterations for row in read_metrics(run_dir))
 
 
-def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Path, dict]:
+def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path: Path = CONFIG) -> tuple[Path, dict]:
     """The shared warm start (random-policy format demonstrations + ``sdar sft``) and its
-    validation; both made once and reused."""
+    validation (``start_eval.json``); both made once and reused."""
     from sdar.envs.play import play_episodes
     from sdar.trainer.config import load_config
     from sdar.trainer.trainer import make_run_env
 
     sft_dir = runs_dir / "warm"
     start_path = runs_dir / "start_eval.json"
-    config = load_config(CONFIG, overrides)
+    config = load_config(config_path, overrides)
     if not (sft_dir / "checkpoints").is_dir():
         demos = runs_dir / "demos.jsonl"
         with make_run_env(config.env, config.env.train_split) as env:
@@ -114,10 +114,10 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Pat
         demos.write_text("".join(json.dumps({**r, "won": True}) + "\n" for r in rows), encoding="utf-8")
         if sft_dir.exists():
             shutil.rmtree(sft_dir)
-        run(sdar("sft", "--config", str(CONFIG), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
+        run(sdar("sft", "--config", str(config_path), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
                  "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
     if not start_path.is_file():
-        run(sdar("eval", "--config", str(CONFIG), *overrides, f"init_checkpoint={sft_dir}", "--output",
+        run(sdar("eval", "--config", str(config_path), *overrides, f"init_checkpoint={sft_dir}", "--output",
                  str(start_path)), runs_dir / "warm.log")
     start = json.loads(start_path.read_text(encoding="utf-8"))
     start["env_name"] = config.env.name
