@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -119,6 +120,11 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     # the start model is validated once (sdar eval), and that number is every method's "before RL"
     start = json.loads((runs / "search" / "start_eval.json").read_text())
     assert start["checkpoint"] is None and start["init_checkpoint"] == str(runs / "search" / "sft")
+    # ... and says what it validated: the runs' environment, warm start, model and panel
+    assert start["env"] == "search" and start["identity"]["env.name"] == "search"
+    assert start["identity"]["init_checkpoint"] == str(runs / "search" / "sft")
+    run_config = yaml.safe_load((runs / "search" / "grpo-seed0" / "config.yaml").read_text())
+    assert start["identity"]["eval.num_tasks"] == run_config["eval"]["num_tasks"] == 2
     assert [r["before_rl"] for r in summary["rows"]] == [start["success"]] * 2
     records = out / "runs" / "search"  # the results folder holds what it reports
     assert json.loads((records / "start_eval.json").read_text()) == start
