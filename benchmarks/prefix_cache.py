@@ -1,4 +1,6 @@
-"""Teacher scoring time with and without the skill-prefix KV cache (algorithm.md section 6).
+"""Teacher scoring time with and without the skill-prefix KV cache.
+
+Described in docs/algorithm.md, "Skill-prefix cache".
 
 The teacher re-scores every step sample with ``"[Privileged Skill Information]\\n" + skills +
 "\\n\\n"`` in front of the student prompt. All samples of one task type share that prefix, so its
