@@ -1,4 +1,4 @@
-"""Learning comparison at CPU scale: methods x seeds x environments, same budget (issue 7, part 2).
+"""Learning comparison at CPU scale: methods x seeds x environments, same budget.
 
 For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
 

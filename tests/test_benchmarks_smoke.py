@@ -21,38 +21,31 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
-# script -> (output flag, keys the result JSON must hold; a dotted key walks into sub-objects)
+# script -> keys the result JSON must hold (a dotted key walks into sub-objects); every script
+# takes its result path as --out
 SCRIPTS = {
-    "sdar_vs_grpo_time.py": (
-        "--out",
-        [
-            "ratios.iteration_sdar_cache_over_grpo",
-            "ratios.iteration_sdar_no_cache_over_grpo",
-            "ratios.learn_sdar_cache_over_grpo",
-        ],
-    ),
-    "collector_speedup.py": (
-        "--out",
-        ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
-    ),
-    "trl_comparison.py": (
-        "--out",
-        [
-            "ratio_sdar_over_trl",
-            "step_seconds.sdar_grpo.median",
-            "step_seconds.trl_grpo_trainer.median",
-        ],
-    ),
-    "prompt_growth.py": ("--out", ["bounded_history.ratio", "full_history.ratio"]),
-    "micro_batch.py": (
-        "--out",
-        ["results.1.backward.seconds", "results.2.backward.time_over_one_row", "turns.prompt_tokens"],
-    ),
-    "logprob_memory.py": ("--output", ["results"]),
-    "prefix_cache.py": ("--output", []),
-    "env_latency_alfworld.py": ("--out", []),
-    "env_latency_webshop.py": ("--out", []),
-    "env_latency_search.py": ("--out", []),
+    "sdar_vs_grpo_time.py": [
+        "ratios.iteration_sdar_cache_over_grpo",
+        "ratios.iteration_sdar_no_cache_over_grpo",
+        "ratios.learn_sdar_cache_over_grpo",
+    ],
+    "collector_speedup.py": ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
+    "trl_comparison.py": [
+        "ratio_sdar_over_trl",
+        "step_seconds.sdar_grpo.median",
+        "step_seconds.trl_grpo_trainer.median",
+    ],
+    "prompt_growth.py": ["bounded_history.ratio", "full_history.ratio"],
+    "micro_batch.py": [
+        "results.1.backward.seconds",
+        "results.2.backward.time_over_one_row",
+        "turns.prompt_tokens",
+    ],
+    "logprob_memory.py": ["results"],
+    "prefix_cache.py": [],
+    "env_latency_alfworld.py": [],
+    "env_latency_webshop.py": [],
+    "env_latency_search.py": [],
 }
 LEARNING = "learning.py"
 
@@ -88,9 +81,9 @@ def test_every_benchmark_script_is_smoke_tested():
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_smoke_writes_result(script, tmp_path):
-    flag, keys = SCRIPTS[script]
+    keys = SCRIPTS[script]
     out = tmp_path / "result.json"
-    _run([str(BENCH / script), "--smoke", flag, str(out)])
+    _run([str(BENCH / script), "--smoke", "--out", str(out)])
     data = json.loads(out.read_text())
     assert isinstance(data, dict) and data
     for key in keys:
