@@ -123,3 +123,20 @@ def test_aggregate_only_refuses_a_foreign_record_and_marks_a_missing_one(tmp_pat
     summary = json.loads((out / "summary.json").read_text())
     assert [r["before_rl"] for r in summary["rows"]] == [0.25, 0.25]
     assert json.loads((out / "runs" / "webshop" / "start_eval.json").read_text())["success"] == 0.25
+
+
+def test_each_environment_keeps_its_own_record_when_several_are_aggregated(tmp_path, monkeypatch):
+    """The bug that put Search-QA's record in the ALFWorld folder: the aggregation copied every
+    environment's record from the last planned environment's run folder."""
+    monkeypatch.chdir(ROOT)
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    for env, success in (("webshop", 0.125), ("search", 0.5)):
+        run_dirs = _fake_runs(runs, env=env)
+        (runs / env / "start_eval.json").write_text(json.dumps(_record_for(run_dirs[0], success)))
+    args = ["--aggregate-only", "--envs", "webshop", "search", "--runs-dir", str(runs), "--out", str(out)]
+    assert learning.main(args) == 0
+    for env, success in (("webshop", 0.125), ("search", 0.5)):
+        copied = json.loads((out / "runs" / env / "start_eval.json").read_text())
+        assert (copied["env"], copied["success"]) == (env, success)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(r["env"], r["before_rl"]) for r in summary["rows"]} == {("webshop", 0.125), ("search", 0.5)}
