@@ -15,6 +15,7 @@ import sys
 
 COMMAND_MODULES = (
     "sdar.trainer.cli",
+    "sdar.trainer.teacher_check",
     "sdar.envs.cli",
     "sdar.skills.cli",
     "sdar.envs.alfworld.cli",

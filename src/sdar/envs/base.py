@@ -81,6 +81,9 @@ class EnvState:
         step: number of actions taken so far in this episode.
         metrics: environment-specific numbers for logging (``score``, ``em``, ``f1``, ...), final
             once ``done``.
+        hint: privileged text about this state that only the teacher may read
+            (``teacher.context: hint``), e.g. the key fact of the answer in a controlled
+            environment; ``None`` where the environment has none. Never shown to the student.
     """
 
     task: TaskInfo
@@ -93,6 +96,7 @@ class EnvState:
     valid_action: bool = True
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    hint: str | None = None
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,16 @@ class RolloutConfig:
 class TeacherConfig:
     """The skill-conditioned teacher branch (docs/algorithm.md, "Teacher prompt")."""
 
-    layout: Literal["prefix", "system"] = "prefix"
-    """``prefix``: "[Privileged Skill Information]\\n" + skills + "\\n\\n" + chat-rendered student
-    prompt, as released. ``system``: skills as a system message inside the chat template."""
+    layout: Literal["prefix", "system", "user"] = "prefix"
+    """``prefix``: "[Privileged Skill Information]\\n" + context + "\\n\\n" + chat-rendered student
+    prompt, as released. ``system``: the context as a system message inside the chat template.
+    ``user``: the same header and context opening the user message, before the task (what small
+    models read best; run ``sdar teacher-check`` to see which layout your model uses)."""
+    context: Literal["skills", "hint", "sibling"] = "skills"
+    """The teacher's privileged context: ``skills`` (the routed skill files, the paper), ``hint``
+    (the environment's per-state hint, e.g. ``toy_panels``), or ``sibling`` (the actions of a
+    successful trajectory of the same group, as SDPO's self-teacher; none when no copy won).
+    Validation with skills and Skill-GRPO students always use the skills."""
     max_prompt_tokens: int = 4096
     """Teacher prompt budget (skills + student prompt)."""
     on_overflow: Literal["drop_history", "error"] = "drop_history"
