@@ -16,42 +16,36 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
-# script -> (output flag, keys the result JSON must hold; a dotted key walks into sub-objects)
+# script -> keys the result JSON must hold (a dotted key walks into sub-objects); every script
+# takes its result path as --out
 SCRIPTS = {
-    "sdar_vs_grpo_time.py": (
-        "--out",
-        [
-            "ratios.iteration_sdar_cache_over_grpo",
-            "ratios.iteration_sdar_no_cache_over_grpo",
-            "ratios.learn_sdar_cache_over_grpo",
-        ],
-    ),
-    "collector_speedup.py": (
-        "--out",
-        ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
-    ),
-    "trl_comparison.py": (
-        "--out",
-        [
-            "ratio_sdar_over_trl",
-            "step_seconds.sdar_grpo.median",
-            "step_seconds.trl_grpo_trainer.median",
-        ],
-    ),
-    "prompt_growth.py": ("--out", ["bounded_history.ratio", "full_history.ratio"]),
-    "micro_batch.py": (
-        "--out",
-        ["results.1.backward.seconds", "results.2.backward.time_over_one_row", "turns.prompt_tokens"],
-    ),
-    "logprob_memory.py": ("--output", ["results"]),
-    "prefix_cache.py": ("--output", []),
-    "env_latency_alfworld.py": ("--out", []),
-    "env_latency_webshop.py": ("--out", []),
-    "env_latency_search.py": ("--out", []),
+    "sdar_vs_grpo_time.py": [
+        "ratios.iteration_sdar_cache_over_grpo",
+        "ratios.iteration_sdar_no_cache_over_grpo",
+        "ratios.learn_sdar_cache_over_grpo",
+    ],
+    "collector_speedup.py": ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
+    "trl_comparison.py": [
+        "ratio_sdar_over_trl",
+        "step_seconds.sdar_grpo.median",
+        "step_seconds.trl_grpo_trainer.median",
+    ],
+    "prompt_growth.py": ["bounded_history.ratio", "full_history.ratio"],
+    "micro_batch.py": [
+        "results.1.backward.seconds",
+        "results.2.backward.time_over_one_row",
+        "turns.prompt_tokens",
+    ],
+    "logprob_memory.py": ["results"],
+    "prefix_cache.py": [],
+    "env_latency_alfworld.py": [],
+    "env_latency_webshop.py": [],
+    "env_latency_search.py": [],
 }
 LEARNING = "learning.py"
 
@@ -87,9 +81,9 @@ def test_every_benchmark_script_is_smoke_tested():
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_smoke_writes_result(script, tmp_path):
-    flag, keys = SCRIPTS[script]
+    keys = SCRIPTS[script]
     out = tmp_path / "result.json"
-    _run([str(BENCH / script), "--smoke", flag, str(out)])
+    _run([str(BENCH / script), "--smoke", "--out", str(out)])
     data = json.loads(out.read_text())
     assert isinstance(data, dict) and data
     for key in keys:
@@ -119,6 +113,11 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     # the start model is validated once (sdar eval), and that number is every method's "before RL"
     start = json.loads((runs / "search" / "start_eval.json").read_text())
     assert start["checkpoint"] is None and start["init_checkpoint"] == str(runs / "search" / "sft")
+    # ... and says what it validated: the runs' environment, warm start, model and panel
+    assert start["env"] == "search" and start["identity"]["env.name"] == "search"
+    assert start["identity"]["init_checkpoint"] == str(runs / "search" / "sft")
+    run_config = yaml.safe_load((runs / "search" / "grpo-seed0" / "config.yaml").read_text())
+    assert start["identity"]["eval.num_tasks"] == run_config["eval"]["num_tasks"] == 2
     assert [r["before_rl"] for r in summary["rows"]] == [start["success"]] * 2
     records = out / "runs" / "search"  # the results folder holds what it reports
     assert json.loads((records / "start_eval.json").read_text()) == start

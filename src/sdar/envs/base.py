@@ -1,7 +1,8 @@
 """The one interface every agent environment implements (ALFWorld, WebShop, Search-QA, test envs).
 
 An environment here is a *batch* of independent episodes of one kind, stepped together, because the
-step-wise rollout collector (algorithm.md section 5) generates for all live episodes in one batch.
+step-wise rollout collector (docs/algorithm.md, "Rollout") generates for all live episodes in one
+batch.
 
 Contract, in the order the collector uses it::
 

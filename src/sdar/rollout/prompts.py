@@ -1,4 +1,6 @@
-"""Prompt building for the student and the skill-conditioned teacher (algorithm.md sections 5-6).
+"""Prompt building for the student and the skill-conditioned teacher.
+
+Described in docs/algorithm.md, "Rollout" and "Teacher prompt".
 
 The student prompt of one step is the environment's user message (task, last H (observation,
 action) pairs, current observation, admissible actions) rendered by the model's chat template.

@@ -32,7 +32,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class EnvConfig:
-    """Which environment to train on and how the agent talks to it (algorithm.md sections 5, 9)."""
+    """Which environment to train on and how the agent talks to it (docs/algorithm.md,
+    "Rollout")."""
 
     name: str = "alfworld"
     """Environment registry name: alfworld, webshop or search."""
@@ -55,7 +56,7 @@ class EnvConfig:
 
 @dataclass
 class RolloutConfig:
-    """Step-wise rollout collection (algorithm.md section 5)."""
+    """Step-wise rollout collection (docs/algorithm.md, "Rollout")."""
 
     tasks_per_iteration: int = 16
     """B, distinct tasks per iteration (paper: 16 ALFWorld/WebShop, 128 Search-QA)."""
@@ -77,7 +78,7 @@ class RolloutConfig:
 
 @dataclass
 class TeacherConfig:
-    """The skill-conditioned teacher branch (algorithm.md section 6)."""
+    """The skill-conditioned teacher branch (docs/algorithm.md, "Teacher prompt")."""
 
     layout: Literal["prefix", "system", "user"] = "prefix"
     """``prefix``: "[Privileged Skill Information]\\n" + context + "\\n\\n" + chat-rendered student
@@ -102,7 +103,7 @@ class TeacherConfig:
 
 @dataclass
 class AdvantageConfig:
-    """Advantage estimation (algorithm.md section 4)."""
+    """Advantage estimation (docs/algorithm.md, "Advantages")."""
 
     estimator: Literal["grpo", "gigpo"] = "grpo"
     cross_steps: bool = True
@@ -118,7 +119,7 @@ class AdvantageConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and PPO mini-batching (algorithm.md section 9)."""
+    """AdamW and PPO mini-batching (docs/algorithm.md, "Released hyperparameters")."""
 
     lr: float = 1e-6
     weight_decay: float = 0.01
@@ -134,7 +135,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """The fixed validation panel (algorithm.md section 5)."""
+    """The fixed validation panel (docs/algorithm.md, "Validation panel")."""
 
     every: int = 5
     """Validate every N iterations (0: never during training)."""
@@ -178,8 +179,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     iterations: int = 150
-    """Training iterations (algorithm.md section 9). 0 evaluates the untrained model only
-    (the Vanilla and Skill-Prompt rows)."""
+    """Training iterations (docs/algorithm.md, "Released hyperparameters"). 0 evaluates the
+    untrained model only (the Vanilla and Skill-Prompt rows)."""
     seed: int = 0
     """Seeds Python, NumPy and torch, the sampling generator and the training task order."""
     output_dir: str = "runs/sdar"

@@ -1,4 +1,4 @@
-"""Validation on a fixed panel of tasks (algorithm.md section 5) and ``sdar eval``.
+"""Validation on a fixed panel of tasks (docs/algorithm.md, "Validation panel") and ``sdar eval``.
 
 The panel is tasks ``eval.seed .. eval.seed + eval.num_tasks - 1`` of the validation split, one
 episode each (group size 1), the same every time. Sampling uses its own generator seeded from

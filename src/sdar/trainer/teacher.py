@@ -1,4 +1,6 @@
-"""The teacher branch (algorithm.md section 6): context-conditioned re-scoring of the sampled tokens.
+"""The teacher branch: context-conditioned re-scoring of the sampled tokens.
+
+Described in docs/algorithm.md, "Teacher prompt".
 
 The teacher is the policy itself with the rollout-time weights, reading privileged context in
 front of the student's prompt. It scores the very response ids the student sampled, without

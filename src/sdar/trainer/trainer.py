@@ -1,4 +1,4 @@
-"""The SDAR training loop (algorithm.md sections 3-9), on one device or data-parallel over many.
+"""The SDAR training loop (docs/algorithm.md), on one device or data-parallel over many.
 
 One iteration:
 
@@ -14,7 +14,7 @@ One iteration:
    token-mean is exact over the mini-batch. AdamW, gradient clipping, warm-up.
 5. **Metrics, samples, validation, checkpoint.**
 
-Every method of algorithm.md section 8 is the same loop with different switches
+Every method of docs/algorithm.md, "The methods" is the same loop with different switches
 (``sdar.methods.LossConfig``); the loop never branches on a method name.
 
 Deliberate simplifications, stated so nobody has to discover them:
