@@ -46,8 +46,13 @@ SCRIPTS = {
     "env_latency_alfworld.py": [],
     "env_latency_webshop.py": [],
     "env_latency_search.py": [],
+    "bf16_iteration.py": ["ratio_bf16_over_fp32", "logprob_agreement.policy.max_abs_diff",
+                          "logprob_agreement.teacher.mean_abs_diff"],
+    "canary.py": ["seconds", "validation_curve", "train_success"],
 }
 LEARNING = "learning.py"
+# grids with their own tests below (their --out is a folder)
+GRIDS = {"gate_study.py", "teacher_check_grid.py"}
 
 pytestmark = pytest.mark.slow
 
@@ -76,14 +81,15 @@ def _walk(data, dotted: str):
 
 def test_every_benchmark_script_is_smoke_tested():
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SCRIPTS) | {LEARNING}, "add new benchmark scripts to SCRIPTS in this test"
+    assert scripts == set(SCRIPTS) | {LEARNING} | GRIDS, "add new benchmark scripts to SCRIPTS in this test"
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_smoke_writes_result(script, tmp_path):
     keys = SCRIPTS[script]
     out = tmp_path / "result.json"
-    _run([str(BENCH / script), "--smoke", "--out", str(out)])
+    extra = ["--runs-dir", str(tmp_path / "runs")] if script == "canary.py" else []
+    _run([str(BENCH / script), "--smoke", "--out", str(out), *extra])
     data = json.loads(out.read_text())
     assert isinstance(data, dict) and data
     for key in keys:
@@ -221,3 +227,35 @@ def test_learning_writes_repository_paths_relative_to_the_repository():
     )
     outside = Path("/somewhere/else/runs")
     assert learning.repo_relative(outside) == outside
+
+
+def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = [str(BENCH / "gate_study.py"), "--smoke", "--runs-dir", str(runs), "--out", str(out),
+            "--only", "grpo", "sdar-l1-c1", "--seeds", "0"]
+    first = _run(args)
+    assert "grpo-seed0: trained" in first.stdout and "sdar-l1-c1-seed0: trained" in first.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["rows"]}
+    assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]
+    assert rows["opsd_sampled-c0"]["seeds"] == []  # not asked for: reported as missing, not invented
+    assert summary["state"].startswith("2 of ")
+    # the corrupted run really ran with corrupted hints, from the shared warm start
+    config = yaml.safe_load((runs / "sdar-l1-c1-seed0" / "config.yaml").read_text())
+    assert config["env"]["options"]["hint_corruption"] == 1.0 and config["teacher"]["context"] == "hint"
+    assert config["init_checkpoint"] == str(runs / "warm")
+    assert (out / "runs" / "grpo-seed0" / "metrics.jsonl").is_file() and (out / "summary.md").is_file()
+    again = _run(args)
+    assert "grpo-seed0: finished earlier" in again.stdout
+
+
+def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
+    out = tmp_path / "check"
+    _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",
+          "--layouts", "prefix", "user", "--episodes", "2", "--max-states", "4", "--out", str(out)])
+    cells = sorted(p.name for p in out.glob("*.json"))
+    assert cells == ["tiny-random-toy_panels-prefix.json", "tiny-random-toy_panels-user.json"]
+    cell = json.loads((out / cells[1]).read_text())
+    assert cell["teacher_layout"] == "user" and cell["teacher_context"] == "hint" and cell["states"] >= 2
+    table = (out / "README.md").read_text()
+    assert table.count("| tiny-random | toy_panels | hint |") == 2
