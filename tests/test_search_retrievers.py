@@ -273,6 +273,13 @@ def test_malformed_reply_gives_a_clear_error(body, message):
         assert message in str(err.value)
 
 
+def test_client_error_stops_after_one_attempt_and_says_so():
+    # a 4xx reply is not retried: the message counts the one attempt made, not the retries allowed
+    with _FakeServer(b"bad request", status=400) as fake:
+        with pytest.raises(RetrieverError, match=r"after 1 attempt\(s\) \(HTTP 400: bad request\)"):
+            HTTPRetriever(fake.url, timeout=2, retries=2, backoff=0.05).retrieve(["Paris"])
+
+
 def test_bare_documents_without_scores_are_accepted():
     body = json.dumps({"result": [[{"id": "7", "contents": '"T"\ntext'}]]}).encode()
     with _FakeServer(body) as fake:

@@ -332,7 +332,8 @@ class HTTPRetriever(Retriever):
 
     Every request is bounded: each attempt has ``timeout`` seconds, connection failures, timeouts
     and 5xx replies are retried ``retries`` times with ``backoff * 2**attempt`` seconds between,
-    and then a ``RetrieverError`` names the URL and what went wrong. A reply that is not the
+    and then a ``RetrieverError`` names the URL, the attempts made and what went wrong (a 4xx
+    reply is not retried: the request itself is wrong). A reply that is not the
     expected JSON raises at once (retrying would not fix it). Large batches are sent as several
     requests of at most ``batch_size`` queries.
 
@@ -379,7 +380,9 @@ class HTTPRetriever(Retriever):
 
     def _post(self, body: bytes) -> bytes:
         last_error = ""
+        attempts = 0  # those actually made: a 4xx reply stops early
         for attempt in range(self.retries + 1):
+            attempts += 1
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(
@@ -398,7 +401,7 @@ class HTTPRetriever(Retriever):
                 last_error = f"{type(reason).__name__}: {reason}"
             log.debug("retrieval attempt %d at %s failed: %s", attempt + 1, self.url, last_error)
         raise RetrieverError(
-            f"retrieval server at {self.url} did not answer after {self.retries + 1} attempt(s) "
+            f"retrieval server at {self.url} did not answer after {attempts} attempt(s) "
             f"({last_error}). Is it running? Start one with `sdar serve-retriever --port PORT` or "
             f"point the environment at a live Search-R1 retrieval server (option retriever_url)."
         )
