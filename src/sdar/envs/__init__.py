@@ -26,13 +26,21 @@ def register_env(name: str, target: str) -> None:
     ENVIRONMENTS[name] = target
 
 
-def make_env(name: str, **options: Any) -> AgentEnv:
-    """Build environment ``name`` with its keyword ``options`` (see each environment's docs)."""
+def make_env(name: str, action_rule: str = "project", **options: Any) -> AgentEnv:
+    """Build environment ``name`` with its keyword ``options`` (see each environment's docs) and
+    the action-validity rule ``action_rule`` (``project`` or ``released``,
+    ``sdar.envs.action_rules``)."""
     if name not in ENVIRONMENTS:
         raise ValueError(f"unknown environment {name!r}; known: {sorted(ENVIRONMENTS)}")
     module_name, factory_name = ENVIRONMENTS[name].split(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
-    return factory(**options)
+    env = factory(**options)
+    try:
+        env.set_action_rule(action_rule)
+    except ValueError:
+        env.close()
+        raise
+    return env
 
 
 __all__ = ["ENVIRONMENTS", "AgentEnv", "EnvState", "ParsedAction", "TaskInfo", "make_env", "register_env"]

@@ -27,6 +27,11 @@ Rules every implementation keeps:
   still applied the way the real environment would (ALFWorld sends it to the engine; WebShop
   leaves the page unchanged) and is reported with ``valid_action=False`` so the collector can apply
   the invalid-action penalty.
+* Which step counts as invalid follows ``action_rule`` (``sdar.envs.action_rules``): under
+  ``project`` a step is valid when the reply's format is right *and* the environment accepted the
+  action; under ``released`` (the SDAR authors' projections) the reply's format alone decides
+  (``action_valid``). ``make_env(..., action_rule=...)`` sets it; an environment lists the rules it
+  implements in ``action_rules``.
 * ``reward`` is the reward of that one transition in the environment's own units (ALFWorld 10 on the
   winning step, WebShop 10 when the purchase scores 1, Search-QA exact match on the answer step).
   The episode return is the sum over the episode.
@@ -129,6 +134,10 @@ class AgentEnv(abc.ABC):
     history_length: int = 2
     max_steps: int = 50
     policies: tuple[str, ...] = ("random",)
+    action_rules: tuple[str, ...] = ("project",)
+    """The ``env.action_rule`` values this environment implements."""
+    action_rule: str = "project"
+    """The rule in force (``set_action_rule``); ``parse_action`` and ``step`` follow it."""
 
     # ----- episodes -------------------------------------------------------------------------
     @abc.abstractmethod
@@ -158,6 +167,22 @@ class AgentEnv(abc.ABC):
     def parse_action(self, response: str) -> ParsedAction:
         """Extract the action from a model response (``<action>...</action>``, or ``<search>`` /
         ``<answer>`` for Search-QA)."""
+
+    def set_action_rule(self, rule: str) -> None:
+        """Use validity rule ``rule`` (``project`` or ``released``, see ``sdar.envs.action_rules``);
+        a rule this environment does not implement is a one-line ``ValueError``."""
+        if rule not in self.action_rules:
+            raise ValueError(f"environment {self.name!r} has no action rule {rule!r}; "
+                             f"it implements {list(self.action_rules)}")
+        self.action_rule = rule
+
+    def action_valid(self, parsed: ParsedAction, new_state: EnvState) -> bool:
+        """Whether the step that parsed ``parsed`` and led to ``new_state`` counts as valid (no
+        invalid-action penalty): the format and the environment's verdict under ``project``, the
+        format alone under ``released``."""
+        if self.action_rule == "released":
+            return parsed.format_ok
+        return parsed.format_ok and new_state.valid_action
 
     # ----- scripted play ------------------------------------------------------------------------
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:

@@ -9,8 +9,9 @@ that advantages need (group id, trajectory id, step index, validity, episode ret
 Deliberate choices:
 * The response ids are kept exactly as sampled (EOS included when produced); the text is decoded
   only to parse the action. Scoring later uses these ids, never a re-tokenisation.
-* An invalid action (missing/malformed tag, or refused by the environment) is still applied, the
-  environment answers as it would, and the step's score loses ``invalid_action_penalty``.
+* An invalid action (missing/malformed tag, or, under ``env.action_rule: project``, refused by
+  the environment; ``AgentEnv.action_valid``) is still applied, the environment answers as it
+  would, and the step's score loses ``invalid_action_penalty``.
 * The score of a step sample is ``S = R(episode) - penalty * [invalid]``; it is what GRPO
   normalises within the group.
 """
@@ -135,7 +136,7 @@ def collect_rollout(
                 group_id=i // group_size, traj_id=i, step=states[i].step, task=states[i].task,
                 state=states[i], history=histories[i][-history_length:] if history_length > 0 else [],
                 prompt_ids=prompts[j].ids, response_ids=list(responses[j]), response_text=texts[j],
-                action=parsed[j].action, valid_action=parsed[j].format_ok and new.valid_action,
+                action=parsed[j].action, valid_action=env.action_valid(parsed[j], new),
                 reward=float(new.reward), skill_files=prompts[j].skill_files,
                 prompt_truncated=prompts[j].truncated,
             ))

@@ -52,6 +52,13 @@ class EnvConfig:
     prompt_mode: Literal["think", "action_only"] = "think"
     """``think``: reasoning in <think> then the action tag (paper). ``action_only``: the action tag
     alone, for small models that cannot afford long reasoning."""
+    action_rule: Literal["project", "released"] = "project"
+    """Which reply counts as a valid action (``sdar.envs.action_rules``; docs/algorithm.md,
+    "Action format and validity"). ``project``: the last tag, no ``<think>`` needed, and
+    an action the environment refuses (not admissible) is invalid. ``released``: the SDAR code's
+    projections: the first tag, ``<think>`` and ``</think>`` required and no CJK (ALFWorld,
+    WebShop), Search tags counted anywhere and an empty tag accepted; the environment's refusal is
+    not penalised. The paper configs use ``released``."""
 
 
 @dataclass
@@ -218,6 +225,12 @@ class TrainConfig:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
         if self.optim.lr <= 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
+        if (self.env.action_rule == "released" and self.env.prompt_mode == "action_only"
+                and self.env.name in ("alfworld", "webshop")):
+            raise ConfigError(
+                f"env.action_rule=released needs <think> in every {self.env.name} reply, but "
+                "env.prompt_mode=action_only asks for the action tag alone; use prompt_mode=think "
+                "or action_rule=project")
         if self.distributed.strategy == "fsdp" and self.rollout.engine == "vllm":
             raise ConfigError(
                 "distributed.strategy=fsdp does not support rollout.engine=vllm (the engine's weight "

@@ -139,8 +139,9 @@ def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.
 
 def make_run_env(env_config, split: str | None) -> AgentEnv:
     """The configured environment on ``split`` (None: the environment's default split), with the
-    config's step limit and its extra options."""
+    config's step limit, action-validity rule and extra options."""
     options = dict(env_config.options)
+    options["action_rule"] = env_config.action_rule
     if split is not None:
         options["split"] = split
     if env_config.max_steps is not None:

@@ -4,6 +4,9 @@ Each episode is one real ALFWorld engine (see ``engine.py``). What this class ad
 side of the paper's setting: the step limit (50), the reward (10 on the winning step), validity of
 actions (an action is valid when it is one of the engine's admissible commands; an invalid one is
 still sent to the engine, which answers "Nothing happens."), the prompt, and scripted policies.
+Under ``env.action_rule: released`` validity is the released projection's instead (first
+``<action>`` tag, ``<think>`` required, no CJK; admissibility plays no part:
+``sdar.envs.action_rules``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import random
 from collections.abc import Sequence
 
+from sdar.envs.action_rules import ACTION_RULES, ALFWORLD_TAIL_CHARS, released_tag_action
 from sdar.envs.alfworld import prompts
 from sdar.envs.alfworld.data import GameRecord, order_for_seeds
 from sdar.envs.alfworld.engine import EnginePool, EngineState
@@ -48,6 +52,7 @@ class AlfworldEnv(AgentEnv):
     history_length = 2
     max_steps = 50
     policies = ("expert", "random")
+    action_rules = ACTION_RULES
 
     def __init__(
         self,
@@ -199,6 +204,11 @@ class AlfworldEnv(AgentEnv):
         )
 
     def parse_action(self, response: str) -> ParsedAction:
+        if self.action_rule == "released":
+            parsed = released_tag_action(response, ALFWORLD_TAIL_CHARS)
+            # white space collapsed as the engine's commands are written (TextWorld's parser
+            # splits on it, so the released engine reads the same command)
+            return ParsedAction(prompts.normalize_command(parsed.action), parsed.format_ok)
         return prompts.parse_action(response)
 
     # ----- scripted play ------------------------------------------------------------------

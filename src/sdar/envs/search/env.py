@@ -7,6 +7,13 @@ reported too). A response with neither tag, both, or an empty one is an invalid 
 goes on with a short correction as the observation, and the turn counts. At most ``max_steps``
 turns (4); an episode that never answers ends with reward 0.
 
+Under ``env.action_rule: released`` (the SDAR authors' projection, ``sdar.envs.action_rules``) the
+action is the first tag of the reply cut after its first ``</search>`` (else ``</answer>``), tags
+count anywhere (inside ``<think>`` too), an empty tag is accepted (an empty query is sent to the
+retriever, an empty answer ends the episode with exact match 0), the environment acts on the
+extracted tag even when the reply is invalid (both tags, a tag opened twice), and a reply without
+a tag gets an empty observation, as the released environment answers it.
+
 Internal action encoding (what ``parse_action`` returns and ``step`` takes):
 ``"search:<query>"``, ``"answer:<text>"``; anything else (``""`` for a response without a valid
 tag) is an invalid action.
@@ -20,6 +27,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from sdar.envs.action_rules import ACTION_RULES, released_search_action
 from sdar.envs.base import (
     AgentEnv,
     EnvState,
@@ -123,6 +131,7 @@ class SearchEnv(AgentEnv):
     history_length = 4
     max_steps = 4
     policies = ("oracle", "random")
+    action_rules = ACTION_RULES
 
     def __init__(
         self,
@@ -187,10 +196,11 @@ class SearchEnv(AgentEnv):
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
         check_step_actions(self._states, actions)
+        released = self.action_rule == "released"  # sends an empty query too, as released
         queries = {
             i: a[len(SEARCH_PREFIX) :].strip()
             for i, a in enumerate(actions)
-            if a is not None and a.startswith(SEARCH_PREFIX) and a[len(SEARCH_PREFIX) :].strip()
+            if a is not None and a.startswith(SEARCH_PREFIX) and (released or a[len(SEARCH_PREFIX) :].strip())
         }
         # one retrieval call per step for the whole batch; copies in a group often repeat a query
         unique = list(dict.fromkeys(queries.values()))
@@ -209,7 +219,8 @@ class SearchEnv(AgentEnv):
         example = self._examples[i]
         step = state.step + 1
         invalid = int(state.metrics.get("invalid_actions", 0))
-        if action.startswith(ANSWER_PREFIX) and action[len(ANSWER_PREFIX) :].strip():
+        released = self.action_rule == "released"
+        if action.startswith(ANSWER_PREFIX) and (released or action[len(ANSWER_PREFIX) :].strip()):
             answer = action[len(ANSWER_PREFIX) :].strip()
             em = exact_match(answer, example.golden_answers)
             f1 = f1_score(answer, example.golden_answers)
@@ -229,7 +240,8 @@ class SearchEnv(AgentEnv):
             self._seen[i].extend(p.document for p in passages)
             observation, valid = format_information(passages), True
         else:
-            observation, valid = INVALID_ACTION_FEEDBACK, False
+            # the released environment answers a reply without a tag with nothing at all
+            observation, valid = ("" if released else INVALID_ACTION_FEEDBACK), False
             invalid += 1
         done = step >= self.max_steps
         return replace(
@@ -295,8 +307,14 @@ class SearchEnv(AgentEnv):
         """``<search>q</search>`` -> ``"search:q"``, ``<answer>a</answer>`` -> ``"answer:a"``.
 
         Text inside ``<think>...</think>`` is ignored (models quote the format while reasoning).
-        Neither tag, both tags, or an empty one give ``ParsedAction("", False)``.
+        Neither tag, both tags, or an empty one give ``ParsedAction("", False)``. Under
+        ``action_rule == "released"``: ``sdar.envs.action_rules.released_search_action`` (the
+        extracted tag is returned even when the reply is invalid, and the environment acts on it).
         """
+        if self.action_rule == "released":
+            kind, text, valid = released_search_action(response)
+            prefix = {"search": SEARCH_PREFIX, "answer": ANSWER_PREFIX}.get(kind)
+            return ParsedAction(prefix + text if prefix else "", valid)
         visible = re.sub(r"<think>.*?</think>", " ", response, flags=re.DOTALL)
         query, answer = extract_tag(visible, "search"), extract_tag(visible, "answer")
         if query and answer is None:

@@ -5,7 +5,10 @@ One episode: the agent gets an instruction, starts on the search page, and acts 
 ``buy now`` or reaches the step limit (15). Buying ends the episode with the purchase's score
 (``scoring.py``); the reward is 10 when the score is 1, else 0. Running out of steps scores 0.
 Invalid actions (unavailable clicks, search off the search page, malformed text) leave the page
-unchanged, count as a step and are reported with ``valid_action=False``.
+unchanged, count as a step and are reported with ``valid_action=False``. Under
+``env.action_rule: released`` validity is the released projection's instead (first ``<action>``
+tag, ``<think>`` required, no CJK; an unavailable click is answered, not penalised:
+``sdar.envs.action_rules``).
 
 Seeds map to goals of the split deterministically: seed ``s`` plays goal ``split[s % len(split)]``.
 """
@@ -17,6 +20,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sdar.envs.action_rules import ACTION_RULES, WEBSHOP_TAIL_CHARS, released_tag_action
 from sdar.envs.base import (
     AgentEnv,
     EnvState,
@@ -80,6 +84,7 @@ class WebShopEnv(AgentEnv):
     history_length = 2
     max_steps = 15
     policies = ("oracle", "rule", "random")
+    action_rules = ACTION_RULES
 
     def __init__(
         self,
@@ -248,6 +253,8 @@ class WebShopEnv(AgentEnv):
         return "\n".join(lines)
 
     def parse_action(self, response: str) -> ParsedAction:
+        if self.action_rule == "released":
+            return released_tag_action(response or "", WEBSHOP_TAIL_CHARS)
         action = extract_tag(response or "", "action")
         if action is None:
             return ParsedAction(action="", format_ok=False)
