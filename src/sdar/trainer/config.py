@@ -133,6 +133,17 @@ class OptimConfig:
     grad_clip: float = 1.0
     warmup_ratio: float = 0.0
     """Share of iterations with linear learning-rate warm-up (Search-QA: 0.1)."""
+    warmup: Literal["project", "released"] = "project"
+    """Warm-up schedule over ``W = int(warmup_ratio * iterations)`` iterations: ``project`` runs
+    iteration k at ``lr * k / W``; ``released`` (verl's schedule, stepped after each iteration)
+    at ``lr * (k - 1) / W``, so the first iteration runs at lr 0 (docs/algorithm.md, "Departures
+    from the released code")."""
+    loss_aggregation: Literal["exact", "released"] = "exact"
+    """``exact``: the token-mean over each whole mini-batch (micro-batches weighted by their
+    tokens), mini-batches cut from a shuffled order. ``released``: the released actor's gradient
+    accumulation: each micro-batch's token-mean divided by ``mini_batch_size //
+    micro_batch_size``, samples in collection order (no shuffling); the micro-batch size then
+    changes the loss, so set it as the released per-GPU value."""
     mini_batch_size: int = 256
     """Step samples per optimizer step; the iteration's samples are split into mini-batches."""
     micro_batch_size: int = 8

@@ -130,6 +130,50 @@ def reuses_update_log_probs(optim, total_samples: int) -> bool:
     return optim.ppo_epochs == 1 and optim.mini_batch_size >= total_samples
 
 
+def warmup_lr(optim, iterations: int, iteration: int) -> float:
+    """The learning rate of ``iteration`` (1-based) under linear warm-up over
+    ``W = int(optim.warmup_ratio * iterations)`` iterations (docs/algorithm.md, "Departures from
+    the released code").
+
+    ``optim.warmup: project``: ``lr * iteration / W`` for ``iteration <= W`` (the first iteration
+    already moves the weights). ``released``: verl's ``get_constant_schedule_with_warmup``, stepped
+    once after every iteration: ``lr * (iteration - 1) / W`` for ``iteration <= W``, so the first
+    iteration runs at lr 0 and the full rate is reached at iteration ``W + 1``. ``W = 0``: ``lr``
+    throughout, either way.
+    """
+    warmup = int(optim.warmup_ratio * iterations)
+    if warmup > 0 and iteration <= warmup:
+        done = iteration - 1 if optim.warmup == "released" else iteration
+        return optim.lr * done / warmup
+    return optim.lr
+
+
+def mini_batch_plan(optim, tokens: list[int], generator: torch.Generator | None) -> list[list[int]]:
+    """The global sample indices of each mini-batch of one PPO epoch.
+
+    ``optim.loss_aggregation: exact`` cuts a random permutation (drawn from ``generator``);
+    ``released`` cuts the samples in their collection order, as the released actor does (no
+    shuffling). ``tokens`` holds the response tokens per global index (only its length is used).
+    """
+    order = (list(range(len(tokens))) if optim.loss_aggregation == "released"
+             else torch.randperm(len(tokens), generator=generator).tolist())
+    size = optim.mini_batch_size
+    return [order[k : k + size] for k in range(0, len(order), size)]
+
+
+def micro_batch_weight(optim, n_tokens: int, mini_tokens: int) -> float:
+    """What one micro-batch's token-mean loss is multiplied by before its backward pass.
+
+    ``exact``: its share of the mini-batch's response tokens, so the summed gradient is the
+    gradient of the token-mean over the whole mini-batch. ``released``: ``1 / (mini_batch_size //
+    micro_batch_size)``, verl's gradient accumulation (the same divisor for a short last
+    mini-batch, as released).
+    """
+    if optim.loss_aggregation == "released":
+        return 1.0 / max(1, optim.mini_batch_size // optim.micro_batch_size)
+    return n_tokens / mini_tokens
+
+
 def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.Tensor:
     out = torch.full((len(rows), width), value, dtype=torch.float32)
     for i, r in enumerate(rows):
@@ -566,10 +610,7 @@ class Trainer:
         return advantages[offset : offset + len(samples)]
 
     def _lr(self, iteration: int) -> float:
-        warmup = int(self.config.optim.warmup_ratio * self.config.iterations)
-        if warmup > 0 and iteration <= warmup:
-            return self.config.optim.lr * iteration / warmup
-        return self.config.optim.lr
+        return warmup_lr(self.config.optim, self.config.iterations, iteration)
 
     def update(self, iteration: int, samples: list[StepSample], advantages: torch.Tensor, old_lp, ref_lp,
                teacher) -> dict[str, float]:
@@ -580,6 +621,11 @@ class Trainer:
         indices; each rank backpropagates the members it holds, weighted by their tokens over the
         whole mini-batch's tokens, and the gradients are summed over ranks before the step, so the
         token-mean is over the global mini-batch. Every rank steps the same number of times.
+
+        ``optim.loss_aggregation: released`` instead cuts the samples in collection order and
+        weighs each micro-batch's token-mean by ``1 / (mini_batch_size // micro_batch_size)``
+        (:func:`mini_batch_plan`, :func:`micro_batch_weight`); micro-batches are then cut in
+        order, not sorted by length, since their membership changes the loss.
 
         ``old_lp`` holds empty tensors when :func:`reuses_update_log_probs` holds: each row is then
         replaced in place by the detached log-probs of its forward pass here (ratio exactly 1).
@@ -605,18 +651,17 @@ class Trainer:
         starts = [sum(len(part) for part in lengths[:r]) for r in range(len(lengths) + 1)]  # of each rank
         offset = starts[self.dist.rank]
         micro_size = cfg.optim.micro_batch_size
+        released = cfg.optim.loss_aggregation == "released"
         for _ in range(cfg.optim.ppo_epochs):
             # rank 0 draws the permutation (from the single-process stream) and shares it
-            drawn = (torch.randperm(len(tokens), generator=self.generator).tolist()
-                     if self.dist.is_main else None)
-            order = broadcast_object(self.dist, drawn)
-            for start in range(0, len(order), cfg.optim.mini_batch_size):
-                mini = order[start : start + cfg.optim.mini_batch_size]
+            plan = (mini_batch_plan(cfg.optim, tokens, self.generator)
+                    if self.dist.is_main or released else None)
+            for mini in (plan if released else broadcast_object(self.dist, plan)):
                 mini_tokens = sum(tokens[i] for i in mini)
                 # this rank's members, as local indices
                 mine = [i - offset for i in mini if offset <= i < offset + len(samples)]
-                # micro-batches of similar lengths pad less; the summed gradient is the same
-                mine.sort(key=lambda i: (len(samples[i].prompt_ids), len(samples[i].response_ids)))
+                if not released:  # micro-batches of similar lengths pad less; same summed gradient
+                    mine.sort(key=lambda i: (len(samples[i].prompt_ids), len(samples[i].response_ids)))
                 micro_batches = [mine[k : k + micro_size] for k in range(0, len(mine), micro_size)]
                 passes = len(micro_batches)
                 if self.sharded:  # the busiest rank's number of micro-batches, known to every rank
@@ -638,7 +683,7 @@ class Trainer:
                             break
                         loss.backward()  # the other ranks wait for this backward; the step is skipped
                         continue
-                    (loss * (n_tokens / mini_tokens)).backward()
+                    (loss * micro_batch_weight(cfg.optim, n_tokens, mini_tokens)).backward()
                     for k, v in m.items():
                         sums[k] = sums.get(k, 0.0) + v * n_tokens
                     total_tokens += n_tokens
