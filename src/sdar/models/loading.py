@@ -44,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,9 @@ class ModelConfig:
             ``$XDG_CACHE_HOME/sdar``, else ``~/.cache/sdar``.
         trust_remote_code: passed to ``from_pretrained`` for hub models with custom code.
         init_seed: seed of the random weights of ``"tiny-random"`` (ignored for other models).
+        chat_template_kwargs: extra variables for the tokenizer's chat template, passed to every
+            prompt rendering (student, teacher, SFT), e.g. ``{"enable_thinking": False}`` for Qwen3
+            without thinking, as the released Qwen3-1.7B runs do. Empty by default.
         autocast: ``"none"`` (default) or ``"bf16"``: run every forward pass (rollout generation,
             old/reference/teacher scoring, the update's forward, validation, SFT) under
             ``torch.autocast`` in bfloat16 while the weights, gradients and optimizer state stay in
@@ -176,6 +179,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     init_seed: int = 0
     autocast: str = "none"
+    chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -213,6 +217,10 @@ class ModelConfig:
             raise TypeError(f"model.cache_dir must be a path or null, got {self.cache_dir!r}")
         if not isinstance(self.init_seed, int):
             raise TypeError(f"model.init_seed must be an integer, got {self.init_seed!r}")
+        if not isinstance(self.chat_template_kwargs, dict) or not all(
+                isinstance(k, str) for k in self.chat_template_kwargs):
+            raise TypeError("model.chat_template_kwargs must be a mapping of template variable names "
+                            f"to values, e.g. {{enable_thinking: false}}; got {self.chat_template_kwargs!r}")
         if self.autocast not in AUTOCAST:
             raise ValueError(
                 f"model.autocast must be one of {', '.join(AUTOCAST)}, got {self.autocast!r}"

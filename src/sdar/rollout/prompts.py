@@ -24,6 +24,11 @@ the prefix's key/value cache can be computed once per distinct skill text and sh
 sample that carries it. The response tokens scored after either prompt are the sampled ids
 themselves, never re-tokenised, so teacher and student score exactly the same tokens.
 
+Every chat-template rendering here (student, teacher in all three layouts) receives the same extra
+template arguments, ``chat_template_kwargs`` (``model.chat_template_kwargs``; e.g. Qwen3's
+``{"enable_thinking": False}``, as the released Qwen3 runs pass), so student and teacher read the
+same rendering of the conversation.
+
 Budgets: an over-long prompt first loses history pairs (oldest first). Skills are never cut: a
 teacher prompt that still does not fit raises (or, for the student, is left-truncated and counted).
 """
@@ -75,12 +80,15 @@ class PromptBuilder:
         skills: the environment's skill library (needed for the teacher and skill-seeing students).
         think: ``True`` for the <think>+<action> format, ``False`` for the action-only mode.
         layout: teacher layout, ``"prefix"``, ``"system"`` or ``"user"``.
+        chat_template_kwargs: extra variables for the chat template (``{"enable_thinking": False}``
+            for Qwen3), passed to every rendering, student and teacher alike.
     """
 
     def __init__(self, env: AgentEnv, tokenizer, skills: SkillLibrary | None, think: bool = True,
-                 layout: str = "prefix"):
+                 layout: str = "prefix", chat_template_kwargs: dict | None = None):
         if layout not in LAYOUTS:
             raise ValueError(f"teacher layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
+        self.template_kwargs = dict(chat_template_kwargs or {})
         self.env = env
         self.tokenizer = tokenizer
         self.skills = skills
@@ -95,7 +103,8 @@ class PromptBuilder:
 
     def chat(self, user_message: str) -> str:
         return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=False
+            [{"role": "user", "content": user_message}], add_generation_prompt=True, tokenize=False,
+            **self.template_kwargs,
         )
 
     def select_skills(self, state: EnvState) -> SkillSelection:
@@ -121,7 +130,7 @@ class PromptBuilder:
         rendered = self.tokenizer.apply_chat_template(
             [{"role": "system", "content": SKILL_HEADER + skill_text},
              {"role": "user", "content": _USER_SENTINEL}],
-            add_generation_prompt=True, tokenize=False,
+            add_generation_prompt=True, tokenize=False, **self.template_kwargs,
         )
         before, sep, after = rendered.partition(_USER_SENTINEL)
         if not sep:

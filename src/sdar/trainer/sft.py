@@ -50,14 +50,17 @@ def read_demonstrations(path: str | Path, only_won: bool = True) -> list[dict]:
     return demos
 
 
-def encode_demonstration(tokenizer, prompt: str, response: str) -> tuple[list[int], list[int]]:
-    """Prompt ids (chat-rendered user message) and response ids (text + end-of-turn token)."""
+def encode_demonstration(tokenizer, prompt: str, response: str,
+                         chat_template_kwargs: dict | None = None) -> tuple[list[int], list[int]]:
+    """Prompt ids (chat-rendered user message) and response ids (text + end-of-turn token).
+    ``chat_template_kwargs`` (``model.chat_template_kwargs``) reach the template as in RL."""
+    kwargs = dict(chat_template_kwargs or {})
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
+                                         tokenize=False, **kwargs)
     prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
     full = tokenizer.apply_chat_template([{"role": "user", "content": prompt}, {"role": "assistant", "content": response}],
-                                         tokenize=False)
+                                         tokenize=False, **kwargs)
     # the end-of-turn token is whatever the template puts right after the assistant's text
     tail = full[len(text) + len(response):] if full.startswith(text + response) else ""
     end = tokenizer(tail, add_special_tokens=False)["input_ids"][:1] if tail.strip() else []
@@ -79,7 +82,8 @@ def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path, ep
     demos = read_demonstrations(demos_path)
     if max_demos is not None:
         demos = demos[:max_demos]
-    encoded = [encode_demonstration(tokenizer, d["prompt"], d["response"]) for d in demos]
+    encoded = [encode_demonstration(tokenizer, d["prompt"], d["response"], config.model.chat_template_kwargs)
+               for d in demos]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.optim.weight_decay)
     save_config(config, run_dir / "config.yaml")

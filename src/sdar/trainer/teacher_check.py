@@ -127,7 +127,7 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
     split = split or config.env.val_split
     with make_run_env(config.env, split) as env:
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if config.teacher.context == "skills" else None
-        builder = PromptBuilder(env, tokenizer, skills, think, config.teacher.layout)
+        builder = PromptBuilder(env, tokenizer, skills, think, config.teacher.layout, config.model.chat_template_kwargs)
         history_length = config.env.history_length if config.env.history_length is not None else env.history_length
         seeds = list(range(config.eval.seed, config.eval.seed + episodes))
         visited = collect_states(env, seeds, history_length, max_states)

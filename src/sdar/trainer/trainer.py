@@ -255,8 +255,10 @@ class Trainer:
                        or self.spec.student_sees_skills or config.eval.with_skills)
         self.skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if uses_skills else None
         think = config.env.prompt_mode == "think"
-        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, config.teacher.layout)
-        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, config.teacher.layout)
+        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, config.teacher.layout,
+                                           config.model.chat_template_kwargs)
+        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, config.teacher.layout,
+                                          config.model.chat_template_kwargs)
                             if self.val_env is not None else None)
 
         # ---- run directory ----------------------------------------------------------------------
