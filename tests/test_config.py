@@ -1,5 +1,7 @@
 """Config loading: YAML + overrides + method presets, and errors that name the bad key."""
 
+from pathlib import Path
+
 import pytest
 
 from sdar.trainer.config import ConfigError, TrainConfig, load_config, save_config
@@ -77,3 +79,23 @@ def test_evaluation_only_presets(tmp_path):
     assert vanilla.iterations == 0 and not vanilla.eval.with_skills
     skill_prompt = load_config(write(tmp_path, "method: skill_prompt\n"))
     assert skill_prompt.iterations == 0 and skill_prompt.eval.with_skills
+
+
+PAPER = Path(__file__).resolve().parent.parent / "configs" / "paper"
+
+
+@pytest.mark.parametrize("path", sorted(PAPER.glob("*.yaml")), ids=lambda p: p.name)
+def test_paper_configs_load_and_use_every_released_switch(path):
+    config = load_config(path)
+    assert config.env.action_rule == "released"
+    assert config.optim.loss_aggregation == "released" and config.optim.warmup == "released"
+    # the released runs' per-GPU micro-batch: part of the loss under released aggregation
+    released_micro = {"alfworld": 32, "webshop": 8, "search": 16}[config.env.name]
+    assert config.optim.micro_batch_size == released_micro
+    qwen3 = path.stem.endswith("_qwen3")
+    assert (config.model.name == "Qwen/Qwen3-1.7B") == qwen3
+    assert config.model.chat_template_kwargs == ({"enable_thinking": False} if qwen3 else {})
+
+
+def test_qwen3_paper_configs_exist_for_alfworld_and_webshop():
+    assert {p.name for p in PAPER.glob("*_qwen3.yaml")} >= {"alfworld_qwen3.yaml", "webshop_qwen3.yaml"}
