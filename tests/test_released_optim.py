@@ -4,6 +4,7 @@ released code")."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -138,3 +139,57 @@ def test_exact_aggregation_is_the_token_mean_of_a_shuffled_mini_batch(tmp_path):
         torch.testing.assert_close(g, torch.zeros_like(g) if w is None else w, rtol=2e-3, atol=1e-7)
     differs = max(float((g - r).abs().max()) for g, r in zip(got, released) if r is not None)
     assert differs > 1e-4 * max(float(g.abs().max()) for g in got)
+
+
+# ----- aggregation over two ranks -----------------------------------------------------------------
+RELEASED = ["optim.loss_aggregation=released", "optim.mini_batch_size=4", "optim.micro_batch_size=2"]
+
+
+def _released_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
+    from test_distributed import join_group, scripted_samples, trainable
+
+    from sdar.trainer.config import load_config
+    from sdar.trainer.distributed import shutdown
+
+    context = join_group(rank, port)
+    try:
+        for split in (2, 3):
+            trainer = Trainer(load_config(config_path, RELEASED), Path(out_dir) / f"run-{split}")
+            samples = scripted_samples(trainer)
+            trainer.learn(1, samples[:split] if rank == 0 else samples[split:])
+            torch.save(trainable(trainer.model), Path(out_dir) / f"split{split}-rank{rank}.pt")
+    finally:
+        shutdown(context)
+
+
+@pytest.mark.slow
+def test_released_aggregation_over_two_ranks(tmp_path):
+    """Micro-batches never span ranks. Split 2: the ranks' micro-batches are one process's
+    ([0, 1] | [2, 3], then [4, 5], [6, 7]), so the weights are one process's. Split 3: rank 0
+    cuts [0, 1], [2] and rank 1 [3]: other micro-batches, another gradient (not world-size
+    invariant, as the released code on its GPUs)."""
+    from test_distributed import (
+        ROUNDED,
+        free_port,
+        scripted_samples,
+        spawn,
+        trainable,
+        write_config,
+    )
+
+    from sdar.trainer.config import load_config
+
+    config_path = write_config(tmp_path / "config.yaml")
+    single = Trainer(load_config(config_path, RELEASED), tmp_path / "single")
+    single.learn(1, scripted_samples(single))
+    expected = trainable(single.model)
+    spawn(_released_worker, (free_port(), str(config_path), str(tmp_path)))
+    for split in (2, 3):
+        ranks = [torch.load(tmp_path / f"split{split}-rank{r}.pt", weights_only=False) for r in (0, 1)]
+        for k in expected:
+            assert torch.equal(ranks[0][k], ranks[1][k]), k
+        if split == 2:
+            for k in expected:
+                torch.testing.assert_close(ranks[0][k], expected[k], **ROUNDED, msg=k)
+        else:
+            assert max(float((ranks[0][k] - expected[k]).abs().max()) for k in expected) > 1e-4
