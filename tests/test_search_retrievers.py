@@ -275,9 +275,9 @@ def test_malformed_reply_gives_a_clear_error(body, message):
 
 def test_client_error_stops_after_one_attempt_and_says_so():
     # a 4xx reply is not retried: the message counts the one attempt made, not the retries allowed
-    with _FakeServer(b"bad request", status=400) as fake:
-        with pytest.raises(RetrieverError, match=r"after 1 attempt\(s\) \(HTTP 400: bad request\)"):
-            HTTPRetriever(fake.url, timeout=2, retries=2, backoff=0.05).retrieve(["Paris"])
+    with _FakeServer(b"bad request", status=400) as fake, pytest.raises(
+            RetrieverError, match=r"after 1 attempt\(s\) \(HTTP 400: bad request\)"):
+        HTTPRetriever(fake.url, timeout=2, retries=2, backoff=0.05).retrieve(["Paris"])
 
 
 def test_bare_documents_without_scores_are_accepted():
