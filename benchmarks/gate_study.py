@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--only", nargs="+", help="run names of RUNS to train (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
-    parser.add_argument("--demo-episodes", type=int, default=64)
+    parser.add_argument("--demo-episodes", type=int, default=192)
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 1 iteration (plumbing only)")
     args = parser.parse_args(argv)
