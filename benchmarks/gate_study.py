@@ -16,8 +16,8 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
 2. **Runs** (``RUNS`` below), each for every seed: GRPO; SDAR at lambda 0.01 / 0.1 / 1; the
    released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
    seed); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
-   hints and with half and all of them corrupted. Ordered so that the most telling comparisons
-   finish first for all seeds. Resumable: finished runs are skipped, interrupted ones resumed.
+   hints and with half and all of them corrupted. The core comparisons (``CORE``) run first, seed
+   by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs are skipped, interrupted ones resumed.
 3. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before and
    after, mean +- std over seeds; the gate and gap on tokens with positive / negative advantage),
    ``curves.png``, and each run's config and metrics under ``runs/``.
@@ -63,6 +63,9 @@ RUNS: list[tuple[str, list[str]]] = [
     ("sdar-l0.01-c1", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=1.0"]),
     ("sdar-l0.01-c0.5", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=0.5"]),
 ]
+# the comparisons the study is about: GRPO, gated (SDAR lambda 1) and ungated (textbook OPSD)
+# distillation with correct and with corrupted hints
+CORE = ("grpo", "sdar-l1-c0", "opsd_sampled-c0", "sdar-l1-c1", "opsd_sampled-c1")
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1", "rollout.tasks_per_iteration=2",
          "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=4"]
 GATE_KEYS = ("teacher/gate_pos_adv", "teacher/gate_neg_adv", "teacher/gap_pos_adv", "teacher/gap_neg_adv",
@@ -282,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes)
     print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
-    planned = [(name, ro, seed) for name, ro in RUNS if not args.only or name in args.only for seed in args.seeds]
+    # seed-major within the core runs, so that one seed of every core comparison finishes first
+    chosen = [(name, ro) for name, ro in RUNS if not args.only or name in args.only]
+    core = [r for r in chosen if r[0] in CORE]
+    rest = [r for r in chosen if r[0] not in CORE]
+    planned = [(name, ro, seed) for part in (core, rest) for seed in args.seeds for name, ro in part]
     failures = []
     if not args.aggregate_only:
 

@@ -2,8 +2,8 @@
 
 For each packaged model (SmolLM2-135M; Qwen2.5-Coder-0.5B when its wheels are installed, see
 docs/models.md) and each environment (the settings of ``configs/bench/<env>.yaml``, teacher
-context ``skills``; ``toy_panels`` with its decisive ``hint`` as the control where the context is
-known to help), and each ``teacher.layout`` (prefix as released, system, user), the check scores
+context ``skills``, and for ALFWorld also ``sibling``, a successful trajectory's actions;
+``toy_panels`` with its decisive ``hint`` as the control where the context is known to help), and each ``teacher.layout`` (prefix as released, system, user), the check scores
 the scripted expert's actions and alternatives with and without the context (untrained models,
 no warm start). One JSON per cell under ``--out`` and a ``README.md`` table generated from them.
 Cells already measured are kept (delete a JSON to measure it again).
@@ -26,6 +26,8 @@ MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b")
 ENVS = {
     "toy_panels": ("configs/bench/gate_study.yaml", ["teacher.context=hint"]),
     "alfworld": ("configs/bench/alfworld.yaml", ["teacher.context=skills"]),
+    # the expert episode's own actions as the context (what a successful sibling would give)
+    "alfworld_sibling": ("configs/bench/alfworld.yaml", ["teacher.context=sibling"]),
     "webshop": ("configs/bench/webshop.yaml", ["teacher.context=skills"]),
     "search": ("configs/bench/search.yaml", ["teacher.context=skills"]),
 }
