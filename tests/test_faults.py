@@ -132,6 +132,20 @@ def test_ctrl_c_at_any_moment_then_resume_logs_every_iteration_once(tmp_path, ph
     assert [r["iteration"] for r in read_jsonl(run / "skills_used.jsonl")] == [1, 2, 3]
 
 
+def test_resumed_without_validation_the_owed_line_holds_the_training_metrics(tmp_path):
+    config = load_config(write_config(tmp_path), ["iterations=2"])
+    run = tmp_path / "run"
+    trainer = Trainer(config, run)
+    _interrupt_at(trainer, "validation", iteration=1)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert [m["iteration"] for m in read_jsonl(run / "metrics.jsonl")] == [0]
+    Trainer(load_config(write_config(tmp_path), ["iterations=2", "eval.every=0"]), run, resume=True).train()
+    lines = read_jsonl(run / "metrics.jsonl")
+    assert [m["iteration"] for m in lines] == [0, 1, 2]
+    assert "train/success" in lines[1] and "val/success" not in lines[1]
+
+
 # ---- 3. SIGTERM like Ctrl-C ------------------------------------------------------------------------
 def test_sigterm_during_the_update_checkpoints_that_iteration(tmp_path):
     config = load_config(write_config(tmp_path), ["eval.every=0", "eval.before_training=false"])

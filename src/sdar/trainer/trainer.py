@@ -299,6 +299,12 @@ class Trainer:
     def _make_env(self, split: str | None) -> AgentEnv:
         return make_run_env(self.config.env, split)
 
+    def _validates_at(self, iteration: int) -> bool:
+        """Whether training iteration ``iteration`` ends with a validation."""
+        every = self.config.eval.every
+        return (self.val_env is not None and every > 0
+                and (iteration % every == 0 or iteration == self.config.iterations))
+
     def _validates(self) -> bool:
         return self.config.eval.every > 0 or self.config.eval.before_training or self.config.iterations == 0
 
@@ -377,8 +383,7 @@ class Trainer:
                 logger.info("iteration 0 | %s", format_summary(last_val))
             for iteration in range(self.start_iteration, cfg.iterations + 1):
                 metrics = self.run_iteration(iteration)
-                if self.val_env is not None and cfg.eval.every > 0 and (
-                        iteration % cfg.eval.every == 0 or iteration == cfg.iterations):
+                if self._validates_at(iteration):
                     pending = (dict(metrics), rng_state(self.generator))
                     # a stop requested during the update: the validation waits for the resumed run
                     if any_rank(self.dist, self._stop_requested):
@@ -425,9 +430,11 @@ class Trainer:
         one metrics line, and rewrite its checkpoint without the pending metrics (its RNG states
         now those after the validation, as in an uninterrupted run). Returns the validation."""
         metrics = dict(self._unlogged_metrics or {})
-        logger.info("iteration %d: playing the validation the interrupted run did not finish", iteration)
-        last_val = self.validate()
-        metrics.update(last_val)
+        last_val: dict[str, float] = {}
+        if self._validates_at(iteration):  # as the resumed config says (eval.every may have changed)
+            logger.info("iteration %d: playing the validation the interrupted run did not finish", iteration)
+            last_val = self.validate()
+            metrics.update(last_val)
         if self.log is not None:
             self.log.log_metrics(iteration, metrics)
         logger.info("iteration %d/%d | %s", iteration, self.config.iterations, format_summary(metrics))
