@@ -420,7 +420,8 @@ class Trainer:
             raise
         finally:
             for signum, handler in previous_handlers.items():
-                signal.signal(signum, handler)
+                if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                    signal.signal(signum, handler)
             if self.log is not None:
                 self.log.close()
         return last_val
