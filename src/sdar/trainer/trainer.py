@@ -156,7 +156,7 @@ def make_run_env(env_config, split: str | None) -> AgentEnv:
         raise ConfigError(f"env.name: {err}") from None
     parameters = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        allowed = sorted(set(parameters) - {"split", "max_steps"})
+        allowed = sorted(parameters)
         unknown = sorted(set(env_config.options) - set(allowed))
         if unknown:
             raise ConfigError(f"env.options: unknown key(s) {unknown} for env.name={env_config.name}; "
