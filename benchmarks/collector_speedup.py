@@ -3,7 +3,7 @@
 The same N episodes (tasks ``seed .. seed + N - 1``, one copy each) are played twice per round:
 
 * ``batched``: ``collect_rollout`` over all N at once; every step generates for all live episodes
-  in one batched call (algorithm.md section 5);
+  in one batched call (docs/algorithm.md, "Rollout");
 * ``sequential``: ``collect_rollout`` called N times, one episode each (what a per-environment
   agent loop does).
 

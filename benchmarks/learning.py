@@ -1,4 +1,4 @@
-"""Learning comparison at CPU scale: methods x seeds x environments, same budget (issue 7, part 2).
+"""Learning comparison at CPU scale: methods x seeds x environments, same budget.
 
 For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
 
@@ -14,7 +14,10 @@ For every environment of the grid (settings in ``configs/bench/<env>.yaml``):
    validation panel, into ``<runs-dir>/<env>/start_eval.json``. Evaluation samples with its own
    generator seeded from ``eval.seed``, so every run would log this same number before training;
    the runs skip that evaluation (``eval.before_training: false`` in the bench configs) and the
-   tables show this value as the "before RL" column.
+   tables show this value as the "before RL" column. The record carries what it validated (``env``,
+   ``config``, ``overrides`` and ``identity``: environment, warm start, model and panel settings);
+   the aggregation refuses a record whose identity differs from the runs' ``config.yaml`` and shows
+   "n/a" where there is no record.
 3. **RL runs** ``sdar train --config configs/bench/<env>.yaml method=<m> seed=<s>
    init_checkpoint=<sft>`` into ``<runs-dir>/<env>/<m>-seed<s>``. Resumable: a finished run (its
    last checkpoint, or its ``metrics.jsonl`` when the checkpoints were deleted to save disk,
@@ -207,6 +210,90 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
     return sft_dir
 
 
+START_RECORD = "start_eval.json"
+# What fixes the validation number of a run's start model (everything else in a run's config, the
+# method, seed, optimizer and loss, only matters once training starts).
+START_KEYS = {
+    "env": ("name", "val_split", "options", "max_steps", "history_length",
+            "invalid_action_penalty", "prompt_mode"),
+    "model": ("name", "dtype", "lora", "init_seed"),
+    "eval": ("num_tasks", "seed", "temperature", "greedy", "with_skills", "max_new_tokens"),
+    "rollout": ("max_prompt_tokens",),
+    "rollout.generation": ("max_new_tokens", "top_p", "top_k", "stop_token_ids"),
+}
+
+
+def start_identity(config: dict) -> dict:
+    """The settings that decide a start model's validation, as flat ``section.key -> value``.
+
+    ``config`` is a resolved config as plain data (a run's ``config.yaml``, or ``config_to_dict``
+    of a loaded config), so a start record and the runs it stands for compare key by key. Holds
+    the environment and its settings, the model, the warm start (``init_checkpoint``) and the
+    panel (``eval.*``); JSON round-tripped so that tuples and lists compare equal.
+    """
+    identity = {"init_checkpoint": config.get("init_checkpoint")}
+    for section, keys in START_KEYS.items():
+        node = config
+        for part in section.split("."):
+            node = (node or {}).get(part) or {}
+        identity.update({f"{section}.{key}": node.get(key) for key in keys})
+    return json.loads(json.dumps(identity, default=str))
+
+
+def record_identity(record: dict) -> dict:
+    """What a start record says it validated, in ``start_identity``'s keys.
+
+    Records written by ``validate_start`` carry ``identity``. Older ones (the committed Search-QA
+    and WebShop records) hold only ``sdar eval``'s own fields: the warm start, the model name, the
+    split and the panel settings, so they are checked on those.
+    """
+    if "identity" in record:
+        return record["identity"]
+    legacy = {
+        "init_checkpoint": record.get("init_checkpoint"),
+        "model.name": record.get("model"),
+        "env.val_split": record.get("split"),
+    }
+    panel = record.get("eval_config") or {}
+    legacy.update({f"eval.{k}": panel[k] for k in START_KEYS["eval"] if k in panel})
+    return legacy
+
+
+def check_start_record(record: dict, run_configs: dict[str, dict], where: str) -> None:
+    """Raise ``ValueError`` unless the start record validated the model every run starts from.
+
+    ``run_configs``: run name -> its ``config.yaml`` as a dict. Every key the record identifies
+    must equal the run's value: the environment name first (a record copied from another
+    environment), then the warm start, model and panel settings.
+    """
+    claimed = record_identity(record)
+    for name, config in run_configs.items():
+        actual = start_identity(config)
+        for key in sorted(claimed, key=lambda k: (k != "env.name", k)):
+            if key in actual and claimed[key] != actual[key]:
+                raise ValueError(
+                    f"{where} does not belong to run {name}: {key} is {claimed[key]!r} in the "
+                    f"start record, {actual[key]!r} in the run's config.yaml (delete the record "
+                    f"to measure the start model again)"
+                )
+
+
+def read_start_record(env_dir: Path, run_dirs: list[Path]) -> float | None:
+    """The validation success of the runs' shared start model, or ``None`` without a record.
+
+    Raises ``ValueError`` (via ``check_start_record``) when ``<env_dir>/start_eval.json`` does not
+    match the runs' environment or config: a wrong "before RL" number is worse than none.
+    """
+    from sdar.reporting.aggregate import load_run_config
+
+    path = env_dir / START_RECORD
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    check_start_record(record, {d.name: load_run_config(d) or {} for d in run_dirs}, str(path))
+    return record["success"]
+
+
 def validate_start(
     config_path: Path, overrides: list[str], sft_dir: Path | None, env_dir: Path
 ) -> None:
@@ -216,15 +303,25 @@ def validate_start(
     this number is what each run would log before training; the bench configs therefore set
     ``eval.before_training: false`` and the tables show this value as every method's iteration 0.
     Written to ``<env_dir>/start_eval.json`` by the real ``sdar eval`` command (skipped when it
-    exists).
+    exists), then given ``env`` and ``identity`` (``start_identity`` of the evaluated config: the
+    environment, warm start, model and panel settings), which the aggregation checks against the
+    runs' configs.
     """
-    path = env_dir / "start_eval.json"
+    from sdar.trainer.config import config_to_dict, load_config
+
+    path = env_dir / START_RECORD
     if path.is_file():
         return
-    cmd = sdar_command("eval", "--config", str(config_path), "method=grpo", *overrides)
+    settings = ["method=grpo", *overrides]
     if sft_dir is not None:
-        cmd.append(f"init_checkpoint={sft_dir}")
+        settings.append(f"init_checkpoint={sft_dir}")
+    cmd = sdar_command("eval", "--config", str(config_path), *settings)
     run([*cmd, "--output", str(path)], env_dir / "start_eval.log")
+    identity = start_identity(config_to_dict(load_config(config_path, settings)))
+    record = json.loads(path.read_text(encoding="utf-8"))
+    record.update(env=identity["env.name"], config=str(config_path), overrides=settings,
+                  identity=identity)
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
 
 
 def load_iterations(config_path: Path, overrides: list[str]) -> int:
@@ -336,12 +433,13 @@ def aggregate(
 def copy_records(run_dirs: list[Path], env_dir: Path, dest: Path) -> None:
     """Each run's ``config.yaml`` and ``metrics.jsonl`` (no checkpoints) and the environment's
     ``start_eval.json`` into ``dest``, so the results folder holds every number it reports."""
-    for run_dir in run_dirs:
-        (dest / run_dir.name).mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "metrics.jsonl"):
-            shutil.copy(run_dir / name, dest / run_dir.name / name)
-    if (env_dir / "start_eval.json").is_file():
-        shutil.copy(env_dir / "start_eval.json", dest / "start_eval.json")
+    pairs = [(d / name, dest / d.name / name) for d in run_dirs for name in ("config.yaml", "metrics.jsonl")]
+    if (env_dir / START_RECORD).is_file():
+        pairs.append((env_dir / START_RECORD, dest / START_RECORD))
+    for source, target in pairs:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not (target.exists() and target.samefile(source)):  # --runs-dir may be the records
+            shutil.copy(source, target)
 
 
 def summary_rows(env_name: str, result: dict, before_rl: float | None) -> list[dict]:
@@ -370,7 +468,7 @@ def pct(stats: dict) -> str:
 def before(row: dict) -> str:
     """The before-RL column: one measurement, shared by every method of the environment."""
     value = row.get("before_rl")
-    return "-" if value is None else f"{100 * value:.1f}"
+    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -452,7 +550,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     started = time.time()
     planned: list[tuple] = []  # train_run's arguments, in the grid's order
-    before_rl: dict[str, float | None] = {}
     for env_name in args.envs:
         config_path = CONFIGS / f"{env_name}.yaml"
         overrides = (
@@ -469,11 +566,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         if not (args.aggregate_only or args.warm_start_only):
             validate_start(config_path, overrides, sft_dir, env_dir)
-        start_eval = env_dir / "start_eval.json"
-        if start_eval.is_file():
-            before_rl[env_name] = json.loads(start_eval.read_text(encoding="utf-8"))["success"]
-            print(f"[{env_name}] validation before RL: {100 * before_rl[env_name]:.1f}% "
-                  f"({start_eval})", flush=True)
         seeds = (
             args.seeds
             if args.seeds is not None
@@ -489,8 +581,9 @@ def main(argv: list[str] | None = None) -> int:
 
     failures = []
     for env_name in args.envs:
+        env_dir = args.runs_dir / env_name  # this environment's, never the last planned run's
         run_dirs = []
-        for env, method, seed, config_path, overrides, _, env_dir in planned:
+        for env, method, seed, config_path, overrides, _, _ in planned:
             if env != env_name:
                 continue
             run_dir = env_dir / f"{method}-seed{seed}"
@@ -519,8 +612,21 @@ def main(argv: list[str] | None = None) -> int:
         if not run_dirs:
             print(f"[{env_name}] no finished run to aggregate")
             continue
-        result = aggregate(env_name, run_dirs, out / env_name, before_rl.get(env_name))
-        summary["rows"] += summary_rows(env_name, result, before_rl.get(env_name))
+        try:
+            before_rl = read_start_record(env_dir, run_dirs)
+        except ValueError as err:
+            raise SystemExit(f"[{env_name}] {err}") from None
+        if before_rl is None:
+            print(f"[{env_name}] no validation before RL ({env_dir / START_RECORD})", flush=True)
+        else:
+            print(f"[{env_name}] validation before RL: {100 * before_rl:.1f}% "
+                  f"({env_dir / START_RECORD})", flush=True)
+        result = aggregate(env_name, run_dirs, out / env_name, before_rl)
+        rows = summary_rows(env_name, result, before_rl)
+        if before_rl is None:
+            for row in rows:
+                row["before_rl_note"] = f"no {START_RECORD} beside the runs in {env_dir}"
+        summary["rows"] += rows
         shutil.copy(run_dirs[0] / "config.yaml", out / env_name / "config_of_first_run.yaml")
         copy_records(run_dirs, env_dir, out / "runs" / env_name)
 
@@ -544,6 +650,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['env']} | {r['method']} | {r['n']} | {before(r)} | {pct(r['final'])} | "
             f"{pct(r['best'])} |"
         )
+    notes = dict.fromkeys(
+        f"before RL n/a for {r['env']}: {r['before_rl_note']}"
+        for r in summary["rows"]
+        if r.get("before_rl") is None and r.get("before_rl_note")
+    )
+    if notes:
+        md += ["", *notes]
     (out / "summary.md").write_text("\n".join(md) + "\n", encoding="utf-8")
     print("\n".join(md))
     print(f"wrote {out / 'summary.json'}")

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="rows per chunk for log_probs_from_logits (default: its own)")
     parser.add_argument("--modes", nargs="+", default=["no_grad", "backward"],
                         choices=["no_grad", "backward"])
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--out", type=Path, default=None,
                         help=f"JSON file (default {DEFAULT_OUTPUT.name}; with --smoke "
                              f"{SMOKE_OUTPUT.name}, so a smoke run never overwrites real results)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "results": results,
     }
-    output = args.output or (SMOKE_OUTPUT if args.smoke else DEFAULT_OUTPUT)
+    output = args.out or (SMOKE_OUTPUT if args.smoke else DEFAULT_OUTPUT)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {output}")

@@ -1,4 +1,6 @@
-"""Teacher scoring time with and without the skill-prefix KV cache (algorithm.md section 6).
+"""Teacher scoring time with and without the skill-prefix KV cache.
+
+Described in docs/algorithm.md, "Skill-prefix cache".
 
 The teacher re-scores every step sample with ``"[Privileged Skill Information]\\n" + skills +
 "\\n\\n"`` in front of the student prompt. All samples of one task type share that prefix, so its
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         help="tiny model, few rows: checks the script works, the timing means little",
     )
     parser.add_argument(
-        "--output",
+        "--out",
         default=None,
         help="JSON path (default "
         "benchmarks/results/prefix_cache.json, prefix_cache_smoke.json with --smoke)",
@@ -124,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     n_rows = args.rows or (4 if args.smoke else 8)
     repeats = args.repeats or (1 if args.smoke else 3)
     output = (
-        Path(args.output)
-        if args.output
+        Path(args.out)
+        if args.out
         else RESULTS / ("prefix_cache_smoke.json" if args.smoke else "prefix_cache.json")
     )
 

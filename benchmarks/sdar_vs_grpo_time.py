@@ -1,4 +1,4 @@
-"""SDAR iteration time / GRPO iteration time on the same rollouts (issue 7, target <= 1.15).
+"""SDAR iteration time / GRPO iteration time on the same rollouts (target <= 1.15).
 
 One ``Trainer`` collects one iteration's rollout; then the learning half of the iteration
 (``Trainer.learn``: old and reference log-probs, the teacher pass where the method needs it,

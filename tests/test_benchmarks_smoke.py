@@ -16,44 +16,43 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 
-# script -> (output flag, keys the result JSON must hold; a dotted key walks into sub-objects)
+# script -> keys the result JSON must hold (a dotted key walks into sub-objects); every script
+# takes its result path as --out
 SCRIPTS = {
-    "sdar_vs_grpo_time.py": (
-        "--out",
-        [
-            "ratios.iteration_sdar_cache_over_grpo",
-            "ratios.iteration_sdar_no_cache_over_grpo",
-            "ratios.learn_sdar_cache_over_grpo",
-        ],
-    ),
-    "collector_speedup.py": (
-        "--out",
-        ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
-    ),
-    "trl_comparison.py": (
-        "--out",
-        [
-            "ratio_sdar_over_trl",
-            "step_seconds.sdar_grpo.median",
-            "step_seconds.trl_grpo_trainer.median",
-        ],
-    ),
-    "prompt_growth.py": ("--out", ["bounded_history.ratio", "full_history.ratio"]),
-    "micro_batch.py": (
-        "--out",
-        ["results.1.backward.seconds", "results.2.backward.time_over_one_row", "turns.prompt_tokens"],
-    ),
-    "logprob_memory.py": ("--output", ["results"]),
-    "prefix_cache.py": ("--output", []),
-    "env_latency_alfworld.py": ("--out", []),
-    "env_latency_webshop.py": ("--out", []),
-    "env_latency_search.py": ("--out", []),
+    "sdar_vs_grpo_time.py": [
+        "ratios.iteration_sdar_cache_over_grpo",
+        "ratios.iteration_sdar_no_cache_over_grpo",
+        "ratios.learn_sdar_cache_over_grpo",
+    ],
+    "collector_speedup.py": ["speedup", "generation_only_speedup", "tokens_per_second.batched"],
+    "trl_comparison.py": [
+        "ratio_sdar_over_trl",
+        "step_seconds.sdar_grpo.median",
+        "step_seconds.trl_grpo_trainer.median",
+    ],
+    "prompt_growth.py": ["bounded_history.ratio", "full_history.ratio"],
+    "micro_batch.py": [
+        "results.1.backward.seconds",
+        "results.2.backward.time_over_one_row",
+        "turns.prompt_tokens",
+    ],
+    "logprob_memory.py": ["results"],
+    "prefix_cache.py": [],
+    "env_latency_alfworld.py": [],
+    "env_latency_webshop.py": [],
+    "env_latency_search.py": [],
+    "bf16_iteration.py": ["ratio_bf16_over_fp32", "logprob_agreement.policy.max_abs_diff",
+                          "logprob_agreement.teacher.mean_abs_diff"],
+    "canary.py": ["seconds", "validation_curve", "train_success"],
 }
 LEARNING = "learning.py"
+# grids with their own tests below (their --out is a folder)
+GRIDS = {"gate_study.py", "teacher_check_grid.py"}
 
 pytestmark = pytest.mark.slow
 
@@ -82,14 +81,15 @@ def _walk(data, dotted: str):
 
 def test_every_benchmark_script_is_smoke_tested():
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SCRIPTS) | {LEARNING}, "add new benchmark scripts to SCRIPTS in this test"
+    assert scripts == set(SCRIPTS) | {LEARNING} | GRIDS, "add new benchmark scripts to SCRIPTS in this test"
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_script_smoke_writes_result(script, tmp_path):
-    flag, keys = SCRIPTS[script]
+    keys = SCRIPTS[script]
     out = tmp_path / "result.json"
-    _run([str(BENCH / script), "--smoke", flag, str(out)])
+    extra = ["--runs-dir", str(tmp_path / "runs")] if script == "canary.py" else []
+    _run([str(BENCH / script), "--smoke", "--out", str(out), *extra])
     data = json.loads(out.read_text())
     assert isinstance(data, dict) and data
     for key in keys:
@@ -119,6 +119,11 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
     # the start model is validated once (sdar eval), and that number is every method's "before RL"
     start = json.loads((runs / "search" / "start_eval.json").read_text())
     assert start["checkpoint"] is None and start["init_checkpoint"] == str(runs / "search" / "sft")
+    # ... and says what it validated: the runs' environment, warm start, model and panel
+    assert start["env"] == "search" and start["identity"]["env.name"] == "search"
+    assert start["identity"]["init_checkpoint"] == str(runs / "search" / "sft")
+    run_config = yaml.safe_load((runs / "search" / "grpo-seed0" / "config.yaml").read_text())
+    assert start["identity"]["eval.num_tasks"] == run_config["eval"]["num_tasks"] == 2
     assert [r["before_rl"] for r in summary["rows"]] == [start["success"]] * 2
     records = out / "runs" / "search"  # the results folder holds what it reports
     assert json.loads((records / "start_eval.json").read_text()) == start
@@ -222,3 +227,35 @@ def test_learning_writes_repository_paths_relative_to_the_repository():
     )
     outside = Path("/somewhere/else/runs")
     assert learning.repo_relative(outside) == outside
+
+
+def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = [str(BENCH / "gate_study.py"), "--smoke", "--runs-dir", str(runs), "--out", str(out),
+            "--only", "grpo", "sdar-l1-c1", "--seeds", "0"]
+    first = _run(args)
+    assert "grpo-seed0: trained" in first.stdout and "sdar-l1-c1-seed0: trained" in first.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["run"]: r for r in summary["rows"]}
+    assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]
+    assert rows["opsd_sampled-c0"]["seeds"] == []  # not asked for: reported as missing, not invented
+    assert summary["state"].startswith("2 of ")
+    # the corrupted run really ran with corrupted hints, from the shared warm start
+    config = yaml.safe_load((runs / "sdar-l1-c1-seed0" / "config.yaml").read_text())
+    assert config["env"]["options"]["hint_corruption"] == 1.0 and config["teacher"]["context"] == "hint"
+    assert config["init_checkpoint"] == str(runs / "warm")
+    assert (out / "runs" / "grpo-seed0" / "metrics.jsonl").is_file() and (out / "summary.md").is_file()
+    again = _run(args)
+    assert "grpo-seed0: finished earlier" in again.stdout
+
+
+def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
+    out = tmp_path / "check"
+    _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",
+          "--layouts", "prefix", "user", "--episodes", "2", "--max-states", "4", "--out", str(out)])
+    cells = sorted(p.name for p in out.glob("*.json"))
+    assert cells == ["tiny-random-toy_panels-prefix.json", "tiny-random-toy_panels-user.json"]
+    cell = json.loads((out / cells[1]).read_text())
+    assert cell["teacher_layout"] == "user" and cell["teacher_context"] == "hint" and cell["states"] >= 2
+    table = (out / "README.md").read_text()
+    assert table.count("| tiny-random | toy_panels | hint |") == 2

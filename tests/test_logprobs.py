@@ -171,7 +171,7 @@ def test_memory_benchmark_writes_results_and_chunking_saves_memory(tmp_path, mon
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))  # the script imports benchmarks/_results
     benchmark = load_benchmark()
     assert benchmark.main(["--vocab", "32768", "--rows", "256", "--chunk-size", "16",
-                           "--output", str(output)]) == 0
+                           "--out", str(output)]) == 0
     report = json.loads(output.read_text())
     assert report["settings"]["vocabs"] == [32768] and report["settings"]["rows"] == 256
     assert len(report["results"]) == 4  # {no_grad, backward} x {without, with entropy}

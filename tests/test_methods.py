@@ -141,8 +141,8 @@ def grad_of(config: LossConfig, inputs: LossInputs) -> torch.Tensor:
 
 
 def test_released_grpo_opsd_gradient_ignores_the_teacher():
-    # algorithm.md section 8 note: with beta = 0 the gate is 0.5 and the teacher only shifts the
-    # loss value, never the gradient.
+    # docs/algorithm.md, "The methods", note: with beta = 0 the gate is 0.5 and the teacher only
+    # shifts the loss value, never the gradient.
     config = LossConfig.for_method("grpo_opsd")
     inputs = make_inputs()
     grad = grad_of(config, inputs)

@@ -80,3 +80,39 @@ def test_student_over_budget_is_left_truncated_and_flagged(setup):
     p = builder.build(state, history, budget=len(bare.ids) - 3)
     assert p.truncated and p.history_used == 0 and len(p.ids) == len(bare.ids) - 3
     assert p.ids == bare.ids[3:]
+
+
+def test_user_layout_opens_the_user_message_with_the_context(setup, tokenizer):
+    env, state, history, _ = setup
+    builder = PromptBuilder(env, tokenizer, SkillLibrary("toy"), think=True, layout="user")
+    p = builder.build(state, history, budget=2048, with_skills=True)
+    message = env.render_prompt(state, history, think=True)
+    skills = SkillLibrary("toy").select(state.task).text
+    # the whole teacher prompt is the chat template around one user message: header, skills, task
+    expected = tokenizer.apply_chat_template(
+        [{"role": "user", "content": SKILL_HEADER + skills + "\n\n" + message}], add_generation_prompt=True,
+        tokenize=False)
+    assert tokenizer.decode(p.ids) == expected
+    # the shareable prefix ends with the skills; the rest starts with the task
+    assert tokenizer.decode(p.prefix_ids).endswith(skills + "\n\n")
+    assert tokenizer.decode(p.rest_ids).startswith(message)
+
+
+def test_a_given_context_replaces_the_skills_and_an_empty_one_gives_the_student_prompt(setup, tokenizer):
+    from sdar.skills import SkillSelection
+
+    env, state, history, _ = setup
+    builder = PromptBuilder(env, tokenizer, SkillLibrary("toy"), think=True, layout="user")
+    hint = SkillSelection(files=("hint",), text="The target is 3.")
+    p = builder.build(state, history, budget=2048, with_skills=True, context=hint)
+    text = tokenizer.decode(p.ids)
+    assert SKILL_HEADER + "The target is 3.\n\n" in text and "Counter skills" not in text
+    assert p.skill_files == ("hint",)
+    empty = builder.build(state, history, budget=2048, with_skills=True, context=SkillSelection((), ""))
+    assert empty.ids == builder.build(state, history, budget=2048).ids and empty.prefix_ids == []
+
+
+def test_unknown_layout_is_refused(setup, tokenizer):
+    env, *_ = setup
+    with pytest.raises(ValueError, match="prefix, system, user"):
+        PromptBuilder(env, tokenizer, None, layout="middle")

@@ -270,7 +270,7 @@ def test_prefix_cache_equals_no_cache_on_smollm2():
 def test_prefix_cache_benchmark_smoke(tmp_path):
     script = runpy.run_path(str(REPO / "benchmarks/prefix_cache.py"), run_name="benchmark")
     output = tmp_path / "prefix_cache.json"
-    assert script["main"](["--smoke", "--output", str(output)]) == 0
+    assert script["main"](["--smoke", "--out", str(output)]) == 0
     result = json.loads(output.read_text())
     assert result["max_abs_diff"] < 1e-4
     assert result["with_cache_s"] > 0 and result["without_cache_s"] > 0

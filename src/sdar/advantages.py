@@ -1,12 +1,12 @@
 """Advantage estimators: GRPO group advantages, GiGPO step-level advantages, RLSD reweighting.
 
-Section numbers refer to ``docs/algorithm.md``. Everything here works on one value per *step
+Headings cited are those of ``docs/algorithm.md``. Everything here works on one value per *step
 sample* (one agent turn) and is a constant for the loss: outputs carry no gradient.
 
 Identifiers (``group_ids``, ``traj_ids``, anchor observations) may be a 1-D integer tensor or any
 sequence of hashable values (strings, ints, tuples); only equality matters.
 
-Groups without spread, the project's documented choice (algorithm.md section 4 lets us choose):
+Groups without spread, the project's documented choice (section "GRPO", marks it **(ours)**):
 a group that holds a single value, or whose values are all equal, gives **zero advantage** to all
 its members. The released code instead uses mean 0 / std 1 for a single value (so the raw score
 becomes the advantage) and divides by ``0 + eps`` for equal values; we never do either.
@@ -114,7 +114,7 @@ def grpo_advantages(
     norm_by_std: bool = True,
     eps: float = 1e-6,
 ) -> Tensor:
-    """GRPO advantage of every step sample from its group (algorithm.md section 4).
+    """GRPO advantage of every step sample from its group (section "GRPO").
 
     ``A_i = (S_i - mean_g) / (std_g + eps)`` (or ``S_i - mean_g`` when ``norm_by_std=False``),
     where ``g`` is the group of sample ``i`` (the rollouts of one task from the same initial state)
@@ -167,7 +167,7 @@ def discounted_returns(
     step_indices: Tensor | Sequence[int] | None = None,
     gamma: float = 0.95,
 ) -> Tensor:
-    """Discounted return ``G_t = r_t + gamma * G_{t+1}`` of every step sample (GiGPO, section 4).
+    """Discounted return ``G_t = r_t + gamma * G_{t+1}`` of every step sample (section "GiGPO").
 
     Args:
         step_rewards: ``[n]`` reward of each step sample's own transition.
@@ -221,7 +221,7 @@ def gigpo_advantages(
     norm_by_std: bool = True,
     eps: float = 1e-6,
 ) -> Tensor:
-    """GiGPO advantage ``A = A_episode + omega * A_step`` (arXiv 2505.10978; algorithm.md section 4).
+    """GiGPO advantage ``A = A_episode + omega * A_step`` (arXiv 2505.10978; section "GiGPO").
 
     * ``A_episode``: GRPO over trajectories, each counted once by its undiscounted return
       (the sum of its step rewards), given to every step sample of the trajectory.
@@ -268,7 +268,8 @@ def gigpo_advantages(
 
 
 def rlsd_mix(iteration: int, decay_iterations: int = 100) -> float:
-    """RLSD's mixing weight ``m = 0.5 * (1 - it / decay)`` for ``it < decay``, else 0 (section 8)."""
+    """RLSD's mixing weight ``m = 0.5 * (1 - it / decay)`` for ``it < decay``, else 0 (section
+    "RLSD reweighting")."""
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise ValueError(f"rlsd_mix: iteration must be an int >= 0, got {iteration!r}")
     if isinstance(decay_iterations, bool) or not isinstance(decay_iterations, int) \
@@ -288,7 +289,7 @@ def rlsd_advantages(
     clip: float = 0.2,
     decay_iterations: int = 100,
 ) -> Tensor:
-    """RLSD's teacher-reweighted per-token advantages (algorithm.md section 8, "RLSD").
+    """RLSD's teacher-reweighted per-token advantages (section "RLSD reweighting").
 
     ::
 

@@ -20,6 +20,7 @@ USER_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError,
 
 COMMAND_MODULES = (
     "sdar.trainer.cli",
+    "sdar.trainer.teacher_check",
     "sdar.envs.cli",
     "sdar.skills.cli",
     "sdar.envs.alfworld.cli",

@@ -1,7 +1,7 @@
 """The loss terms of SDAR and of the baselines it is compared with, as small pure functions.
 
 Tensors in, tensors and metrics out; nothing here knows about models, environments or trainers.
-Section numbers refer to ``docs/algorithm.md`` (the project's page mapping every line of the
+Headings cited are those of ``docs/algorithm.md`` (the project's page mapping every line of the
 objective to a function here).
 
 Conventions shared by every function:
@@ -81,7 +81,9 @@ def _std(values: Tensor, mask: Tensor) -> Tensor:
 
 
 def token_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``values`` over the tokens where ``mask`` is set (algorithm.md section 2).
+    """Mean of ``values`` over the tokens where ``mask`` is set.
+
+    See section "Notation and tensor contracts" for why it is not a mean of per-row means.
 
     Args:
         values: ``[batch, response_len]`` floating tensor (any shape works if ``mask`` matches).
@@ -101,7 +103,8 @@ def token_mean(values: Tensor, mask: Tensor) -> Tensor:
 def low_var_kl(
     log_probs: Tensor, ref_log_probs: Tensor, response_mask: Tensor | None = None
 ) -> Tensor:
-    """Per-token "low-variance" k3 estimate of KL(pi_theta || pi_ref) (algorithm.md section 4).
+    """Per-token "low-variance" k3 estimate of KL(pi_theta || pi_ref) (section
+    "KL to the reference").
 
     ``k3 = exp(l_ref - l) - (l_ref - l) - 1``, clamped to ``[-10, 10]`` as verl does. The log-ratio
     is first clamped to ``[-20, 20]`` so that ``exp`` cannot overflow to inf.
@@ -141,7 +144,7 @@ def ppo_clip_loss(
     clip_high: float = 0.2,
     dual_clip: float | None = 3.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Token-mean PPO clipped surrogate with dual clip (``L_GRPO`` of algorithm.md section 4).
+    """Token-mean PPO clipped surrogate with dual clip (``L_GRPO`` of section "PPO surrogate").
 
     Per token, with ``r = exp(l - l_old)`` and advantage ``A``::
 
@@ -199,7 +202,7 @@ def ppo_clip_loss(
 
 
 def gap_gate(log_probs: Tensor, teacher_log_probs: Tensor, beta: float = 5.0) -> Tensor:
-    """SDAR's gate ``g = sg(sigmoid(beta * (l_T - sg(l))))`` (algorithm.md section 3).
+    """SDAR's gate ``g = sg(sigmoid(beta * (l_T - sg(l))))`` (section "The SDAR term").
 
     Args:
         log_probs: ``[batch, response_len]`` student log-probs of the sampled tokens.
@@ -217,7 +220,7 @@ def gap_gate(log_probs: Tensor, teacher_log_probs: Tensor, beta: float = 5.0) ->
 
 
 def entropy_gate(entropy: Tensor, teacher_entropy: Tensor, beta_entropy: float = 5.0) -> Tensor:
-    """Entropy gate ``g = sg(sigmoid(beta_h * (H_student - H_teacher)))`` (algorithm.md section 3).
+    """Entropy gate ``g = sg(sigmoid(beta_h * (H_student - H_teacher)))`` (section "Gate variants").
 
     Distils where the teacher is more certain than the student. This variant is compared in the
     paper but absent from the released code; the formula is this project's interpretation.
@@ -236,7 +239,7 @@ def entropy_gate(entropy: Tensor, teacher_entropy: Tensor, beta_entropy: float =
 
 
 def soft_or_gate(gap_gate_values: Tensor, entropy_gate_values: Tensor) -> Tensor:
-    """Soft-OR of two gates, ``1 - (1 - g_gap) * (1 - g_entropy)`` (algorithm.md section 3).
+    """Soft-OR of two gates, ``1 - (1 - g_gap) * (1 - g_entropy)`` (section "Gate variants").
 
     Open when either gate is open. Both inputs are gates in ``[0, 1]`` of the same shape; the
     result is detached.
@@ -256,7 +259,8 @@ def sdar_loss(
     gate: Tensor | None = None,
     old_log_probs: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The gated sampled-token self-distillation term ``L_SDAR`` (algorithm.md section 3, code-exact).
+    """The gated sampled-token self-distillation term ``L_SDAR``, code-exact (section
+    "The SDAR term").
 
     ::
 
@@ -329,7 +333,7 @@ def skill_sd_loss(
     response_mask: Tensor,
     max_log_ratio: float = 10.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Skill-SD's importance-weighted k3 distillation term (algorithm.md section 8, "Skill-SD").
+    """Skill-SD's importance-weighted k3 distillation term (section "Skill-SD").
 
     ::
 
@@ -374,7 +378,7 @@ def skill_sd_loss(
 def opsd_sampled_loss(
     log_probs: Tensor, teacher_log_probs: Tensor, response_mask: Tensor
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Textbook OPSD, sampled-token advantage form (algorithm.md section 8, "OPSD, textbook").
+    """Textbook OPSD, sampled-token advantage form (section "Textbook OPSD").
 
     ``L = token_mean(-sg(l_T - l) * l)``: a policy gradient on the student's own samples whose
     per-token advantage is the teacher-student log-prob gap, i.e. a single-sample estimate of the
@@ -485,7 +489,7 @@ def generalized_jsd_loss(
     top_k: int | None = None,
     chunk_size: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Textbook OPSD, full-vocabulary or top-k generalised JSD (algorithm.md section 8).
+    """Textbook OPSD, full-vocabulary or top-k generalised JSD (section "Textbook OPSD").
 
     Per response position, with teacher distribution ``T`` and student distribution ``S``::
 

@@ -1,10 +1,11 @@
 """Every training method of the paper as one loss code path with different switches.
 
-``actor_loss(config, inputs)`` builds the full objective of ``docs/algorithm.md`` section 3 for the
-method named in ``config`` (the rows of section 8), so a trainer needs no per-method branches: it
-asks ``required_inputs(config)`` which optional tensors to compute, fills a ``LossInputs`` and
-calls ``actor_loss``. ``METHODS`` says, per method, what it needs (teacher pass, teacher logits,
-entropies, skills in the student prompt, reference model) and which coefficients it presets.
+``actor_loss(config, inputs)`` builds the full objective (section "The objective"; headings cited
+are those of ``docs/algorithm.md``) for the method named in ``config`` (the rows of section
+"The methods"), so a trainer needs no per-method branches: it asks ``required_inputs(config)``
+which optional tensors to compute, fills a ``LossInputs`` and calls ``actor_loss``. ``METHODS``
+says, per method, what it needs (teacher pass, teacher logits, entropies, skills in the student
+prompt, reference model) and which coefficients it presets.
 
 ::
 
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 GATES = ("gap", "entropy", "soft_or")
-"""Gate variants of algorithm.md section 3: ``gap`` (released code), ``entropy``, ``soft_or``."""
+"""Gate variants of section "Gate variants": ``gap`` (released code), ``entropy``, ``soft_or``."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class MethodSpec:
     name: str
     """Key in ``METHODS`` and value of ``LossConfig.method``."""
     summary: str
-    """One line: what the method is (algorithm.md section 8 row)."""
+    """One line: what the method is (its row in section "The methods")."""
     distillation: str | None
     """Which distillation term is added: ``"sdar"``, ``"skill_sd"``, ``"opsd_sampled"``,
     ``"opsd_jsd"`` or ``None``."""
@@ -126,7 +127,7 @@ METHODS: dict[str, MethodSpec] = {
               presets={"sdar_lambda": 0.0}),
     )
 }
-"""All methods, by name (algorithm.md section 8)."""
+"""All methods, by name (section "The methods")."""
 
 # Defaults of the fields that a method may preset (None in LossConfig means "not set by the user").
 _GENERAL_DEFAULTS = {"c_pg": 1.0, "sdar_lambda": 0.01, "beta": 5.0}
@@ -138,7 +139,7 @@ def _known_methods() -> str:
 
 @dataclass
 class LossConfig:
-    """Coefficients of the actor loss ``L`` (algorithm.md section 3) for one method.
+    """Coefficients of the actor loss ``L`` (section "The objective") for one method.
 
     Fields left at ``None`` take the method's preset, else the released default; setting a field
     that the method fixes to another value (``grpo_opsd`` with ``beta=5``, ``opsd`` with
@@ -150,33 +151,34 @@ class LossConfig:
     """One of ``METHODS``: grpo, sdar, grpo_opsd, opsd, skill_grpo, rlsd, skill_sd, opsd_sampled,
     opsd_jsd."""
     c_pg: float | None = None
-    """Weight of the PPO/GRPO surrogate; 1.0 (``opsd``: 0). Section 3."""
+    """Weight of the PPO/GRPO surrogate; 1.0 (``opsd``: 0). section "The objective"."""
     c_ent: float = 0.001
     """Weight of the entropy bonus ``-c_ent * H``; needs ``LossInputs.entropy`` when > 0."""
     c_kl: float = 0.01
     """Weight of the low-variance KL to the reference model; 0.01 ALFWorld/WebShop, 0.001
-    Search-QA (section 3). 0 disables it and the reference pass."""
+    Search-QA (section "KL to the reference"). 0 disables it and the reference pass."""
     sdar_lambda: float | None = None
     """lambda, the weight of ``L_SDAR``; 0.01 for sdar / grpo_opsd / opsd, 0 otherwise."""
     beta: float | None = None
-    """Gap-gate sharpness; 5.0 (``grpo_opsd``: 0, so g = 0.5). Section 3."""
+    """Gap-gate sharpness; 5.0 (``grpo_opsd``: 0, so g = 0.5). section "The SDAR term"."""
     gate: str = "gap"
-    """Gate of ``L_SDAR``: ``gap`` (released), ``entropy`` or ``soft_or`` (section 3 variants;
+    """Gate of ``L_SDAR``: ``gap`` (released), ``entropy`` or ``soft_or`` (section "Gate variants";
     only for the gated methods sdar and opsd)."""
     beta_entropy: float = 5.0
     """Entropy-gate sharpness (project choice: same scale as ``beta``, both are nats)."""
     clip_low: float = 0.2
-    """PPO ratio clip below 1 (section 4)."""
+    """PPO ratio clip below 1 (section "PPO surrogate")."""
     clip_high: float = 0.2
-    """PPO ratio clip above 1 (section 4)."""
+    """PPO ratio clip above 1 (section "PPO surrogate")."""
     dual_clip: float | None = 3.0
-    """Dual-clip bound for negative advantages, > 1; None disables (section 4)."""
+    """Dual-clip bound for negative advantages, > 1; None disables (section "PPO surrogate")."""
     rlsd_clip: float = 0.2
-    """RLSD weight clip ``[1 - rlsd_clip, 1 + rlsd_clip]`` (section 8)."""
+    """RLSD weight clip ``[1 - rlsd_clip, 1 + rlsd_clip]`` (section "RLSD reweighting")."""
     rlsd_decay_iterations: int = 100
-    """RLSD mixing ``m = 0.5 * (1 - it / rlsd_decay_iterations)``, 0 afterwards (section 8)."""
+    """RLSD mixing ``m = 0.5 * (1 - it / rlsd_decay_iterations)``, 0 afterwards (section
+    "RLSD reweighting")."""
     skill_sd_coef: float = 0.001
-    """Weight of the Skill-SD term (section 8)."""
+    """Weight of the Skill-SD term (section "Skill-SD")."""
     opsd_coef: float = 0.01
     """Weight of the textbook OPSD terms (project choice: SDAR's lambda, so that the rows differ
     only in the distillation term)."""
@@ -339,7 +341,7 @@ def _distillation_gate(config: LossConfig, inputs: LossInputs) -> Tensor | None:
 
 
 def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str, float]]:
-    """The full actor loss ``L`` of algorithm.md section 3 for ``config.method``.
+    """The full actor loss ``L`` of section "The objective", for ``config.method``.
 
     ::
 

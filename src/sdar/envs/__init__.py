@@ -18,6 +18,7 @@ ENVIRONMENTS: dict[str, str] = {
     "webshop": "sdar.envs.webshop:make_webshop_env",
     "search": "sdar.envs.search:make_search_env",
     "toy": "sdar.envs.toy:make_toy_env",  # a seconds-fast counting task for smoke tests, not a benchmark
+    "toy_panels": "sdar.envs.toy:make_toy_panels_env",  # decisive teacher hints: the gate study's setting
 }
 
 

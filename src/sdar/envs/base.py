@@ -1,7 +1,8 @@
 """The one interface every agent environment implements (ALFWorld, WebShop, Search-QA, test envs).
 
 An environment here is a *batch* of independent episodes of one kind, stepped together, because the
-step-wise rollout collector (algorithm.md section 5) generates for all live episodes in one batch.
+step-wise rollout collector (docs/algorithm.md, "Rollout") generates for all live episodes in one
+batch.
 
 Contract, in the order the collector uses it::
 
@@ -80,6 +81,9 @@ class EnvState:
         step: number of actions taken so far in this episode.
         metrics: environment-specific numbers for logging (``score``, ``em``, ``f1``, ...), final
             once ``done``.
+        hint: privileged text about this state that only the teacher may read
+            (``teacher.context: hint``), e.g. the key fact of the answer in a controlled
+            environment; ``None`` where the environment has none. Never shown to the student.
     """
 
     task: TaskInfo
@@ -92,6 +96,7 @@ class EnvState:
     valid_action: bool = True
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    hint: str | None = None
 
 
 @dataclass(frozen=True)

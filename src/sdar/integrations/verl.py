@@ -4,7 +4,7 @@ For teams that already train with verl, the engine the SDAR authors used. Import
 registers, through ``verl.trainer.ppo.core_algos.register_policy_loss``:
 
 =====================  ==========================================================================
-``loss_mode``          actor loss (``docs/algorithm.md`` section 3)
+``loss_mode``          actor loss (docs/algorithm.md, "The objective")
 =====================  ==========================================================================
 ``sdar``               PPO clip (+ dual clip) + lambda * L_SDAR with the gap gate (released code)
 ``sdar_entropy_gate``  the same with the entropy gate ``sigmoid(beta_h * (H_student - H_teacher))``

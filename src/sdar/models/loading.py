@@ -159,6 +159,12 @@ class ModelConfig:
             ``$XDG_CACHE_HOME/sdar``, else ``~/.cache/sdar``.
         trust_remote_code: passed to ``from_pretrained`` for hub models with custom code.
         init_seed: seed of the random weights of ``"tiny-random"`` (ignored for other models).
+        autocast: ``"none"`` (default) or ``"bf16"``: run every forward pass (rollout generation,
+            old/reference/teacher scoring, the update's forward, validation, SFT) under
+            ``torch.autocast`` in bfloat16 while the weights, gradients and optimizer state stay in
+            ``dtype``. On a CPU with bfloat16 instructions (avx512_bf16 / AMX) this made an
+            iteration about 2x faster (benchmarks/bf16_iteration.py); log-probs move by a few
+            hundredths of a nat. Backward passes run outside autocast, as PyTorch recommends.
     """
 
     name: str = SMOLLM2
@@ -169,6 +175,7 @@ class ModelConfig:
     cache_dir: str | None = None
     trust_remote_code: bool = False
     init_seed: int = 0
+    autocast: str = "none"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -206,6 +213,23 @@ class ModelConfig:
             raise TypeError(f"model.cache_dir must be a path or null, got {self.cache_dir!r}")
         if not isinstance(self.init_seed, int):
             raise TypeError(f"model.init_seed must be an integer, got {self.init_seed!r}")
+        if self.autocast not in AUTOCAST:
+            raise ValueError(
+                f"model.autocast must be one of {', '.join(AUTOCAST)}, got {self.autocast!r}"
+            )
+
+
+AUTOCAST = {"none": None, "bf16": torch.bfloat16}
+"""``model.autocast`` values and the dtype forward passes run in (None: the weights' dtype)."""
+
+
+def autocast_context(config: ModelConfig, device: torch.device | str) -> AbstractContextManager:
+    """The context every forward pass of a run is wrapped in: ``torch.autocast`` to bfloat16 when
+    ``config.autocast == "bf16"``, else a no-op. Wrap forward passes only, never ``backward()``."""
+    dtype = AUTOCAST[config.autocast]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

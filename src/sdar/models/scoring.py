@@ -336,9 +336,9 @@ def score_with_prefix(
     """Teacher scoring: every row's input is ``prefix_ids + prompt_ids[i] + response_ids[i]``.
 
     For SDAR the prefix is the tokenised ``"[Privileged Skill Information]\\n" + skills + "\\n\\n"``
-    (algorithm.md section 6) and the trainer calls this once per distinct skill text. With
-    ``use_cache=True`` the prefix's key/value cache is computed once and shared by all rows and
-    micro-batches (expanded over the batch, each prompt placed right after it with its padding
+    (docs/algorithm.md, "Skill-prefix cache") and the trainer calls this once per distinct skill
+    text. With ``use_cache=True`` the prefix's key/value cache is computed once and shared by all
+    rows and micro-batches (expanded over the batch, each prompt placed right after it with its padding
     masked and positions continuing from ``len(prefix_ids)``); the tokens that every prompt starts
     with are cached along with the prefix. ``use_cache=False`` feeds the whole concatenation through
     the model. Both give the same scores up to float rounding.

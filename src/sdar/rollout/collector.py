@@ -1,4 +1,4 @@
-"""Step-wise multi-turn rollout collection (algorithm.md section 5).
+"""Step-wise multi-turn rollout collection (docs/algorithm.md, "Rollout").
 
 One call plays ``len(seeds) * group_size`` episodes to the end. At every environment step all live
 episodes generate in one batch; finished episodes are masked out. Every (trajectory, step) becomes
@@ -34,7 +34,7 @@ GenerateFn = Callable[[list[list[int]]], list[list[int]]]
 
 @dataclass
 class StepSample:
-    """One agent turn: the unit of training (algorithm.md section 2)."""
+    """One agent turn: the unit of training (docs/algorithm.md, "Notation and tensor contracts")."""
 
     group_id: int
     """Index of the task in this rollout; the G copies of a task share it (the GRPO group)."""

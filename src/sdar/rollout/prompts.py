@@ -1,4 +1,6 @@
-"""Prompt building for the student and the skill-conditioned teacher (algorithm.md sections 5-6).
+"""Prompt building for the student and the skill-conditioned teacher.
+
+Described in docs/algorithm.md, "Rollout" and "Teacher prompt".
 
 The student prompt of one step is the environment's user message (task, last H (observation,
 action) pairs, current observation, admissible actions) rendered by the model's chat template.
@@ -7,6 +9,14 @@ The teacher prompt puts the task's skills in front of that:
 * ``layout="prefix"`` (released code): ``"[Privileged Skill Information]\\n" + skills + "\\n\\n"``
   followed by the chat-rendered student prompt, unchanged.
 * ``layout="system"``: the skills go in a system message of the chat template.
+* ``layout="user"``: the skills (with the same header) open the user message, before the task.
+  Small models read context there best: measured with SmolLM2-135M, skills in front of the chat
+  template lowered the expert action's probability, while a decisive hint inside the user turn
+  was used (``sdar teacher-check``, benchmarks/results/teacher_check/).
+
+The privileged text need not be the skill files: ``build(..., context=...)`` takes any
+:class:`~sdar.skills.SkillSelection` (``teacher.context``: a per-state hint, a successful sibling
+trajectory; ``sdar.trainer.teacher``), laid out the same way.
 
 Either way the teacher prompt is built as ``skill_prefix_ids + rest_ids``, where ``skill_prefix_ids``
 depends on the skill text alone. Tokenising the two parts separately makes the boundary exact, so
@@ -27,6 +37,7 @@ from sdar.envs.base import AgentEnv, EnvState
 from sdar.skills import SkillLibrary, SkillSelection
 
 SKILL_HEADER = "[Privileged Skill Information]\n"
+LAYOUTS = ("prefix", "system", "user")
 _USER_SENTINEL = "\u0000SDAR-USER-MESSAGE\u0000"
 
 
@@ -63,13 +74,13 @@ class PromptBuilder:
         tokenizer: a Hugging Face tokenizer with a chat template.
         skills: the environment's skill library (needed for the teacher and skill-seeing students).
         think: ``True`` for the <think>+<action> format, ``False`` for the action-only mode.
-        layout: teacher layout, ``"prefix"`` or ``"system"``.
+        layout: teacher layout, ``"prefix"``, ``"system"`` or ``"user"``.
     """
 
     def __init__(self, env: AgentEnv, tokenizer, skills: SkillLibrary | None, think: bool = True,
                  layout: str = "prefix"):
-        if layout not in ("prefix", "system"):
-            raise ValueError(f"teacher layout must be 'prefix' or 'system', got {layout!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"teacher layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         self.env = env
         self.tokenizer = tokenizer
         self.skills = skills
@@ -97,6 +108,9 @@ class PromptBuilder:
         if skill_text not in self._prefix_cache:
             if self.layout == "prefix":
                 text = SKILL_HEADER + skill_text + "\n\n"
+            elif self.layout == "user":
+                before, _ = self._user_parts()
+                text = before + SKILL_HEADER + skill_text + "\n\n"
             else:
                 before, _ = self._system_parts(skill_text)
                 text = before
@@ -114,25 +128,40 @@ class PromptBuilder:
             raise ValueError("the chat template dropped the user message; use teacher.layout=prefix")
         return before, after
 
+    def _user_parts(self) -> tuple[str, str]:
+        """The chat-rendered text before and after the user message's content."""
+        before, sep, after = self.chat(_USER_SENTINEL).partition(_USER_SENTINEL)
+        if not sep:
+            raise ValueError("the chat template dropped the user message; use teacher.layout=prefix")
+        return before, after
+
     def _rest_ids(self, user_message: str, with_skills: bool, skill_text: str | None) -> list[int]:
         if with_skills and self.layout == "system":
             _, after = self._system_parts(skill_text or "")
+            return self.encode(user_message + after)
+        if with_skills and self.layout == "user":
+            _, after = self._user_parts()
             return self.encode(user_message + after)
         return self.encode(self.chat(user_message))
 
     # ---- prompts ---------------------------------------------------------------------------------
     def build(self, state: EnvState, history: Sequence[tuple[str, str]], budget: int,
-              with_skills: bool = False, on_overflow: str = "truncate") -> PromptIds:
+              with_skills: bool = False, on_overflow: str = "truncate",
+              context: SkillSelection | None = None) -> PromptIds:
         """Prompt ids for ``state`` with at most ``history`` (already cut to H, oldest first).
 
         ``on_overflow``: ``"truncate"`` (student: drop history, then left-truncate and flag it),
         ``"drop_history"`` (teacher: drop history, then raise) or ``"error"`` (raise at once).
+        ``context``: the privileged text to lay out instead of the routed skills (only with
+        ``with_skills``); an empty text gives the plain student prompt.
         """
         prefix: list[int] = []
         files: tuple[str, ...] = ()
         skill_text = None
+        if with_skills and context is not None and not context.text:
+            with_skills = False
         if with_skills:
-            selection = self.select_skills(state)
+            selection = context if context is not None else self.select_skills(state)
             skill_text, files = selection.text, selection.files
             prefix = self.skill_prefix_ids(skill_text)
         history = list(history)

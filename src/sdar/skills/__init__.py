@@ -1,4 +1,4 @@
-"""Skill libraries and their routing (algorithm.md section 7).
+"""Skill libraries and their routing (docs/algorithm.md, "Skills and routing").
 
 Skills are Markdown files shipped in this package under ``skills/<env>/``: ``general.md`` plus one
 file per routing key (``heat.md``, ``apparel.md``, ``two_hop.md``, ...). An environment tells which

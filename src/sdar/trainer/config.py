@@ -37,7 +37,8 @@ class ConfigError(UserError, ValueError):
 
 @dataclass
 class EnvConfig:
-    """Which environment to train on and how the agent talks to it (algorithm.md sections 5, 9)."""
+    """Which environment to train on and how the agent talks to it (docs/algorithm.md,
+    "Rollout")."""
 
     name: str = "alfworld"
     """Environment registry name: alfworld, webshop or search."""
@@ -60,7 +61,7 @@ class EnvConfig:
 
 @dataclass
 class RolloutConfig:
-    """Step-wise rollout collection (algorithm.md section 5)."""
+    """Step-wise rollout collection (docs/algorithm.md, "Rollout")."""
 
     tasks_per_iteration: int = 16
     """B, distinct tasks per iteration (paper: 16 ALFWorld/WebShop, 128 Search-QA)."""
@@ -82,11 +83,18 @@ class RolloutConfig:
 
 @dataclass
 class TeacherConfig:
-    """The skill-conditioned teacher branch (algorithm.md section 6)."""
+    """The skill-conditioned teacher branch (docs/algorithm.md, "Teacher prompt")."""
 
-    layout: Literal["prefix", "system"] = "prefix"
-    """``prefix``: "[Privileged Skill Information]\\n" + skills + "\\n\\n" + chat-rendered student
-    prompt, as released. ``system``: skills as a system message inside the chat template."""
+    layout: Literal["prefix", "system", "user"] = "prefix"
+    """``prefix``: "[Privileged Skill Information]\\n" + context + "\\n\\n" + chat-rendered student
+    prompt, as released. ``system``: the context as a system message inside the chat template.
+    ``user``: the same header and context opening the user message, before the task (what small
+    models read best; run ``sdar teacher-check`` to see which layout your model uses)."""
+    context: Literal["skills", "hint", "sibling"] = "skills"
+    """The teacher's privileged context: ``skills`` (the routed skill files, the paper), ``hint``
+    (the environment's per-state hint, e.g. ``toy_panels``), or ``sibling`` (the actions of a
+    successful trajectory of the same group, as SDPO's self-teacher; none when no copy won).
+    Validation with skills and Skill-GRPO students always use the skills."""
     max_prompt_tokens: int = 4096
     """Teacher prompt budget (skills + student prompt)."""
     on_overflow: Literal["drop_history", "error"] = "drop_history"
@@ -100,7 +108,7 @@ class TeacherConfig:
 
 @dataclass
 class AdvantageConfig:
-    """Advantage estimation (algorithm.md section 4)."""
+    """Advantage estimation (docs/algorithm.md, "Advantages")."""
 
     estimator: Literal["grpo", "gigpo"] = "grpo"
     cross_steps: bool = True
@@ -116,7 +124,7 @@ class AdvantageConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW and PPO mini-batching (algorithm.md section 9)."""
+    """AdamW and PPO mini-batching (docs/algorithm.md, "Released hyperparameters")."""
 
     lr: float = 1e-6
     weight_decay: float = 0.01
@@ -132,7 +140,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """The fixed validation panel (algorithm.md section 5)."""
+    """The fixed validation panel (docs/algorithm.md, "Validation panel")."""
 
     every: int = 5
     """Validate every N iterations (0: never during training)."""
@@ -176,8 +184,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     iterations: int = 150
-    """Training iterations (algorithm.md section 9). 0 evaluates the untrained model only
-    (the Vanilla and Skill-Prompt rows)."""
+    """Training iterations (docs/algorithm.md, "Released hyperparameters"). 0 evaluates the
+    untrained model only (the Vanilla and Skill-Prompt rows)."""
     seed: int = 0
     """Seeds Python, NumPy and torch, the sampling generator and the training task order."""
     output_dir: str = "runs/sdar"

@@ -1,4 +1,4 @@
-"""Validation on a fixed panel of tasks (algorithm.md section 5) and ``sdar eval``.
+"""Validation on a fixed panel of tasks (docs/algorithm.md, "Validation panel") and ``sdar eval``.
 
 The panel is tasks ``eval.seed .. eval.seed + eval.num_tasks - 1`` of the validation split, one
 episode each (group size 1), the same every time. Sampling uses its own generator seeded from
@@ -19,6 +19,7 @@ import torch
 
 from sdar.envs.base import AgentEnv
 from sdar.models.generation import GenerationConfig, generate
+from sdar.models.loading import autocast_context
 from sdar.rollout import PromptBuilder, Rollout, collect_rollout, rollout_metrics
 from sdar.trainer.distributed import (
     SINGLE,
@@ -61,10 +62,11 @@ def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, h
     start, stop = shard_bounds(len(seeds), context.rank, context.world_size)
     rollout = Rollout([], [])
     if start < stop:
-        rollout = collect_rollout(
-            env, builder, run, tokenizer, seeds[start:stop], 1, history_length,
-            config.rollout.max_prompt_tokens, config.env.invalid_action_penalty,
-            with_skills=with_skills, should_stop=should_stop,
-            progress=progress and context.is_main, desc=prefix,
-        )
+        with autocast_context(config.model, next(model.parameters()).device):
+            rollout = collect_rollout(
+                env, builder, run, tokenizer, seeds[start:stop], 1, history_length,
+                config.rollout.max_prompt_tokens, config.env.invalid_action_penalty,
+                with_skills=with_skills, should_stop=should_stop,
+                progress=progress and context.is_main, desc=prefix,
+            )
     return rollout_metrics(gather_rollout(context, rollout), prefix)

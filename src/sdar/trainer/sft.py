@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdar.errors import UserError
-from sdar.models.loading import load_policy
+from sdar.models.loading import autocast_context, load_policy
 from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger
 from sdar.trainer.checkpoint import save_checkpoint
@@ -111,8 +111,9 @@ def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path, ep
             total = 0.0
             for m in range(0, len(batch), micro):
                 rows = batch[m : m + micro]
-                scored = score_responses(model, [p for p, _ in rows], [r for _, r in rows],
-                                         pad_id=tokenizer.pad_token_id)
+                with autocast_context(config.model, next(model.parameters()).device):
+                    scored = score_responses(model, [p for p, _ in rows], [r for _, r in rows],
+                                             pad_id=tokenizer.pad_token_id)
                 mask = scored.response_mask.to(scored.log_probs.device)
                 nll = -(scored.log_probs * mask).sum() / n_tokens
                 nll.backward()

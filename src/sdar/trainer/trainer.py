@@ -1,4 +1,4 @@
-"""The SDAR training loop (algorithm.md sections 3-9), on one device or data-parallel over many.
+"""The SDAR training loop (docs/algorithm.md), on one device or data-parallel over many.
 
 One iteration:
 
@@ -14,7 +14,7 @@ One iteration:
    token-mean is exact over the mini-batch. AdamW, gradient clipping, warm-up.
 5. **Metrics, samples, validation, checkpoint.**
 
-Every method of algorithm.md section 8 is the same loop with different switches
+Every method of docs/algorithm.md, "The methods" is the same loop with different switches
 (``sdar.methods.LossConfig``); the loop never branches on a method name.
 
 Deliberate simplifications, stated so nobody has to discover them:
@@ -56,6 +56,7 @@ import math
 import random
 import signal
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,12 @@ from sdar.envs import env_factory, make_env
 from sdar.envs.base import AgentEnv
 from sdar.methods import METHODS, LossInputs, actor_loss, required_inputs
 from sdar.models.generation import GenerationConfig, generate
-from sdar.models.loading import load_policy, load_reference, reference_log_probs_context
+from sdar.models.loading import (
+    autocast_context,
+    load_policy,
+    load_reference,
+    reference_log_probs_context,
+)
 from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger, format_summary
 from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
@@ -102,7 +108,7 @@ from sdar.trainer.distributed import (
 from sdar.trainer.evaluation import run_panel
 from sdar.trainer.run_dir import check_new_run, check_writable, clear_unresumable_run
 from sdar.trainer.sharding import full_weights, shard_model, whole
-from sdar.trainer.teacher import teacher_log_probs
+from sdar.trainer.teacher import teacher_contexts, teacher_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +315,10 @@ class Trainer:
         return self.config.eval.every > 0 or self.config.eval.before_training or self.config.iterations == 0
 
     # ---- generation and scoring -------------------------------------------------------------------
+    def _autocast(self):
+        """Forward passes run under this context (``model.autocast``; a no-op by default)."""
+        return autocast_context(self.config.model, self.device)
+
     def _make_vllm_engine(self):
         from sdar.models.loading import PACKAGED_NAMES, TINY_RANDOM, packaged_checkpoint
         from sdar.models.vllm_generation import VllmGenerator
@@ -498,7 +508,7 @@ class Trainer:
     def run_iteration(self, iteration: int) -> dict[str, float]:
         # 1. rollout ------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        with full_weights(self.model):  # ranks generate for different numbers of steps
+        with full_weights(self.model), self._autocast():  # ranks generate for different numbers of steps
             rollout = self.collect(iteration)
         rollout_s = time.perf_counter() - t0
         metrics = rollout_metrics(gather_rollout(self.dist, rollout), "train")
@@ -547,12 +557,14 @@ class Trainer:
         Every rank calls it, also with no step sample; returns metrics over all ranks."""
         cfg = self.config
         metrics: dict[str, float] = {}
+        # the trajectories ``teacher.context: sibling`` takes winners from (all ranks' samples)
+        self._sibling_pool = (self._group_samples(samples) or samples) if cfg.teacher.context == "sibling" else None
         counts = all_gather_objects(self.dist, len(samples))
         offset, total = sum(counts[: self.dist.rank]), sum(counts)
         # 2. log-probs with the rollout-time weights ----------------------------------------------
         t0 = time.perf_counter()
         # Ranks score different numbers of step samples: whole weights for the phase (FSDP).
-        with full_weights(self.model):
+        with full_weights(self.model), self._autocast():
             # One optimizer step on all step samples: the policy at that step is still the rollout-time
             # policy, so the old log-probs are the update's own (detached; empty rows here, filled by
             # the update row by row); no separate scoring pass.
@@ -569,7 +581,8 @@ class Trainer:
                 teacher = teacher_log_probs(
                     self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
                     self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
-                    micro_batch_size=cfg.optim.micro_batch_size,
+                    micro_batch_size=cfg.optim.micro_batch_size, context=cfg.teacher.context,
+                    group_samples=self._sibling_pool,
                 )
                 metrics["timing/teacher_s"] = time.perf_counter() - t0
                 parts = all_gather_objects(
@@ -584,7 +597,7 @@ class Trainer:
                     self._log_skill_files(iteration, skill_files)
         if "ref_log_probs" in self.needs and self.reference is not None:  # full fine-tuning: the frozen copy
             t0 = time.perf_counter()
-            with full_weights(self.reference):  # gathered once the policy's are released (FSDP)
+            with full_weights(self.reference), self._autocast():  # gathered once the policy's are released (FSDP)
                 ref_lp, _ = self._score(self.reference, samples)
             old_ref_s += time.perf_counter() - t0
         metrics["timing/old_ref_log_probs_s"] = old_ref_s
@@ -602,12 +615,40 @@ class Trainer:
             metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
         self._sync_engine()  # the next rollout samples from the updated weights
         metrics["timing/update_s"] = time.perf_counter() - t0
+        metrics.update(self.signal_metrics(samples, advantages, old_lp, teacher))
         self._completed_iteration = iteration
         records = all_gather_objects(self.dist, self.sample_records(
             iteration, samples, advantages, old_lp, teacher, offset=offset, total=total))
         if self.log is not None:
             self.log.log_samples(iteration, [r for part in records for r in part])
         return metrics
+
+    def signal_metrics(self, samples, advantages, old_lp, teacher) -> dict[str, float]:
+        """Where the learning signal is: ``train/groups_with_signal``, the share of groups whose
+        advantages are not all 0 (GRPO learns nothing from the others), and, with a teacher, the
+        gap ``l_T - l_old`` and the gap gate ``sigmoid(beta * gap)`` (rollout-time weights, the gate
+        of the first optimizer step) on the tokens of step samples with positive and with negative
+        advantage, token means (``teacher/gap_pos_adv``, ``teacher/gate_neg_adv``, ...).
+        Over this rank's step samples (rank 0's with several processes)."""
+        out: dict[str, float] = {}
+        groups: dict[int, bool] = {}
+        for s, a in zip(samples, advantages.tolist()):
+            groups[s.group_id] = groups.get(s.group_id, False) or a != 0.0
+        if groups:
+            out["train/groups_with_signal"] = sum(groups.values()) / len(groups)
+        if teacher is None:
+            return out
+        beta = self.config.loss.beta if self.spec.distillation == "sdar" else None
+        for name, keep in (("pos", lambda a: a > 0), ("neg", lambda a: a < 0)):
+            gaps = [teacher.log_probs[i] - old_lp[i] for i, a in enumerate(advantages.tolist())
+                    if keep(a) and old_lp[i].numel() == len(samples[i].response_ids) > 0]
+            if not gaps:
+                continue
+            gap = torch.cat(gaps)
+            out[f"teacher/gap_{name}_adv"] = float(gap.mean())
+            if beta is not None:
+                out[f"teacher/gate_{name}_adv"] = float(torch.sigmoid(beta * gap).mean())
+        return out
 
     def compute_advantages(self, samples: list[StepSample]) -> torch.Tensor:
         """Advantages of this rank's step samples; the group statistics are over the step samples of
@@ -701,8 +742,10 @@ class Trainer:
                     if pass_index >= len(micro_batches) or not finite:  # only when sharded
                         self._padding_pass()
                         continue
-                    loss, m, n_tokens = self._micro_batch_loss(iteration, samples, micro_batches[pass_index],
-                                                               advantages, old_lp, ref_lp, teacher, with_entropy)
+                    with self._autocast():  # the forward pass only; backward runs outside autocast
+                        loss, m, n_tokens = self._micro_batch_loss(
+                            iteration, samples, micro_batches[pass_index], advantages, old_lp, ref_lp, teacher,
+                            with_entropy)
                     if not torch.isfinite(loss):
                         finite = False
                         if not self.sharded:
@@ -778,17 +821,30 @@ class Trainer:
         collectives of a real micro-batch of a sharded model: a forward pass with gradient, the
         teacher-logits pass when the loss needs one, and a backward pass."""
         ids = torch.full((1, 1), self.pad_id, dtype=torch.long, device=self.device)  # any valid token
-        logits = self.model(input_ids=ids, use_cache=False).logits
-        if "logits" in self.needs:
-            with torch.no_grad():
-                self.model(input_ids=ids, use_cache=False)
+        with self._autocast():
+            logits = self.model(input_ids=ids, use_cache=False).logits
+            if "logits" in self.needs:
+                with torch.no_grad():
+                    self.model(input_ids=ids, use_cache=False)
         (logits.float().sum() * 0.0).backward()
+
+    def _group_samples(self, samples: list[StepSample]):
+        """What ``teacher.context: sibling`` reads: every rank's step samples (only the fields
+        that name a trajectory's actions and outcome); ``None`` for the other contexts."""
+        if self.config.teacher.context != "sibling" or not self.dist.enabled:
+            return None
+        mine = [(s.group_id, s.traj_id, s.step, s.action, s.won) for s in samples]
+        keys = ("group_id", "traj_id", "step", "action", "won")
+        return [types.SimpleNamespace(**dict(zip(keys, row)))
+                for part in all_gather_objects(self.dist, mine) for row in part]
 
     @torch.no_grad()
     def _teacher_logits(self, rows: list[StepSample]) -> torch.Tensor:
         cfg = self.config.teacher
+        # ``sibling`` takes winners from the iteration's pool, not from this micro-batch alone
+        contexts = teacher_contexts(cfg.context, self.train_prompts, rows, self._sibling_pool)
         prompts = [self.train_prompts.build(s.state, s.history, cfg.max_prompt_tokens, with_skills=True,
-                                            on_overflow=cfg.on_overflow) for s in rows]
+                                            on_overflow=cfg.on_overflow, context=c) for s, c in zip(rows, contexts)]
         scored = score_responses(self.model, [p.ids for p in prompts], [s.response_ids for s in rows],
                                  pad_id=self.pad_id, return_logits=True)
         return scored.logits.detach()

@@ -1,6 +1,6 @@
 """What the ALFWorld agent reads and writes: the step prompt and the action tag.
 
-The prompt follows the step-wise, bounded-history template of algorithm.md section 5 (as in
+The prompt follows the step-wise, bounded-history template of docs/algorithm.md, "Rollout" (as in
 verl-agent's ALFWorld prompt, re-worded for this project): the task, the last H (observation,
 action) pairs, the current observation, the admissible actions, and the answer format. Commands
 are quoted exactly as ALFWorld 0.4.2's grammar produces them (``move X to Y``, not ``put X in Y``).

@@ -1,4 +1,6 @@
-"""Skill routing for WebShop: category keywords in the instruction (algorithm.md section 7).
+"""Skill routing for WebShop: category keywords in the instruction.
+
+Described in docs/algorithm.md, "Skills and routing".
 
 Each category has a list of keywords (product nouns and a few strong category words). An
 instruction routes to every category with a keyword in it, as a whole word or phrase, with an

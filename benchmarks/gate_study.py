@@ -1,0 +1,311 @@
+"""The gate study: does SDAR's gate keep the benefit of good hints and soften bad ones?
+
+Controlled setting (``configs/bench/gate_study.yaml``): the ``toy_panels`` environment, where the
+right word of every panel is the fruit, a wrong word ends the episode, and the reward (10) comes
+only when all 3 panels are right, so a uniform guesser wins 1.6% of its episodes and GRPO sees few
+groups with any signal. The teacher's privileged context is the environment's per-state hint
+(``teacher.context: hint``, inside the user turn: ``teacher.layout: user``), which names the right
+word: ``sdar teacher-check`` on this setting ranks the right word first at about 96% of the states
+with the hint against 17% without. With ``hint_corruption`` p, a share p of the tasks get hints
+that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of them).
+
+1. **Warm start, shared by every run**: the ``random`` policy plays ``--demo-episodes`` training
+   episodes; its turns (valid format, words chosen at random, so no knowledge of the rule) are
+   the demonstrations of ``sdar sft``. The warm start writes valid actions and guesses.
+   Its validation (``start_eval.json``, with the config and checkpoint it evaluated) is iteration 0.
+2. **Runs** (``RUNS`` below), each for every seed: GRPO; SDAR at lambda 0.01 / 0.1 / 1; the
+   released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
+   seed); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
+   hints and with half and all of them corrupted. Ordered so that the most telling comparisons
+   finish first for all seeds. Resumable: finished runs are skipped, interrupted ones resumed.
+3. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before and
+   after, mean +- std over seeds; the gate and gap on tokens with positive / negative advantage),
+   ``curves.png``, and each run's config and metrics under ``runs/``.
+
+    python benchmarks/gate_study.py --jobs 2          # the whole grid (hours on 2 CPU cores)
+    python benchmarks/gate_study.py --aggregate-only  # tables from the runs finished so far
+    python benchmarks/gate_study.py --smoke           # tiny random model, plumbing only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
+SEEDS = (0, 1, 2)
+# (run name, overrides), most telling first; every run name ends in -c<corruption>.
+RUNS: list[tuple[str, list[str]]] = [
+    ("grpo", ["method=grpo"]),
+    ("sdar-l1-c0", ["method=sdar", "loss.sdar_lambda=1.0"]),
+    ("opsd_sampled-c0", ["method=opsd_sampled", "loss.opsd_coef=0.1"]),
+    ("sdar-l1-c1", ["method=sdar", "loss.sdar_lambda=1.0", "env.options.hint_corruption=1.0"]),
+    ("opsd_sampled-c1", ["method=opsd_sampled", "loss.opsd_coef=0.1", "env.options.hint_corruption=1.0"]),
+    ("sdar-l0.1-c0", ["method=sdar", "loss.sdar_lambda=0.1"]),
+    ("grpo_opsd", ["method=grpo_opsd"]),
+    ("sdar-l0.1-c1", ["method=sdar", "loss.sdar_lambda=0.1", "env.options.hint_corruption=1.0"]),
+    ("sdar-l1-c0.5", ["method=sdar", "loss.sdar_lambda=1.0", "env.options.hint_corruption=0.5"]),
+    ("opsd_sampled-c0.5", ["method=opsd_sampled", "loss.opsd_coef=0.1", "env.options.hint_corruption=0.5"]),
+    ("sdar-l0.01-c0", ["method=sdar", "loss.sdar_lambda=0.01"]),
+    ("sdar-l0.1-c0.5", ["method=sdar", "loss.sdar_lambda=0.1", "env.options.hint_corruption=0.5"]),
+    ("sdar-l0.01-c1", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=1.0"]),
+    ("sdar-l0.01-c0.5", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=0.5"]),
+]
+SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1", "rollout.tasks_per_iteration=2",
+         "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=4"]
+GATE_KEYS = ("teacher/gate_pos_adv", "teacher/gate_neg_adv", "teacher/gap_pos_adv", "teacher/gap_neg_adv",
+             "train/groups_with_signal", "actor/kl", "actor/pg_clipfrac", "actor/entropy")
+
+
+def sdar(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sdar.cli", *args]
+
+
+def run(cmd: list[str], log: Path) -> None:
+    """Run ``cmd`` with its output appended to ``log``; raise with the log's end when it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a", encoding="utf-8") as f:
+        f.write(f"\n$ {' '.join(cmd)}\n")
+        f.flush()
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
+    if done.returncode != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+        raise RuntimeError(f"failed ({done.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    from sdar.reporting.run_log import read_metrics as read
+
+    return read(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
+
+
+def finished(run_dir: Path, iterations: int) -> bool:
+    return any(row.get("iteration") == iterations for row in read_metrics(run_dir))
+
+
+def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path: Path = CONFIG) -> tuple[Path, dict]:
+    """The shared warm start (random-policy format demonstrations + ``sdar sft``) and its
+    validation (``start_eval.json``); both made once and reused."""
+    from sdar.envs.play import play_episodes
+    from sdar.trainer.config import load_config
+    from sdar.trainer.trainer import make_run_env
+
+    sft_dir = runs_dir / "warm"
+    start_path = runs_dir / "start_eval.json"
+    config = load_config(config_path, overrides)
+    if not (sft_dir / "checkpoints").is_dir():
+        demos = runs_dir / "demos.jsonl"
+        with make_run_env(config.env, config.env.train_split) as env:
+            play_episodes(env, "random", episodes, seed=0, demos_path=str(demos), think=False)
+        # Format demonstrations: every turn counts, won or lost (random play rarely wins).
+        rows = [json.loads(line) for line in demos.read_text(encoding="utf-8").splitlines() if line.strip()]
+        demos.write_text("".join(json.dumps({**r, "won": True}) + "\n" for r in rows), encoding="utf-8")
+        if sft_dir.exists():
+            shutil.rmtree(sft_dir)
+        run(sdar("sft", "--config", str(config_path), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
+                 "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
+    if not start_path.is_file():
+        run(sdar("eval", "--config", str(config_path), *overrides, f"init_checkpoint={sft_dir}", "--output",
+                 str(start_path)), runs_dir / "warm.log")
+    start = json.loads(start_path.read_text(encoding="utf-8"))
+    start["env_name"] = config.env.name
+    start["env_options"] = config.env.options
+    return sft_dir, start
+
+
+def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sft_dir: Path,
+              overrides: list[str], iterations: int) -> str:
+    run_dir = runs_dir / f"{name}-seed{seed}"
+    log = runs_dir / "logs" / f"{name}-seed{seed}.log"
+    if finished(run_dir, iterations):
+        return f"{run_dir.name}: finished earlier"
+    started = time.perf_counter()
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("iter_*")):
+        run(sdar("train", "--resume", str(run_dir), "--no-report"), log)
+        what = "resumed"
+    else:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to resume
+        run(sdar("train", "--config", str(CONFIG), *overrides, *run_overrides, f"seed={seed}",
+                 f"init_checkpoint={sft_dir}", "--output-dir", str(run_dir), "--no-report"), log)
+        what = "trained"
+    return f"{run_dir.name}: {what} in {time.perf_counter() - started:.0f} s"
+
+
+def mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None, "n": len(values)}
+
+
+def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: list[int], state: str) -> dict:
+    from _results import machine_info
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    curves: dict[str, dict[int, list[float]]] = {}
+    for name, run_overrides in RUNS:
+        finals, mids, signals = [], [], {k: [] for k in GATE_KEYS}
+        done_seeds = []
+        for seed in seeds:
+            run_dir = runs_dir / f"{name}-seed{seed}"
+            metrics = read_metrics(run_dir)
+            if not any(m.get("iteration") == iterations for m in metrics):
+                continue
+            config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
+            if str(start.get("init_checkpoint")) not in config_text:
+                raise SystemExit(f"{run_dir}: its init_checkpoint is not the warm start that start_eval.json "
+                                 f"evaluated ({start.get('init_checkpoint')}); refusing to mix them")
+            done_seeds.append(seed)
+            val = {m["iteration"]: m["val/success"] for m in metrics if "val/success" in m}
+            finals.append(val[iterations])
+            curve = curves.setdefault(name, {0: []})
+            curve[0].append(start["success"])
+            for it, v in val.items():
+                curve.setdefault(it, []).append(v)
+            train_rows = [m for m in metrics if m.get("iteration", 0) >= 1]
+            for key in GATE_KEYS:
+                vals = [m[key] for m in train_rows if key in m]
+                if vals:
+                    signals[key].append(statistics.fmean(vals))
+            dest = out / "runs" / run_dir.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in ("config.yaml", "metrics.jsonl"):
+                shutil.copy2(run_dir / f, dest / f)
+            train_success = [m["train/success"] for m in train_rows if "train/success" in m]
+            mids.append(statistics.fmean(train_success) if train_success else float("nan"))
+        rows.append({"run": name, "overrides": run_overrides, "seeds": done_seeds,
+                     "final_val_success": mean_std(finals), "per_seed_final": finals,
+                     "train_success_mean": mean_std(mids),
+                     "signals": {k: (statistics.fmean(v) if v else None) for k, v in signals.items()}})
+    summary = {
+        "state": state, "before_rl": start, "iterations": iterations, "seeds": seeds,
+        "config": str(CONFIG.relative_to(ROOT)), "rows": rows, "machine": machine_info(),
+        "commit": _commit(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    plot(curves, out / "curves.png")
+    return summary
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
+
+
+def _fmt(stats: dict) -> str:
+    if not stats["n"]:
+        return "-"
+    return f"{100 * stats['mean']:.1f} +- {100 * stats['std']:.1f}"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = [f"State: {summary['state']}", "",
+             f"Validation success in % on {summary['before_rl']['num_tasks']} test tasks "
+             f"(before RL: {100 * summary['before_rl']['success']:.1f}), mean +- std over the seeds that "
+             f"finished; gate / gap: mean over iterations of the token mean on step samples with positive "
+             f"(+) and negative (-) advantage.", "",
+             "| run | seeds | final success | per seed | train success | gate + | gate - | gap + | gap - "
+             "| groups with signal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in summary["rows"]:
+        s = r["signals"]
+        per_seed = " / ".join(f"{100 * v:.1f}" for v in r["per_seed_final"]) or "-"
+        lines.append(f"| {r['run']} | {len(r['seeds'])} | {_fmt(r['final_val_success'])} | {per_seed} | "
+                     f"{_fmt(r['train_success_mean'])} | {_num(s['teacher/gate_pos_adv'])} | "
+                     f"{_num(s['teacher/gate_neg_adv'])} | {_num(s['teacher/gap_pos_adv'])} | "
+                     f"{_num(s['teacher/gap_neg_adv'])} | {_num(s['train/groups_with_signal'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves: dict[str, dict[int, list[float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curves:
+        return
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for ax, corruption in zip(axes, ("c0", "c0.5", "c1")):
+        for name, curve in curves.items():
+            if not (name.endswith(corruption) or name in ("grpo", "grpo_opsd")):
+                continue
+            its = sorted(curve)
+            means = [100 * statistics.fmean(curve[i]) for i in its]
+            ax.plot(its, means, marker="o", label=name)
+        ax.set_title({"c0": "correct hints", "c0.5": "half the hints corrupted", "c1": "all hints corrupted"}[corruption])
+        ax.set_xlabel("iteration")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("validation success (%)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", default="runs/gate_study", help="where runs and the warm start go")
+    parser.add_argument("--out", default="benchmarks/results/gate_study", help="where the tables go")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--only", nargs="+", help="run names of RUNS to train (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
+    parser.add_argument("--demo-episodes", type=int, default=192)
+    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, 1 iteration (plumbing only)")
+    args = parser.parse_args(argv)
+    overrides = SMOKE if args.smoke else []
+    runs_dir = ROOT / args.runs_dir
+    out = ROOT / (args.out if not args.smoke or args.out != parser.get_default("out") else "runs/gate_study_smoke_out")
+    from sdar.trainer.config import load_config
+
+    iterations = load_config(CONFIG, overrides).iterations
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    # One thread per process: two torch processes with two threads each on 2 cores slow each other
+    # several-fold. Set OMP_NUM_THREADS yourself to override (e.g. on a machine with more cores).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes)
+    print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
+    planned = [(name, ro, seed) for name, ro in RUNS if not args.only or name in args.only for seed in args.seeds]
+    failures = []
+    if not args.aggregate_only:
+
+        def one(item):
+            name, ro, seed = item
+            try:
+                msg = train_one(name, ro, seed, runs_dir, sft_dir, overrides, iterations)
+            except RuntimeError as err:
+                failures.append(f"{name}-seed{seed}: {err}")
+                msg = f"{name}-seed{seed}: FAILED"
+            print(msg, flush=True)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(one, planned))
+    total = len(RUNS) * len(args.seeds)
+    done = sum(finished(runs_dir / f"{n}-seed{s}", iterations) for n, _ in RUNS for s in args.seeds)
+    state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
+    aggregate(runs_dir, out, start, iterations, args.seeds, state)
+    print(f"{state}; tables in {out}", flush=True)
+    for f in failures:
+        print(f, file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""``sdar teacher-check``: can the teacher use its privileged context? Measure it before training.
+
+SDAR's distillation term only helps when the teacher (the policy reading privileged context) scores
+good actions higher than the student does. Whether it does depends on the model, the environment,
+the context (``teacher.context``) and where the context sits in the prompt (``teacher.layout``).
+This check answers that in minutes, without training:
+
+1. The environment's scripted expert plays ``episodes`` validation tasks to the end. At every
+   state, the candidates are the expert's action and up to ``alternatives`` other actions (other
+   admissible actions where the environment lists them, else the ``random`` policy's responses),
+   each written in the run's response format.
+2. Every candidate is scored twice by the same model: after the student prompt, and after the
+   teacher prompt (context laid out by ``teacher.layout``).
+3. Reported per candidate kind (expert / non-expert): the mean per-token gap
+   ``log pi(y | context + prompt) - log pi(y | prompt)`` (the gap SDAR's gate reads), and how often
+   the expert action is ranked first by total log-prob among the state's candidates, by the
+   teacher and by the student.
+
+A teacher that can use its context shows a positive expert gap, a lower non-expert gap and a
+teacher top-1 rate above the student's. With ``teacher.context: sibling`` the context is the
+expert episode's own actions (a successful trajectory of the same task).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from sdar.envs.base import AgentEnv, EnvState
+from sdar.models.loading import autocast_context, load_policy
+from sdar.models.scoring import score_responses
+from sdar.rollout.prompts import PromptBuilder
+from sdar.skills import SkillLibrary, SkillSelection
+from sdar.trainer.teacher import teacher_contexts
+
+logger = logging.getLogger(__name__)
+
+_THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+
+
+@dataclass
+class Candidate:
+    """One scored response at one state."""
+
+    state_index: int
+    expert: bool
+    student_log_prob: float
+    """Total log-prob of the response after the student prompt."""
+    teacher_log_prob: float
+    tokens: int
+
+
+def _response(text: str, think: bool) -> str:
+    return text if think else _THINK.sub("", text).strip()
+
+
+def _alternatives(env: AgentEnv, index: int, state: EnvState, expert: str, count: int, think: bool,
+                  rng: random.Random) -> list[str]:
+    """Up to ``count`` responses other than the expert's, in the expert's response format."""
+    action_match = re.search(r"<action>(.*?)</action>", expert, re.DOTALL)
+    if state.admissible_actions and action_match:
+        expert_action = action_match.group(1).strip()
+        others = [a for a in state.admissible_actions if a.strip() != expert_action]
+        picked = rng.sample(others, min(count, len(others)))
+        return [expert.replace(action_match.group(0), f"<action>{a}</action>") for a in picked]
+    out: list[str] = []
+    for _ in range(4 * count):  # the random policy may repeat itself or the expert
+        text = _response(env.scripted_action(index, "random", rng), think)
+        if text != expert and text not in out:
+            out.append(text)
+        if len(out) == count:
+            break
+    return out
+
+
+def collect_states(env: AgentEnv, seeds: list[int], history_length: int, max_states: int):
+    """Play the expert on ``seeds`` (one episode each); returns ``(index, state, history, expert
+    response, episode actions)`` per visited state, at most ``max_states``."""
+    rng = random.Random(0)
+    states = env.reset(seeds, 1)
+    histories: list[list[tuple[str, str]]] = [[] for _ in states]
+    actions: list[list[str]] = [[] for _ in states]
+    visited = []
+    while not all(s.done for s in states) and len(visited) < max_states:
+        step_actions: list[str | None] = []
+        for i, s in enumerate(states):
+            if s.done:
+                step_actions.append(None)
+                continue
+            response = env.scripted_action(i, "expert", rng)
+            parsed = env.parse_action(response)
+            visited.append((i, s, list(histories[i][-history_length:] if history_length else []), response))
+            actions[i].append(parsed.action)
+            step_actions.append(parsed.action)
+        new = env.step(step_actions)
+        for i, (s, a) in enumerate(zip(states, step_actions)):
+            if a is not None:
+                histories[i].append((s.observation, a))
+        states = new
+    return [(i, s, h, r, actions[i]) for i, s, h, r in visited[:max_states]]
+
+
+def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: int = 64,
+                  split: str | None = None) -> dict:
+    """Run the check for ``config`` (model, env, ``teacher.context``, ``teacher.layout``, prompt
+    mode, budgets, ``init_checkpoint``); returns the result as a JSON-ready dict."""
+    from sdar.trainer.checkpoint import apply_warm_start
+    from sdar.trainer.trainer import make_run_env
+
+    if episodes < 1 or alternatives < 1 or max_states < 1:
+        raise ValueError("episodes, alternatives and max_states must be >= 1")
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_policy(config.model)
+    if config.init_checkpoint:
+        model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
+    model.eval()
+    think = config.env.prompt_mode == "think"
+    split = split or config.env.val_split
+    with make_run_env(config.env, split) as env:
+        skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if config.teacher.context == "skills" else None
+        builder = PromptBuilder(env, tokenizer, skills, think, config.teacher.layout)
+        history_length = config.env.history_length if config.env.history_length is not None else env.history_length
+        seeds = list(range(config.eval.seed, config.eval.seed + episodes))
+        visited = collect_states(env, seeds, history_length, max_states)
+        rng = random.Random(config.seed)
+        rows = []  # (state index, expert?, response text, state, history, context)
+        for k, (i, state, history, expert, episode_actions) in enumerate(visited):
+            expert_text = _response(expert, think)
+            if config.teacher.context == "sibling":
+                lines = [f"{n}. {a}" for n, a in enumerate(episode_actions, start=1)]
+                context = SkillSelection(files=("sibling",), text="A successful attempt at this task took "
+                                         "these actions:\n" + "\n".join(lines))
+            else:
+                fake = _StateOnly(state)
+                context = teacher_contexts(config.teacher.context, builder, [fake])[0]
+            rows.append((k, True, expert_text, state, history, context))
+            for alt in _alternatives(env, i, state, expert_text, alternatives, think, rng):
+                rows.append((k, False, alt, state, history, context))
+    budget = config.rollout.max_prompt_tokens
+    student = [builder.build(s, h, budget).ids for _, _, _, s, h, _ in rows]
+    teacher = [builder.build(s, h, config.teacher.max_prompt_tokens, with_skills=True, on_overflow="drop_history",
+                             context=c).ids for _, _, _, s, h, c in rows]
+    responses = [tokenizer(text, add_special_tokens=False)["input_ids"] for _, _, text, _, _, _ in rows]
+    device = next(model.parameters()).device
+    with torch.no_grad(), autocast_context(config.model, device):
+        s_lp = score_responses(model, student, responses, pad_id=tokenizer.pad_token_id,
+                               micro_batch_size=config.optim.micro_batch_size).log_probs.float().cpu()
+        t_lp = score_responses(model, teacher, responses, pad_id=tokenizer.pad_token_id,
+                               micro_batch_size=config.optim.micro_batch_size).log_probs.float().cpu()
+    candidates = [Candidate(k, expert, float(s_lp[j, : len(r)].sum()), float(t_lp[j, : len(r)].sum()), len(r))
+                  for j, ((k, expert, *_), r) in enumerate(zip(rows, responses))]
+    result = summarise(candidates)
+    result.update({
+        "env": config.env.name, "split": split, "model": config.model.name,
+        "init_checkpoint": config.init_checkpoint, "teacher_context": config.teacher.context,
+        "teacher_layout": config.teacher.layout, "prompt_mode": config.env.prompt_mode,
+        "autocast": config.model.autocast, "episodes": episodes, "alternatives": alternatives,
+        "seconds": round(time.perf_counter() - started, 1),
+        "example_teacher_prompt": tokenizer.decode(teacher[0]) if teacher else None,
+    })
+    return result
+
+
+class _StateOnly:
+    """The one attribute :func:`teacher_contexts` reads for the skills and hint contexts."""
+
+    def __init__(self, state: EnvState):
+        self.state = state
+
+
+def summarise(candidates: list[Candidate]) -> dict:
+    """Mean per-token gaps of expert and non-expert candidates and top-1 rates of the expert.
+
+    A state counts for the top-1 rates only when it has at least one non-expert candidate."""
+    def gap_stats(items: list[Candidate]) -> dict:
+        tokens = sum(c.tokens for c in items)
+        gap = sum(c.teacher_log_prob - c.student_log_prob for c in items)
+        return {"count": len(items), "gap_per_token": gap / tokens if tokens else None,
+                "student_log_prob_mean": sum(c.student_log_prob for c in items) / len(items) if items else None,
+                "teacher_log_prob_mean": sum(c.teacher_log_prob for c in items) / len(items) if items else None}
+
+    by_state: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_state.setdefault(c.state_index, []).append(c)
+    ranked = [cs for cs in by_state.values() if any(c.expert for c in cs) and any(not c.expert for c in cs)]
+
+    def top1(attr: str) -> float | None:
+        if not ranked:
+            return None
+        wins = sum(max(cs, key=lambda c: getattr(c, attr)).expert for cs in ranked)
+        return wins / len(ranked)
+
+    expert = gap_stats([c for c in candidates if c.expert])
+    other = gap_stats([c for c in candidates if not c.expert])
+    separation = (expert["gap_per_token"] - other["gap_per_token"]
+                  if expert["gap_per_token"] is not None and other["gap_per_token"] is not None else None)
+    return {"states": len(by_state), "ranked_states": len(ranked), "expert": expert, "non_expert": other,
+            "gap_separation": separation, "teacher_top1": top1("teacher_log_prob"),
+            "student_top1": top1("student_log_prob")}
+
+
+def register(subparsers) -> None:
+    check = subparsers.add_parser(
+        "teacher-check", help="can the teacher use its privileged context? (gaps on expert and other actions)",
+        description="Score the scripted expert's actions and alternatives with and without the teacher's "
+                    "context; report the mean gap on each and how often the teacher ranks the expert first.")
+    check.add_argument("--config", help="YAML config (model, env, teacher.context, teacher.layout, ...)")
+    check.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    check.add_argument("--episodes", type=int, default=8, help="expert episodes on the validation panel")
+    check.add_argument("--alternatives", type=int, default=3, help="non-expert candidates per state")
+    check.add_argument("--max-states", type=int, default=64, help="score at most this many states")
+    check.add_argument("--split", help="split to play (default: the config's env.val_split)")
+    check.add_argument("--output", help="write the result JSON here")
+    check.set_defaults(func=run_teacher_check)
+
+
+def run_teacher_check(args: argparse.Namespace) -> int:
+    from sdar.trainer.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    result = teacher_check(config, args.episodes, args.alternatives, args.max_states, args.split)
+    shown = {k: result[k] for k in ("env", "model", "teacher_context", "teacher_layout", "states",
+                                    "gap_separation", "teacher_top1", "student_top1")}
+    shown["expert_gap"] = result["expert"]["gap_per_token"]
+    shown["non_expert_gap"] = result["non_expert"]["gap_per_token"]
+    print(json.dumps(shown, indent=2))
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"written: {out}")
+    return 0

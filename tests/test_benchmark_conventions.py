@@ -1,0 +1,47 @@
+"""Conventions of ``benchmarks/`` that a reader relies on, checked without running anything.
+
+* Every benchmark script names its result file with ``--out`` (no script spells it ``--output``),
+  so one command pattern works for all of them.
+* No file in ``benchmarks/`` or ``configs/`` points at an issue number of the tracker: what a file
+  says must stand on its own (the history of a result lives in its JSON ``notes``).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+ISSUE = re.compile(r"\bissues?\s*#?\d+|\(#\d+\)", re.IGNORECASE)
+
+
+def _text_files(folder: Path) -> list[Path]:
+    suffixes = {".py", ".md", ".yaml", ".yml", ".json"}
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in suffixes)
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_benchmark_script_takes_its_result_path_as_out(script):
+    text = script.read_text(encoding="utf-8")
+    assert re.search(r"add_argument\(\s*\"--out\"", text), f"{script.name} has no --out option"
+    assert not re.search(r"add_argument\(\s*\"--output\"", text), f"{script.name} spells it --output"
+
+
+def test_no_issue_numbers_in_benchmarks_or_configs():
+    hits = []
+    for path in _text_files(ROOT / "benchmarks") + _text_files(ROOT / "configs"):
+        if "runs" in path.relative_to(ROOT).parts:  # copied run records (config and metrics)
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if ISSUE.search(line):
+                hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
+    assert not hits, "issue references:\n" + "\n".join(hits)
+
+
+def test_the_issue_pattern_matches_what_it_must():
+    assert ISSUE.search("same budget (issue 7, part 2)")
+    assert ISSUE.search("see issues 13, 57") and ISSUE.search("fixed in (#12)")
+    assert not ISSUE.search("an issue of memory") and not ISSUE.search("7 issues")

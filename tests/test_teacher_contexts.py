@@ -1,0 +1,138 @@
+"""teacher.context (skills / hint / sibling), the teacher-check summary and bf16 autocast."""
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from sdar.envs import make_env
+from sdar.models.loading import ModelConfig, autocast_context, load_policy
+from sdar.models.scoring import score_responses
+from sdar.rollout import PromptBuilder
+from sdar.skills import SkillLibrary
+from sdar.trainer.teacher import sibling_actions, sibling_context, teacher_contexts
+from sdar.trainer.teacher_check import Candidate, summarise
+
+
+def _sample(group, traj, step, action, won, state=None):
+    return SimpleNamespace(group_id=group, traj_id=traj, step=step, action=action, won=won, state=state)
+
+
+def test_sibling_context_is_another_winner_of_the_group_else_its_own_win_else_nothing():
+    samples = [
+        _sample(0, 0, 0, "apple", False), _sample(0, 1, 1, "pear", True), _sample(0, 1, 0, "plum", True),
+        _sample(0, 2, 0, "lemon", True),
+        _sample(1, 3, 0, "sofa", False),
+    ]
+    winners = sibling_actions(samples)
+    assert winners == {0: [(1, ["plum", "pear"]), (2, ["lemon"])]}  # actions in step order
+    # a loser of group 0 reads the first winner; winner 1 reads winner 2; nobody in group 1 won
+    assert sibling_context(samples[0], winners).text.endswith("1. plum\n2. pear")
+    assert sibling_context(samples[1], winners).files == ("sibling:2",)
+    assert sibling_context(samples[4], winners).text == ""
+    only = sibling_actions([_sample(5, 9, 0, "mango", True)])
+    assert sibling_context(_sample(5, 9, 0, "mango", True), only).files == ("sibling:9",)
+
+
+def test_hint_context_reads_the_state_hint_and_is_refused_without_one():
+    _, tok = load_policy(ModelConfig(name="tiny-random"))
+    panels = make_env("toy_panels")
+    state = panels.reset([4])[0]
+    builder = PromptBuilder(panels, tok, SkillLibrary("toy_panels"), think=False, layout="user")
+    (ctx,) = teacher_contexts("hint", builder, [SimpleNamespace(state=state)])
+    assert ctx.text == state.hint and ctx.files == ("hint",)
+    (skills,) = teacher_contexts("skills", builder, [SimpleNamespace(state=state)])
+    assert skills.files == ("toy_panels/general.md",)
+    toy = make_env("toy")
+    with pytest.raises(ValueError, match="gives no hints"):
+        teacher_contexts("hint", PromptBuilder(toy, tok, None), [SimpleNamespace(state=toy.reset([1])[0])])
+    with pytest.raises(ValueError, match="skills, hint, sibling"):
+        teacher_contexts("oracle", builder, [])
+
+
+def test_teacher_check_summary_by_hand():
+    cands = [
+        # state 0: expert 2 tokens, teacher raises it (gap +1 total) and ranks it first
+        Candidate(0, True, -3.0, -2.0, 2), Candidate(0, False, -2.5, -4.0, 2),
+        # state 1: expert loses to the alternative for both
+        Candidate(1, True, -5.0, -5.0, 1), Candidate(1, False, -1.0, -1.5, 1),
+        # state 2: no alternative, so it is not ranked
+        Candidate(2, True, -1.0, -0.5, 1),
+    ]
+    out = summarise(cands)
+    assert out["states"] == 3 and out["ranked_states"] == 2
+    assert math.isclose(out["expert"]["gap_per_token"], (1.0 + 0.0 + 0.5) / 4)
+    assert math.isclose(out["non_expert"]["gap_per_token"], (-1.5 - 0.5) / 3)
+    assert math.isclose(out["gap_separation"], 1.5 / 4 + 2.0 / 3)
+    assert out["teacher_top1"] == 0.5 and out["student_top1"] == 0.0
+
+
+def test_bf16_autocast_scores_close_to_float32_and_is_validated():
+    model, tok = load_policy(ModelConfig(name="tiny-random"))
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    responses = [[13, 14, 15], [16, 17]]
+    with torch.no_grad():
+        full = score_responses(model, prompts, responses, pad_id=tok.pad_token_id).log_probs
+        with autocast_context(ModelConfig(name="tiny-random", autocast="bf16"), "cpu"):
+            half = score_responses(model, prompts, responses, pad_id=tok.pad_token_id).log_probs
+            inner = model(input_ids=torch.tensor([prompts[0]])).logits
+    assert inner.dtype == torch.bfloat16  # the forward pass really ran in bfloat16
+    assert half.dtype == torch.float32  # log-probs are computed in float32 from bfloat16 logits
+    diff = (full - half).abs()
+    assert 0 < float(diff.max()) < 0.1
+    with autocast_context(ModelConfig(name="tiny-random"), "cpu"):
+        assert model(input_ids=torch.tensor([prompts[0]])).logits.dtype == torch.float32
+    with pytest.raises(ValueError, match="model.autocast must be one of none, bf16"):
+        ModelConfig(name="tiny-random", autocast="fp8")
+
+
+def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
+    from sdar.trainer.trainer import Trainer
+
+    fake = SimpleNamespace(config=SimpleNamespace(loss=SimpleNamespace(beta=5.0)),
+                           spec=SimpleNamespace(distillation="sdar"))
+    samples = [SimpleNamespace(group_id=g, response_ids=[1] * n) for g, n in ((0, 2), (0, 1), (1, 1), (2, 1))]
+    advantages = torch.tensor([1.0, -1.0, 0.0, 0.0])  # groups 1 and 2 carry no signal
+    old = [torch.tensor([-1.0, -2.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-1.0])]
+    teacher = SimpleNamespace(log_probs=[torch.tensor([-0.5, -2.5]), torch.tensor([-1.2]), torch.tensor([0.0]),
+                                         torch.tensor([0.0])])
+    out = Trainer.signal_metrics(fake, samples, advantages, old, teacher)
+    assert math.isclose(out["train/groups_with_signal"], 1 / 3)
+    assert math.isclose(out["teacher/gap_pos_adv"], 0.0, abs_tol=1e-7)  # (+0.5 - 0.5) / 2
+    assert math.isclose(out["teacher/gap_neg_adv"], -0.2, rel_tol=1e-6)
+    gate_pos = (torch.sigmoid(torch.tensor(2.5)) + torch.sigmoid(torch.tensor(-2.5))) / 2
+    assert math.isclose(out["teacher/gate_pos_adv"], float(gate_pos), rel_tol=1e-6)
+    assert math.isclose(out["teacher/gate_neg_adv"], float(torch.sigmoid(torch.tensor(-1.0))), rel_tol=1e-6)
+    # a method without the gap gate logs gaps only; no teacher: the group share only
+    fake.spec.distillation = "opsd_sampled"
+    assert "teacher/gate_pos_adv" not in Trainer.signal_metrics(fake, samples, advantages, old, teacher)
+    assert set(Trainer.signal_metrics(fake, samples, advantages, old, None)) == {"train/groups_with_signal"}
+
+
+@pytest.mark.parametrize("context", ["hint", "sibling"])
+def test_training_with_a_hint_or_sibling_teacher_in_bf16(tmp_path, context):
+    import json
+
+    import yaml
+
+    from sdar.trainer.config import load_config
+    from sdar.trainer.trainer import Trainer
+
+    data = {"method": "sdar", "model": {"name": "tiny-random", "autocast": "bf16"},
+            "env": {"name": "toy_panels", "prompt_mode": "action_only", "train_split": "train", "val_split": "test"},
+            "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
+                        "generation": {"max_new_tokens": 6}},
+            "teacher": {"max_prompt_tokens": 512, "context": context, "layout": "user"},
+            "optim": {"lr": 1.0e-3, "mini_batch_size": 4, "micro_batch_size": 2},
+            "eval": {"every": 1, "num_tasks": 2, "before_training": False},
+            "iterations": 1, "log_samples": 2, "tensorboard": False}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    trainer = Trainer(load_config(path), tmp_path / "run")
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["iteration"] == 1 and 0.0 <= rows[-1]["train/groups_with_signal"] <= 1.0
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    expected = ["hint"] if context == "hint" else []  # the random model wins nothing: no sibling
+    assert samples and all(s["skill_files"] == expected for s in samples)
