@@ -143,6 +143,11 @@ OTHERS = ("hammer", "wrench", "shovel", "ladder", "bucket", "horse", "tiger", "r
           "chair", "table", "sofa", "lamp", "mirror", "river", "cloud", "stone", "candle", "boat")
 
 
+def panel_hint(word: str) -> str:
+    """The privileged hint of a ``toy_panels`` state that names ``word`` as the right one."""
+    return f"The right word on this panel is {word}. Answer: <action>{word}</action>"
+
+
 class PanelsEnv(_ToyEnv):
     """Pick the fruit on each of ``panels`` panels of ``options`` words; a wrong pick ends the episode.
 
@@ -205,7 +210,7 @@ class PanelsEnv(_ToyEnv):
         hinted = right if not self._misled[i] else next(w for w in words if w != right)
         obs = f"{prefix}Panel {k + 1} of {self.panels}. Words: {', '.join(words)}."
         return EnvState(task=task, observation=obs, raw_observation=f"panel={k};words={','.join(words)}",
-                        admissible_actions=list(words), hint=f"The right word on this panel is {hinted}. Answer: <action>{hinted}</action>", **kw)
+                        admissible_actions=list(words), hint=panel_hint(hinted), **kw)
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
         check_reset_args(seeds, group_size)
