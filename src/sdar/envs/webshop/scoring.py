@@ -26,10 +26,11 @@ the packages WebShop pins (``thefuzz==0.19.0`` without python-Levenshtein, so ``
 
 One departure: WebShop finds title nouns with spaCy (``en_core_web_sm`` tags); this project has no
 spaCy (it and its model are several hundred MB for one word list) and takes every word of the
-title that is not a function word or a number (``title_nouns``). On Amazon-style titles spaCy's
-small model tags most words proper nouns, so the two mostly agree; where spaCy would call a title
-word an adjective or a verb, this rule counts it, so ``title_score`` can be higher than WebShop's.
-Pass ``nouns=`` to ``type_reward`` to use spaCy's tags instead.
+title that is not a function word or a number (``title_nouns``). The two have not been compared
+on real titles (spaCy is not installed here). Capitalised title words are often tagged proper
+nouns, which both count; where spaCy would call a title word an adjective or a verb, this rule
+still counts it, so ``title_score`` can be higher than WebShop's (and the type factor more
+lenient). Pass ``nouns=`` to ``type_reward`` to use spaCy's tags instead.
 
 ``rule="exact"`` (the learning results committed before WebShop's rules were adopted used it):
 attributes match exactly against the attribute list, options exactly per group, and the type
