@@ -168,7 +168,8 @@ def run_eval(args: argparse.Namespace) -> int:
         if checkpoint is not None:
             load_checkpoint(checkpoint, model)
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if args.with_skills else None
-        builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout)
+        builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout,
+                                routing=config.teacher.routing, student_layout=config.teacher.student_layout)
         history = config.env.history_length if config.env.history_length is not None else env.history_length
         metrics = run_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
                             prefix="val")

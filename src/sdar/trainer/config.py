@@ -95,11 +95,23 @@ class TeacherConfig:
     (the environment's per-state hint, e.g. ``toy_panels``), or ``sibling`` (the actions of a
     successful trajectory of the same group, as SDPO's self-teacher; none when no copy won).
     Validation with skills and Skill-GRPO students always use the skills."""
+    student_layout: Literal["prefix", "system", "user"] | None = None
+    """Where a student that sees skills (Skill-GRPO, Skill-Prompt, ``eval.with_skills``) reads them,
+    as ``layout`` (None: the same as ``layout``). The released code opens the user message with
+    them: ``user``."""
+    routing: Literal["task_type", "released"] = "task_type"
+    """Which skill files a prompt carries. ``task_type`` (ours): the task's own routing keys, fixed
+    per task (``TaskInfo.skill_keys``). ``released``: the released code's rules, per step:
+    skill-seeing students by keyword substrings of the user message (Search: general skills only),
+    the teacher by ALFWorld task type (pick_two -> the pick file), Search data source (hotpotqa ->
+    two_hop) and WebShop keyword substrings of the whole prompt (``sdar.skills.released``)."""
     max_prompt_tokens: int = 4096
     """Teacher prompt budget (skills + student prompt)."""
-    on_overflow: Literal["drop_history", "error"] = "drop_history"
-    """Over-long teacher prompt: drop history pairs (oldest first, counted in teacher/truncated) or
-    raise. Skills are never cut."""
+    on_overflow: Literal["drop_history", "error", "truncate_left"] = "drop_history"
+    """Over-long teacher prompt: drop history pairs (oldest first, counted in teacher/truncated),
+    raise (``error``), or cut it from the left to the budget, skills first (``truncate_left``, the
+    released code; counted in teacher/truncated). Skills are never cut except by
+    ``truncate_left``."""
     prefix_cache: bool = True
     """Compute the skill prefix's key/value cache once per distinct skill text and reuse it."""
     skills_dir: str | None = None

@@ -256,8 +256,10 @@ class Trainer:
                        or self.spec.student_sees_skills or config.eval.with_skills)
         self.skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if uses_skills else None
         think = config.env.prompt_mode == "think"
-        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, config.teacher.layout)
-        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, config.teacher.layout)
+        layouts = {"layout": config.teacher.layout, "routing": config.teacher.routing,
+                   "student_layout": config.teacher.student_layout}
+        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, **layouts)
+        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, **layouts)
                             if self.val_env is not None else None)
 
         # ---- run directory ----------------------------------------------------------------------
