@@ -6,7 +6,7 @@ Run it first after changing the trainer, the losses or the rollout:
 
 Setting (``configs/bench/canary.yaml``): ``toy_panels`` with one panel of four words (the right
 word is the fruit); the warm start only learned the answer format from random-policy turns, so it
-wins about a quarter of the tasks. GRPO then trains 10 iterations of 8 tasks x group 8 with four
+wins about a quarter of the tasks at most. GRPO then trains 15 iterations of 8 tasks x group 8 with four
 optimizer steps each. Writes ``benchmarks/results/canary.json`` (success before and after, the
 curve, seconds, machine, commit); ``--seed`` picks the run seed, ``--out`` the result file.
 """
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default="runs/canary")
     parser.add_argument("--out", default="benchmarks/results/canary.json")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--demo-episodes", type=int, default=256, help="random-policy episodes of the warm start")
     parser.add_argument("--fresh", action="store_true", help="delete an earlier canary run first")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny random model, 1 iteration: plumbing only, exit status 0 whatever the success")
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     overrides = SMOKE if args.smoke else []
-    sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else 64, CONFIG)
+    sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, CONFIG)
     iterations = load_config(CONFIG, overrides).iterations
     if not finished(run_dir, iterations):
         if run_dir.exists():

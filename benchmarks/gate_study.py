@@ -11,13 +11,17 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
 
 1. **Warm start, shared by every run**: the ``random`` policy plays ``--demo-episodes`` training
    episodes; its turns (valid format, words chosen at random, so no knowledge of the rule) are
-   the demonstrations of ``sdar sft``. The warm start writes valid actions and guesses.
+   demonstrations of ``sdar sft``, each with a twin whose prompt opens with a hint (the teacher's
+   layout) naming the word that turn chose. So the warm start writes valid actions, guesses
+   without a hint, and copies the hinted word with one; it never saw the rule. (A warm start on
+   the plain turns alone made the 135M teacher nearly ignore the hint: ``sdar teacher-check``
+   ranked the hinted word first at far fewer states, benchmarks/results/teacher_check/.)
    Its validation (``start_eval.json``, with the config and checkpoint it evaluated) is iteration 0.
 2. **Runs** (``RUNS`` below), each for every seed: GRPO; SDAR at lambda 0.01 / 0.1 / 1; the
    released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
    seed); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
-   hints and with half and all of them corrupted. Ordered so that the most telling comparisons
-   finish first for all seeds. Resumable: finished runs are skipped, interrupted ones resumed.
+   hints and with half and all of them corrupted. The core comparisons (``CORE``) run first, seed
+   by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs are skipped, interrupted ones resumed.
 3. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before and
    after, mean +- std over seeds; the gate and gap on tokens with positive / negative advantage),
    ``curves.png``, and each run's config and metrics under ``runs/``.
@@ -63,6 +67,9 @@ RUNS: list[tuple[str, list[str]]] = [
     ("sdar-l0.01-c1", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=1.0"]),
     ("sdar-l0.01-c0.5", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=0.5"]),
 ]
+# the comparisons the study is about: GRPO, gated (SDAR lambda 1) and ungated (textbook OPSD)
+# distillation with correct and with corrupted hints
+CORE = ("grpo", "sdar-l1-c0", "opsd_sampled-c0", "sdar-l1-c1", "opsd_sampled-c1")
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1", "rollout.tasks_per_iteration=2",
          "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=4"]
 GATE_KEYS = ("teacher/gate_pos_adv", "teacher/gate_neg_adv", "teacher/gap_pos_adv", "teacher/gap_neg_adv",
@@ -95,9 +102,24 @@ def finished(run_dir: Path, iterations: int) -> bool:
     return any(row.get("iteration") == iterations for row in read_metrics(run_dir))
 
 
-def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path: Path = CONFIG) -> tuple[Path, dict]:
-    """The shared warm start (random-policy format demonstrations + ``sdar sft``) and its
-    validation (``start_eval.json``); both made once and reused."""
+def hint_copying_demos(rows: list[dict]) -> list[dict]:
+    """For every random-policy turn, its twin with a hint in the teacher's layout (``user``: header
+    and hint open the user message) that names the word the turn chose. The hinted word is the
+    random choice, not the right one, so the twins teach reading the hint, never the rule."""
+    from sdar.envs.toy import panel_hint
+    from sdar.rollout.prompts import SKILL_HEADER
+
+    twins = []
+    for r in rows:
+        word = r["response"].split("<action>")[1].split("</action>")[0]
+        twins.append({**r, "prompt": SKILL_HEADER + panel_hint(word) + "\n\n" + r["prompt"], "hinted": True})
+    return twins
+
+
+def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path: Path = CONFIG,
+               hint_copying: bool = False) -> tuple[Path, dict]:
+    """The shared warm start (random-policy format demonstrations, with ``hint_copying`` also their
+    hinted twins, then ``sdar sft``) and its validation (``start_eval.json``); made once, reused."""
     from sdar.envs.play import play_episodes
     from sdar.trainer.config import load_config
     from sdar.trainer.trainer import make_run_env
@@ -110,8 +132,11 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path:
         with make_run_env(config.env, config.env.train_split) as env:
             play_episodes(env, "random", episodes, seed=0, demos_path=str(demos), think=False)
         # Format demonstrations: every turn counts, won or lost (random play rarely wins).
-        rows = [json.loads(line) for line in demos.read_text(encoding="utf-8").splitlines() if line.strip()]
-        demos.write_text("".join(json.dumps({**r, "won": True}) + "\n" for r in rows), encoding="utf-8")
+        rows = [{**json.loads(line), "won": True}
+                for line in demos.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if hint_copying:
+            rows += hint_copying_demos(rows)
+        demos.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         if sft_dir.exists():
             shutil.rmtree(sft_dir)
         run(sdar("sft", "--config", str(config_path), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
@@ -266,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--only", nargs="+", help="run names of RUNS to train (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
-    parser.add_argument("--demo-episodes", type=int, default=64)
+    parser.add_argument("--demo-episodes", type=int, default=192)
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 1 iteration (plumbing only)")
     args = parser.parse_args(argv)
@@ -280,9 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     # One thread per process: two torch processes with two threads each on 2 cores slow each other
     # several-fold. Set OMP_NUM_THREADS yourself to override (e.g. on a machine with more cores).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes)
+    sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, hint_copying=True)
     print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
-    planned = [(name, ro, seed) for name, ro in RUNS if not args.only or name in args.only for seed in args.seeds]
+    # seed-major within the core runs, so that one seed of every core comparison finishes first
+    chosen = [(name, ro) for name, ro in RUNS if not args.only or name in args.only]
+    core = [r for r in chosen if r[0] in CORE]
+    rest = [r for r in chosen if r[0] not in CORE]
+    planned = [(name, ro, seed) for part in (core, rest) for seed in args.seeds for name, ro in part]
     failures = []
     if not args.aggregate_only:
 

@@ -49,6 +49,7 @@ SCRIPTS = {
     "bf16_iteration.py": ["ratio_bf16_over_fp32", "logprob_agreement.policy.max_abs_diff",
                           "logprob_agreement.teacher.mean_abs_diff"],
     "canary.py": ["seconds", "validation_curve", "train_success"],
+    "routing_agreement.py": ["goals", "oracle_steps"],
 }
 LEARNING = "learning.py"
 # grids with their own tests below (their --out is a folder)
@@ -244,6 +245,14 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     config = yaml.safe_load((runs / "sdar-l1-c1-seed0" / "config.yaml").read_text())
     assert config["env"]["options"]["hint_corruption"] == 1.0 and config["teacher"]["context"] == "hint"
     assert config["init_checkpoint"] == str(runs / "warm")
+    # the warm start's demonstrations: every random turn and its twin with a hint naming its word
+    demos = [json.loads(line) for line in (runs / "demos.jsonl").read_text().splitlines()]
+    plain = [d for d in demos if not d.get("hinted")]
+    twins = [d for d in demos if d.get("hinted")]
+    assert len(plain) == len(twins) > 0
+    for p, t in zip(plain, twins):
+        assert t["response"] == p["response"] and t["prompt"].endswith(p["prompt"])
+        assert t["response"] in t["prompt"]
     assert (out / "runs" / "grpo-seed0" / "metrics.jsonl").is_file() and (out / "summary.md").is_file()
     again = _run(args)
     assert "grpo-seed0: finished earlier" in again.stdout
@@ -258,4 +267,4 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     cell = json.loads((out / cells[1]).read_text())
     assert cell["teacher_layout"] == "user" and cell["teacher_context"] == "hint" and cell["states"] >= 2
     table = (out / "README.md").read_text()
-    assert table.count("| tiny-random | toy_panels | hint |") == 2
+    assert table.count("| tiny-random | none | toy_panels | hint |") == 2

@@ -89,6 +89,9 @@ def test_paper_configs_load_and_use_every_released_switch(path):
     config = load_config(path)
     assert config.env.action_rule == "released"
     assert config.optim.loss_aggregation == "released" and config.optim.warmup == "released"
+    assert (config.teacher.routing, config.teacher.student_layout, config.teacher.on_overflow) == (
+        "released", "user", "truncate_left")
+    assert config.teacher.max_prompt_tokens == config.rollout.max_prompt_tokens
     # the released runs' per-GPU micro-batch: part of the loss under released aggregation
     released_micro = {"alfworld": 32, "webshop": 8, "search": 16}[config.env.name]
     assert config.optim.micro_batch_size == released_micro

@@ -1,9 +1,14 @@
-"""Multi-process training on CPU: two real processes joined over gloo on 127.0.0.1.
+"""Multi-process training: two real processes joined over gloo on 127.0.0.1 (CPU), or over nccl.
 
 What a user would notice: an update split over two ranks (a GRPO group spanning both, mini-batches
 in which one rank holds nothing, a rank holding no step sample at all) leaves the same weights and
 loss metrics as one process on the same step samples; ``torchrun ... sdar train`` with two
 processes writes one set of logs and checkpoints, and the run resumes in a single process.
+
+``SDAR_TEST_BACKEND=nccl`` runs the same multi-process tests on two CUDA GPUs over nccl (one GPU
+per rank, the single-process baseline on the first GPU; ``scripts/gpu_check.py`` does this);
+without two GPUs they skip. The default, ``gloo``, hides the GPUs so that CPU processes are tested
+on any machine.
 """
 
 from __future__ import annotations
@@ -38,9 +43,19 @@ from sdar.trainer.distributed import (
 )
 from sdar.trainer.trainer import Trainer
 
+BACKEND = os.environ.get("SDAR_TEST_BACKEND", "gloo")
+if BACKEND not in ("gloo", "nccl"):
+    raise ValueError(f"SDAR_TEST_BACKEND must be gloo or nccl, got {BACKEND!r}")
+# Marks every test that starts two ranks: over nccl each rank needs a GPU of its own.
+two_ranks = pytest.mark.skipif(
+    BACKEND == "nccl" and torch.cuda.device_count() < 2,
+    reason="SDAR_TEST_BACKEND=nccl needs two CUDA GPUs",
+)
+
 CONFIG = {
     "method": "sdar",
-    "model": {"name": "tiny-random", "device": "cpu"},
+    # nccl: model.device auto puts each rank on cuda:LOCAL_RANK, the one-process baseline on cuda:0
+    "model": {"name": "tiny-random", "device": "cpu" if BACKEND == "gloo" else "auto"},
     "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
     "rollout": {
         "tasks_per_iteration": 2,
@@ -140,7 +155,18 @@ def scripted_samples(trainer: Trainer):
 
 
 def trainable(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    """Trainable weights copied to the CPU (ranks on different GPUs are compared in one process)."""
+    return {k: v.detach().cpu().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def launcher_env() -> dict[str, str]:
+    """Environment of a ``torchrun`` child: GPUs hidden for gloo, visible for nccl."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    if BACKEND == "gloo":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes over gloo even on a GPU machine
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
 
 
 def spawn(fn, args: tuple, nprocs: int = 2) -> None:
@@ -166,11 +192,14 @@ def join_group(rank: int, port: int, world_size: int = 2):
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": str(port),
             "OMP_NUM_THREADS": "1",
-            "CUDA_VISIBLE_DEVICES": "",  # CPU processes over gloo even on a GPU machine
         }
     )
+    if BACKEND == "gloo":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # CPU processes over gloo even on a GPU machine
     torch.set_num_threads(1)
-    return init_distributed(timeout_s=TIMEOUT_S)
+    context = init_distributed(timeout_s=TIMEOUT_S)
+    assert context.backend == BACKEND, context  # no silent fallback to the other backend
+    return context
 
 
 # ---- the update: two ranks equal one process -----------------------------------------------------
@@ -199,6 +228,7 @@ def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None
 
 
 @pytest.mark.slow
+@two_ranks
 def test_two_ranks_update_equals_one_process(tmp_path):
     config_path = write_config(tmp_path / "config.yaml")
     baseline = {}
@@ -276,13 +306,14 @@ def _collectives_worker(rank: int, port: int, out_dir: str) -> None:
     context = join_group(rank, port)
     try:
         gathered = all_gather_objects(context, {"rank": rank, "ids": list(range(rank + 1))})
-        used = torch.nn.Parameter(torch.zeros(3))
-        unused = torch.nn.Parameter(torch.zeros(2))
+        device = torch.device("cuda", rank) if BACKEND == "nccl" else torch.device("cpu")
+        used = torch.nn.Parameter(torch.zeros(3, device=device))
+        unused = torch.nn.Parameter(torch.zeros(2, device=device))
         if rank == 1:  # rank 0 has no gradient at all (no step sample in this mini-batch)
-            used.grad = torch.tensor([1.0, 2.0, 3.0])
+            used.grad = torch.tensor([1.0, 2.0, 3.0], device=device)
         all_reduce_gradients(context, [used, unused])
         torch.save(
-            {"gathered": gathered, "used": used.grad, "unused": unused.grad},
+            {"gathered": gathered, "used": used.grad.cpu(), "unused": unused.grad},
             Path(out_dir) / f"collectives-rank{rank}.pt",
         )
     finally:
@@ -290,6 +321,7 @@ def _collectives_worker(rank: int, port: int, out_dir: str) -> None:
 
 
 @pytest.mark.slow
+@two_ranks
 def test_gather_and_gradient_sum_with_an_empty_rank(tmp_path):
     spawn(_collectives_worker, (free_port(), str(tmp_path)))
     for r in (0, 1):
@@ -340,6 +372,7 @@ def test_launcher_environment_errors(monkeypatch):
 
 # ---- the CLI under torchrun, then resumed in one process -----------------------------------------
 @pytest.mark.slow
+@two_ranks
 def test_torchrun_train_then_resume_in_one_process(tmp_path):
     config_path = write_config(
         tmp_path / "config.yaml",
@@ -347,14 +380,7 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
         save_every=1,
         eval={"every": 1, "before_training": True, "num_tasks": 3},
     )
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    env = launcher_env()
     run = tmp_path / "run"
     cmd = [
         sys.executable,
@@ -381,6 +407,7 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
         cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2
     )
     assert done.returncode == 0, done.stderr[-4000:]
+    assert f"rank 1 of 2 joined the process group ({BACKEND})" in done.stderr
     assert done.stdout.count("validation success") == 1  # rank 0 alone prints
     assert done.stderr.count("iteration 2/2 |") == 1  # rank 0 alone logs INFO
 
@@ -420,14 +447,10 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
 
 
 @pytest.mark.slow
+@two_ranks
 def test_ctrl_c_under_torchrun_saves_one_checkpoint(tmp_path):
     config_path = write_config(tmp_path / "config.yaml", iterations=50, save_every=100)
-    env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "OMP_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-    }
+    env = launcher_env()
     run = tmp_path / "run"
     cmd = [
         sys.executable,

@@ -319,13 +319,15 @@ def test_env_with_dead_server_raises_a_clear_error(data_dir):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with make_search_env(
-        data_dir=str(data_dir),
-        retriever="http",
-        retries=0,
-        timeout=1,
-        retriever_url=f"http://127.0.0.1:{port}/retrieve",
-    ) as e:
+    url = f"http://127.0.0.1:{port}/retrieve"
+    # at start: one request, so an agent that never searches cannot hide a dead server
+    with pytest.raises(RetrieverError, match=f"retrieval server at {url} did not answer.*Is it running"):
+        make_search_env(data_dir=str(data_dir), retriever="http", retries=0, timeout=1, retriever_url=url)
+    # a server that dies during the run: the search that needs it says so
+    with RetrievalServer(BM25Retriever(CORPUS), host="127.0.0.1", port=0) as server:
+        e = make_search_env(data_dir=str(data_dir), retriever="http", retries=0, timeout=1,
+                            retriever_url=server.url)
+    with e:
         e.reset([0])
         with pytest.raises(RetrieverError, match="Is it running"):
             act(e, "<search>Chuck Berry</search>")

@@ -1,4 +1,4 @@
-"""Sharded training (``distributed.strategy: fsdp``) on CPU: two real processes over gloo.
+"""Sharded training (``distributed.strategy: fsdp``): two real processes over gloo (CPU) or nccl.
 
 What a user would notice: an update whose weights, gradients and AdamW state are sharded over two
 ranks (a rank with fewer micro-batches than the other, a rank with nothing at all) leaves the same
@@ -6,13 +6,12 @@ weights as one unsharded process on the same step samples, with full fine-tuning
 reference sharded too) and with LoRA; its checkpoint holds whole tensors and continues the run
 the same in one process, in two ``ddp`` processes and in two ``fsdp`` processes; ``torchrun ...
 sdar train distributed.strategy=fsdp`` (with gradient checkpointing) trains, validates and writes
-its checkpoints.
+its checkpoints. ``SDAR_TEST_BACKEND=nccl`` runs them on two GPUs (see tests/test_distributed.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +19,15 @@ from pathlib import Path
 import pytest
 import torch
 from test_distributed import (
+    BACKEND,
     TIMEOUT_S,
     free_port,
     join_group,
+    launcher_env,
     scripted_samples,
     spawn,
     trainable,
+    two_ranks,
     write_config,
 )
 from torch.distributed.tensor import DTensor
@@ -50,8 +52,9 @@ def scenario_overrides(micro: int, lora: bool, method: str) -> list[str]:
 
 
 def whole_trainable(model) -> dict[str, torch.Tensor]:
-    """Every rank must call this: sharded parameters are gathered."""
-    return {k: whole(v.detach()).clone() for k, v in model.named_parameters() if v.requires_grad}
+    """Every rank must call this: sharded parameters are gathered (and copied to the CPU)."""
+    return {k: whole(v.detach()).cpu().clone() for k, v in model.named_parameters()
+            if v.requires_grad}
 
 
 # The sharded backward computes the same per-row gradients as one process but adds them up in
@@ -109,6 +112,7 @@ def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None
 
 
 @pytest.mark.slow
+@two_ranks
 def test_fsdp_two_ranks_update_equals_one_process(tmp_path):
     config_path = write_config(tmp_path / "config.yaml")
     baseline = {}
@@ -176,6 +180,7 @@ def _checkpoint_worker(rank: int, port: int, config_path: str, out_dir: str, mod
 
 
 @pytest.mark.slow
+@two_ranks
 def test_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(tmp_path):
     config_path = write_config(tmp_path / "config.yaml", iterations=2)
     single = Trainer(load_config(config_path), tmp_path / "single")
@@ -226,6 +231,7 @@ def test_strategy_is_validated(tmp_path):
 
 # ---- the CLI under torchrun ----------------------------------------------------------------------
 @pytest.mark.slow
+@two_ranks
 def test_torchrun_fsdp_train_writes_checkpoints(tmp_path):
     config_path = write_config(
         tmp_path / "config.yaml",
@@ -233,9 +239,7 @@ def test_torchrun_fsdp_train_writes_checkpoints(tmp_path):
         save_every=1,
         eval={"every": 2, "before_training": False, "num_tasks": 3},
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
+    env = launcher_env()
     run = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
@@ -245,6 +249,7 @@ def test_torchrun_fsdp_train_writes_checkpoints(tmp_path):
     ]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2)
     assert done.returncode == 0, done.stderr[-4000:]
+    assert f"rank 1 of 2 joined the process group ({BACKEND})" in done.stderr
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in lines] == [1, 2]
     assert lines[1]["val/episodes"] == 3.0 and lines[0]["train/episodes"] == 4.0

@@ -40,9 +40,9 @@ def test_hint_context_reads_the_state_hint_and_is_refused_without_one():
     panels = make_env("toy_panels")
     state = panels.reset([4])[0]
     builder = PromptBuilder(panels, tok, SkillLibrary("toy_panels"), think=False, layout="user")
-    (ctx,) = teacher_contexts("hint", builder, [SimpleNamespace(state=state)])
+    (ctx,) = teacher_contexts("hint", builder, [SimpleNamespace(state=state, history=[])])
     assert ctx.text == state.hint and ctx.files == ("hint",)
-    (skills,) = teacher_contexts("skills", builder, [SimpleNamespace(state=state)])
+    (skills,) = teacher_contexts("skills", builder, [SimpleNamespace(state=state, history=[])])
     assert skills.files == ("toy_panels/general.md",)
     toy = make_env("toy")
     with pytest.raises(ValueError, match="gives no hints"):

@@ -11,7 +11,12 @@ from sdar.cli import main as sdar_main
 from sdar.envs import make_env
 from sdar.envs.play import play_episodes
 from sdar.envs.webshop import WebShopEnv
-from sdar.envs.webshop.scoring import score_goal_purchase
+from sdar.envs.webshop.scoring import (
+    fuzzy_match,
+    normalize_color,
+    score_goal_purchase,
+    title_nouns,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +81,7 @@ def test_oracle_scores_one_on_every_training_goal():
 
 
 def test_buying_with_a_wrong_option_gives_the_partial_score_by_hand(env):
-    seed = next(s for s in range(500) if _has_alternative_option(env, s))
+    seed, wrong = next((s, w) for s in range(500) if (w := _unmatched_alternative(env, s)))
     goal = env.goal_for_seed(seed)
     product = env.catalog.get(goal.item_id)
     env.reset([seed])
@@ -85,8 +90,7 @@ def test_buying_with_a_wrong_option_gives_the_partial_score_by_hand(env):
     assert (
         product.title in state.observation and f"Price: ${product.price:.2f}" in state.observation
     )
-    (group, wanted), rest = goal.options[0], goal.options[1:]
-    wrong = next(v for v in dict(product.options)[group] if v != wanted)
+    group, rest = goal.options[0][0], goal.options[1:]
     act(env, f"click[{wrong}]")
     for _, value in rest:
         state = act(env, f"click[{value}]")
@@ -102,11 +106,13 @@ def test_buying_with_a_wrong_option_gives_the_partial_score_by_hand(env):
 def test_buying_another_product_type_scores_by_the_type_factor(env):
     env.reset([3])
     goal = env.goal_for_seed(3)
+    target = env.catalog.get(goal.item_id)
+    # another type sharing no title noun with the target: WebShop's type factor is 0
     other = next(
         p
         for p in env.catalog.products
         if p.category != goal.category
-        and not set(p.product_type.split()) & set(goal.product_type.split())
+        and not set(title_nouns(p.title)) & set(title_nouns(target.title))
     )
     act(env, f"search[{other.title}]")
     act(env, f"click[{other.item_id.lower()}]")
@@ -115,10 +121,18 @@ def test_buying_another_product_type_scores_by_the_type_factor(env):
     assert final.reward == 0.0 and not final.won
 
 
-def _has_alternative_option(env, seed):
+def _unmatched_alternative(env, seed):
+    """Another value of the goal's first option group that WebShop's fuzzy test does not take
+    for the wanted value, nor do the goal's other values ("30 count" for "60 count" would match)."""
     goal = env.goal_for_seed(seed)
+    if not goal.options:
+        return None
     product = env.catalog.get(goal.item_id)
-    return bool(goal.options) and len(dict(product.options)[goal.options[0][0]]) > 1
+    (group, wanted), rest = goal.options[0], goal.options[1:]
+    if any(fuzzy_match(normalize_color(v), normalize_color(wanted)) for _, v in rest):
+        return None
+    return next((v for v in dict(product.options)[group]
+                 if not fuzzy_match(normalize_color(v), normalize_color(wanted))), None)
 
 
 def test_results_pages_hold_ten_items_and_page_forward_and_back(env):
@@ -274,7 +288,7 @@ def test_goal_target_satisfies_its_goal(env):
         goal = env.goal_for_seed(seed)
         product = env.catalog.get(goal.item_id)
         assert env.satisfies(goal, product)
-        assert score_goal_purchase(goal, product, dict(goal.options)).score == 1.0
+        assert score_goal_purchase(goal, product, dict(goal.options), product).score == 1.0
 
 
 def test_cli_env_play_oracle_and_random(capsys, tmp_path):
@@ -320,6 +334,7 @@ def test_rule_policy_buys_the_first_result_with_the_offered_options(env):
         offered = first.option_values()
         chosen = {g: v for g, v in goal.options if v in offered[g]}
         assert state.step == 3 + len(chosen)
-        assert state.metrics["score"] == score_goal_purchase(goal, first, chosen).score
+        target = env.catalog.get(goal.item_id)
+        assert state.metrics["score"] == score_goal_purchase(goal, first, chosen, target).score
     summary = play_episodes(env, "rule", 100, seed=0)
     assert 0.0 < summary["success"] < 1.0

@@ -13,6 +13,11 @@ import importlib
 import logging
 import sys
 
+from sdar.errors import UserError
+
+USER_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+"""Exceptions printed as one line (exit code 2) instead of a traceback, unless ``--debug``."""
+
 COMMAND_MODULES = (
     "sdar.trainer.cli",
     "sdar.trainer.teacher_check",
@@ -30,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-Distilled Agentic Reinforcement Learning: train and evaluate LLM agents.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (user errors are one line otherwise)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
@@ -42,9 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, except that a sub-command's ``KEY=VALUE`` overrides may also come
+    after its options (``sdar eval RUN --split test eval.num_tasks=8``), in command-line order."""
+    args, extras = parser.parse_known_args(argv)
+    overrides = [item for item in extras if "=" in item and not item.startswith("-")]
+    if extras and (len(overrides) < len(extras) or not isinstance(getattr(args, "overrides", None), list)):
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    if overrides:
+        args.overrides.extend(overrides)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_arguments(parser, argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -53,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"sdar {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ only when asked for, so a user of one environment never pays for the others' imp
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
 from sdar.envs.base import AgentEnv, EnvState, ParsedAction, TaskInfo
@@ -26,15 +27,19 @@ def register_env(name: str, target: str) -> None:
     ENVIRONMENTS[name] = target
 
 
+def env_factory(name: str) -> Callable[..., AgentEnv]:
+    """The factory of environment ``name`` (its parameters are the environment's options)."""
+    if name not in ENVIRONMENTS:
+        raise ValueError(f"unknown environment {name!r}; known: {sorted(ENVIRONMENTS)}")
+    module_name, factory_name = ENVIRONMENTS[name].split(":")
+    return getattr(importlib.import_module(module_name), factory_name)
+
+
 def make_env(name: str, action_rule: str = "project", **options: Any) -> AgentEnv:
     """Build environment ``name`` with its keyword ``options`` (see each environment's docs) and
     the action-validity rule ``action_rule`` (``project`` or ``released``,
     ``sdar.envs.action_rules``)."""
-    if name not in ENVIRONMENTS:
-        raise ValueError(f"unknown environment {name!r}; known: {sorted(ENVIRONMENTS)}")
-    module_name, factory_name = ENVIRONMENTS[name].split(":")
-    factory = getattr(importlib.import_module(module_name), factory_name)
-    env = factory(**options)
+    env = env_factory(name)(**options)
     try:
         env.set_action_rule(action_rule)
     except ValueError:
@@ -43,4 +48,5 @@ def make_env(name: str, action_rule: str = "project", **options: Any) -> AgentEn
     return env
 
 
-__all__ = ["ENVIRONMENTS", "AgentEnv", "EnvState", "ParsedAction", "TaskInfo", "make_env", "register_env"]
+__all__ = ["ENVIRONMENTS", "AgentEnv", "EnvState", "ParsedAction", "TaskInfo", "env_factory", "make_env",
+           "register_env"]

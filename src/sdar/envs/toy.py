@@ -30,7 +30,34 @@ from sdar.envs.base import (
 ACTIONS = ("increment", "decrement", "submit")
 
 
-class CounterEnv(AgentEnv):
+class _ToyEnv(AgentEnv):
+    """What both toy environments share: the prompt layout and the ``<action>`` tag."""
+
+    answer_unit = "action"
+    """What one answer is called in the prompt ("action", "word")."""
+    lists_actions = True
+    """Whether the prompt lists the admissible actions."""
+
+    def render_prompt(self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True) -> str:
+        lines = [f"Task: {state.task.instruction}"]
+        for obs, act in history:
+            lines.append(f"Observation: {obs}\nAction: {act}")
+        lines.append(f"Now: {state.observation}")
+        if self.lists_actions:
+            lines.append("Allowed actions: " + ", ".join(state.admissible_actions or []))
+        unit = self.answer_unit
+        if think:
+            lines.append(f"Think in <think>...</think>, then give one {unit} in <action>...</action>.")
+        else:
+            lines.append(f"Answer with one {unit} in <action>...</action>.")
+        return "\n".join(lines)
+
+    def parse_action(self, response: str) -> ParsedAction:
+        action = extract_tag(response, "action")
+        return ParsedAction(action or "", action is not None)
+
+
+class CounterEnv(_ToyEnv):
     """Reach the target number, then submit. Task type ``low`` (target 1-2) or ``high`` (3-4)."""
 
     name = "toy"
@@ -92,21 +119,6 @@ class CounterEnv(AgentEnv):
         self.states = new
         return list(new)
 
-    def render_prompt(self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True) -> str:
-        lines = [f"Task: {state.task.instruction}"]
-        for obs, act in history:
-            lines.append(f"Observation: {obs}\nAction: {act}")
-        lines.append(f"Now: {state.observation}")
-        lines.append("Allowed actions: " + ", ".join(state.admissible_actions or []))
-        if think:
-            lines.append("Think in <think>...</think>, then give one action in <action>...</action>.")
-        else:
-            lines.append("Answer with one action in <action>...</action>.")
-        return "\n".join(lines)
-
-    def parse_action(self, response: str) -> ParsedAction:
-        action = extract_tag(response, "action")
-        return ParsedAction(action or "", action is not None)
 
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:
         if policy == "random":
@@ -131,7 +143,12 @@ OTHERS = ("hammer", "wrench", "shovel", "ladder", "bucket", "horse", "tiger", "r
           "chair", "table", "sofa", "lamp", "mirror", "river", "cloud", "stone", "candle", "boat")
 
 
-class PanelsEnv(AgentEnv):
+def panel_hint(word: str) -> str:
+    """The privileged hint of a ``toy_panels`` state that names ``word`` as the right one."""
+    return f"The right word on this panel is {word}. Answer: <action>{word}</action>"
+
+
+class PanelsEnv(_ToyEnv):
     """Pick the fruit on each of ``panels`` panels of ``options`` words; a wrong pick ends the episode.
 
     The rule (the right word is always the fruit) holds for every task, so a policy can learn it;
@@ -147,6 +164,8 @@ class PanelsEnv(AgentEnv):
     name = "toy_panels"
     history_length = 2
     policies = ("expert", "random")
+    answer_unit = "word"
+    lists_actions = False  # the panel's words are in the observation
 
     def __init__(self, split: str = "train", panels: int = 3, options: int = 4, hint_corruption: float = 0.0,
                  max_steps: int | None = None):
@@ -191,7 +210,7 @@ class PanelsEnv(AgentEnv):
         hinted = right if not self._misled[i] else next(w for w in words if w != right)
         obs = f"{prefix}Panel {k + 1} of {self.panels}. Words: {', '.join(words)}."
         return EnvState(task=task, observation=obs, raw_observation=f"panel={k};words={','.join(words)}",
-                        admissible_actions=list(words), hint=f"The right word on this panel is {hinted}. Answer: <action>{hinted}</action>", **kw)
+                        admissible_actions=list(words), hint=panel_hint(hinted), **kw)
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
         check_reset_args(seeds, group_size)
@@ -233,20 +252,6 @@ class PanelsEnv(AgentEnv):
         self.states = new
         return list(new)
 
-    def render_prompt(self, state: EnvState, history: Sequence[tuple[str, str]], think: bool = True) -> str:
-        lines = [f"Task: {state.task.instruction}"]
-        for obs, act in history:
-            lines.append(f"Observation: {obs}\nAction: {act}")
-        lines.append(f"Now: {state.observation}")
-        if think:
-            lines.append("Think in <think>...</think>, then give one word in <action>...</action>.")
-        else:
-            lines.append("Answer with one word in <action>...</action>.")
-        return "\n".join(lines)
-
-    def parse_action(self, response: str) -> ParsedAction:
-        action = extract_tag(response, "action")
-        return ParsedAction(action or "", action is not None)
 
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:
         words = self._layouts[index][self._index[index]]

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
+SKILLS_FILE = "skills_used.jsonl"
+"""Written by the trainer (the teacher's skill files per iteration); trimmed on resume like the others."""
 TENSORBOARD_DIR = "tensorboard"
 
 SAMPLE_REQUIRED_KEYS = ("task_id", "step", "tokens", "log_probs")
@@ -140,7 +142,8 @@ class RunLogger:
 
     # -- resuming -----------------------------------------------------------------------------
     def truncate_after(self, iteration: int) -> None:
-        """Drop every metrics and samples line with ``iteration`` greater than the given one.
+        """Drop every metrics, samples and ``skills_used.jsonl`` line with ``iteration`` greater than
+        the given one.
 
         Called when resuming from the checkpoint of ``iteration``: the lines the crashed run wrote
         after that checkpoint are replaced by the resumed run's. TensorBoard events from later
@@ -149,7 +152,7 @@ class RunLogger:
         iteration = _check_iteration(iteration)
         self._close_files()
         dropped = 0
-        for path in (self.metrics_path, self.samples_path):
+        for path in (self.metrics_path, self.samples_path, self.run_dir / SKILLS_FILE):
             dropped += _truncate_jsonl(path, iteration)
         if dropped:
             log.info("resume: dropped %d log lines after iteration %d", dropped, iteration)

@@ -122,7 +122,7 @@ def collect_rollout(
         prompts = []
         for i in live:
             shown = histories[i][-history_length:] if history_length > 0 else []
-            prompts.append(builder.build(states[i], shown, max_prompt_tokens, with_skills=with_skills))
+            prompts.append(builder.build(states[i], shown, max_prompt_tokens, with_skills=with_skills, role="student"))
         responses = generate([p.ids for p in prompts])
         texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
         parsed = [env.parse_action(t) for t in texts]

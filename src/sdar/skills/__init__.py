@@ -56,8 +56,10 @@ class SkillLibrary:
         """The general skills plus one file per routing key of ``task``, in key order."""
         return self.select_keys(task.skill_keys)
 
-    def select_keys(self, keys: tuple[str, ...] | list[str]) -> SkillSelection:
-        names = [GENERAL] + [k for k in dict.fromkeys(keys) if k != GENERAL]
+    def select_keys(self, keys: tuple[str, ...] | list[str], repeats: bool = False) -> SkillSelection:
+        """The general skills plus one file per key, in key order; a repeated key is read once,
+        or once per occurrence with ``repeats`` (the released code's keyword routing does so)."""
+        names = [GENERAL] + [k for k in (keys if repeats else dict.fromkeys(keys)) if k != GENERAL]
         missing = [k for k in names if not (self.folder / f"{k}.md").is_file()]
         if missing:
             raise SkillRoutingError(

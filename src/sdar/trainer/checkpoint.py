@@ -5,11 +5,21 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/iter_NNNNNN/`` holding
 * ``model.pt``: the trainable weights (the LoRA adapter only, when LoRA is used);
 * ``optimizer.pt``: the AdamW state;
 * ``trainer_state.pt``: iteration, the RNG states (Python, NumPy, torch, the sampling generator)
-  and anything else the trainer needs to continue exactly where it stopped.
+  and anything else the trainer needs to continue exactly where it stopped (e.g. the training
+  metrics of an iteration whose validation was interrupted), as plain numbers, strings, lists,
+  dicts and tensors.
 
-It is written into a hidden temporary folder and renamed into place, so a crash or Ctrl-C while
-saving never leaves a half-written checkpoint that resume would pick up. The learning-rate schedule
-is a function of the iteration, so it needs no state of its own.
+It is written into a hidden temporary folder (``.tmp-iter_NNNNNN-<pid>``) and renamed into place, so
+a crash or Ctrl-C while saving never leaves a half-written checkpoint that resume would pick up; a
+failed write removes its folder and says which file failed and why (a full disk by name), and
+:func:`remove_partial_checkpoints` clears folders a killed process left behind. The learning-rate
+schedule is a function of the iteration, so it needs no state of its own.
+
+Loading never runs code from a checkpoint: every file is read with ``torch.load(weights_only=True)``
+(tensors and plain containers only), so a file carrying a pickled Python object is refused
+(:class:`UnsafeCheckpointError`) instead of executed. A file that cannot be read (truncated,
+corrupt) raises :class:`CheckpointError` naming it; :func:`read_latest_checkpoint` then falls back to
+the previous complete checkpoint with a warning.
 
 Weights and optimizer state are always stored as whole tensors, also when training shards them
 (``distributed.strategy: fsdp``): the saving functions gather the shards, the loading functions cut
@@ -18,8 +28,10 @@ this rank's shard, so any checkpoint resumes on any number of processes, sharded
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
@@ -30,10 +42,26 @@ import numpy as np
 import torch
 from torch.distributed.tensor import DTensor
 
+from sdar.errors import UserError
 from sdar.trainer.sharding import shard_like, whole
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^iter_(\d{6})$")
+_PARTIAL = re.compile(r"^\.tmp-iter_\d{6}-\d+$")
+CHECKPOINT_FILES = ("model.pt", "optimizer.pt", "trainer_state.pt")
+
+# Checkpoints written before the trainer state was stored without NumPy objects hold NumPy's RNG
+# state as a pickled array; rebuilding an array runs no user code, so these few are allowed.
+_NUMPY_ARRAY_GLOBALS = [np.ndarray, np.dtype, (getattr(np, "_core", None) or np.core).multiarray._reconstruct,
+                        *[t for t in [getattr(getattr(np, "dtypes", None), "UInt32DType", None)] if t is not None]]
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint file cannot be written or read; the message names the file and the reason."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file holds a pickled Python object, which loading would have to execute."""
 
 
 def trainable_state_dict(model: torch.nn.Module, keep: bool = True) -> dict[str, torch.Tensor]:
@@ -89,9 +117,12 @@ def load_optimizer_state_dict(optimizer: torch.optim.Optimizer, state: dict[str,
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """The RNG states as plain numbers and tensors (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "generator": generator.get_state() if generator is not None else None,
@@ -100,7 +131,11 @@ def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = None) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, dict):
+        numpy_state = (numpy_state["name"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                       numpy_state["has_gauss"], numpy_state["cached_gaussian"])
+    np.random.set_state(numpy_state)  # a tuple: a checkpoint of an earlier sdar version
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -119,22 +154,72 @@ def write_checkpoint(run_dir: str | Path, iteration: int, model_state: dict[str,
                      optimizer_state: dict[str, Any], trainer_state: dict[str, Any], keep: int = 2) -> Path:
     """:func:`save_checkpoint` from states already gathered (by every rank of a sharded model)."""
     root = Path(run_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"iter_{iteration:06d}"
     tmp = root / f".tmp-iter_{iteration:06d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    torch.save(model_state, tmp / "model.pt")
-    torch.save(optimizer_state, tmp / "optimizer.pt")
-    torch.save({"iteration": iteration, **trainer_state}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as err:
+        raise CheckpointError(write_failure(tmp, err)) from err
+    try:
+        for name, state in zip(CHECKPOINT_FILES, (model_state, optimizer_state,
+                                                  {"iteration": iteration, **trainer_state})):
+            _save_file(state, tmp / name)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:  # a failed or interrupted write leaves no partial folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     logger.info("saved checkpoint %s", final)
     return final
+
+
+def _save_file(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file, so a full disk surfaces as ``OSError(ENOSPC)``;
+    any failure becomes a :class:`CheckpointError` naming ``path``."""
+    try:
+        with open(path, "wb") as f:
+            torch.save(obj, f)
+    except (OSError, RuntimeError) as err:  # RuntimeError: torch's writer saw a short write
+        raise CheckpointError(write_failure(path, err)) from err
+
+
+def write_failure(path: Path, err: BaseException) -> str:
+    """One line saying which file could not be written, why, and how much space is left there."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full"
+    elif isinstance(err, OSError) and err.strerror:
+        reason = err.strerror
+    else:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    where = Path(path)
+    while not where.exists() and where.parent != where:
+        where = where.parent
+    try:
+        free = f"; {shutil.disk_usage(where).free / 2**30:.2f} GiB free on {where}"
+    except OSError:
+        free = ""
+    return f"could not write checkpoint file {path}: {reason}{free}"
+
+
+def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary folders of checkpoint writes that never finished (a process killed or a
+    disk full while saving); return them. Only one process writes a run directory, so any such
+    folder found at start-up is dead."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    partial = sorted(p for p in root.iterdir() if p.is_dir() and _PARTIAL.match(p.name))
+    for p in partial:
+        shutil.rmtree(p, ignore_errors=True)
+    if partial:
+        logger.info("removed %d unfinished checkpoint folder(s): %s", len(partial), ", ".join(p.name for p in partial))
+    return partial
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -158,18 +243,86 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = latest_checkpoint(path)
     if latest is None:
-        raise FileNotFoundError(f"no checkpoint in {path} (expected {path}/checkpoints/iter_NNNNNN/)")
+        raise CheckpointError(f"no checkpoint in {path} (expected {path}/checkpoints/iter_NNNNNN/)")
     return latest
+
+
+def load_file(path: str | Path) -> Any:
+    """One checkpoint file, read without running code from it (``weights_only=True``).
+
+    Raises :class:`UnsafeCheckpointError` when the file holds a pickled Python object, and
+    :class:`CheckpointError` naming the file when it is missing, truncated or corrupt."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} is missing")
+    try:
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        unsafe = re.search(r"Unsupported global[^\n]*", text)  # other opcodes: a corrupt file
+        if unsafe:
+            raise UnsafeCheckpointError(
+                f"{path} holds a pickled Python object ({unsafe.group(0).split(' was ')[0]}); loading it could "
+                f"run arbitrary code, so it is refused. Only load checkpoints written by sdar") from None
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        raise CheckpointError(f"checkpoint file {path} is corrupt: "
+                              f"{detail.group(1).strip() if detail else _last_line(text)}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint file {path} is corrupt or truncated: {_last_line(str(err))}") from None
+
+
+def _last_line(text: str) -> str:
+    """The gist of a torch error: its last non-empty line, up to its first full stop."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].split(". ")[0] if lines else "unreadable"
+
+
+def read_checkpoint(path: str | Path, with_optimizer: bool = True) -> dict[str, Any]:
+    """All files of checkpoint ``path`` (a checkpoint folder or a run directory), read into memory
+    before anything is applied: ``{"path", "model", "optimizer" (or None), "trainer_state"}``."""
+    path = resolve_checkpoint(path)
+    return {"path": path, "model": load_file(path / "model.pt"),
+            "optimizer": load_file(path / "optimizer.pt") if with_optimizer else None,
+            "trainer_state": load_file(path / "trainer_state.pt")}
+
+
+def read_latest_checkpoint(run_dir: str | Path) -> dict[str, Any]:
+    """:func:`read_checkpoint` of the newest checkpoint of ``run_dir`` that reads; an unreadable
+    one is skipped with a warning naming its file (a checkpoint carrying a pickled object is not:
+    that is an error). Raises :class:`CheckpointError` when none is left."""
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"no checkpoint in {Path(run_dir) / 'checkpoints'} to resume from")
+    errors = []
+    for path in reversed(found):
+        try:
+            checkpoint = read_checkpoint(path)
+        except UnsafeCheckpointError:
+            raise
+        except CheckpointError as err:
+            errors.append(str(err))
+            logger.warning("%s; trying the previous checkpoint", err)
+            continue
+        if errors:
+            logger.warning("resuming from the older checkpoint %s: the newer one is unreadable", path.name)
+        return checkpoint
+    raise CheckpointError(f"no readable checkpoint in {Path(run_dir) / 'checkpoints'}: {'; '.join(errors)}")
+
+
+def apply_checkpoint(checkpoint: dict[str, Any], model: torch.nn.Module,
+                     optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Load what :func:`read_checkpoint` read into ``model`` (and ``optimizer``); return the trainer state."""
+    load_trainable_state_dict(model, checkpoint["model"])
+    if optimizer is not None:
+        load_optimizer_state_dict(optimizer, checkpoint["optimizer"])
+    return checkpoint["trainer_state"]
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
                     ) -> dict[str, Any]:
     """Load weights (and optimizer state when given) from a checkpoint; return its trainer state."""
-    path = resolve_checkpoint(path)
-    load_trainable_state_dict(model, torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-    if optimizer is not None:
-        load_optimizer_state_dict(optimizer, torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
-    return torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    return apply_checkpoint(read_checkpoint(path, with_optimizer=optimizer is not None), model, optimizer)
 
 
 def apply_warm_start(model, lora, checkpoint: str | Path):
@@ -185,7 +338,7 @@ def apply_warm_start(model, lora, checkpoint: str | Path):
     """
     from sdar.models.loading import fold_adapter, is_lora
 
-    state = torch.load(resolve_checkpoint(checkpoint) / "model.pt", map_location="cpu", weights_only=True)
+    state = load_file(resolve_checkpoint(checkpoint) / "model.pt")
     load_trainable_state_dict(model, state)
     if is_lora(model):
         model = fold_adapter(model, lora)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import time
 from pathlib import Path
+
+from sdar.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -18,6 +21,9 @@ def register(subparsers) -> None:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=1e-5")
     train.add_argument("--output-dir", help="run directory (default: the config's output_dir)")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    train.add_argument("--restart", action="store_true",
+                       help="start again in a run directory whose run stopped before its first checkpoint "
+                            "(replaces its logs; a directory with a checkpoint is never replaced)")
     train.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     train.set_defaults(func=run_train)
 
@@ -55,6 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
     """``sdar train``. Under ``torchrun`` / ``accelerate launch`` every rank runs this; rank 0 alone
     logs at INFO, shows progress bars, prints the success table and writes the report."""
     from sdar.reporting import write_report
+    from sdar.trainer.checkpoint import list_checkpoints
     from sdar.trainer.config import load_config
     from sdar.trainer.distributed import init_distributed, shutdown
     from sdar.trainer.trainer import Trainer
@@ -65,21 +72,33 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             run_dir = Path(args.resume)
+            if args.output_dir and Path(args.output_dir).resolve() != run_dir.resolve():
+                raise UserError(f"--output-dir {args.output_dir} contradicts --resume {run_dir}: a resumed "
+                                f"run stays in its own directory; drop --output-dir")
+            if args.restart:
+                raise UserError("--restart starts a new run and --resume continues one; give only one of them")
+            if not run_dir.is_dir():
+                raise UserError(f"--resume {run_dir}: no such run directory")
+            if not list_checkpoints(run_dir):
+                raise UserError(f"--resume {run_dir}: the run has no checkpoint (it stopped before its first "
+                                f"one), so it cannot be resumed; start it again with `sdar train --config "
+                                f"{run_dir / 'config.yaml'} --output-dir {run_dir} --restart`")
             config = load_config(args.config or run_dir / "config.yaml", args.overrides)
+            done = completed_iterations(run_dir)
+            if done is not None and done >= config.iterations:
+                print(f"nothing to do: {run_dir} has completed {done} of iterations={config.iterations}; "
+                      f"to train on, resume with a larger iterations=N")
+                return 0
         else:
             if not args.config:
-                raise SystemExit("sdar train: give --config FILE (see configs/) or --resume "
-                                 "RUN_DIR")
+                raise UserError("give --config FILE (see configs/), or --resume RUN_DIR")
             config = load_config(args.config, args.overrides)
             run_dir = Path(args.output_dir or config.output_dir)
-            if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()):
-                raise SystemExit(f"{run_dir} already holds a run; use --resume {run_dir} or "
-                                 f"another --output-dir")
-        trainer = Trainer(config, run_dir, resume=bool(args.resume))
+        trainer = Trainer(config, run_dir, resume=bool(args.resume), restart=args.restart)
         try:
             trainer.train()
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt:  # the conventional exit status of a process ended by a signal
+            return 128 + int(trainer.stop_signal or signal.SIGINT)
     finally:
         shutdown(context)
     if context.is_main:
@@ -88,6 +107,21 @@ def run_train(args: argparse.Namespace) -> int:
             path = write_report(run_dir)
             print(f"report: {path}")
     return 0
+
+
+def completed_iterations(run_dir: Path) -> int | None:
+    """The iteration of the run's latest checkpoint, or None when there is none or its state is
+    unreadable (the trainer then reports or skips it) or it still owes an iteration's validation."""
+    from sdar.trainer.checkpoint import CheckpointError, latest_checkpoint, load_file
+
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return None
+    try:
+        state = load_file(latest / "trainer_state.pt")
+    except CheckpointError:
+        return None
+    return None if state.get("unlogged_metrics") else int(state["iteration"])
 
 
 def print_success_table(run_dir: Path) -> None:
@@ -122,18 +156,21 @@ def run_eval(args: argparse.Namespace) -> int:
         run_dir = checkpoint.parent.parent
     config_path = args.config or (run_dir / "config.yaml" if run_dir else None)
     if config_path is None:
-        raise SystemExit("sdar eval: give a run directory / checkpoint, or --config FILE for the untrained model")
+        raise UserError("give a run directory or checkpoint, or --config FILE for the untrained model")
     config = load_config(config_path, args.overrides)
     split = args.split or config.env.val_split
-    model, tokenizer = load_policy(config.model)
-    if config.init_checkpoint:  # the run's checkpoints continue from its warm start
-        model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
-    if checkpoint is not None:
-        load_checkpoint(checkpoint, model)
-    with make_run_env(config.env, split) as env:
+    if config.init_checkpoint:
+        resolve_checkpoint(config.init_checkpoint)  # before the model loads: names a missing path
+    with make_run_env(config.env, split) as env:  # a bad split or option fails before the model loads
+        model, tokenizer = load_policy(config.model)
+        if config.init_checkpoint:  # the run's checkpoints continue from its warm start
+            model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
+        if checkpoint is not None:
+            load_checkpoint(checkpoint, model)
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if args.with_skills else None
         builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout,
-                                config.model.chat_template_kwargs)
+                                routing=config.teacher.routing, student_layout=config.teacher.student_layout,
+                                chat_template_kwargs=config.model.chat_template_kwargs)
         history = config.env.history_length if config.env.history_length is not None else env.history_length
         metrics = run_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
                             prefix="val")

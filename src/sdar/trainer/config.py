@@ -7,12 +7,14 @@ an unknown key or a bad value fails at start with a message naming the key and w
 A config file may set ``method: <name>`` at top level; that is shorthand for ``loss.method`` and
 also applies the method's preset switches (``LossConfig.for_method``) before the file's own
 ``loss:`` entries and the command-line overrides. ``method: vanilla`` and ``method: skill_prompt``
-are the evaluation-only rows: no training (``iterations: 0``), validation without / with skills.
+are the evaluation-only rows: no training (``iterations`` is 0 whatever the file or an override
+says, with a warning when that discards a value), validation without / with skills.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,12 +23,15 @@ from typing import Any, Literal
 
 import yaml
 
+from sdar.errors import UserError
 from sdar.methods import LossConfig
 from sdar.models.generation import GenerationConfig
 from sdar.models.loading import ModelConfig
 
+logger = logging.getLogger(__name__)
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config key or value is invalid; the message names it and what is allowed."""
 
 
@@ -97,11 +102,23 @@ class TeacherConfig:
     (the environment's per-state hint, e.g. ``toy_panels``), or ``sibling`` (the actions of a
     successful trajectory of the same group, as SDPO's self-teacher; none when no copy won).
     Validation with skills and Skill-GRPO students always use the skills."""
+    student_layout: Literal["prefix", "system", "user"] | None = None
+    """Where a student that sees skills (Skill-GRPO, Skill-Prompt, ``eval.with_skills``) reads them,
+    as ``layout`` (None: the same as ``layout``). The released code opens the user message with
+    them: ``user``."""
+    routing: Literal["task_type", "released"] = "task_type"
+    """Which skill files a prompt carries. ``task_type`` (ours): the task's own routing keys, fixed
+    per task (``TaskInfo.skill_keys``). ``released``: the released code's rules, per step:
+    skill-seeing students by keyword substrings of the user message (Search: general skills only),
+    the teacher by ALFWorld task type (pick_two -> the pick file), Search data source (hotpotqa ->
+    two_hop) and WebShop keyword substrings of the whole prompt (``sdar.skills.released``)."""
     max_prompt_tokens: int = 4096
     """Teacher prompt budget (skills + student prompt)."""
-    on_overflow: Literal["drop_history", "error"] = "drop_history"
-    """Over-long teacher prompt: drop history pairs (oldest first, counted in teacher/truncated) or
-    raise. Skills are never cut."""
+    on_overflow: Literal["drop_history", "error", "truncate_left"] = "drop_history"
+    """Over-long teacher prompt: drop history pairs (oldest first, counted in teacher/truncated),
+    raise (``error``), or cut it from the left to the budget, skills first (``truncate_left``, the
+    released code; counted in teacher/truncated). Skills are never cut except by
+    ``truncate_left``."""
     prefix_cache: bool = True
     """Compute the skill prefix's key/value cache once per distinct skill text and reuse it."""
     skills_dir: str | None = None
@@ -263,7 +280,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: malformed YAML: {_yaml_problem(err)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         data = loaded or {}
@@ -271,8 +291,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        _set_path(data, key.strip().split("."), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is malformed YAML: {_yaml_problem(err)}") from None
+        _set_path(data, key.strip().split("."), value)
     return config_from_dict(data)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's problem and its 1-based line, in one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 # Evaluation-only rows of the paper's tables: the untrained model without / with skills.
@@ -283,7 +314,12 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     data = dict(data)
     method = data.pop("method", None)
     if method in EVAL_ONLY_METHODS:
-        data.setdefault("iterations", 0)
+        # evaluation only, also when the file (every shipped one) or an override sets iterations:
+        # training here would silently train GRPO under the method's name
+        if data.get("iterations", 0) != 0:
+            logger.warning("method: %s evaluates the untrained model only; iterations: %s is ignored (0)",
+                           method, data["iterations"])
+        data["iterations"] = 0
         eval_data = dict(data.get("eval") or {})
         eval_data.setdefault("with_skills", EVAL_ONLY_METHODS[method])
         data["eval"] = eval_data

@@ -20,13 +20,19 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sdar.errors import UserError
 from sdar.models.loading import autocast_context, load_policy
 from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger
 from sdar.trainer.checkpoint import save_checkpoint
 from sdar.trainer.config import TrainConfig, save_config
+from sdar.trainer.run_dir import check_new_run
 
 logger = logging.getLogger(__name__)
+
+
+class DemonstrationError(UserError, ValueError):
+    """A demonstration file is malformed; the message names the file and the 1-based line."""
 
 
 def read_demonstrations(path: str | Path, only_won: bool = True) -> list[dict]:
@@ -39,14 +45,17 @@ def read_demonstrations(path: str | Path, only_won: bool = True) -> list[dict]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
-        row = json.loads(line)
-        if "prompt" not in row or "response" not in row:
-            raise ValueError(f"{path}:{number}: a demonstration needs 'prompt' and 'response' keys")
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DemonstrationError(f"{path}:{number}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict) or "prompt" not in row or "response" not in row:
+            raise DemonstrationError(f"{path}:{number}: a demonstration needs 'prompt' and 'response' keys")
         if only_won and row.get("won") is False:
             continue
         demos.append(row)
     if not demos:
-        raise ValueError(f"{path}: no usable demonstrations (only_won={only_won})")
+        raise DemonstrationError(f"{path}: no usable demonstrations (only_won={only_won})")
     return demos
 
 
@@ -71,15 +80,19 @@ def encode_demonstration(tokenizer, prompt: str, response: str,
 
 def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path, epochs: int = 2, lr: float = 1e-4,
             batch_size: int = 8, max_demos: int | None = None) -> Path:
-    """Fine-tune ``config.model`` on the demonstrations; returns the checkpoint folder."""
+    """Fine-tune ``config.model`` on the demonstrations; returns the checkpoint folder.
+
+    ``run_dir`` must not hold an earlier run (logs or a checkpoint); that, the arguments and the
+    demonstrations are checked before the model loads and before anything is written."""
     if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(f"epochs and batch_size must be >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
+        raise UserError(f"--epochs and --batch-size must be >= 1 and --lr > 0, got {epochs}, {batch_size}, {lr}")
     run_dir = Path(run_dir)
+    check_new_run(run_dir, resumable=False)
+    demos = read_demonstrations(demos_path)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     model, tokenizer = load_policy(config.model)
-    demos = read_demonstrations(demos_path)
     if max_demos is not None:
         demos = demos[:max_demos]
     encoded = [encode_demonstration(tokenizer, d["prompt"], d["response"], config.model.chat_template_kwargs)

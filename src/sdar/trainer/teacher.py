@@ -84,7 +84,7 @@ def teacher_contexts(kind: str, builder: PromptBuilder, samples: list[StepSample
     ``group_samples``: the step samples whose won trajectories serve ``sibling`` (default
     ``samples``; with several ranks, all ranks' step samples)."""
     if kind == "skills":
-        return [builder.select_skills(s.state) for s in samples]
+        return [builder.select_skills(s.state, s.history) for s in samples]
     if kind == "hint":
         missing = [s for s in samples if s.state.hint is None]
         if missing:
@@ -127,7 +127,7 @@ def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], 
         log_probs=log_probs,  # type: ignore[arg-type]
         entropy=entropy if with_entropy else None,  # type: ignore[arg-type]
         skill_files=[p.skill_files for p in prompts],
-        truncated=sum(p.history_dropped > 0 for p in prompts),
+        truncated=sum(p.history_dropped > 0 or p.truncated for p in prompts),
         history_dropped=sum(p.history_dropped for p in prompts),
         distinct_skill_texts=len(by_prefix),
     )

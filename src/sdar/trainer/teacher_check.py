@@ -127,7 +127,8 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
     split = split or config.env.val_split
     with make_run_env(config.env, split) as env:
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if config.teacher.context == "skills" else None
-        builder = PromptBuilder(env, tokenizer, skills, think, config.teacher.layout, config.model.chat_template_kwargs)
+        builder = PromptBuilder(env, tokenizer, skills, think, config.teacher.layout, routing=config.teacher.routing,
+                                chat_template_kwargs=config.model.chat_template_kwargs)
         history_length = config.env.history_length if config.env.history_length is not None else env.history_length
         seeds = list(range(config.eval.seed, config.eval.seed + episodes))
         visited = collect_states(env, seeds, history_length, max_states)
@@ -140,14 +141,14 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
                 context = SkillSelection(files=("sibling",), text="A successful attempt at this task took "
                                          "these actions:\n" + "\n".join(lines))
             else:
-                fake = _StateOnly(state)
+                fake = _StateOnly(state, history)
                 context = teacher_contexts(config.teacher.context, builder, [fake])[0]
             rows.append((k, True, expert_text, state, history, context))
             for alt in _alternatives(env, i, state, expert_text, alternatives, think, rng):
                 rows.append((k, False, alt, state, history, context))
     budget = config.rollout.max_prompt_tokens
     student = [builder.build(s, h, budget).ids for _, _, _, s, h, _ in rows]
-    teacher = [builder.build(s, h, config.teacher.max_prompt_tokens, with_skills=True, on_overflow="drop_history",
+    teacher = [builder.build(s, h, config.teacher.max_prompt_tokens, with_skills=True, on_overflow=config.teacher.on_overflow,
                              context=c).ids for _, _, _, s, h, c in rows]
     responses = [tokenizer(text, add_special_tokens=False)["input_ids"] for _, _, text, _, _, _ in rows]
     device = next(model.parameters()).device
@@ -171,10 +172,11 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
 
 
 class _StateOnly:
-    """The one attribute :func:`teacher_contexts` reads for the skills and hint contexts."""
+    """The attributes :func:`teacher_contexts` reads for the skills and hint contexts."""
 
-    def __init__(self, state: EnvState):
+    def __init__(self, state: EnvState, history: list[tuple[str, str]]):
         self.state = state
+        self.history = history
 
 
 def summarise(candidates: list[Candidate]) -> dict:

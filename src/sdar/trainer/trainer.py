@@ -39,12 +39,16 @@ per phase, and in the update every rank runs as many forward/backward passes as 
 
 Features: CPU/GPU, one or many processes, full fine-tuning or LoRA, seeded and exactly resumable
 (model, optimizer, RNG states and the sampling generator are checkpointed; the task order is a
-function of seed and iteration), atomic checkpoints, Ctrl-C saves a resumable checkpoint, progress
-bars, metrics.jsonl + TensorBoard + token-level samples for the report.
+function of seed and iteration), atomic checkpoints, Ctrl-C or SIGTERM saves a resumable checkpoint
+(and an iteration whose validation was cut short is finished on resume, so metrics.jsonl holds every
+iteration once), progress bars, metrics.jsonl + TensorBoard + token-level samples for the report.
+Everything that can be checked without the model (run directory, environments, warm start,
+checkpoint to resume) is checked before the model is loaded and before anything is written.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import logging
@@ -60,7 +64,7 @@ import numpy as np
 import torch
 
 from sdar.advantages import gigpo_advantages, grpo_advantages
-from sdar.envs import make_env
+from sdar.envs import env_factory, make_env
 from sdar.envs.base import AgentEnv
 from sdar.methods import METHODS, LossInputs, actor_loss, required_inputs
 from sdar.models.generation import GenerationConfig, generate
@@ -75,17 +79,20 @@ from sdar.reporting import RunLogger, format_summary
 from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
 from sdar.skills import SkillLibrary
 from sdar.trainer.checkpoint import (
+    apply_checkpoint,
     apply_warm_start,
     latest_checkpoint,
-    load_checkpoint,
     load_trainable_state_dict,
     optimizer_state_dict,
+    read_latest_checkpoint,
+    remove_partial_checkpoints,
+    resolve_checkpoint,
     rng_state,
     set_rng_state,
     trainable_state_dict,
     write_checkpoint,
 )
-from sdar.trainer.config import TrainConfig, save_config
+from sdar.trainer.config import ConfigError, TrainConfig, save_config
 from sdar.trainer.distributed import (
     all_gather_objects,
     all_reduce_gradients,
@@ -99,10 +106,15 @@ from sdar.trainer.distributed import (
     sum_dicts,
 )
 from sdar.trainer.evaluation import run_panel
+from sdar.trainer.run_dir import check_new_run, check_writable, clear_unresumable_run
 from sdar.trainer.sharding import full_weights, shard_model, whole
 from sdar.trainer.teacher import teacher_contexts, teacher_log_probs
 
 logger = logging.getLogger(__name__)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals that stop a run cleanly: Ctrl-C, and what schedulers, Kubernetes and docker send."""
 
 
 def seed_everything(seed: int) -> None:
@@ -183,14 +195,33 @@ def pad_rows(rows: list[torch.Tensor], width: int, value: float = 0.0) -> torch.
 
 def make_run_env(env_config, split: str | None) -> AgentEnv:
     """The configured environment on ``split`` (None: the environment's default split), with the
-    config's step limit, action-validity rule and extra options."""
+    config's step limit, action-validity rule and extra options.
+
+    Raises :class:`ConfigError` naming the key for an unknown ``env.name``, an ``env.options`` key
+    the environment's factory does not take, and any value the environment refuses (a bad split,
+    a missing data folder)."""
+    try:
+        factory = env_factory(env_config.name)
+    except ValueError as err:
+        raise ConfigError(f"env.name: {err}") from None
+    parameters = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        allowed = sorted(parameters)
+        unknown = sorted(set(env_config.options) - set(allowed))
+        if unknown:
+            raise ConfigError(f"env.options: unknown key(s) {unknown} for env.name={env_config.name}; "
+                              f"allowed: {allowed}")
     options = dict(env_config.options)
     options["action_rule"] = env_config.action_rule
     if split is not None:
         options["split"] = split
     if env_config.max_steps is not None:
         options["max_steps"] = env_config.max_steps
-    return make_env(env_config.name, **options)
+    try:
+        return make_env(env_config.name, **options)
+    except (ValueError, TypeError) as err:
+        where = f"split {split!r}" if split is not None else "its default split"
+        raise ConfigError(f"env {env_config.name!r} on {where}: {err}") from None
 
 
 def _finite_on(values: torch.Tensor, mask: torch.Tensor) -> bool:
@@ -203,16 +234,21 @@ class Trainer:
     Args:
         config: the validated run configuration.
         run_dir: where config, metrics, samples, TensorBoard logs, checkpoints and reports go.
-        resume: continue from the latest checkpoint in ``run_dir``.
+        resume: continue from the latest readable checkpoint in ``run_dir``.
+        restart: a new run may replace what a run without any checkpoint left in ``run_dir``
+            (otherwise such a directory is refused; one with a checkpoint is always refused).
+
+    Nothing is written, and nothing is loaded into the model, before the run directory, the
+    checkpoint to resume, the warm start and the environments have passed their checks: a refused
+    run leaves ``run_dir`` as it was.
 
     Under a launcher (``WORLD_SIZE`` > 1 in the environment) every rank builds its own Trainer and
     joins the process group here; all ranks must call the same methods in the same order.
     """
 
-    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False):
+    def __init__(self, config: TrainConfig, run_dir: str | Path, resume: bool = False, restart: bool = False):
         self.config = config
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.spec = METHODS[config.loss.method]
         self.needs = required_inputs(config.loss)
         self._stop_requested = False
@@ -222,8 +258,20 @@ class Trainer:
         if config.distributed.strategy == "fsdp" and not self.dist.enabled:
             logger.info("distributed.strategy=fsdp in a single process: nothing to shard, "
                         "training the whole model as usual")
-        seed_everything(config.seed)
 
+        # ---- checks that read only: nothing is written or loaded into the model before them ------
+        checkpoint = None
+        if resume:
+            check_writable(self.run_dir)
+            checkpoint = read_latest_checkpoint(self.run_dir)  # skips an unreadable newest one
+        else:
+            check_new_run(self.run_dir, restart=restart)
+        if config.init_checkpoint:
+            resolve_checkpoint(config.init_checkpoint)  # names the path when there is none
+        self.train_env = self._make_env(config.env.train_split)  # a bad name, split or option fails here
+        self.val_env = self._make_env(config.env.val_split) if self._validates() else None
+
+        seed_everything(config.seed)
         # ---- model, reference, optimizer -----------------------------------------------------
         self.model, self.tokenizer = load_policy(config.model)
         init_state = None
@@ -246,35 +294,42 @@ class Trainer:
         # Rollout sampling differs per rank; rank 0 keeps the single-process stream.
         self.generator = torch.Generator().manual_seed(rank_seed(config.seed, self.dist.rank))
 
-        # ---- environments, skills, prompts ----------------------------------------------------
-        self.train_env = self._make_env(config.env.train_split)
-        self.val_env = self._make_env(config.env.val_split) if self._validates() else None
+        # ---- skills, prompts ----------------------------------------------------------------------
         self.history_length = (config.env.history_length if config.env.history_length is not None
                                else self.train_env.history_length)
         uses_skills = ("teacher_log_probs" in self.needs or "teacher_logits" in self.needs
                        or self.spec.student_sees_skills or config.eval.with_skills)
         self.skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if uses_skills else None
         think = config.env.prompt_mode == "think"
-        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, config.teacher.layout,
-                                           config.model.chat_template_kwargs)
-        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, config.teacher.layout,
-                                          config.model.chat_template_kwargs)
+        layouts = {"layout": config.teacher.layout, "routing": config.teacher.routing,
+                   "student_layout": config.teacher.student_layout,
+                   "chat_template_kwargs": config.model.chat_template_kwargs}
+        self.train_prompts = PromptBuilder(self.train_env, self.tokenizer, self.skills, think, **layouts)
+        self.val_prompts = (PromptBuilder(self.val_env, self.tokenizer, self.skills, think, **layouts)
                             if self.val_env is not None else None)
 
         # ---- run directory ----------------------------------------------------------------------
         self.start_iteration = 1
-        if resume:
-            ckpt = latest_checkpoint(self.run_dir)
-            if ckpt is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir}/checkpoints")
-            state = load_checkpoint(ckpt, self.model, self.optimizer)
+        # Training metrics of an iteration whose validation was interrupted (see ``train``).
+        self._unlogged_metrics: dict[str, float] | None = None
+        if checkpoint is not None:
+            state = apply_checkpoint(checkpoint, self.model, self.optimizer)
             self.start_iteration = state["iteration"] + 1
+            self._completed_iteration = state["iteration"]
+            self._unlogged_metrics = state.get("unlogged_metrics")
             self._restore_rng(state)
-            logger.info("resumed from %s (next iteration %d)", ckpt, self.start_iteration)
+            logger.info("resumed from %s (next iteration %d)", checkpoint["path"], self.start_iteration)
         self._sync_engine()
         # Only rank 0 writes the run directory; the others keep no logger.
         self.log: RunLogger | None = None
         if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if restart and not resume:
+                removed = clear_unresumable_run(self.run_dir)
+                if removed:
+                    logger.warning("--restart: removed %s of the earlier run in %s", ", ".join(removed),
+                                   self.run_dir)
+            remove_partial_checkpoints(self.run_dir)
             save_config(config, self.run_dir / "config.yaml")
             self.log = RunLogger(self.run_dir, tensorboard=config.tensorboard, resume=resume)
             if resume:
@@ -297,6 +352,12 @@ class Trainer:
 
     def _make_env(self, split: str | None) -> AgentEnv:
         return make_run_env(self.config.env, split)
+
+    def _validates_at(self, iteration: int) -> bool:
+        """Whether training iteration ``iteration`` ends with a validation."""
+        every = self.config.eval.every
+        return (self.val_env is not None and every > 0
+                and (iteration % every == 0 or iteration == self.config.iterations))
 
     def _validates(self) -> bool:
         return self.config.eval.every > 0 or self.config.eval.before_training or self.config.iterations == 0
@@ -350,26 +411,43 @@ class Trainer:
 
     # ---- the loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
-        """Run from ``start_iteration`` to ``config.iterations``; returns the last validation metrics."""
+        """Run from ``start_iteration`` to ``config.iterations``; returns the last validation metrics.
+
+        SIGINT (Ctrl-C) and SIGTERM stop the run at the next environment step or after the running
+        update and write a resumable checkpoint (a second signal aborts at once); ``train`` then
+        raises ``KeyboardInterrupt`` and :attr:`stop_signal` says which signal it was. When the stop
+        cuts short the validation of an iteration, the checkpoint of that iteration carries its
+        training metrics and the RNG states from before the validation; the resumed run plays the
+        validation first and logs the iteration's one line, as an uninterrupted run would have.
+        """
         cfg = self.config
-        previous_handler = signal.getsignal(signal.SIGINT)
-        try:
-            signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not in the main thread (e.g. a notebook worker): no Ctrl-C handling
-            previous_handler = None
+        previous_handlers = {}
+        for signum in STOP_SIGNALS:
+            try:
+                previous_handlers[signum] = signal.signal(signum, self._on_signal)
+            except ValueError:  # not in the main thread (e.g. a notebook worker): no signal handling
+                break
         last_val: dict[str, float] = {}
         iteration = self.start_iteration - 1
+        # (training metrics, RNG states) of an iteration between its update and its metrics line
+        pending: tuple[dict[str, float], dict[str, Any]] | None = None
         try:
-            if self.start_iteration == 1 and self.val_env is not None and (cfg.eval.before_training or cfg.iterations == 0):
+            if self._unlogged_metrics is not None:
+                last_val = self._finish_interrupted_iteration(iteration)
+            elif self.start_iteration == 1 and self.val_env is not None and (cfg.eval.before_training or cfg.iterations == 0):
                 last_val = self.validate()
                 if self.log is not None:
                     self.log.log_metrics(0, last_val)
                 logger.info("iteration 0 | %s", format_summary(last_val))
             for iteration in range(self.start_iteration, cfg.iterations + 1):
                 metrics = self.run_iteration(iteration)
-                if self.val_env is not None and cfg.eval.every > 0 and (
-                        iteration % cfg.eval.every == 0 or iteration == cfg.iterations):
+                if self._validates_at(iteration):
+                    pending = (dict(metrics), rng_state(self.generator))
+                    # a stop requested during the update: the validation waits for the resumed run
+                    if any_rank(self.dist, self._stop_requested):
+                        raise KeyboardInterrupt
                     last_val = self.validate()
+                    pending = None
                     metrics.update(last_val)
                 if self.log is not None:
                     self.log.log_metrics(iteration, metrics)
@@ -385,46 +463,82 @@ class Trainer:
             # validation changed nothing, and an update is never interrupted half-way.
             completed = iteration if self._completed_iteration == iteration else iteration - 1
             if self._aborted:
-                logger.warning("aborted by a second Ctrl-C: no checkpoint written for this iteration")
+                logger.warning("aborted by a second signal: no checkpoint written for this iteration")
+            elif pending is not None:  # updated, not yet validated nor logged: the resumed run does both
+                self.save(iteration, rng=pending[1], unlogged_metrics=pending[0])
             elif completed >= 1 and broadcast_object(
                     self.dist, latest_checkpoint(self.run_dir) != self._checkpoint_path(completed)):
                 self.save(completed)
             if self.dist.is_main:
-                logger.warning("interrupted; resume with: sdar train --resume %s", self.run_dir)
+                if latest_checkpoint(self.run_dir) is not None:
+                    logger.warning("interrupted; resume with: sdar train --resume %s", self.run_dir)
+                else:
+                    logger.warning("interrupted before the first checkpoint; start again with the same "
+                                   "command plus --restart (replaces this run's logs)")
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
+            for signum, handler in previous_handlers.items():
+                if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                    signal.signal(signum, handler)
             if self.log is not None:
                 self.log.close()
+        return last_val
+
+    def _finish_interrupted_iteration(self, iteration: int) -> dict[str, float]:
+        """Validate the resumed checkpoint's iteration, whose validation a stop cut short, log its
+        one metrics line, and rewrite its checkpoint without the pending metrics (its RNG states
+        now those after the validation, as in an uninterrupted run). Returns the validation."""
+        metrics = dict(self._unlogged_metrics or {})
+        last_val: dict[str, float] = {}
+        if self._validates_at(iteration):  # as the resumed config says (eval.every may have changed)
+            logger.info("iteration %d: playing the validation the interrupted run did not finish", iteration)
+            last_val = self.validate()
+            metrics.update(last_val)
+        if self.log is not None:
+            self.log.log_metrics(iteration, metrics)
+        logger.info("iteration %d/%d | %s", iteration, self.config.iterations, format_summary(metrics))
+        self._unlogged_metrics = None
+        self.save(iteration)
         return last_val
 
     _completed_iteration = 0
 
     _aborted = False
 
-    def _on_sigint(self, signum, frame) -> None:
+    stop_signal: int | None = None
+    """The signal (``signal.SIGINT`` or ``signal.SIGTERM``) that stopped :meth:`train`, if any."""
+
+    def _on_signal(self, signum, frame) -> None:
         # Several processes: the launcher forwards the terminal's Ctrl-C, so one keypress arrives
         # twice; never abort there (ranks would leave the collectives unevenly). The launcher
         # kills ranks that outlive its --shutdown-timeout.
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         if self._stop_requested and not self.dist.enabled:
             self._aborted = True
             raise KeyboardInterrupt
+        if self.stop_signal is None:
+            self.stop_signal = signum
         if self.dist.enabled:
             if not self._stop_requested and self.dist.is_main:
-                logger.warning("Ctrl-C: all ranks stop after this iteration and save a checkpoint")
+                logger.warning("%s: all ranks stop after this iteration and save a checkpoint", name)
         else:
-            logger.warning("Ctrl-C: stopping after the current step and saving a checkpoint (Ctrl-C again to abort)")
+            logger.warning("%s: stopping after the current step and saving a checkpoint (a second "
+                           "Ctrl-C or SIGTERM aborts)", name)
         self._stop_requested = True
 
     def _checkpoint_path(self, iteration: int) -> Path:
         return self.run_dir / "checkpoints" / f"iter_{iteration:06d}"
 
-    def save(self, iteration: int) -> Path | None:
+    def save(self, iteration: int, rng: dict[str, Any] | None = None,
+             unlogged_metrics: dict[str, float] | None = None) -> Path | None:
         """Rank 0 writes the checkpoint (the weights are the same on every rank; sharded ones are
         gathered whole first, with every rank's help) with every rank's RNG states; every rank must
-        call this. Returns the folder (``None`` off rank 0)."""
-        states = all_gather_objects(self.dist, rng_state(self.generator))
+        call this. Returns the folder (``None`` off rank 0).
+
+        ``rng``: this rank's RNG states to store instead of the current ones; ``unlogged_metrics``:
+        the iteration's training metrics when its metrics line is not written yet (its validation
+        was interrupted; the resumed run validates and logs it)."""
+        states = all_gather_objects(self.dist, rng if rng is not None else rng_state(self.generator))
         if not (self.dist.is_main or self.sharded):
             return None
         model_state = trainable_state_dict(self.model, keep=self.dist.is_main)
@@ -434,6 +548,8 @@ class Trainer:
         trainer_state: dict[str, Any] = {"rng": states[0]}
         if self.dist.enabled:
             trainer_state["rank_rng"] = states
+        if unlogged_metrics is not None:
+            trainer_state["unlogged_metrics"] = {k: float(v) for k, v in unlogged_metrics.items()}
         return write_checkpoint(self.run_dir, iteration, model_state, optimizer_state, trainer_state,
                                 keep=self.config.keep_checkpoints)
 

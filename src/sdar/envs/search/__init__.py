@@ -65,7 +65,8 @@ def make_retriever(
     retries: int = 2,
     dense_model_path: str | None = None,
 ) -> Retriever:
-    """Build a retriever by name: ``bm25`` / ``dense`` over ``corpus_file``, or ``http`` at ``url``.
+    """Build a retriever by name: ``bm25`` / ``dense`` over ``corpus_file``, or ``http`` at ``url``
+    (whose server must answer one request at once, else ``RetrieverError`` names the URL).
 
     ``dense_embeddings`` may name a ``.npy`` file of precomputed passage embeddings (row i = line i
     of the corpus), which avoids encoding the corpus at start-up; ``dense_model_path`` a local
@@ -78,7 +79,9 @@ def make_retriever(
             raise ValueError(
                 "retriever 'http' needs retriever_url, e.g. http://127.0.0.1:8000/retrieve"
             )
-        return HTTPRetriever(url, timeout=timeout, retries=retries)
+        client = HTTPRetriever(url, timeout=timeout, retries=retries)
+        client.check()  # a dead server fails here, not as an eval at 0% of an agent that never searched
+        return client
     if corpus_file is None:
         raise ValueError(f"retriever {kind!r} needs a corpus_file (Search-R1 JSONL)")
     path = Path(corpus_file)

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from sdar.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -80,7 +82,7 @@ def format_information(passages: Sequence[RetrievedPassage]) -> str:
 
 
 # ----- interface ---------------------------------------------------------------------------------
-class RetrieverError(RuntimeError):
+class RetrieverError(UserError, RuntimeError):
     """A retriever could not answer (server down, malformed reply, bad request)."""
 
 
@@ -367,6 +369,13 @@ class HTTPRetriever(Retriever):
         self.backoff = backoff
         self.batch_size = batch_size
 
+    def check(self) -> None:
+        """One ``/retrieve`` request (one query, top 1), no retry: raise ``RetrieverError`` naming
+        the URL unless the server answers in the expected format within ``timeout`` seconds. Run at
+        start, so a dead server fails the run at once, not when the agent first searches."""
+        body = json.dumps({"queries": ["health check"], "topk": 1, "return_scores": True}).encode()
+        _parse_reply(self._post(body, attempts=1), 1, self.url)
+
     def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
         _check_topk(topk)
         if len(queries) == 0:
@@ -378,11 +387,12 @@ class HTTPRetriever(Retriever):
             out.extend(_parse_reply(self._post(body), len(chunk), self.url))
         return out
 
-    def _post(self, body: bytes) -> bytes:
+    def _post(self, body: bytes, attempts: int | None = None) -> bytes:
+        attempts = self.retries + 1 if attempts is None else attempts
         last_error = ""
-        attempts = 0  # those actually made: a 4xx reply stops early
-        for attempt in range(self.retries + 1):
-            attempts += 1
+        made = 0  # attempts actually made: a 4xx reply stops early
+        for attempt in range(attempts):
+            made += 1
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(
@@ -401,7 +411,7 @@ class HTTPRetriever(Retriever):
                 last_error = f"{type(reason).__name__}: {reason}"
             log.debug("retrieval attempt %d at %s failed: %s", attempt + 1, self.url, last_error)
         raise RetrieverError(
-            f"retrieval server at {self.url} did not answer after {attempts} attempt(s) "
+            f"retrieval server at {self.url} did not answer after {made} attempt(s) "
             f"({last_error}). Is it running? Start one with `sdar serve-retriever --port PORT` or "
             f"point the environment at a live Search-R1 retrieval server (option retriever_url)."
         )

@@ -9,13 +9,19 @@ API (the one Search-R1 and verl-agent call):
 * ``GET /health`` answers ``{"status": "ok", "retriever": name, "documents": n}``.
 
 Bad requests get status 400 and ``{"error": "..."}`` saying what is wrong. The standard library's
-threading HTTP server is enough here: retrieval itself is the cost, not the HTTP layer.
+threading HTTP server is enough here: retrieval itself is the cost, not the HTTP layer. Its
+defaults are not: the listen backlog is raised from Python's 5 to ``LISTEN_BACKLOG`` (a training
+step's burst of parallel searches otherwise gets connection resets), a client that stalls
+mid-request is dropped after ``client_timeout`` seconds, and a client that resets its connection is
+logged as one line instead of a traceback.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,6 +33,24 @@ log = logging.getLogger(__name__)
 MAX_QUERIES_PER_REQUEST = 4096
 MAX_TOPK = 100
 MAX_BODY_BYTES = 16 * 1024 * 1024
+LISTEN_BACKLOG = 1024
+"""Connections the kernel queues before accepting (capped by ``net.core.somaxconn``)."""
+CLIENT_TIMEOUT_S = 60.0
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away is the client's business: one line, not a traceback."""
+        err = sys.exc_info()[1]
+        if isinstance(err, (ConnectionError, TimeoutError, socket.timeout)):
+            log.info("client %s:%s: %s (%s)", *client_address[:2],
+                     "connection reset" if isinstance(err, ConnectionResetError) else "connection lost",
+                     type(err).__name__)
+            return
+        super().handle_error(request, client_address)
 
 
 class RetrievalServer:
@@ -36,11 +60,14 @@ class RetrievalServer:
     block (the CLI); ``close()`` stops it. Also a context manager that starts and closes.
     """
 
-    def __init__(self, retriever: Retriever, host: str = "127.0.0.1", port: int = 8000):
+    def __init__(self, retriever: Retriever, host: str = "127.0.0.1", port: int = 8000,
+                 client_timeout: float = CLIENT_TIMEOUT_S):
+        if client_timeout <= 0:
+            raise ValueError(f"client_timeout must be positive seconds, got {client_timeout}")
         self.retriever = retriever
-        handler = type("RetrievalHandler", (_Handler,), {"retriever": retriever})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+        # `timeout` bounds every read from and write to a client's socket
+        handler = type("RetrievalHandler", (_Handler,), {"retriever": retriever, "timeout": client_timeout})
+        self.httpd = _Server((host, port), handler)
         self._thread: threading.Thread | None = None
 
     @property

@@ -11,7 +11,13 @@ from sdar.envs.webshop.catalog import CATEGORIES, Catalog, Product, generate_cat
 from sdar.envs.webshop.env import WebShopEnv, make_webshop_env
 from sdar.envs.webshop.goals import Goal, generate_goals, load_goals
 from sdar.envs.webshop.routing import route_instruction
-from sdar.envs.webshop.scoring import PurchaseScore, score_purchase, type_factor
+from sdar.envs.webshop.scoring import (
+    PurchaseScore,
+    score_goal_purchase,
+    score_purchase,
+    type_factor,
+    webshop_score,
+)
 
 __all__ = [
     "CATEGORIES",
@@ -26,6 +32,8 @@ __all__ = [
     "load_goals",
     "make_webshop_env",
     "route_instruction",
+    "score_goal_purchase",
     "score_purchase",
     "type_factor",
+    "webshop_score",
 ]

@@ -9,7 +9,7 @@ description / features / reviews text.
 Generation is deterministic per ``seed`` and takes well under a second, so the catalog is rebuilt in
 process on first use and cached per process (``load_catalog``); nothing is written to disk.
 
-Honesty of the text, which the scoring relies on: a product's text states exactly the attributes in
+Honesty of the text, which the exact scoring rule relies on: a product's text states exactly the attributes in
 its ``attributes`` list and never one of another product (``tests/test_webshop_catalog.py`` checks
 every product), so a reader who opens the item's features learns the truth.
 """

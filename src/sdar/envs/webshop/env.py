@@ -46,7 +46,12 @@ from sdar.envs.webshop.pages import (
     parse_command,
 )
 from sdar.envs.webshop.routing import route_instruction
-from sdar.envs.webshop.scoring import PurchaseScore, reward_for_score, score_goal_purchase
+from sdar.envs.webshop.scoring import (
+    SCORING_RULES,
+    PurchaseScore,
+    reward_for_score,
+    score_goal_purchase,
+)
 from sdar.envs.webshop.search import load_search_engine
 
 SEARCH_PLACEHOLDER = "search[<your query>]"
@@ -78,6 +83,9 @@ class WebShopEnv(AgentEnv):
             left unset.
         max_steps: step limit of an episode (15, as in the paper's WebShop runs).
         history_length: H, past (observation, action) pairs in the prompt (2).
+        scoring: ``"webshop"`` (WebShop's ``get_reward``: fuzzy attribute and option matching, text
+            search, title-noun type factor) or ``"exact"`` (this project's former exact rule, which
+            the committed learning results used); see ``scoring.py``.
     """
 
     name = "webshop"
@@ -96,14 +104,18 @@ class WebShopEnv(AgentEnv):
         max_steps: int = 15,
         history_length: int = 2,
         data_dir: str | None = None,
+        scoring: str = "webshop",
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown WebShop split {split!r}; use one of {SPLITS}")
+        if scoring not in SCORING_RULES:
+            raise ValueError(f"unknown WebShop scoring {scoring!r}; use one of {SCORING_RULES}")
         if max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if history_length < 0:
             raise ValueError(f"history_length must be >= 0, got {history_length}")
         self.split = split
+        self.scoring = scoring
         self.max_steps = int(max_steps)
         self.history_length = int(history_length)
         if data_dir is not None:
@@ -174,7 +186,7 @@ class WebShopEnv(AgentEnv):
         ep.page = outcome.page
         if outcome.bought:
             product = self.catalog.get(ep.page.item_id)
-            result = score_goal_purchase(ep.goal, product, dict(ep.page.selected))
+            result = self.score(ep.goal, product, dict(ep.page.selected))
             ep.state = self._state(
                 ep,
                 prev.task,
@@ -280,7 +292,13 @@ class WebShopEnv(AgentEnv):
         offered = product.option_values()
         if any(v not in offered.get(g, ()) for g, v in goal.options):
             return False
-        return score_goal_purchase(goal, product, dict(goal.options)).score >= 1.0
+        return self.score(goal, product, dict(goal.options)).score >= 1.0
+
+    def score(self, goal: Goal, product: Product, selected: dict[str, str]) -> PurchaseScore:
+        """The score of buying ``product`` with ``selected`` options for ``goal``, under this
+        environment's scoring rule."""
+        target = self.catalog.get(goal.item_id)
+        return score_goal_purchase(goal, product, selected, target, rule=self.scoring)
 
     def _oracle(self, ep: _Episode) -> tuple[str, str]:
         """Search like a shopper (attributes + type), take a product that satisfies the goal from

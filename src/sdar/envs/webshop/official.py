@@ -29,13 +29,12 @@ What differs, and why:
   food -> other, furniture -> home_decor.
 * **Goal attributes** the target product does not list (WebShop would still match them fuzzily or
   in the product text) are added to the target's attribute list (counted in the summary), so the
-  target stays a score-1 purchase under exact matching.
+  target stays a score-1 purchase under either scoring rule.
 * **Goal options** are the instruction's option values, each assigned to the product's option
   group that offers it; a value no group offers is dropped from the goal (counted in the summary),
   so every goal stays solvable.
-* **Scoring** is this project's (``scoring.py``): exact attribute and option matches where WebShop
-  also fuzzy-matches and searches the product text, and the tiered type factor where WebShop
-  compares title nouns with spaCy. Scores are therefore stricter than WebShop's for near misses.
+* **Scoring** is WebShop's (``scoring.py``), except that title nouns are this project's
+  function-word rule rather than spaCy's tags.
 """
 
 from __future__ import annotations
