@@ -6,7 +6,7 @@ Run it first after changing the trainer, the losses or the rollout:
 
 Setting (``configs/bench/canary.yaml``): ``toy_panels`` with one panel of four words (the right
 word is the fruit); the warm start only learned the answer format from random-policy turns, so it
-wins about a quarter of the tasks at most. GRPO then trains 15 iterations of 8 tasks x group 8 with four
+wins about a quarter of the tasks at most. GRPO then trains 25 iterations of 8 tasks x group 8 with four
 optimizer steps each. Writes ``benchmarks/results/canary.json`` (success before and after, the
 curve, seconds, machine, commit); ``--seed`` picks the run seed, ``--out`` the result file.
 """

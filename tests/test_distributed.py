@@ -281,6 +281,9 @@ def test_two_ranks_update_equals_one_process(tmp_path):
             "train/advantage_abs_mean",
             "teacher/truncated",
             "actor/optimizer_steps",
+            "train/groups_with_signal",
+            "teacher/gap_pos_adv",
+            "teacher/gate_neg_adv",
         ):
             assert got[key] == pytest.approx(expected_metrics[key], rel=1e-5, abs=1e-6), key
         # the log-sample picks are global: rank 0 logs the same records as one process

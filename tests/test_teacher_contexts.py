@@ -90,8 +90,10 @@ def test_bf16_autocast_scores_close_to_float32_and_is_validated():
 def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
     from sdar.trainer.trainer import Trainer
 
+    from sdar.trainer.distributed import SINGLE
+
     fake = SimpleNamespace(config=SimpleNamespace(loss=SimpleNamespace(beta=5.0)),
-                           spec=SimpleNamespace(distillation="sdar"))
+                           spec=SimpleNamespace(distillation="sdar"), dist=SINGLE)
     samples = [SimpleNamespace(group_id=g, response_ids=[1] * n) for g, n in ((0, 2), (0, 1), (1, 1), (2, 1))]
     advantages = torch.tensor([1.0, -1.0, 0.0, 0.0])  # groups 1 and 2 carry no signal
     old = [torch.tensor([-1.0, -2.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-1.0])]
@@ -136,3 +138,16 @@ def test_training_with_a_hint_or_sibling_teacher_in_bf16(tmp_path, context):
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     expected = ["hint"] if context == "hint" else []  # the random model wins nothing: no sibling
     assert samples and all(s["skill_files"] == expected for s in samples)
+
+
+def test_teacher_check_plays_each_environments_own_expert():
+    from sdar.trainer.teacher_check import collect_states, expert_policy
+
+    assert expert_policy(make_env("toy_panels")) == "expert"
+    assert expert_policy(make_env("webshop")) == "oracle"
+    env = make_env("toy_panels", panels=2)
+    visited = collect_states(env, [0, 1], history_length=2, max_states=10)
+    # the expert wins both tasks: two panels each, and each state's history holds the panels before it
+    assert len(visited) == 4 and all(env.states[i].won for i in range(2))
+    assert [len(h) for _, _, h, _, _ in visited] == [0, 0, 1, 1]
+    assert all(len(actions) == 2 for *_, actions in visited)

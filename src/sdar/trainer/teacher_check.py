@@ -5,7 +5,8 @@ good actions higher than the student does. Whether it does depends on the model,
 the context (``teacher.context``) and where the context sits in the prompt (``teacher.layout``).
 This check answers that in minutes, without training:
 
-1. The environment's scripted expert plays ``episodes`` validation tasks to the end. At every
+1. The environment's scripted expert (``expert`` or ``oracle``) plays ``episodes`` validation
+   tasks to the end. At every
    state, the candidates are the expert's action and up to ``alternatives`` other actions (other
    admissible actions where the environment lists them, else the ``random`` policy's responses),
    each written in the run's response format.
@@ -81,10 +82,20 @@ def _alternatives(env: AgentEnv, index: int, state: EnvState, expert: str, count
     return out
 
 
+def expert_policy(env: AgentEnv) -> str:
+    """The environment's scripted expert: ``expert`` (ALFWorld, toy envs) or ``oracle`` (WebShop,
+    Search-QA)."""
+    for name in ("expert", "oracle"):
+        if name in env.policies:
+            return name
+    raise ValueError(f"environment {env.name!r} has no scripted expert (policies: {env.policies})")
+
+
 def collect_states(env: AgentEnv, seeds: list[int], history_length: int, max_states: int):
     """Play the expert on ``seeds`` (one episode each); returns ``(index, state, history, expert
     response, episode actions)`` per visited state, at most ``max_states``."""
     rng = random.Random(0)
+    policy = expert_policy(env)
     states = env.reset(seeds, 1)
     histories: list[list[tuple[str, str]]] = [[] for _ in states]
     actions: list[list[str]] = [[] for _ in states]
@@ -95,7 +106,7 @@ def collect_states(env: AgentEnv, seeds: list[int], history_length: int, max_sta
             if s.done:
                 step_actions.append(None)
                 continue
-            response = env.scripted_action(i, "expert", rng)
+            response = env.scripted_action(i, policy, rng)
             parsed = env.parse_action(response)
             visited.append((i, s, list(histories[i][-history_length:] if history_length else []), response))
             actions[i].append(parsed.action)

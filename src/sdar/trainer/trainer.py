@@ -677,25 +677,35 @@ class Trainer:
         gap ``l_T - l_old`` and the gap gate ``sigmoid(beta * gap)`` (rollout-time weights, the gate
         of the first optimizer step) on the tokens of step samples with positive and with negative
         advantage, token means (``teacher/gap_pos_adv``, ``teacher/gate_neg_adv``, ...).
-        Over this rank's step samples (rank 0's with several processes)."""
-        out: dict[str, float] = {}
+        Over the step samples of all ranks (every rank returns the same values)."""
+        beta = self.config.loss.beta if self.spec.distillation == "sdar" else None
+        flags = [(s.group_id, a != 0.0) for s, a in zip(samples, advantages.tolist())]
+        sums: dict[str, list[float]] = {}  # sign -> [gap sum, gate sum, tokens]
+        if teacher is not None:
+            for i, a in enumerate(advantages.tolist()):
+                sign = "pos" if a > 0 else "neg" if a < 0 else None
+                if sign is None or not old_lp[i].numel() == len(samples[i].response_ids) > 0:
+                    continue
+                gap = teacher.log_probs[i] - old_lp[i]
+                acc = sums.setdefault(sign, [0.0, 0.0, 0])
+                acc[0] += float(gap.sum())
+                acc[1] += float(torch.sigmoid(beta * gap).sum()) if beta is not None else 0.0
+                acc[2] += gap.numel()
+        parts = all_gather_objects(self.dist, (flags, sums))
         groups: dict[int, bool] = {}
-        for s, a in zip(samples, advantages.tolist()):
-            groups[s.group_id] = groups.get(s.group_id, False) or a != 0.0
+        for part_flags, _ in parts:
+            for group, flag in part_flags:
+                groups[group] = groups.get(group, False) or flag
+        out: dict[str, float] = {}
         if groups:
             out["train/groups_with_signal"] = sum(groups.values()) / len(groups)
-        if teacher is None:
-            return out
-        beta = self.config.loss.beta if self.spec.distillation == "sdar" else None
-        for name, keep in (("pos", lambda a: a > 0), ("neg", lambda a: a < 0)):
-            gaps = [teacher.log_probs[i] - old_lp[i] for i, a in enumerate(advantages.tolist())
-                    if keep(a) and old_lp[i].numel() == len(samples[i].response_ids) > 0]
-            if not gaps:
-                continue
-            gap = torch.cat(gaps)
-            out[f"teacher/gap_{name}_adv"] = float(gap.mean())
-            if beta is not None:
-                out[f"teacher/gate_{name}_adv"] = float(torch.sigmoid(beta * gap).mean())
+        for sign in ("pos", "neg"):
+            rows = [part_sums[sign] for _, part_sums in parts if sign in part_sums]
+            tokens = sum(r[2] for r in rows)
+            if tokens:
+                out[f"teacher/gap_{sign}_adv"] = sum(r[0] for r in rows) / tokens
+                if beta is not None:
+                    out[f"teacher/gate_{sign}_adv"] = sum(r[1] for r in rows) / tokens
         return out
 
     def compute_advantages(self, samples: list[StepSample]) -> torch.Tensor:
