@@ -121,7 +121,7 @@ def test_training_with_a_hint_or_sibling_teacher_in_bf16(tmp_path, context):
     from sdar.trainer.config import load_config
     from sdar.trainer.trainer import Trainer
 
-    data = {"method": "sdar", "model": {"name": "tiny-random", "autocast": "bf16"},
+    data = {"method": "sdar", "model": {"name": "tiny-random", "autocast": "bf16", "lora": {"r": 4}},
             "env": {"name": "toy_panels", "prompt_mode": "action_only", "train_split": "train", "val_split": "test"},
             "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
                         "generation": {"max_new_tokens": 6}},
@@ -151,3 +151,25 @@ def test_teacher_check_plays_each_environments_own_expert():
     assert len(visited) == 4 and all(env.states[i].won for i in range(2))
     assert [len(h) for _, _, h, _, _ in visited] == [0, 0, 1, 1]
     assert all(len(actions) == 2 for *_, actions in visited)
+
+
+def test_cast_frozen_weights_stores_the_lora_base_in_bf16_and_trains_the_adapter_in_fp32():
+    from sdar.models.loading import LoraSettings, cast_frozen_weights
+
+    config = ModelConfig(name="tiny-random", autocast="bf16", lora=LoraSettings(r=4))
+    model, tok = load_policy(config)
+    prompts, responses = [[5, 6, 7, 8]], [[9, 10, 11]]
+    with torch.no_grad(), autocast_context(config, "cpu"):
+        before = score_responses(model, prompts, responses, pad_id=tok.pad_token_id).log_probs
+    cast = cast_frozen_weights(model, config)
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert cast == len(frozen) > 0 and all(p.dtype == torch.bfloat16 for p in frozen)
+    assert trainable and all(p.dtype == torch.float32 for p in trainable)
+    with autocast_context(config, "cpu"):
+        after = score_responses(model, prompts, responses, pad_id=tok.pad_token_id).log_probs
+    # under autocast the frozen weights were cast to bfloat16 anyway: the same numbers, up to rounding
+    assert float((before - after).abs().max()) < 0.02
+    after.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
+    assert cast_frozen_weights(model, ModelConfig(name="tiny-random")) == 0  # autocast none: nothing

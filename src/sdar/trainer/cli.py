@@ -137,7 +137,7 @@ def print_success_table(run_dir: Path) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sdar.models.loading import load_policy
+    from sdar.models.loading import cast_frozen_weights, load_policy
     from sdar.rollout import PromptBuilder
     from sdar.skills import SkillLibrary
     from sdar.trainer.checkpoint import apply_warm_start, load_checkpoint, resolve_checkpoint
@@ -167,6 +167,7 @@ def run_eval(args: argparse.Namespace) -> int:
             model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
         if checkpoint is not None:
             load_checkpoint(checkpoint, model)
+        cast_frozen_weights(model, config.model)  # model.autocast: frozen weights cast once
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if args.with_skills else None
         builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout,
                                 routing=config.teacher.routing, student_layout=config.teacher.student_layout,

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sdar.errors import UserError
-from sdar.models.loading import autocast_context, load_policy
+from sdar.models.loading import autocast_context, cast_frozen_weights, load_policy
 from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger
 from sdar.trainer.checkpoint import save_checkpoint
@@ -93,6 +93,7 @@ def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path, ep
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     model, tokenizer = load_policy(config.model)
+    cast_frozen_weights(model, config.model)  # model.autocast: the frozen (LoRA base) weights once
     if max_demos is not None:
         demos = demos[:max_demos]
     encoded = [encode_demonstration(tokenizer, d["prompt"], d["response"], config.model.chat_template_kwargs)

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from sdar.envs.base import AgentEnv, EnvState
-from sdar.models.loading import autocast_context, load_policy
+from sdar.models.loading import autocast_context, cast_frozen_weights, load_policy
 from sdar.models.scoring import score_responses
 from sdar.rollout.prompts import PromptBuilder
 from sdar.skills import SkillLibrary, SkillSelection
@@ -133,6 +133,7 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
     model, tokenizer = load_policy(config.model)
     if config.init_checkpoint:
         model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
+    cast_frozen_weights(model, config.model)
     model.eval()
     think = config.env.prompt_mode == "think"
     split = split or config.env.val_split

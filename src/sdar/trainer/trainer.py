@@ -70,6 +70,7 @@ from sdar.methods import METHODS, LossInputs, actor_loss, required_inputs
 from sdar.models.generation import GenerationConfig, generate
 from sdar.models.loading import (
     autocast_context,
+    cast_frozen_weights,
     load_policy,
     load_reference,
     reference_log_probs_context,
@@ -284,6 +285,10 @@ class Trainer:
         self.reference = load_reference(config.model, self.model) if "ref_log_probs" in self.needs else None
         if self.reference is not None and init_state is not None:  # full fine-tuning: the warm start
             load_trainable_state_dict(self.reference, init_state)
+        if not (config.distributed.strategy == "fsdp" and self.dist.enabled):  # FSDP shards one dtype
+            cast_frozen_weights(self.model, config.model)  # model.autocast: frozen weights cast once
+            if self.reference is not None:
+                cast_frozen_weights(self.reference, config.model)
         if self.sharded:  # every rank holds the same weights here; each keeps its shard
             shard_model(self.model, self.dist)
             if self.reference is not None:
