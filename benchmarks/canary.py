@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "validation_curve": curve, "warm_start_eval": start.get("success"),
         "train_success": {m["iteration"]: m["train/success"] for m in metrics if "train/success" in m},
         "seconds": round(time.perf_counter() - started, 1), "config": str(CONFIG.relative_to(ROOT)),
-        "seed": args.seed, "smoke": args.smoke, "overrides": overrides, "commit": _commit(), "machine": machine_info(),
+        "seed": args.seed, "smoke": args.smoke, "overrides": overrides, "commit": commit, "machine": machine_info(),
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     out = ROOT / args.out
