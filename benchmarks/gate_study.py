@@ -157,7 +157,8 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     if finished(run_dir, iterations):
         return f"{run_dir.name}: finished earlier"
     started = time.perf_counter()
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("iter_*")):
+    resumable = (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("iter_*"))
+    if resumable:
         run(sdar("train", "--resume", str(run_dir), "--no-report"), log)
         what = "resumed"
     else:
