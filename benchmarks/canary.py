@@ -60,8 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if not finished(run_dir, iterations):
         if run_dir.exists():
             shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        # the code that trains (a later commit may land while it runs)
+        (run_dir / "commit.txt").write_text(_commit() + "\n", encoding="utf-8")
         run(sdar("train", "--config", str(CONFIG), *overrides, f"seed={args.seed}", f"init_checkpoint={sft_dir}",
                  "--output-dir", str(run_dir), "--no-report"), runs_dir / "train.log")
+    commit_file = run_dir / "commit.txt"
+    commit = commit_file.read_text(encoding="utf-8").strip() if commit_file.is_file() else "unknown"
     metrics = read_metrics(run_dir)
     curve = {m["iteration"]: m["val/success"] for m in metrics if "val/success" in m}
     final = curve[iterations]
@@ -69,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         "passed": final >= TARGET, "target": TARGET, "success_before": curve.get(0), "success_after": final,
         "validation_curve": curve, "warm_start_eval": start.get("success"),
         "train_success": {m["iteration"]: m["train/success"] for m in metrics if "train/success" in m},
-        "seconds": round(time.perf_counter() - started, 1), "config": str(CONFIG.relative_to(ROOT)),
+        "seconds": round(time.perf_counter() - started, 1),
+        # wall time of the RL run itself, from its metrics lines (iteration 0 to the last)
+        "train_seconds": round(metrics[-1]["time"] - metrics[0]["time"], 1) if len(metrics) > 1 else None, "config": str(CONFIG.relative_to(ROOT)),
         "seed": args.seed, "smoke": args.smoke, "overrides": overrides, "commit": commit, "machine": machine_info(),
         "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
