@@ -165,9 +165,9 @@ class ModelConfig:
         autocast: ``"none"`` (default) or ``"bf16"``: run every forward pass (rollout generation,
             old/reference/teacher scoring, the update's forward, validation, SFT) under
             ``torch.autocast`` in bfloat16 while the weights, gradients and optimizer state stay in
-            ``dtype``. On a CPU with bfloat16 instructions (avx512_bf16 / AMX) this made an
-            iteration faster (benchmarks/bf16_iteration.py); log-probs move by a few
-            hundredths of a nat. Backward passes run outside autocast, as PyTorch recommends.
+            ``dtype``. Measure before relying on it: on a 2-core CPU with bfloat16 instructions
+            a whole iteration of short turns ran 1.28x slower than float32
+            (benchmarks/bf16_iteration.py); log-probs move by a few hundredths of a nat. Backward passes run outside autocast, as PyTorch recommends.
             Frozen weights (the LoRA base model) are then stored in bfloat16 once
             (:func:`cast_frozen_weights`) instead of being cast in every forward pass.
     """
