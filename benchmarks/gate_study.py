@@ -211,7 +211,9 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
                 shutil.copy2(run_dir / f, dest / f)
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
+        curve = curves.get(name, {})
         rows.append({"run": name, "overrides": run_overrides, "seeds": done_seeds,
+                     "validation_curve_mean": {it: statistics.fmean(v) for it, v in sorted(curve.items())},
                      "final_val_success": mean_std(finals), "per_seed_final": finals,
                      "train_success_mean": mean_std(mids),
                      "signals": {k: (statistics.fmean(v) if v else None) for k, v in signals.items()}})
@@ -234,6 +236,8 @@ def _commit() -> str:
 def _fmt(stats: dict) -> str:
     if not stats["n"]:
         return "-"
+    if stats["n"] == 1:  # one seed: no spread to show
+        return f"{100 * stats['mean']:.1f}"
     return f"{100 * stats['mean']:.1f} +- {100 * stats['std']:.1f}"
 
 
@@ -245,15 +249,17 @@ def summary_markdown(summary: dict) -> str:
     lines = [f"State: {summary['state']}", "",
              f"Validation success in % on {summary['before_rl']['num_tasks']} test tasks "
              f"(before RL: {100 * summary['before_rl']['success']:.1f}), mean +- std over the seeds that "
-             f"finished; gate / gap: mean over iterations of the token mean on step samples with positive "
-             f"(+) and negative (-) advantage.", "",
-             "| run | seeds | final success | per seed | train success | gate + | gate - | gap + | gap - "
-             "| groups with signal |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"finished (one seed: its value); validation curve: iteration: mean success; train success: mean "
+             f"over iterations; gate / gap: mean over iterations of the token mean on step samples with "
+             f"positive (+) and negative (-) advantage.", "",
+             "| run | seeds | final success | per seed | validation curve (mean) | train success | gate + | gate - "
+             "| gap + | gap - | groups with signal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["rows"]:
         s = r["signals"]
         per_seed = " / ".join(f"{100 * v:.1f}" for v in r["per_seed_final"]) or "-"
-        lines.append(f"| {r['run']} | {len(r['seeds'])} | {_fmt(r['final_val_success'])} | {per_seed} | "
+        curve = " / ".join(f"{it}: {100 * v:.0f}" for it, v in r["validation_curve_mean"].items()) or "-"
+        lines.append(f"| {r['run']} | {len(r['seeds'])} | {_fmt(r['final_val_success'])} | {per_seed} | {curve} | "
                      f"{_fmt(r['train_success_mean'])} | {_num(s['teacher/gate_pos_adv'])} | "
                      f"{_num(s['teacher/gate_neg_adv'])} | {_num(s['teacher/gap_pos_adv'])} | "
                      f"{_num(s['teacher/gap_neg_adv'])} | {_num(s['train/groups_with_signal'])} |")

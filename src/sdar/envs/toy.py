@@ -56,6 +56,16 @@ class _ToyEnv(AgentEnv):
         action = extract_tag(response, "action")
         return ParsedAction(action or "", action is not None)
 
+    def step(self, actions: Sequence[str | None]) -> list[EnvState]:
+        check_step_actions(self.states, actions)
+        self.states = [s if a is None else self._apply(i, s, a.strip().lower())
+                       for i, (s, a) in enumerate(zip(self.states, actions))]
+        return list(self.states)
+
+    def _apply(self, i: int, state: EnvState, action: str) -> EnvState:
+        """The state of episode ``i`` after ``action`` (stripped, lower-cased) in ``state``."""
+        raise NotImplementedError
+
 
 class CounterEnv(_ToyEnv):
     """Reach the target number, then submit. Task type ``low`` (target 1-2) or ``high`` (3-4)."""
@@ -93,31 +103,22 @@ class CounterEnv(_ToyEnv):
                                 admissible_actions=list(ACTIONS)) for t in tasks]
         return list(self.states)
 
-    def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions(self.states, actions)
-        new = []
-        for i, (s, a) in enumerate(zip(self.states, actions)):
-            if a is None:
-                new.append(s)
-                continue
-            a = a.strip().lower()
-            valid = a in ACTIONS
-            won = False
-            if a == "increment":
-                self._values[i] += 1
-            elif a == "decrement":
-                self._values[i] -= 1
-            elif a == "submit":
-                won = self._values[i] == self._targets[i]
-            step = s.step + 1
-            done = won or a == "submit" or step >= self.max_steps
-            v = self._values[i]
-            obs = f"The counter shows {v}." if valid else f"Unknown action. The counter shows {v}."
-            new.append(EnvState(task=s.task, observation=obs, raw_observation=f"value={v}",
-                                admissible_actions=list(ACTIONS), reward=10.0 if won else 0.0, done=done, won=won,
-                                valid_action=valid, step=step, metrics={"final_value": float(v)}))
-        self.states = new
-        return list(new)
+    def _apply(self, i: int, s: EnvState, a: str) -> EnvState:
+        valid = a in ACTIONS
+        won = False
+        if a == "increment":
+            self._values[i] += 1
+        elif a == "decrement":
+            self._values[i] -= 1
+        elif a == "submit":
+            won = self._values[i] == self._targets[i]
+        step = s.step + 1
+        done = won or a == "submit" or step >= self.max_steps
+        v = self._values[i]
+        obs = f"The counter shows {v}." if valid else f"Unknown action. The counter shows {v}."
+        return EnvState(task=s.task, observation=obs, raw_observation=f"value={v}",
+                        admissible_actions=list(ACTIONS), reward=10.0 if won else 0.0, done=done, won=won,
+                        valid_action=valid, step=step, metrics={"final_value": float(v)})
 
 
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:
@@ -228,29 +229,18 @@ class PanelsEnv(_ToyEnv):
                 self.states.append(self._state(len(self.states), task))
         return list(self.states)
 
-    def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions(self.states, actions)
-        new = []
-        for i, (s, a) in enumerate(zip(self.states, actions)):
-            if a is None:
-                new.append(s)
-                continue
-            a = a.strip().lower()
-            words = self._layouts[i][self._index[i]]
-            valid = a in words
-            right = a == self._answers[i][self._index[i]]
-            step = s.step + 1
-            if right:
-                self._index[i] += 1
-            won = self._index[i] == self.panels
-            done = won or not right or step >= self.max_steps
-            feedback = "Right." if right else ("Wrong word: locked out." if valid else "Unknown word: locked out.")
-            state = self._state(i, s.task, prefix=f"{feedback} ", reward=10.0 if won else 0.0, done=done, won=won,
-                                valid_action=valid, step=step,
-                                metrics={"panels_right": float(self._index[i])})
-            new.append(state)
-        self.states = new
-        return list(new)
+    def _apply(self, i: int, s: EnvState, a: str) -> EnvState:
+        words = self._layouts[i][self._index[i]]
+        valid = a in words
+        right = a == self._answers[i][self._index[i]]
+        step = s.step + 1
+        if right:
+            self._index[i] += 1
+        won = self._index[i] == self.panels
+        done = won or not right or step >= self.max_steps
+        feedback = "Right." if right else ("Wrong word: locked out." if valid else "Unknown word: locked out.")
+        return self._state(i, s.task, prefix=f"{feedback} ", reward=10.0 if won else 0.0, done=done, won=won,
+                           valid_action=valid, step=step, metrics={"panels_right": float(self._index[i])})
 
 
     def scripted_action(self, index: int, policy: str, rng: random.Random) -> str:
