@@ -208,7 +208,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
             dest = out / "runs" / run_dir.name
             dest.mkdir(parents=True, exist_ok=True)
             for f in ("config.yaml", "metrics.jsonl"):
-                shutil.copy2(run_dir / f, dest / f)
+                (dest / f).write_text(repo_relative((run_dir / f).read_text(encoding="utf-8")), encoding="utf-8")
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
         curve = curves.get(name, {})
@@ -222,10 +222,16 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
         "config": str(CONFIG.relative_to(ROOT)), "rows": rows, "machine": machine_info(),
         "commit": _commit(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     plot(curves, out / "curves.png")
     return summary
+
+
+def repo_relative(text: str) -> str:
+    """``text`` with this checkout's absolute paths written relative to the repository root (the
+    committed records must not name one machine's folders)."""
+    return text.replace(str(ROOT) + "/", "")
 
 
 def _commit() -> str:
