@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from gate_study import _commit, finished, read_metrics, run, sdar, warm_start  # noqa: E402
+from gate_study import _commit, finished, read_metrics, run, sdar, warm_start
 
 CONFIG = ROOT / "configs" / "bench" / "canary.yaml"
 TARGET = 0.9

@@ -235,7 +235,8 @@ def repo_relative(text: str) -> str:
 
 
 def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
     return done.stdout.strip() or "unknown"
 
 
@@ -253,13 +254,13 @@ def _num(value) -> str:
 
 def summary_markdown(summary: dict) -> str:
     lines = [f"State: {summary['state']}", "",
-             f"Validation success in % on {summary['before_rl']['num_tasks']} test tasks "
-             f"(before RL: {100 * summary['before_rl']['success']:.1f}), mean +- std over the seeds that "
-             f"finished (one seed: its value); validation curve: iteration: mean success; train success: mean "
-             f"over iterations; gate / gap: mean over iterations of the token mean on step samples with "
-             f"positive (+) and negative (-) advantage.", "",
-             "| run | seeds | final success | per seed | validation curve (mean) | train success | gate + | gate - "
-             "| gap + | gap - | groups with signal |",
+             (f"Validation success in % on {summary['before_rl']['num_tasks']} test tasks "
+              f"(before RL: {100 * summary['before_rl']['success']:.1f}), mean +- std over the seeds that "
+              f"finished (one seed: its value); validation curve: iteration: mean success; train success: mean "
+              f"over iterations; gate / gap: mean over iterations of the token mean on step samples with "
+              f"positive (+) and negative (-) advantage."), "",
+             ("| run | seeds | final success | per seed | validation curve (mean) | train success | gate + | gate - "
+              "| gap + | gap - | groups with signal |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["rows"]:
         s = r["signals"]

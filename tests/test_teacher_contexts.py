@@ -88,9 +88,8 @@ def test_bf16_autocast_scores_close_to_float32_and_is_validated():
 
 
 def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
-    from sdar.trainer.trainer import Trainer
-
     from sdar.trainer.distributed import SINGLE
+    from sdar.trainer.trainer import Trainer
 
     fake = SimpleNamespace(config=SimpleNamespace(loss=SimpleNamespace(beta=5.0)),
                            spec=SimpleNamespace(distillation="sdar"), dist=SINGLE)
