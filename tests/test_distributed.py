@@ -204,7 +204,7 @@ def join_group(rank: int, port: int, world_size: int = 2):
 
 # ---- the update: two ranks equal one process -----------------------------------------------------
 def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
-    torch.set_num_threads(1)  # see test_two_ranks_update_equals_one_process
+    torch.set_num_threads(1)  # as the one_thread fixture does in the parent (conftest.py)
     context = join_group(rank, port)
     try:
         for split, micro, estimator in SCENARIOS:
@@ -230,19 +230,7 @@ def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None
 
 @pytest.mark.slow
 @two_ranks
-def test_two_ranks_update_equals_one_process(tmp_path):
-    # One thread per process on both sides: with several threads the CPU embedding backward sums a
-    # token's rows in a thread-dependent order, so even identical layouts differ by ~1e-7 in
-    # model.embed_tokens.weight (measured with 2 threads), which is rounding, not a split error.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _two_ranks_update_equals_one_process(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _two_ranks_update_equals_one_process(tmp_path):
+def test_two_ranks_update_equals_one_process(tmp_path, one_thread):
     config_path = write_config(tmp_path / "config.yaml")
     baseline = {}
     for micro, estimator in sorted({(m, e) for _, m, e in SCENARIOS}):

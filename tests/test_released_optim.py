@@ -146,7 +146,7 @@ RELEASED = ["optim.loss_aggregation=released", "optim.mini_batch_size=4", "optim
 
 
 def _released_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
-    torch.set_num_threads(1)  # thread-independent summation order, as in the parent
+    torch.set_num_threads(1)  # as the one_thread fixture does in the parent (conftest.py)
     from test_distributed import join_group, scripted_samples, trainable
 
     from sdar.trainer.config import load_config
@@ -164,17 +164,7 @@ def _released_worker(rank: int, port: int, config_path: str, out_dir: str) -> No
 
 
 @pytest.mark.slow
-def test_released_aggregation_over_two_ranks(tmp_path):
-    # one thread per process: several threads sum in a thread-dependent order (rounding, not layout)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _released_aggregation_over_two_ranks(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _released_aggregation_over_two_ranks(tmp_path):
+def test_released_aggregation_over_two_ranks(tmp_path, one_thread):
     """Micro-batches never span ranks. Split 2: the ranks' micro-batches are one process's
     ([0, 1] | [2, 3], then [4, 5], [6, 7]), so the weights are one process's. Split 3: rank 0
     cuts [0, 1], [2] and rank 1 [3]: other micro-batches, another gradient (not world-size

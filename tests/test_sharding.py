@@ -74,7 +74,7 @@ def assert_close_weights(got, expected, micro: int) -> None:
 
 # ---- the update: two sharded ranks equal one process -----------------------------------------------
 def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None:
-    torch.set_num_threads(1)  # see test_fsdp_two_ranks_update_equals_one_process
+    torch.set_num_threads(1)  # as the one_thread fixture does in the parent (conftest.py)
     context = join_group(rank, port)
     try:
         for split, micro, lora, method in SCENARIOS:
@@ -114,19 +114,7 @@ def _update_worker(rank: int, port: int, config_path: str, out_dir: str) -> None
 
 @pytest.mark.slow
 @two_ranks
-def test_fsdp_two_ranks_update_equals_one_process(tmp_path):
-    # One thread per process on both sides: with several threads the CPU embedding backward sums a
-    # token's rows in a thread-dependent order (~1e-7 in model.embed_tokens.weight), not a
-    # sharding error.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _fsdp_two_ranks_update_equals_one_process(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fsdp_two_ranks_update_equals_one_process(tmp_path):
+def test_fsdp_two_ranks_update_equals_one_process(tmp_path, one_thread):
     config_path = write_config(tmp_path / "config.yaml")
     baseline = {}
     for _, micro, lora, method in SCENARIOS:
@@ -164,7 +152,7 @@ def _fsdp_two_ranks_update_equals_one_process(tmp_path):
 
 # ---- checkpoints: written sharded, resumed anywhere ----------------------------------------------
 def _checkpoint_worker(rank: int, port: int, config_path: str, out_dir: str, mode: str) -> None:
-    torch.set_num_threads(1)  # see test_fsdp_two_ranks_update_equals_one_process
+    torch.set_num_threads(1)  # as the one_thread fixture does in the parent (conftest.py)
     """``write``: fsdp, iteration 1, save, iteration 2 (uninterrupted), then a fresh fsdp trainer
     resumes the checkpoint and redoes iteration 2. ``ddp``: a ddp trainer resumes it."""
     context = join_group(rank, port)
@@ -195,16 +183,7 @@ def _checkpoint_worker(rank: int, port: int, config_path: str, out_dir: str, mod
 
 @pytest.mark.slow
 @two_ranks
-def test_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(tmp_path):
-    threads = torch.get_num_threads()  # one thread per process, as in the update equality test
-    torch.set_num_threads(1)
-    try:
-        _fsdp_checkpoint_resumes_in_one_process_and_under_ddp(tmp_path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fsdp_checkpoint_resumes_in_one_process_and_under_ddp(tmp_path):
+def test_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(tmp_path, one_thread):
     config_path = write_config(tmp_path / "config.yaml", iterations=2)
     single = Trainer(load_config(config_path), tmp_path / "single")
     single.learn(1, scripted_samples(single))
