@@ -21,7 +21,9 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
    released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
    seed); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
    hints and with half and all of them corrupted. The core comparisons (``CORE``) run first, seed
-   by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs are skipped, interrupted ones resumed.
+   by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs
+   are skipped, interrupted ones resumed; on a new machine the warm start is remade, checked against
+   the committed one (weights digest, or its validation record), and the committed runs count.
 3. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before and
    after, mean +- std over seeds; the gate and gap on tokens with positive / negative advantage),
    ``curves.png``, and each run's config and metrics under ``runs/``.
@@ -147,14 +149,56 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path:
     start = json.loads(start_path.read_text(encoding="utf-8"))
     start["env_name"] = config.env.name
     start["env_options"] = config.env.options
+    start["warm_start_sha256"] = weights_sha256(sft_dir)
     return sft_dir, start
 
 
+def weights_sha256(sft_dir: Path) -> str:
+    """A digest of the warm start's weights (every tensor of its last checkpoint, in name order):
+    the identity of the warm start, stable across machines where the same weights come out."""
+    import hashlib
+
+    import torch
+
+    last = sorted((sft_dir / "checkpoints").glob("iter_*"))[-1]
+    state = torch.load(last / "model.pt", map_location="cpu", weights_only=True)
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name]
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+# what must agree between a fresh warm start and the one the committed runs started from
+START_IDENTITY = ("warm_start_sha256", "success", "metrics", "env_name", "env_options", "eval_config")
+
+
+def check_same_start(start: dict, committed: dict) -> None:
+    """Refuse to continue a grid whose committed runs came from another warm start. A record from
+    before the digest was kept is matched on its validation (every metric of 32 sampled episodes)."""
+    keys = [k for k in START_IDENTITY if k in committed]
+    differ = [k for k in keys if start.get(k) != committed[k]]
+    if differ:
+        raise SystemExit(f"the warm start here differs from the one the committed runs started from ({', '.join(differ)});"
+                         f" continue with another --out, or delete the committed runs to start over")
+
+
+def finished_run(name: str, seed: int, runs_dir: Path, out: Path, iterations: int) -> Path | None:
+    """Where the finished run ``name``/``seed`` is: its run folder, else its committed record under
+    ``out/runs`` (a grid continued on another machine keeps the runs committed before); None if neither."""
+    for where in (runs_dir / f"{name}-seed{seed}", out / "runs" / f"{name}-seed{seed}"):
+        if finished(where, iterations):
+            return where
+    return None
+
+
 def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sft_dir: Path,
-              overrides: list[str], iterations: int) -> str:
+              overrides: list[str], iterations: int, out: Path) -> str:
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
-    if finished(run_dir, iterations):
+    if finished_run(name, seed, runs_dir, out, iterations):
         return f"{run_dir.name}: finished earlier"
     started = time.perf_counter()
     resumable = (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("iter_*"))
@@ -185,12 +229,12 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
         finals, mids, signals = [], [], {k: [] for k in GATE_KEYS}
         done_seeds = []
         for seed in seeds:
-            run_dir = runs_dir / f"{name}-seed{seed}"
-            metrics = read_metrics(run_dir)
-            if not any(m.get("iteration") == iterations for m in metrics):
+            run_dir = finished_run(name, seed, runs_dir, out, iterations)
+            if run_dir is None:
                 continue
-            config_text = (run_dir / "config.yaml").read_text(encoding="utf-8")
-            if str(start.get("init_checkpoint")) not in config_text:
+            metrics = read_metrics(run_dir)
+            config_text = repo_relative((run_dir / "config.yaml").read_text(encoding="utf-8"))
+            if repo_relative(str(start.get("init_checkpoint"))) not in config_text:
                 raise SystemExit(f"{run_dir}: its init_checkpoint is not the warm start that start_eval.json "
                                  f"evaluated ({start.get('init_checkpoint')}); refusing to mix them")
             done_seeds.append(seed)
@@ -206,9 +250,11 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
                 if vals:
                     signals[key].append(statistics.fmean(vals))
             dest = out / "runs" / run_dir.name
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in ("config.yaml", "metrics.jsonl"):
-                (dest / f).write_text(repo_relative((run_dir / f).read_text(encoding="utf-8")), encoding="utf-8")
+            if dest.resolve() != run_dir.resolve():
+                dest.mkdir(parents=True, exist_ok=True)
+                for f in ("config.yaml", "metrics.jsonl"):
+                    text = repo_relative((run_dir / f).read_text(encoding="utf-8"))
+                    (dest / f).write_text(text, encoding="utf-8")
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
         curve = curves.get(name, {})
@@ -321,6 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, hint_copying=True)
     print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
+    committed = out / "summary.json"
+    if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):
+        check_same_start(start, json.loads(committed.read_text(encoding="utf-8"))["before_rl"])
     # seed-major within the core runs, so that one seed of every core comparison finishes first
     chosen = [(name, ro) for name, ro in RUNS if not args.only or name in args.only]
     core = [r for r in chosen if r[0] in CORE]
@@ -332,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         def one(item):
             name, ro, seed = item
             try:
-                msg = train_one(name, ro, seed, runs_dir, sft_dir, overrides, iterations)
+                msg = train_one(name, ro, seed, runs_dir, sft_dir, overrides, iterations, out)
             except RuntimeError as err:
                 failures.append(f"{name}-seed{seed}: {err}")
                 msg = f"{name}-seed{seed}: FAILED"
@@ -341,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(one, planned))
     total = len(RUNS) * len(args.seeds)
-    done = sum(finished(runs_dir / f"{n}-seed{s}", iterations) for n, _ in RUNS for s in args.seeds)
+    done = sum(finished_run(n, s, runs_dir, out, iterations) is not None for n, _ in RUNS for s in args.seeds)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
     aggregate(runs_dir, out, start, iterations, args.seeds, state)
     print(f"{state}; tables in {out}", flush=True)

@@ -256,6 +256,20 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     assert (out / "runs" / "grpo-seed0" / "metrics.jsonl").is_file() and (out / "summary.md").is_file()
     again = _run(args)
     assert "grpo-seed0: finished earlier" in again.stdout
+    # a new machine: the run folders are gone, the committed records stay; the warm start is remade,
+    # found equal to the committed one (same weights digest), and the committed runs still count
+    assert len(summary["before_rl"]["warm_start_sha256"]) == 64
+    shutil.rmtree(runs)
+    moved = _run(args)
+    assert "grpo-seed0: finished earlier" in moved.stdout and "sdar-l1-c1-seed0: finished earlier" in moved.stdout
+    assert json.loads((out / "summary.json").read_text())["state"].startswith("2 of ")
+    # a warm start that differs from the committed one is refused, not mixed with the committed runs
+    record = json.loads((out / "summary.json").read_text())
+    record["before_rl"]["warm_start_sha256"] = "0" * 64
+    (out / "summary.json").write_text(json.dumps(record))
+    refused = subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             capture_output=True, text=True, timeout=900, check=False)
+    assert refused.returncode != 0 and "differs from the one the committed runs started from" in refused.stderr
 
 
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
