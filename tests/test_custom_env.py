@@ -24,7 +24,7 @@ from sdar.envs import (
     make_env,
     register_env,
 )
-from sdar.envs.base import check_reset_args, check_step_actions, extract_tag
+from sdar.envs.base import extract_tag
 
 WORDS = ("apple", "pear", "plum")
 
@@ -38,6 +38,7 @@ class ParrotEnv(AgentEnv):
     policies = ("expert", "random")
 
     def __init__(self, split: str = "train", max_steps: int = 2):
+        self.check_limits(max_steps)
         self.split = split
         self.max_steps = max_steps
         self.states: list[EnvState] = []
@@ -46,7 +47,7 @@ class ParrotEnv(AgentEnv):
         return len(WORDS)
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
-        check_reset_args(seeds, group_size)
+        self.check_reset_args(seeds, group_size)
         self.states = []
         for seed in seeds:
             word = WORDS[seed % len(WORDS)]
@@ -58,7 +59,7 @@ class ParrotEnv(AgentEnv):
         return list(self.states)
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions(self.states, actions)
+        self.check_step_actions(self.states, actions)
         self.states = [s if a is None else self._said(s, a.strip().lower())
                        for s, a in zip(self.states, actions)]
         return list(self.states)
