@@ -1,4 +1,4 @@
-"""Fixtures shared by several test files."""
+"""Fixtures shared by several test files (plain shared data and helpers: tests/helpers.py)."""
 
 import pytest
 import torch
@@ -13,3 +13,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The ``tiny-random`` model's tokenizer (SmolLM2's), loaded once for the session; tests only
+    read it."""
+    from sdar.models.loading import ModelConfig, load_policy
+
+    return load_policy(ModelConfig(name="tiny-random"))[1]

@@ -24,7 +24,6 @@ from sdar.envs.search import make_search_env
 from sdar.envs.search.dataset import QAExample, write_corpus, write_qa
 from sdar.envs.search.env import INVALID_ACTION_FEEDBACK
 from sdar.envs.search.retrievers import Document
-from sdar.models.loading import ModelConfig, load_policy
 from sdar.rollout import PromptBuilder, collect_rollout
 
 T = "<think>ok</think>"
@@ -229,11 +228,6 @@ def test_search_project_rule_refuses_the_same_replies(search_data):
             parsed = env.parse_action(reply)
             s = env.step([parsed.action])[0]
             assert parsed.action == "" and s.observation == INVALID_ACTION_FEEDBACK
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_policy(ModelConfig(name="tiny-random"))[1]
 
 
 @pytest.mark.parametrize("rule, scores", [("project", [-0.1, -0.1]), ("released", [0.0, -0.1])])

@@ -17,7 +17,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-import yaml
+from helpers import free_port, torchrun_command, write_run_config
 
 from sdar.rollout import PromptBuilder, collect_rollout
 from sdar.trainer.checkpoint import list_checkpoints
@@ -112,17 +111,8 @@ def scenario_overrides(micro: int, estimator: str) -> list[str]:
 TIMEOUT_S = 240
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def write_config(path: Path, **top) -> Path:
-    data = json.loads(json.dumps(CONFIG))
-    data.update(top)
-    path.write_text(yaml.safe_dump(data))
-    return path
+    return write_run_config(path, CONFIG, **top)
 
 
 def scripted_samples(trainer: Trainer):
@@ -386,27 +376,9 @@ def test_torchrun_train_then_resume_in_one_process(tmp_path):
     )
     env = launcher_env()
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "sdar.cli",
-        "train",
-        "--config",
-        str(config_path),
-        "--output-dir",
-        str(run),
-        "--no-report",
-    ]
+    cmd = torchrun_command(
+        free_port(), "train", "--config", str(config_path), "--output-dir", str(run), "--no-report"
+    )
     done = subprocess.run(
         cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2
     )
@@ -456,24 +428,7 @@ def test_ctrl_c_under_torchrun_saves_one_checkpoint(tmp_path):
     config_path = write_config(tmp_path / "config.yaml", iterations=50, save_every=100)
     env = launcher_env()
     run = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "sdar.cli",
-        "train",
-        "--config",
-        str(config_path),
-        "--output-dir",
-        str(run),
-    ]
+    cmd = torchrun_command(free_port(), "train", "--config", str(config_path), "--output-dir", str(run))
     # a session of its own, so the signal reaches launcher and ranks as a terminal's Ctrl-C does
     proc = subprocess.Popen(
         cmd,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import TOY_RUN, read_jsonl, write_run_config
 
 from sdar.trainer.checkpoint import (
     CheckpointError,
@@ -32,33 +32,13 @@ from sdar.trainer.checkpoint import (
 from sdar.trainer.config import ConfigError, load_config
 from sdar.trainer.trainer import Trainer
 
-FAST = {
-    "method": "sdar",
-    "model": {"name": "tiny-random", "lora": None},
-    "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
-    "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
-                "generation": {"max_new_tokens": 6}},
-    "teacher": {"max_prompt_tokens": 512},
-    "optim": {"lr": 1.0e-3, "mini_batch_size": 6, "micro_batch_size": 3},
-    "eval": {"every": 1, "num_tasks": 2, "before_training": True},
-    "iterations": 3,
-    "save_every": 1,
-    "log_samples": 2,
-    "tensorboard": False,
-}
+# the shared tiny run, three iterations, no TensorBoard
+FAST = {**TOY_RUN, "model": {"name": "tiny-random", "lora": None}, "iterations": 3, "tensorboard": False}
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
 def write_config(tmp_path: Path, name: str = "config.yaml", **top) -> Path:
-    data = json.loads(json.dumps(FAST))
-    data.update(top)
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return write_run_config(tmp_path / name, FAST, **top)
 
 
 def comparable(lines: list[dict]) -> list[dict]:

@@ -3,16 +3,9 @@
 import pytest
 
 from sdar.envs import make_env
-from sdar.models.loading import ModelConfig, load_policy
 from sdar.rollout import PromptBuilder, PromptTooLongError
 from sdar.rollout.prompts import SKILL_HEADER
 from sdar.skills import SkillLibrary
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    _, tok = load_policy(ModelConfig(name="tiny-random"))
-    return tok
 
 
 @pytest.fixture()

@@ -169,14 +169,8 @@ def test_released_aggregation_over_two_ranks(tmp_path, one_thread):
     ([0, 1] | [2, 3], then [4, 5], [6, 7]), so the weights are one process's. Split 3: rank 0
     cuts [0, 1], [2] and rank 1 [3]: other micro-batches, another gradient (not world-size
     invariant, as the released code on its GPUs)."""
-    from test_distributed import (
-        ROUNDED,
-        free_port,
-        scripted_samples,
-        spawn,
-        trainable,
-        write_config,
-    )
+    from helpers import free_port
+    from test_distributed import ROUNDED, scripted_samples, spawn, trainable, write_config
 
     from sdar.trainer.config import load_config
 

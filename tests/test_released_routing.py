@@ -14,17 +14,10 @@ import pytest
 
 from sdar.envs import make_env
 from sdar.envs.base import TaskInfo
-from sdar.models.loading import ModelConfig, load_policy
 from sdar.rollout import PromptBuilder, collect_rollout
 from sdar.rollout.prompts import SKILL_HEADER
 from sdar.skills import SkillLibrary
 from sdar.skills.released import check_released_env, route_observation, route_teacher
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    _, tok = load_policy(ModelConfig(name="tiny-random"))
-    return tok
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from helpers import free_port
 
 from sdar.envs.search.retrievers import BM25Retriever, Document, HTTPRetriever, RetrieverError
 from sdar.envs.search.server import RetrievalServer
@@ -80,10 +81,7 @@ def test_a_client_reset_is_logged_as_one_line(bm25, caplog, capfd):
 
 
 def test_the_client_check_fails_fast_naming_the_url(bm25):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-    url = f"http://127.0.0.1:{port}/retrieve"
+    url = f"http://127.0.0.1:{free_port()}/retrieve"  # closed again: nothing listens there
     t0 = time.monotonic()
     with pytest.raises(RetrieverError, match=f"retrieval server at {url} did not answer"):
         HTTPRetriever(url, timeout=2, retries=2, backoff=5.0).check()

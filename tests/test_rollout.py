@@ -13,12 +13,6 @@ from sdar.rollout import PromptBuilder, collect_rollout, rollout_metrics
 from sdar.skills import SkillLibrary
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    _, tok = load_policy(ModelConfig(name="tiny-random"))
-    return tok
-
-
 def scripted(tokenizer, env, plans, calls):
     """A generate function playing fixed action lists per episode (in reset order)."""
     counters = {}

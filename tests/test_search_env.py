@@ -8,9 +8,9 @@ import importlib.util
 import json
 import logging
 import random
-import socket
 
 import pytest
+from helpers import SEARCH_CORPUS, free_port
 
 from sdar.envs import make_env
 from sdar.envs.search import make_search_env
@@ -20,23 +20,6 @@ from sdar.envs.search.retrievers import BM25Retriever, Document, RetrieverError,
 from sdar.envs.search.server import RetrievalServer
 from sdar.skills import SkillLibrary
 
-CORPUS = [
-    Document(
-        "0",
-        '"Chuck Berry"\nAmerican musician (1926–2017). Charles Berry was a guitarist and singer.',
-    ),
-    Document(
-        "1", '"Moby-Dick"\nNovel by Herman Melville. Moby-Dick is an 1851 novel about a whale.'
-    ),
-    Document(
-        "2", '"Herman Melville"\nAmerican writer (1819–1891). Herman Melville wrote Moby-Dick.'
-    ),
-    Document("3", '"Paris"\nCapital of France. Paris is the capital and largest city of France.'),
-    Document(
-        "4", '"France"\nCountry in Western Europe. France is a country whose capital is Paris.'
-    ),
-    Document("5", '"Guitar"\nStringed musical instrument. The guitar has six strings.'),
-]
 QUESTIONS = [
     QAExample("q0", "In what year was Chuck Berry born?", ("1926",), "wiki_attribute", ("0",)),
     QAExample("q1", "Who wrote the novel Moby-Dick?", ("Herman Melville",), "wiki_lookup", ("1",)),
@@ -60,7 +43,7 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("search-data")
-    write_corpus(folder / "corpus.jsonl", CORPUS)
+    write_corpus(folder / "corpus.jsonl", SEARCH_CORPUS)
     write_qa(folder / "train.jsonl", QUESTIONS)
     write_qa(folder / "test.jsonl", QUESTIONS[:2])
     return folder
@@ -101,7 +84,7 @@ def test_episode_that_answers_right(env):
     env.reset([0])
     states = act(env, "<think>Look him up.</think>\n<search>Chuck Berry</search>")
     s = states[0]
-    expected = format_information(BM25Retriever(CORPUS).retrieve(["Chuck Berry"], 3)[0])
+    expected = format_information(BM25Retriever(SEARCH_CORPUS).retrieve(["Chuck Berry"], 3)[0])
     assert s.observation == expected
     assert s.observation.startswith(
         '<information>Doc 1(Title: "Chuck Berry") American musician (1926–2017).'
@@ -203,7 +186,7 @@ def test_one_retrieval_call_per_step_with_repeated_queries_merged(data_dir):
 
     from sdar.envs.search.env import SearchEnv
 
-    env = SearchEnv(load_qa(data_dir / "train.jsonl"), CountingBM25(CORPUS))
+    env = SearchEnv(load_qa(data_dir / "train.jsonl"), CountingBM25(SEARCH_CORPUS))
     env.reset([0, 1], group_size=3)
     states = act(
         env, *["<search>Chuck Berry</search>"] * 3 + ["<search>Moby-Dick</search>"] * 2 + ["oops"]
@@ -293,7 +276,7 @@ def test_search_r1_folder_with_a_server_and_split_placeholder(data_dir, tmp_path
         json.dumps({"question": "who wrote moby-dick", "golden_answers": ["Herman Melville"]})
         + "\n"
     )
-    with RetrievalServer(BM25Retriever(CORPUS), port=0) as server:
+    with RetrievalServer(BM25Retriever(SEARCH_CORPUS), port=0) as server:
         with make_search_env(data_dir=str(tmp_path), retriever_url=server.url) as e:  # http implied
             assert e.questions[0].question == "Who directed Alien?" and e.titles == {}
             e.reset([0])
@@ -305,7 +288,7 @@ def test_search_r1_folder_with_a_server_and_split_placeholder(data_dir, tmp_path
             retriever_url=server.url,
             corpus_file=str(data_dir / "corpus.jsonl"),
         ) as e:
-            assert e.questions[0].data_source == tmp_path.name and len(e.titles) == len(CORPUS)
+            assert e.questions[0].data_source == tmp_path.name and len(e.titles) == len(SEARCH_CORPUS)
     with pytest.raises(ValueError, match="only used with retriever='http'"):
         make_search_env(
             data_dir=str(data_dir), retriever="bm25", retriever_url="http://127.0.0.1:1"
@@ -316,15 +299,12 @@ def test_search_r1_folder_with_a_server_and_split_placeholder(data_dir, tmp_path
 
 
 def test_env_with_dead_server_raises_a_clear_error(data_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/retrieve"
+    url = f"http://127.0.0.1:{free_port()}/retrieve"
     # at start: one request, so an agent that never searches cannot hide a dead server
     with pytest.raises(RetrieverError, match=f"retrieval server at {url} did not answer.*Is it running"):
         make_search_env(data_dir=str(data_dir), retriever="http", retries=0, timeout=1, retriever_url=url)
     # a server that dies during the run: the search that needs it says so
-    with RetrievalServer(BM25Retriever(CORPUS), host="127.0.0.1", port=0) as server:
+    with RetrievalServer(BM25Retriever(SEARCH_CORPUS), host="127.0.0.1", port=0) as server:
         e = make_search_env(data_dir=str(data_dir), retriever="http", retries=0, timeout=1,
                             retriever_url=server.url)
     with e:
@@ -510,8 +490,8 @@ def test_load_qa_errors(tmp_path):
 
 
 def test_corpus_round_trip_and_title_text_rows(tmp_path):
-    write_corpus(tmp_path / "c.jsonl", CORPUS)
-    assert load_corpus(tmp_path / "c.jsonl") == CORPUS
+    write_corpus(tmp_path / "c.jsonl", SEARCH_CORPUS)
+    assert load_corpus(tmp_path / "c.jsonl") == SEARCH_CORPUS
     (tmp_path / "d.jsonl").write_text(
         json.dumps({"id": 9, "title": "Paris", "text": "A city."}) + "\n"
     )

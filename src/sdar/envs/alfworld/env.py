@@ -19,14 +19,7 @@ from sdar.envs.action_rules import ACTION_RULES, ALFWORLD_TAIL_CHARS, released_t
 from sdar.envs.alfworld import prompts
 from sdar.envs.alfworld.data import GameRecord, order_for_seeds
 from sdar.envs.alfworld.engine import EnginePool, EngineState
-from sdar.envs.base import (
-    AgentEnv,
-    EnvState,
-    ParsedAction,
-    TaskInfo,
-    check_reset_args,
-    check_step_actions,
-)
+from sdar.envs.base import AgentEnv, EnvState, ParsedAction, TaskInfo
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +59,7 @@ class AlfworldEnv(AgentEnv):
     ):
         if not games:
             raise ValueError("AlfworldEnv needs at least one game")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if history_length < 0:
-            raise ValueError(f"history_length must be >= 0, got {history_length}")
+        self.check_limits(max_steps, history_length)
         self.split = split
         self.games = order_for_seeds(list(games))
         self.max_steps = max_steps
@@ -95,7 +85,7 @@ class AlfworldEnv(AgentEnv):
         return self._pool.failures
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
-        check_reset_args(seeds, group_size)
+        self.check_reset_args(seeds, group_size)
         episodes = [self.game_for_seed(s) for s in seeds for _ in range(group_size)]
         # Free every engine first so that games loaded for the last batch are reused by this one.
         self._pool.release(range(len(self._states)))
@@ -128,7 +118,7 @@ class AlfworldEnv(AgentEnv):
         return list(self._states)
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions(self._states, actions)
+        self.check_step_actions(self._states, actions)
         requests = {i: ("step", a) for i, a in enumerate(actions) if a is not None}
         replies = self._pool.run(requests)
         for i, (_, action) in requests.items():

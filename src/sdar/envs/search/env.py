@@ -28,15 +28,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from sdar.envs.action_rules import ACTION_RULES, released_search_action
-from sdar.envs.base import (
-    AgentEnv,
-    EnvState,
-    ParsedAction,
-    TaskInfo,
-    check_reset_args,
-    check_step_actions,
-    extract_tag,
-)
+from sdar.envs.base import AgentEnv, EnvState, ParsedAction, TaskInfo, extract_tag
 from sdar.envs.search.dataset import QAExample
 from sdar.envs.search.metrics import answer_in_text, exact_match, f1_score
 from sdar.envs.search.retrievers import Document, Retriever, format_information
@@ -146,10 +138,7 @@ class SearchEnv(AgentEnv):
             raise ValueError("SearchEnv needs at least one question")
         if topk < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if history_length < 0:
-            raise ValueError(f"history_length must be >= 0, got {history_length}")
+        self.check_limits(max_steps, history_length)
         self.questions = list(questions)
         self.retriever = retriever
         self.topk = topk
@@ -170,7 +159,7 @@ class SearchEnv(AgentEnv):
 
     # ----- episodes ------------------------------------------------------------------------------
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
-        check_reset_args(seeds, group_size)
+        self.check_reset_args(seeds, group_size)
         self._examples, self._states = [], []
         for seed in seeds:
             example = self.task_for_seed(seed)
@@ -195,7 +184,7 @@ class SearchEnv(AgentEnv):
         return list(self._states)
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions(self._states, actions)
+        self.check_step_actions(self._states, actions)
         released = self.action_rule == "released"  # sends an empty query too, as released
         queries = {
             i: a[len(SEARCH_PREFIX) :].strip()

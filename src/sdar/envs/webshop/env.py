@@ -21,15 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sdar.envs.action_rules import ACTION_RULES, WEBSHOP_TAIL_CHARS, released_tag_action
-from sdar.envs.base import (
-    AgentEnv,
-    EnvState,
-    ParsedAction,
-    TaskInfo,
-    check_reset_args,
-    check_step_actions,
-    extract_tag,
-)
+from sdar.envs.base import AgentEnv, EnvState, ParsedAction, TaskInfo, extract_tag
 from sdar.envs.webshop.catalog import DEFAULT_NUM_PRODUCTS, Product, load_catalog
 from sdar.envs.webshop.datafiles import load_shop
 from sdar.envs.webshop.goals import NUM_TEST_GOALS, SPLITS, Goal, load_goals, split_goal_indices
@@ -110,10 +102,7 @@ class WebShopEnv(AgentEnv):
             raise ValueError(f"unknown WebShop split {split!r}; use one of {SPLITS}")
         if scoring not in SCORING_RULES:
             raise ValueError(f"unknown WebShop scoring {scoring!r}; use one of {SCORING_RULES}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if history_length < 0:
-            raise ValueError(f"history_length must be >= 0, got {history_length}")
+        self.check_limits(max_steps, history_length)
         self.split = split
         self.scoring = scoring
         self.max_steps = int(max_steps)
@@ -156,7 +145,7 @@ class WebShopEnv(AgentEnv):
         )
 
     def reset(self, seeds: Sequence[int], group_size: int = 1) -> list[EnvState]:
-        check_reset_args(seeds, group_size)
+        self.check_reset_args(seeds, group_size)
         self._episodes = []
         for seed in seeds:
             goal = self.goal_for_seed(seed)
@@ -168,7 +157,7 @@ class WebShopEnv(AgentEnv):
         return [ep.state for ep in self._episodes]
 
     def step(self, actions: Sequence[str | None]) -> list[EnvState]:
-        check_step_actions([ep.state for ep in self._episodes], actions)
+        self.check_step_actions([ep.state for ep in self._episodes], actions)
         for ep, action in zip(self._episodes, actions):
             if action is None:
                 continue
