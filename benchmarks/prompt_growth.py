@@ -26,7 +26,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from sdar.envs import make_env
-from sdar.models.loading import prepare_tokenizer, smollm2_tokenizer_folder
+from sdar.models.loading import prepare_tokenizer
+from sdar.models.packaged import smollm2_tokenizer_folder
 from sdar.rollout import PromptBuilder
 
 RESULTS = Path(__file__).resolve().parent / "results"

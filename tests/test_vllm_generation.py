@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sdar.models.generation import GenerationConfig, generate
-from sdar.models.loading import ModelConfig, load_policy, save_model
+from sdar.models.loading import ModelConfig, load_policy
 from sdar.models.scoring import score_responses
 from sdar.models.vllm_generation import VllmGenerator, sampling_kwargs, trained_weights
 
@@ -82,7 +82,9 @@ def engine(tmp_path_factory, tiny):
     if not HAS_VLLM_GPU:
         pytest.skip("needs a CUDA GPU and vllm (`pip install 'sdar[vllm]'`)")
     model, tokenizer = tiny
-    folder = save_model(model, tokenizer, tmp_path_factory.mktemp("vllm") / "tiny")
+    folder = tmp_path_factory.mktemp("vllm") / "tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return VllmGenerator(str(folder), dtype="float32", gpu_memory_utilization=0.2,
                          max_model_len=512, enforce_eager=True)
 

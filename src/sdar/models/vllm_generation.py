@@ -109,7 +109,7 @@ class VllmGenerator:
 
     Args:
         model_path: a Hugging Face checkpoint folder or hub name with the policy's architecture and
-            tokenizer (e.g. the folder ``save_model`` wrote, or the base model of a LoRA run).
+            tokenizer (e.g. a folder ``save_pretrained`` wrote, or the base model of a LoRA run).
         dtype: vLLM weight dtype; use the training model's dtype so greedy outputs match.
         gpu_memory_utilization: share of GPU memory vLLM may take (weights + KV cache); the rest is
             left for the training model, its optimiser and activations on the same GPU.

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import pickle
 import random
 import re
@@ -43,6 +42,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from sdar.errors import UserError
+from sdar.storage import atomic_directory
 from sdar.trainer.sharding import shard_like, whole
 
 logger = logging.getLogger(__name__)
@@ -153,26 +153,16 @@ def save_checkpoint(run_dir: str | Path, iteration: int, model: torch.nn.Module,
 def write_checkpoint(run_dir: str | Path, iteration: int, model_state: dict[str, torch.Tensor],
                      optimizer_state: dict[str, Any], trainer_state: dict[str, Any], keep: int = 2) -> Path:
     """:func:`save_checkpoint` from states already gathered (by every rank of a sharded model)."""
-    root = Path(run_dir) / "checkpoints"
-    final = root / f"iter_{iteration:06d}"
-    tmp = root / f".tmp-iter_{iteration:06d}-{os.getpid()}"
+    final = Path(run_dir) / "checkpoints" / f"iter_{iteration:06d}"
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-    except OSError as err:
-        raise CheckpointError(write_failure(tmp, err)) from err
-    try:
-        for name, state in zip(CHECKPOINT_FILES, (model_state, optimizer_state,
-                                                  {"iteration": iteration, **trainer_state})):
-            _save_file(state, tmp / name)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:  # a failed or interrupted write leaves no partial folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # written as .tmp-iter_NNNNNN-<pid> (what remove_partial_checkpoints clears) and renamed;
+        # a failed or interrupted write leaves no partial folder behind
+        with atomic_directory(final, replace=True) as tmp:
+            for name, state in zip(CHECKPOINT_FILES, (model_state, optimizer_state,
+                                                      {"iteration": iteration, **trainer_state})):
+                _save_file(state, tmp / name)
+    except OSError as err:  # creating, replacing or renaming a folder (a file: CheckpointError)
+        raise CheckpointError(write_failure(Path(err.filename or final), err)) from err
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     logger.info("saved checkpoint %s", final)

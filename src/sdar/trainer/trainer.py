@@ -373,7 +373,8 @@ class Trainer:
         return autocast_context(self.config.model, self.device)
 
     def _make_vllm_engine(self):
-        from sdar.models.loading import PACKAGED_NAMES, TINY_RANDOM, packaged_checkpoint
+        from sdar.models.loading import PACKAGED_NAMES, TINY_RANDOM
+        from sdar.models.packaged import packaged_checkpoint
         from sdar.models.vllm_generation import VllmGenerator
 
         cfg = self.config

@@ -8,21 +8,22 @@ the games come from, in order:
 2. ``data_dir`` unset and ``ALFWORLD_DATA`` set to a folder with games (what ``alfworld-download``
    writes).
 3. Otherwise (or ``data_dir="offline"``): generated games in the sdar cache,
-   ``$SDAR_CACHE/alfworld/offline-v<version>-<preset>-n<games>-s<seed>/`` (``SDAR_CACHE``
-   defaults to ``~/.cache/sdar``), generated on first use of each split with a log line.
+   ``<cache>/alfworld/offline-v<version>-<preset>-n<games>-s<seed>/`` (``<cache>`` is
+   :func:`sdar.storage.cache_root`: ``$SDAR_CACHE``, ``$XDG_CACHE_HOME/sdar`` or
+   ``~/.cache/sdar``), generated on first use of each split with a log line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from sdar.envs.alfworld.data import (
+    DATA_FOLDER,
     SPLITS,
     TASK_TYPES,
     AlfworldDataError,
@@ -33,22 +34,18 @@ from sdar.envs.alfworld.data import (
     normalize_task_types,
     split_dir,
 )
+from sdar.storage import cache_root, publish_directory
 
 log = logging.getLogger(__name__)
 
 OFFLINE = "offline"
 
 
-def cache_root() -> Path:
-    """``$SDAR_CACHE`` or ``~/.cache/sdar``."""
-    return Path(os.environ.get("SDAR_CACHE") or Path.home() / ".cache" / "sdar").expanduser()
-
-
 def offline_games_dir(preset: str = "standard", games: int = 120, seed: int = 0) -> Path:
     """Where the auto-generated offline games of these settings live in the cache."""
     from sdar.envs.alfworld.generator import GENERATOR_VERSION
 
-    return cache_root() / "alfworld" / f"offline-v{GENERATOR_VERSION}-{preset}-n{games}-s{seed}"
+    return cache_root("alfworld", f"offline-v{GENERATOR_VERSION}-{preset}-n{games}-s{seed}")
 
 
 def offline_split_size(split: str, games: int) -> int:
@@ -80,16 +77,13 @@ def ensure_offline_games(
         root,
     )
     root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{split}-", dir=root))
     start = time.perf_counter()
-    generate_games(staging, split, n, seed=seed, config=config_from_preset(preset))
-    target = root / "json_2.1.1" / split
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        (staging / "json_2.1.1" / split).rename(target)
-    except OSError:  # another process finished first; its games are identical
-        pass
-    shutil.rmtree(staging, ignore_errors=True)
+    # generate_games writes <folder>/json_2.1.1/<split>/; only that split folder is published.
+    # Another process may finish first: its games are identical, and publish_directory keeps them.
+    with tempfile.TemporaryDirectory(prefix=f".{split}-", dir=root) as staging:
+        generate_games(staging, split, n, seed=seed, config=config_from_preset(preset))
+        (root / DATA_FOLDER).mkdir(exist_ok=True)
+        publish_directory(Path(staging) / DATA_FOLDER / split, root / DATA_FOLDER / split)
     done_marker.write_text(f"{n} games in {time.perf_counter() - start:.1f} s\n")
     return root
 

@@ -128,7 +128,8 @@ def make_search_env(
             for in-process retrievers, ``corpus.jsonl``: what ``sdar search build --out DIR``
             writes, or Search-R1's processed folder (``train.parquet``, ``test.parquet``) used with
             a retrieval server. Default: the offline set for ``seed``, built into
-            ``$SDAR_CACHE/search`` (``~/.cache/sdar/search``) on first use.
+            ``<cache>/search`` on first use (``<cache>``: :func:`sdar.storage.cache_root`,
+            ``$SDAR_CACHE``, ``$XDG_CACHE_HOME/sdar`` or ``~/.cache/sdar``).
         seed: seed of the offline build (question pairing and split).
         qa_file: a question file to use instead of the split's file in ``data_dir``; ``{split}``
             in it is replaced by the split name (``/data/{split}.parquet``). Search-R1 parquet or

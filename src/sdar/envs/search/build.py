@@ -42,11 +42,8 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -56,6 +53,7 @@ from pathlib import Path
 from sdar.envs.search.dataset import QAExample, write_corpus, write_qa
 from sdar.envs.search.metrics import normalize_words
 from sdar.envs.search.retrievers import BM25Retriever, Document
+from sdar.storage import atomic_directory, cache_root
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +101,10 @@ def fanout_dev_path() -> Path:
     return _package_data("fanoutqa", "data/fanout-final-dev.json", "fanoutqa==1.1.1")
 
 
-def cache_root() -> Path:
-    """``$SDAR_CACHE`` or ``~/.cache/sdar``."""
-    return Path(os.environ.get("SDAR_CACHE") or Path.home() / ".cache" / "sdar")
-
-
 def default_data_dir(seed: int = 0) -> Path:
-    """The cache folder of the offline set: ``<cache>/search/offline-v<version>-seed<seed>``."""
-    return cache_root() / "search" / f"offline-v{OFFLINE_VERSION}-seed{seed}"
+    """The cache folder of the offline set: ``<cache>/search/offline-v<version>-seed<seed>``, where
+    ``<cache>`` is :func:`sdar.storage.cache_root`."""
+    return cache_root("search", f"offline-v{OFFLINE_VERSION}-seed{seed}")
 
 
 # ----- corpus ----------------------------------------------------------------------------------
@@ -657,26 +651,24 @@ def build_offline_dataset(
 def ensure_offline_dataset(seed: int = 0, data_dir: str | Path | None = None) -> Path:
     """The folder of the offline set for ``seed``, built into the cache on first use.
 
-    The build goes to a temporary folder renamed into place, so concurrent first uses are safe.
+    The build goes to a temporary folder renamed into place, so concurrent first uses are safe
+    (the first finished build is kept). A ``data_dir`` that exists but holds something else raises
+    ``FileExistsError``.
     """
     target = Path(data_dir) if data_dir is not None else default_data_dir(seed)
     if (target / STATS_FILE).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     log.info(
         "building the offline Search-QA corpus and questions into %s (one time, a few seconds)",
         target,
     )
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         build_offline_dataset(tmp, seed=seed)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / STATS_FILE).is_file():  # not a concurrent builder that won the race
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if not (target / STATS_FILE).is_file():  # not ours nor a concurrent builder's
+        raise FileExistsError(
+            f"{target} exists but holds no offline Search-QA set ({STATS_FILE} is missing); "
+            "remove it or choose another data_dir"
+        )
     return target
 
 
@@ -687,7 +679,6 @@ __all__ = [
     "bm25_recall",
     "build_offline_dataset",
     "build_questions",
-    "cache_root",
     "default_data_dir",
     "ensure_offline_dataset",
     "fanout_dev_path",
