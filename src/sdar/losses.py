@@ -274,8 +274,10 @@ def sdar_loss(
             skills in the prompt, scoring the same tokens. Detached here (no gradient reaches it).
         response_mask: 0/1 or bool, same shape.
         beta: gap-gate sharpness, >= 0 (``beta = 0``: ``g = 0.5`` everywhere).
-        gate: optional precomputed gate (``entropy_gate`` / ``soft_or_gate``) of the same shape,
-            values in ``[0, 1]``; replaces the gap gate. Detached here. ``beta`` is then unused.
+        gate: optional precomputed gate of the same shape, values in ``[0, 1]`` (what
+            ``sdar.methods.distillation_gate`` returns for the configured gate); replaces the gap
+            gate ``gap_gate(log_probs, teacher_log_probs, beta)``. Detached here. ``beta`` is then
+            unused.
         old_log_probs: optional rollout-time log-probs; adds ``teacher_gap_old_mean`` and
             ``teacher_gap_old_std`` (the gap under the policy that sampled the tokens).
 
@@ -301,7 +303,7 @@ def sdar_loss(
     rest_by_name = dict(zip(extra, rest))
     gap = teacher_log_probs - log_probs.detach()
     if gate is None:
-        g = torch.sigmoid(beta * gap)
+        g = gap_gate(log_probs, teacher_log_probs, beta)
     else:
         g = rest_by_name["gate"]
         if bool(((g < 0) | (g > 1)).any()):
