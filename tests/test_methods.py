@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from sdar.losses import low_var_kl, ppo_clip_loss, sdar_loss, token_mean
-from sdar.methods import METHODS, LossConfig, LossInputs, actor_loss, required_inputs
+from sdar.methods import (
+    METHODS,
+    LossConfig,
+    LossInputs,
+    actor_loss,
+    distillation_gate,
+    required_inputs,
+)
 
 ALL_METHODS = ["grpo", "sdar", "grpo_opsd", "opsd", "skill_grpo", "rlsd", "skill_sd",
                "opsd_sampled", "opsd_jsd"]
@@ -176,6 +183,27 @@ def test_entropy_gate_and_soft_or_gate_in_actor_loss():
         gate = g_h if gate_name == "entropy" else 1 - (1 - g_h) * (1 - g_gap)
         assert metrics["sdar/gate_mean"] == pytest.approx(
             token_mean(gate, inputs.response_mask).item(), rel=1e-6)
+
+
+def test_distillation_gate_is_the_gate_actor_loss_applies():
+    # One function picks the gate; actor_loss's gate metrics are its values, and the methods whose
+    # distillation term is not L_SDAR have none.
+    inputs = make_inputs()
+    args = (inputs.log_probs, inputs.teacher_log_probs, inputs.entropy, inputs.teacher_entropy)
+    for method, gate_name in (("sdar", "gap"), ("sdar", "soft_or"), ("opsd", "entropy"),
+                              ("grpo_opsd", "gap")):
+        config = LossConfig.for_method(method, gate=gate_name)
+        gate = distillation_gate(config, *args)
+        assert not gate.requires_grad and gate.shape == inputs.log_probs.shape
+        _, metrics = actor_loss(config, inputs)
+        mask = inputs.response_mask.bool()
+        assert metrics["sdar/gate_mean"] == pytest.approx(gate[mask].mean().item(), rel=1e-6)
+        assert metrics["sdar/gate_active_ratio"] == pytest.approx(
+            (gate[mask] > 0.5).float().mean().item())
+    assert torch.equal(distillation_gate(LossConfig.for_method("grpo_opsd"), *args),
+                       torch.full_like(inputs.log_probs, 0.5))
+    for method in ("grpo", "skill_grpo", "rlsd", "skill_sd", "opsd_sampled", "opsd_jsd"):
+        assert distillation_gate(LossConfig.for_method(method), *args) is None, method
 
 
 def test_rlsd_changes_advantages_then_decays_to_grpo():

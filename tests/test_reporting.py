@@ -154,7 +154,10 @@ def test_metrics_and_samples_round_trip(run_dir):
     samples = read_samples(run_dir)
     assert len(samples) == 11  # 2 at iteration 1, then 1 per iteration
     assert samples[0]["iteration"] == 1 and samples[0]["tokens"] == TEACHER_TOKENS
-    assert samples[1]["gate"] is None and samples[1]["teacher_log_probs"] is None
+    assert "gate" not in samples[1] and samples[1]["teacher_log_probs"] is None
+    # a method without a gate: the line has no gate field at all (not a null)
+    raw = [json.loads(t) for t in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert "gate" not in raw[1] and len(raw[0]["gate"]) == len(TEACHER_TOKENS)
 
 
 def test_same_iteration_twice_is_merged_and_going_back_is_refused(tmp_path):
@@ -357,6 +360,31 @@ def test_sample_without_teacher_is_uncoloured_with_a_note(report):
     assert 'title="student lp -2.500">use &lt;desklamp 1&gt;</span>' in page
     assert "No teacher for this method" in page
     assert page.count('<section class="sample') == 11
+
+
+def test_samples_without_a_gate_open_on_the_gap_view():
+    # rlsd, skill_sd, opsd_sampled: a teacher, no gate. The page starts on the gap colouring.
+    ungated = {key: value for key, value in TEACHER_SAMPLE.items() if key != "gate"}
+    page = render_page(
+        title="t", table=None, summary_rows=[], evals=[], figures=[], samples=[ungated]
+    )
+    assert '<input type="radio" class="radio" name="view" id="view-gap" checked>' in page
+    assert '<input type="radio" class="radio" name="view" id="view-gate">' in page
+    assert "This method has no gate" in page
+    span = re.search(
+        r'<span class="tok" style="([^"]*)" title="([^"]*)">heat it &amp; </span>', page
+    )
+    assert span.group(1) == f"--d:{gap_colour(0.2)}"
+    assert span.group(2) == "student lp -1.000 | teacher lp -0.800 | gap +0.200"
+    gated = render_page(
+        title="t",
+        table=None,
+        summary_rows=[],
+        evals=[],
+        figures=[],
+        samples=[ungated, TEACHER_SAMPLE],
+    )
+    assert '<input type="radio" class="radio" name="view" id="view-gate" checked>' in gated
 
 
 def test_endorsement_table_and_sample_selection():

@@ -19,6 +19,7 @@ import pytest
 import torch
 from helpers import read_jsonl, write_run_config
 
+from sdar.losses import gap_gate
 from sdar.trainer.checkpoint import latest_checkpoint
 from sdar.trainer.config import load_config
 from sdar.trainer.trainer import Trainer
@@ -112,6 +113,53 @@ def test_one_step_update_reuses_its_own_log_probs_as_old(tmp_path, monkeypatch):
     line_a = read_jsonl(tmp_path / "reused" / "metrics.jsonl")[-1]
     line_b = read_jsonl(tmp_path / "rescored" / "metrics.jsonl")[-1]
     assert line_a["sdar/loss"] == pytest.approx(line_b["sdar/loss"], rel=1e-4, abs=1e-6)
+
+
+ONE_ITERATION = ["eval.every=0", "eval.before_training=false", "iterations=1", "log_samples=64"]
+
+
+@pytest.mark.parametrize("gate", ["gap", "soft_or"])
+def test_samples_carry_the_gate_of_the_loss(tmp_path, gate):
+    # One optimizer step over all step samples, every step sample logged: the loss's gate is then
+    # that of the rollout-time weights, so the logged gates' token mean and share above 0.5 are
+    # the update's sdar/gate_mean and sdar/gate_active_ratio (token-weighted over micro-batches).
+    config, _ = make_config(tmp_path, [*ONE_ITERATION, f"loss.gate={gate}", "optim.mini_batch_size=64"])
+    Trainer(config, tmp_path / "run").train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    records = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    assert line["actor/optimizer_steps"] == 1  # log_samples=64 logs every step sample
+    gates = [g for r in records for g in r["gate"]]
+    assert sum(gates) / len(gates) == pytest.approx(line["sdar/gate_mean"], rel=1e-6, abs=0)
+    assert sum(g > 0.5 for g in gates) / len(gates) == pytest.approx(line["sdar/gate_active_ratio"])
+    gap_gates = [g for r in records for g in gap_gate(torch.tensor(r["log_probs"]),
+                                                      torch.tensor(r["teacher_log_probs"])).tolist()]
+    if gate == "gap":
+        assert gates == pytest.approx(gap_gates, rel=1e-6, abs=0)
+    else:  # soft-OR >= gap gate, and the entropy gate opens it further somewhere
+        assert all(g >= p - 1e-6 for g, p in zip(gates, gap_gates))
+        assert max(g - p for g, p in zip(gates, gap_gates)) > 1e-3
+
+
+def test_entropy_gate_samples_with_a_separate_old_log_prob_pass(tmp_path):
+    # two optimizer steps: the old log-probs and entropies come from their own scoring pass
+    config, _ = make_config(tmp_path, [*ONE_ITERATION, "loss.gate=entropy", "optim.mini_batch_size=3"])
+    Trainer(config, tmp_path / "run").train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert line["actor/optimizer_steps"] > 1
+    records = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    assert records and all(len(r["gate"]) == len(r["tokens"]) for r in records)
+    assert all(0.0 < g < 1.0 for r in records for g in r["gate"])
+
+
+@pytest.mark.parametrize("method", ["rlsd", "opsd_sampled"])
+def test_samples_of_a_method_without_a_gate_carry_none(tmp_path, method):
+    config, _ = make_config(tmp_path, [*ONE_ITERATION, f"method={method}"])
+    Trainer(config, tmp_path / "run").train()
+    records = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    assert records and all(len(r["teacher_log_probs"]) == len(r["tokens"]) for r in records)
+    assert all("gate" not in r for r in records)
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert not any(key.startswith("teacher/gate_") for key in line)
 
 
 @pytest.mark.parametrize("method", ["grpo", "sdar"])

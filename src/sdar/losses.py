@@ -21,10 +21,7 @@ Conventions shared by every function:
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sdar._checks import (
@@ -35,6 +32,7 @@ from sdar._checks import (
     check_tensor,
     masked_fill_invalid,
 )
+from sdar.models.logprobs import generalized_jsd_from_logits
 
 __all__ = [
     "entropy_gate",
@@ -51,8 +49,6 @@ __all__ = [
 
 # exp() of a log-ratio above this overflows float32 long before it means anything; verl clamps too.
 _LOG_RATIO_CLAMP = 20.0
-# Logits per row chunk in the chunked JSD (8M: 32 MiB per float32 buffer), as in models.logprobs.
-_CHUNK_ELEMENTS = 1 << 23
 
 
 def _prepare(where: str, response_mask: Tensor, **per_token: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -278,8 +274,10 @@ def sdar_loss(
             skills in the prompt, scoring the same tokens. Detached here (no gradient reaches it).
         response_mask: 0/1 or bool, same shape.
         beta: gap-gate sharpness, >= 0 (``beta = 0``: ``g = 0.5`` everywhere).
-        gate: optional precomputed gate (``entropy_gate`` / ``soft_or_gate``) of the same shape,
-            values in ``[0, 1]``; replaces the gap gate. Detached here. ``beta`` is then unused.
+        gate: optional precomputed gate of the same shape, values in ``[0, 1]`` (what
+            ``sdar.methods.distillation_gate`` returns for the configured gate); replaces the gap
+            gate ``gap_gate(log_probs, teacher_log_probs, beta)``. Detached here. ``beta`` is then
+            unused.
         old_log_probs: optional rollout-time log-probs; adds ``teacher_gap_old_mean`` and
             ``teacher_gap_old_std`` (the gap under the policy that sampled the tokens).
 
@@ -305,7 +303,7 @@ def sdar_loss(
     rest_by_name = dict(zip(extra, rest))
     gap = teacher_log_probs - log_probs.detach()
     if gate is None:
-        g = torch.sigmoid(beta * gap)
+        g = gap_gate(log_probs, teacher_log_probs, beta)
     else:
         g = rest_by_name["gate"]
         if bool(((g < 0) | (g > 1)).any()):
@@ -401,86 +399,6 @@ def opsd_sampled_loss(
     return loss, metrics
 
 
-def _generalized_jsd_per_row(
-    student_logits: Tensor, teacher_logits: Tensor, jsd_beta: float, top_k: int | None
-) -> Tensor:
-    """Generalised JSD of each row of ``[n, V]`` logits (definition in ``generalized_jsd_loss``)."""
-    if top_k is not None and top_k < student_logits.shape[-1]:
-        support = teacher_logits.topk(top_k, dim=-1).indices
-        student_logits = student_logits.gather(-1, support)
-        teacher_logits = teacher_logits.gather(-1, support)
-    dtype = torch.float64 if student_logits.dtype == torch.float64 else torch.float32
-    student = F.log_softmax(student_logits, dim=-1, dtype=dtype)
-    teacher = F.log_softmax(teacher_logits, dim=-1, dtype=dtype)
-    if jsd_beta == 0.0:
-        return (teacher.exp() * (teacher - student)).sum(-1)
-    if jsd_beta == 1.0:
-        return (student.exp() * (student - teacher)).sum(-1)
-    log_mixture = torch.logaddexp(teacher + math.log(jsd_beta), student + math.log(1.0 - jsd_beta))
-    kl_teacher = (teacher.exp() * (teacher - log_mixture)).sum(-1)
-    kl_student = (student.exp() * (student - log_mixture)).sum(-1)
-    return jsd_beta * kl_teacher + (1.0 - jsd_beta) * kl_student
-
-
-def _row_blocks(batch: int, length: int, rows: int):
-    for b in range(batch):
-        for start in range(0, length, rows):
-            yield b, start, min(start + rows, length)
-
-
-class _ChunkedJSD(torch.autograd.Function):
-    """Per-position JSD over row chunks; the backward pass recomputes one chunk at a time.
-
-    Only chunk-sized float32 buffers ever exist, and the student gradient is written straight
-    into a ``[B, T, V]`` buffer, instead of autograd keeping every intermediate of every row.
-    Positions outside ``mask`` are zeroed before use and get value and gradient 0.
-    """
-
-    @staticmethod
-    def forward(ctx, logits, teacher_logits, mask, jsd_beta, top_k, rows):
-        batch, length, _ = logits.shape
-        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        per_token = torch.zeros(batch, length, dtype=dtype, device=logits.device)
-        for b, start, stop in _row_blocks(batch, length, rows):
-            keep = mask[b, start:stop, None]
-            if not bool(keep.any()):
-                continue
-            student = torch.where(keep, logits[b, start:stop], 0.0)
-            teacher = torch.where(keep, teacher_logits[b, start:stop], 0.0)
-            for name, value in (("logits", student), ("teacher_logits", teacher)):
-                bad = ~torch.isfinite(value).all(-1)
-                if bool(bad.any()):
-                    first = (b, start + int(bad.nonzero()[0]))
-                    raise ValueError(
-                        f"generalized_jsd_loss: {name} hold NaN/inf on a response position "
-                        f"(first at {first}); check the model's forward pass"
-                    )
-            per_token[b, start:stop] = _generalized_jsd_per_row(student, teacher, jsd_beta, top_k)
-        ctx.save_for_backward(logits, teacher_logits, mask)
-        ctx.settings = (jsd_beta, top_k, rows)
-        return per_token
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_per_token):
-        logits, teacher_logits, mask = ctx.saved_tensors
-        jsd_beta, top_k, rows = ctx.settings
-        grad_logits = torch.zeros_like(logits)
-        batch, length, _ = logits.shape
-        for b, start, stop in _row_blocks(batch, length, rows):
-            keep = mask[b, start:stop, None]
-            if not bool(keep.any()):
-                continue
-            student = torch.where(keep, logits[b, start:stop], 0.0).detach().requires_grad_()
-            teacher = torch.where(keep, teacher_logits[b, start:stop], 0.0)
-            with torch.enable_grad():
-                values = _generalized_jsd_per_row(student, teacher, jsd_beta, top_k)
-                weights = torch.where(keep[:, 0], grad_per_token[b, start:stop], 0.0)
-                (grad,) = torch.autograd.grad(values, student, weights.to(values.dtype))
-            grad_logits[b, start:stop] = grad
-        return grad_logits, None, None, None, None, None
-
-
 def generalized_jsd_loss(
     logits: Tensor,
     teacher_logits: Tensor,
@@ -507,7 +425,8 @@ def generalized_jsd_loss(
 
     Memory: positions are processed in row chunks (``chunk_size`` rows, default about 8M logits
     per chunk) and the backward pass recomputes each chunk, so no float32 ``[B, T, V]`` copy is
-    made; the only full-size extra is the logits' gradient.
+    made; the only full-size extra is the logits' gradient. The chunked kernel is
+    ``sdar.models.logprobs.generalized_jsd_from_logits``, next to the chunked log-prob kernel.
 
     Args:
         logits: ``[batch, response_len, vocab]`` student logits at the response positions (the
@@ -530,15 +449,9 @@ def generalized_jsd_loss(
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int)
                               or not 1 <= top_k <= vocab):
         raise ValueError(f"{where}: top_k must be None or an int in [1, {vocab}], got {top_k!r}")
-    if chunk_size is None:
-        rows = max(1, _CHUNK_ELEMENTS // vocab)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"{where}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
-    else:
-        rows = chunk_size
     mask = check_mask(where, response_mask, logits.shape[:2], shape_of="logits[..., 0]")
-    per_token = _ChunkedJSD.apply(
-        logits, teacher_logits.detach(), mask, float(jsd_beta), top_k, rows
+    per_token = generalized_jsd_from_logits(
+        logits, teacher_logits.detach(), mask, jsd_beta, top_k, chunk_size, where=where
     )
     loss = _mean(per_token, mask)
     return loss, {"opsd_jsd": loss.detach()}

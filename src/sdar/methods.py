@@ -55,6 +55,7 @@ __all__ = [
     "LossInputs",
     "MethodSpec",
     "actor_loss",
+    "distillation_gate",
     "required_inputs",
 ]
 
@@ -329,15 +330,41 @@ def required_inputs(config: LossConfig) -> set[str]:
     return needed
 
 
-def _distillation_gate(config: LossConfig, inputs: LossInputs) -> Tensor | None:
-    """The precomputed gate for non-gap gates (``None``: ``sdar_loss`` uses its own gap gate)."""
-    if not config.spec.gated or config.gate == "gap":
+def distillation_gate(
+    config: LossConfig,
+    log_probs: Tensor,
+    teacher_log_probs: Tensor,
+    entropy: Tensor | None = None,
+    teacher_entropy: Tensor | None = None,
+) -> Tensor | None:
+    """The gate ``g`` that ``L_SDAR`` applies under ``config`` (sections "The SDAR term" and
+    "Gate variants"); ``None`` for a method without one (its distillation term is not ``L_SDAR``).
+
+    ``config.gate`` picks :func:`~sdar.losses.gap_gate` (``grpo_opsd``: ``beta = 0``, so 0.5
+    everywhere), :func:`~sdar.losses.entropy_gate` or :func:`~sdar.losses.soft_or_gate` of the
+    two. ``actor_loss`` and the trainer's ``samples.jsonl`` both take the gate from here.
+
+    Args:
+        config: the loss configuration.
+        log_probs: ``[batch, response_len]`` student log-probs of the sampled tokens.
+        teacher_log_probs: same shape, the teacher's.
+        entropy, teacher_entropy: same shape, student and teacher next-token entropies; read
+            only by the ``entropy`` and ``soft_or`` gates.
+
+    Returns:
+        Detached gate in ``[0, 1]`` of ``log_probs``' shape (padding positions meaningless), or
+        ``None``.
+    """
+    spec = config.spec
+    if spec.distillation != "sdar":
         return None
-    g_entropy = entropy_gate(inputs.entropy, inputs.teacher_entropy, config.beta_entropy)
-    if config.gate == "entropy":
+    gate = config.gate if spec.gated else "gap"
+    if gate == "gap":
+        return gap_gate(log_probs, teacher_log_probs, config.beta)
+    g_entropy = entropy_gate(entropy, teacher_entropy, config.beta_entropy)
+    if gate == "entropy":
         return g_entropy
-    return soft_or_gate(gap_gate(inputs.log_probs, inputs.teacher_log_probs, config.beta),
-                        g_entropy)
+    return soft_or_gate(gap_gate(log_probs, teacher_log_probs, config.beta), g_entropy)
 
 
 def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str, float]]:
@@ -422,7 +449,9 @@ def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str
         if spec.distillation == "sdar":
             term, term_metrics = sdar_loss(
                 inputs.log_probs, inputs.teacher_log_probs, mask, beta=float(config.beta),
-                gate=_distillation_gate(config, inputs), old_log_probs=inputs.old_log_probs,
+                gate=distillation_gate(config, inputs.log_probs, inputs.teacher_log_probs,
+                                       inputs.entropy, inputs.teacher_entropy),
+                old_log_probs=inputs.old_log_probs,
             )
             metrics.update({f"sdar/{key.removeprefix('sdar_')}": v
                             for key, v in term_metrics.items()})

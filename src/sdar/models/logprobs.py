@@ -1,4 +1,5 @@
-"""Log-probs of given tokens, and next-token entropies, from logits without a second [B, T, V] copy.
+"""Per-position quantities of logits without a second [B, T, V] copy: log-probs of given tokens,
+next-token entropies, and the generalised JSD between two models' distributions.
 
 ``log_softmax(logits.float(), -1).gather(...)`` materialises one or two full float32 copies of the
 logits (the upcast and the log-softmax output) and autograd keeps one alive for the backward pass.
@@ -6,14 +7,18 @@ With vocabularies of 49k-152k that is the largest tensor of a training step. Her
 (``B * T`` positions) are processed in chunks: the forward pass keeps only the per-row results,
 and the backward pass recomputes each chunk's softmax from the logits (which are alive anyway)
 and writes straight into the logits' gradient. Extra memory is a few chunk-sized float32 buffers.
+Both kernels cut the rows the same way (:func:`_rows_per_chunk`, :func:`_blocks`).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["DEFAULT_CHUNK_ELEMENTS", "log_probs_from_logits"]
+__all__ = ["DEFAULT_CHUNK_ELEMENTS", "generalized_jsd_from_logits", "log_probs_from_logits"]
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 23
 """Default chunk budget in logits elements (8M: 32 MiB per float32 buffer), giving
@@ -106,6 +111,16 @@ class _ChunkedLogProbs(torch.autograd.Function):
         return grad_logits, None, None, None
 
 
+def _rows_per_chunk(where: str, chunk_size: int | None, vocab: int) -> int:
+    """Rows (positions) per chunk: ``chunk_size``, or ``max(1, DEFAULT_CHUNK_ELEMENTS // vocab)``
+    for ``None``; anything but ``None`` or an int >= 1 raises ``ValueError`` naming ``where``."""
+    if chunk_size is None:
+        return max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{where}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
+    return chunk_size
+
+
 def _blocks(shape: torch.Size, rows: int):
     """``(b, start, stop)`` row blocks of at most ``rows`` positions covering a ``[B, T]`` grid."""
     batch, length = shape
@@ -162,12 +177,7 @@ def log_probs_from_logits(
             f"{tuple(logits.shape)}; token_ids must match the logits without the vocabulary dim"
         )
     vocab = logits.shape[-1]
-    if chunk_size is None:
-        rows = max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
-    elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"{where}: chunk_size must be None or an int >= 1, got {chunk_size!r}")
-    else:
-        rows = chunk_size
+    rows = _rows_per_chunk(where, chunk_size, vocab)
     leading = token_ids.shape
     flat_ids = token_ids.reshape(-1).long()
     if flat_ids.numel() == 0:
@@ -190,3 +200,116 @@ def log_probs_from_logits(
     )
     log_probs = log_probs.reshape(leading)
     return log_probs, (entropy.reshape(leading) if with_entropy else None)
+
+
+def _jsd_per_row(
+    student_logits: Tensor, teacher_logits: Tensor, jsd_beta: float, top_k: int | None
+) -> Tensor:
+    """Generalised JSD of each row of ``[n, V]`` logits (definition in
+    :func:`generalized_jsd_from_logits`)."""
+    if top_k is not None and top_k < student_logits.shape[-1]:
+        support = teacher_logits.topk(top_k, dim=-1).indices
+        student_logits = student_logits.gather(-1, support)
+        teacher_logits = teacher_logits.gather(-1, support)
+    dtype = _compute_dtype(student_logits)
+    student = F.log_softmax(student_logits, dim=-1, dtype=dtype)
+    teacher = F.log_softmax(teacher_logits, dim=-1, dtype=dtype)
+    if jsd_beta == 0.0:
+        return (teacher.exp() * (teacher - student)).sum(-1)
+    if jsd_beta == 1.0:
+        return (student.exp() * (student - teacher)).sum(-1)
+    log_mixture = torch.logaddexp(teacher + math.log(jsd_beta), student + math.log(1.0 - jsd_beta))
+    kl_teacher = (teacher.exp() * (teacher - log_mixture)).sum(-1)
+    kl_student = (student.exp() * (student - log_mixture)).sum(-1)
+    return jsd_beta * kl_teacher + (1.0 - jsd_beta) * kl_student
+
+
+class _ChunkedJSD(torch.autograd.Function):
+    """Per-position JSD over row chunks; the backward pass recomputes one chunk at a time.
+
+    Only chunk-sized float32 buffers ever exist, and the student gradient is written straight
+    into a ``[B, T, V]`` buffer, instead of autograd keeping every intermediate of every row.
+    Positions outside ``mask`` are zeroed before use and get value and gradient 0.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, teacher_logits, mask, jsd_beta, top_k, rows, where):
+        batch, length, _ = logits.shape
+        per_token = torch.zeros(batch, length, dtype=_compute_dtype(logits), device=logits.device)
+        for b, start, stop in _blocks(mask.shape, rows):
+            keep = mask[b, start:stop, None]
+            if not bool(keep.any()):
+                continue
+            student = torch.where(keep, logits[b, start:stop], 0.0)
+            teacher = torch.where(keep, teacher_logits[b, start:stop], 0.0)
+            for name, value in (("logits", student), ("teacher_logits", teacher)):
+                bad = ~torch.isfinite(value).all(-1)
+                if bool(bad.any()):
+                    first = (b, start + int(bad.nonzero()[0]))
+                    raise ValueError(
+                        f"{where}: {name} hold NaN/inf on a response position "
+                        f"(first at {first}); check the model's forward pass"
+                    )
+            per_token[b, start:stop] = _jsd_per_row(student, teacher, jsd_beta, top_k)
+        ctx.save_for_backward(logits, teacher_logits, mask)
+        ctx.settings = (jsd_beta, top_k, rows)
+        return per_token
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_per_token):
+        logits, teacher_logits, mask = ctx.saved_tensors
+        jsd_beta, top_k, rows = ctx.settings
+        grad_logits = torch.zeros_like(logits)
+        for b, start, stop in _blocks(mask.shape, rows):
+            keep = mask[b, start:stop, None]
+            if not bool(keep.any()):
+                continue
+            student = torch.where(keep, logits[b, start:stop], 0.0).detach().requires_grad_()
+            teacher = torch.where(keep, teacher_logits[b, start:stop], 0.0)
+            with torch.enable_grad():
+                values = _jsd_per_row(student, teacher, jsd_beta, top_k)
+                weights = torch.where(keep[:, 0], grad_per_token[b, start:stop], 0.0)
+                (grad,) = torch.autograd.grad(values, student, weights.to(values.dtype))
+            grad_logits[b, start:stop] = grad
+        return grad_logits, None, None, None, None, None, None
+
+
+def generalized_jsd_from_logits(
+    logits: Tensor,
+    teacher_logits: Tensor,
+    mask: Tensor,
+    jsd_beta: float = 0.5,
+    top_k: int | None = None,
+    chunk_size: int | None = None,
+    *,
+    where: str = "generalized_jsd_from_logits",
+) -> Tensor:
+    """Generalised JSD between the student's and the teacher's next-token distributions at each
+    position, in row chunks (the kernel of ``sdar.losses.generalized_jsd_loss``, which checks the
+    arguments and states the definition).
+
+    Per position, with teacher distribution ``T``, student distribution ``S`` and
+    ``M = jsd_beta * T + (1 - jsd_beta) * S``: ``jsd_beta * KL(T || M) + (1 - jsd_beta) *
+    KL(S || M)``; ``jsd_beta = 0`` gives ``KL(T || S)`` and ``jsd_beta = 1`` gives ``KL(S || T)``.
+    With ``top_k`` both distributions are renormalised over the teacher's ``top_k`` most likely
+    tokens. The forward pass keeps only the per-position values; the backward pass recomputes one
+    chunk at a time and writes the student gradient straight into a ``[B, T, V]`` buffer.
+
+    Args:
+        logits: ``[B, T, V]`` student logits, any float dtype, with gradient.
+        teacher_logits: same shape; no gradient flows into it (pass it detached).
+        mask: ``[B, T]`` bool; positions outside it are zeroed before use and get value and
+            gradient 0, whatever their logits hold.
+        jsd_beta: mixture coefficient in ``[0, 1]``.
+        top_k: ``None`` for the full vocabulary, else ``1 <= top_k <= V``.
+        chunk_size: rows per chunk, ``None`` for ``max(1, DEFAULT_CHUNK_ELEMENTS // V)``.
+        where: the name error messages start with (the caller's).
+
+    Returns:
+        ``[B, T]`` float32 (float64 for float64 logits) per-position JSD, 0 outside ``mask``.
+        NaN/inf logits on a masked position raise ``ValueError`` naming the argument and the
+        first such position.
+    """
+    rows = _rows_per_chunk(where, chunk_size, logits.shape[-1])
+    return _ChunkedJSD.apply(logits, teacher_logits, mask, float(jsd_beta), top_k, rows, where)

@@ -1,10 +1,12 @@
 """The report page: one self-contained HTML file (inline CSS and images, no scripts).
 
 Its centre is the token-level view of sampled agent turns: every response token is a span coloured
-by the SDAR gate ``g = sigmoid(beta * (teacher lp - student lp))`` (red = rejected, white = neutral,
-green = endorsed), with a tooltip giving the student's and the teacher's log-prob, their gap and the
-gate. A CSS-only switch (radio buttons) recolours the same tokens by the raw gap on a linear scale,
-which still shows how strongly the teacher disagrees where the gate has saturated.
+by the gate the method's loss applied, as logged by the trainer (by default the SDAR gap gate
+``g = sigmoid(beta * (teacher lp - student lp))``; red = rejected, white = neutral, green =
+endorsed), with a tooltip giving the student's and the teacher's log-prob, their gap and the gate.
+A CSS-only switch (radio buttons) recolours the same tokens by the raw gap on a linear scale, which
+still shows how strongly the teacher disagrees where the gate has saturated. Samples of a method
+without a gate (no ``gate`` field) open on the gap view.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def render_tokens(sample: Mapping[str, Any]) -> str:
     tokens = sample["tokens"]
     student = sample["log_probs"]
     teacher = sample.get("teacher_log_probs")
-    gate = sample.get("gate")
+    gate = sample.get("gate")  # absent for a method without a gate
     gaps = token_gaps(sample)
     spans = []
     for i, token in enumerate(tokens):
@@ -127,7 +129,10 @@ def render_sample(sample: Mapping[str, Any]) -> str:
             "(the tooltip still gives the student's log-prob).</p>"
         )
     elif sample.get("gate") is None:
-        note = '<p class="note">No gate logged for this sample: only the gap view is coloured.</p>'
+        note = (
+            '<p class="note">This method has no gate: only the teacher - student gap view is '
+            "coloured.</p>"
+        )
     else:
         note = ""
     prompt = sample.get("prompt") or ""
@@ -257,14 +262,16 @@ def render_page(
         config_text: the run's ``config.yaml`` text, shown collapsed.
     """
     e = html.escape
+    # Samples of a method without a gate carry no "gate" field: open on the gap view then.
+    gated = any(s.get("gate") is not None for s in samples)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{e(title)} - SDAR report</title>",
         f"<style>{CSS}</style></head><body>",
         # The radio buttons precede <main> so that CSS sibling selectors can switch the colouring.
-        '<input type="radio" class="radio" name="view" id="view-gate" checked>',
-        '<input type="radio" class="radio" name="view" id="view-gap">',
+        f'<input type="radio" class="radio" name="view" id="view-gate"{" checked" if gated else ""}>',
+        f'<input type="radio" class="radio" name="view" id="view-gap"{"" if gated else " checked"}>',
         f"<main><h1>{e(title)}</h1>",
     ]
     if config_text is not None:
@@ -309,7 +316,9 @@ def _samples_html(samples: Sequence[Mapping[str, Any]], max_samples: int) -> str
         "<span>endorsed</span></div>",
         "<p>Each token of a sampled response is re-scored by the teacher: the same model with "
         "the privileged skills in its prompt. The <b>gap</b> is teacher log-prob minus student "
-        "log-prob of the sampled token, and the <b>gate</b> is sigmoid(beta &times; gap). "
+        "log-prob of the sampled token, and the <b>gate</b> is the weight the method's loss "
+        "gave it at training time: sigmoid(beta &times; gap) for the default gap gate (methods "
+        "without a gate log none). "
         f'<span style="background:{green}">Endorsed</span> tokens (gate &gt; 0.5, positive gap) '
         "are ones the teacher finds more likely than the student did: the SDAR term reinforces "
         f'them with a weight near 1. <span style="background:{red}">Rejected</span> tokens '

@@ -6,7 +6,8 @@ File formats are the contract in ``docs/outputs.md``. In short:
   float, ...}``. Validation before training is iteration 0, training iterations start at 1.
   Non-finite values are written as ``null`` (strict JSON) and read back as ``nan``.
 * ``samples.jsonl``: a few agent turns per iteration, token by token, with the student's and the
-  teacher's log-probs and the SDAR gate (see :func:`validate_sample`).
+  teacher's log-probs and, for a method with one, the gate of its loss (see
+  :func:`validate_sample`).
 * ``tensorboard/``: the same scalars, one TensorBoard tag per metric key.
 
 Every write is flushed at once, so a crash loses nothing already logged. A resumed run calls
@@ -128,7 +129,7 @@ class RunLogger:
         for index, sample in enumerate(samples):
             record = validate_sample({**sample, "iteration": iteration}, where=f"sample {index}")
             for key in ("log_probs", "teacher_log_probs", "gate"):
-                if record[key] is not None:  # strict JSON: non-finite numbers become null
+                if record.get(key) is not None:  # strict JSON: non-finite numbers become null
                     record[key] = [v if math.isfinite(v) else None for v in record[key]]
             if record["advantage"] is not None and not math.isfinite(record["advantage"]):
                 record["advantage"] = None
@@ -317,7 +318,8 @@ def validate_sample(sample: Mapping[str, Any], where: str = "sample") -> dict[st
 
     ``tokens`` is a list of strings; ``log_probs`` and, when not ``None``, ``teacher_log_probs``
     and ``gate`` have one number per token. Missing optional fields get ``None`` (``skill_files``:
-    ``[]``). Raises ``ValueError`` naming the sample and the field otherwise.
+    ``[]``), except ``gate``: a method without a gate has no ``gate`` field, and a ``None`` gate
+    is dropped. Raises ``ValueError`` naming the sample and the field otherwise.
     """
     missing = [k for k in SAMPLE_REQUIRED_KEYS if k not in sample]
     if missing:
@@ -331,15 +333,16 @@ def validate_sample(sample: Mapping[str, Any], where: str = "sample") -> dict[st
         "advantage",
         "prompt",
         "teacher_log_probs",
-        "gate",
     ):
         record.setdefault(key, None)
     record.setdefault("skill_files", [])
+    if record.get("gate") is None:  # no gate (also an older run's explicit null)
+        record.pop("gate", None)
     tokens = record["tokens"]
     if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
         raise ValueError(f"{where}: 'tokens' must be a list of decoded token strings")
     for key in ("log_probs", "teacher_log_probs", "gate"):
-        values = record[key]
+        values = record.get(key)
         if values is None and key != "log_probs":
             continue
         if not isinstance(values, list) or len(values) != len(tokens):

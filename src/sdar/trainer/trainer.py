@@ -57,6 +57,7 @@ import random
 import signal
 import time
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ import torch
 from sdar.advantages import gigpo_advantages, grpo_advantages
 from sdar.envs import env_factory, make_env
 from sdar.envs.base import AgentEnv
-from sdar.methods import METHODS, LossInputs, actor_loss, required_inputs
+from sdar.methods import METHODS, LossInputs, actor_loss, distillation_gate, required_inputs
 from sdar.models.generation import GenerationConfig, generate
 from sdar.models.loading import (
     autocast_context,
@@ -109,7 +110,7 @@ from sdar.trainer.distributed import (
 from sdar.trainer.evaluation import run_panel
 from sdar.trainer.run_dir import check_new_run, check_writable, clear_unresumable_run
 from sdar.trainer.sharding import full_weights, shard_model, whole
-from sdar.trainer.teacher import teacher_contexts, teacher_log_probs
+from sdar.trainer.teacher import TeacherScores, teacher_contexts, teacher_log_probs
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,64 @@ def make_run_env(env_config, split: str | None) -> AgentEnv:
 
 def _finite_on(values: torch.Tensor, mask: torch.Tensor) -> bool:
     return bool(torch.isfinite(values.detach()[mask.bool()]).all())
+
+
+def _row_or_nan(row: torch.Tensor, n: int) -> torch.Tensor:
+    """``row`` as a ``[1, n]`` batch, or NaN where it was never filled in (a skipped step)."""
+    return (row if row.numel() == n else torch.full((n,), float("nan")))[None]
+
+
+@dataclass
+class RolloutLogProbs:
+    """Step 2 of an iteration: what the rollout-time weights say about this rank's step samples,
+    one response-aligned 1-D CPU tensor per step sample (same order as the step samples)."""
+
+    old_log_probs: list[torch.Tensor]
+    """The policy's log-probs of the response tokens. Empty rows when the update reuses its own
+    forward pass (:func:`reuses_update_log_probs`): it fills each row in place."""
+    old_entropy: list[torch.Tensor] | None
+    """The policy's next-token entropies, for a gate that reads them (``loss.gate: entropy`` or
+    ``soft_or``), filled in like ``old_log_probs``; ``None`` otherwise."""
+    ref_log_probs: list[torch.Tensor] | None
+    """The frozen reference model's log-probs, when the KL term is on."""
+    teacher: TeacherScores | None
+    """The teacher pass (skills in the prompt), when the method reads teacher log-probs."""
+
+
+@dataclass
+class _UpdateBatch:
+    """What one update reads: this rank's step samples with their advantages and rollout-time
+    log-probs, and where the step samples of all ranks sit in the global index space."""
+
+    samples: list[StepSample]
+    advantages: torch.Tensor
+    rollout_lp: RolloutLogProbs
+    tokens: list[int]
+    """Response tokens per global index (the step samples of all ranks, in rank order)."""
+    starts: list[int]
+    """The first global index of each rank, then the total."""
+    rank: int
+
+    def local(self, indices: list[int]) -> list[int]:
+        """The members of ``indices`` (global) that this rank holds, as local indices."""
+        offset = self.starts[self.rank]
+        return [i - offset for i in indices if offset <= i < offset + len(self.samples)]
+
+
+@dataclass
+class _UpdateTotals:
+    """What an update accumulates for its metrics."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    """Each loss metric times the tokens of the micro-batch it was measured on."""
+    tokens: int = 0
+    skipped: int = 0
+    grad_norms: list[float] = field(default_factory=list)
+
+    def add(self, metrics: dict[str, float], n_tokens: int) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value * n_tokens
+        self.tokens += n_tokens
 
 
 class Trainer:
@@ -606,55 +665,19 @@ class Trainer:
         return rollout
 
     def learn(self, iteration: int, samples: list[StepSample]) -> dict[str, float]:
-        """Steps 2-4 on this rank's step samples (all of them in a single process): log-probs with
-        the rollout-time weights, advantages over the step samples of all ranks, one update.
-        Every rank calls it, also with no step sample; returns metrics over all ranks."""
-        cfg = self.config
-        metrics: dict[str, float] = {}
+        """Steps 2-5 on this rank's step samples (all of them in a single process): log-probs with
+        the rollout-time weights, advantages over the step samples of all ranks, one update, then
+        where the learning signal was and the token-level samples. Every rank calls it, also with
+        no step sample; returns metrics over all ranks."""
         # the trajectories ``teacher.context: sibling`` takes winners from (all ranks' samples)
-        self._sibling_pool = (self._group_samples(samples) or samples) if cfg.teacher.context == "sibling" else None
+        self._sibling_pool = ((self._group_samples(samples) or samples)
+                              if self.config.teacher.context == "sibling" else None)
         counts = all_gather_objects(self.dist, len(samples))
         offset, total = sum(counts[: self.dist.rank]), sum(counts)
+        metrics: dict[str, float] = {}
+
         # 2. log-probs with the rollout-time weights ----------------------------------------------
-        t0 = time.perf_counter()
-        # Ranks score different numbers of step samples: whole weights for the phase (FSDP).
-        with full_weights(self.model), self._autocast():
-            # One optimizer step on all step samples: the policy at that step is still the rollout-time
-            # policy, so the old log-probs are the update's own (detached; empty rows here, filled by
-            # the update row by row); no separate scoring pass.
-            old_lp = ([torch.zeros(0)] * len(samples) if reuses_update_log_probs(cfg.optim, total)
-                      else self._score(self.model, samples)[0])
-            ref_lp = None
-            if "ref_log_probs" in self.needs and self.reference is None:  # LoRA: the adapter switched off
-                with reference_log_probs_context(self.model):
-                    ref_lp, _ = self._score(self.model, samples)
-            old_ref_s = time.perf_counter() - t0
-            teacher = None
-            if "teacher_log_probs" in self.needs:
-                t0 = time.perf_counter()
-                teacher = teacher_log_probs(
-                    self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
-                    self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
-                    micro_batch_size=cfg.optim.micro_batch_size, context=cfg.teacher.context,
-                    group_samples=self._sibling_pool,
-                )
-                metrics["timing/teacher_s"] = time.perf_counter() - t0
-                parts = all_gather_objects(
-                    self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
-                skill_files = [files for _, _, part in parts for files in part]
-                metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
-                metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
-                # across ranks the skill text is told apart by its files (one text per file combination)
-                metrics["teacher/distinct_skill_texts"] = float(
-                    teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
-                if self.dist.is_main:
-                    self._log_skill_files(iteration, skill_files)
-        if "ref_log_probs" in self.needs and self.reference is not None:  # full fine-tuning: the frozen copy
-            t0 = time.perf_counter()
-            with full_weights(self.reference), self._autocast():  # gathered once the policy's are released (FSDP)
-                ref_lp, _ = self._score(self.reference, samples)
-            old_ref_s += time.perf_counter() - t0
-        metrics["timing/old_ref_log_probs_s"] = old_ref_s
+        rollout_lp = self._rollout_log_probs(iteration, samples, total, metrics)
 
         # 3. advantages -----------------------------------------------------------------------------
         advantages = self.compute_advantages(samples)
@@ -666,36 +689,121 @@ class Trainer:
         # 4. update ---------------------------------------------------------------------------------
         t0 = time.perf_counter()
         if total:
-            metrics.update(self.update(iteration, samples, advantages, old_lp, ref_lp, teacher))
+            metrics.update(self.update(iteration, samples, advantages, rollout_lp))
         self._sync_engine()  # the next rollout samples from the updated weights
         metrics["timing/update_s"] = time.perf_counter() - t0
-        metrics.update(self.signal_metrics(samples, advantages, old_lp, teacher))
+
+        # 5. where the learning signal is, token-level samples (the old log-probs are all in now) --
+        gates = self.sample_gates(samples, rollout_lp)
+        metrics.update(self.signal_metrics(samples, advantages, rollout_lp, gates))
         self._completed_iteration = iteration
-        records = all_gather_objects(self.dist, self.sample_records(
-            iteration, samples, advantages, old_lp, teacher, offset=offset, total=total))
-        if self.log is not None:
-            self.log.log_samples(iteration, [r for part in records for r in part])
+        self._log_samples(iteration, self.sample_records(
+            iteration, samples, advantages, rollout_lp, gates, offset=offset, total=total))
         return metrics
 
-    def signal_metrics(self, samples, advantages, old_lp, teacher) -> dict[str, float]:
+    def _rollout_log_probs(self, iteration: int, samples: list[StepSample], total: int,
+                           metrics: dict[str, float]) -> RolloutLogProbs:
+        """Step 2: the old, reference and teacher log-probs the loss reads, each only when it does,
+        all with the rollout-time weights; adds the timings and the teacher's metrics to
+        ``metrics``. ``total``: the step samples of all ranks."""
+        t0 = time.perf_counter()
+        # Ranks score different numbers of step samples: whole weights for the phase (FSDP).
+        with full_weights(self.model), self._autocast():
+            old_lp, old_entropy = self._old_log_probs(samples, total)
+            ref_lp = None
+            if "ref_log_probs" in self.needs and self.reference is None:  # LoRA: the adapter switched off
+                with reference_log_probs_context(self.model):
+                    ref_lp, _ = self._score(self.model, samples)
+            old_ref_s = time.perf_counter() - t0
+            teacher = (self._teacher_pass(iteration, samples, metrics)
+                       if "teacher_log_probs" in self.needs else None)
+        if "ref_log_probs" in self.needs and self.reference is not None:  # full fine-tuning: the frozen copy
+            t0 = time.perf_counter()
+            with full_weights(self.reference), self._autocast():  # gathered once the policy's are released (FSDP)
+                ref_lp, _ = self._score(self.reference, samples)
+            old_ref_s += time.perf_counter() - t0
+        metrics["timing/old_ref_log_probs_s"] = old_ref_s
+        return RolloutLogProbs(old_lp, old_entropy, ref_lp, teacher)
+
+    def _old_log_probs(self, samples: list[StepSample], total: int):
+        """The policy's log-probs of the responses, and its entropies when the gate reads them
+        (``None`` otherwise). One optimizer step on all step samples: the policy at that step is
+        still the rollout-time policy, so the old log-probs are the update's own (detached; empty
+        rows here, filled by the update row by row); no separate scoring pass."""
+        with_entropy = "teacher_entropy" in self.needs  # only an entropy-reading gate needs both
+        if reuses_update_log_probs(self.config.optim, total):
+            empty = [torch.zeros(0)] * len(samples)
+            return empty, (list(empty) if with_entropy else None)
+        return self._score(self.model, samples, with_entropy=with_entropy)
+
+    def _teacher_pass(self, iteration: int, samples: list[StepSample], metrics: dict[str, float]) -> TeacherScores:
+        """The teacher's log-probs (skills in the prompt, rollout-time weights) of the responses; adds
+        its time and its prompt statistics over all ranks to ``metrics``; rank 0 logs the skill
+        files it saw to ``skills_used.jsonl``."""
+        cfg = self.config
+        t0 = time.perf_counter()
+        teacher = teacher_log_probs(
+            self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
+            self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
+            micro_batch_size=cfg.optim.micro_batch_size, context=cfg.teacher.context,
+            group_samples=self._sibling_pool,
+        )
+        metrics["timing/teacher_s"] = time.perf_counter() - t0
+        parts = all_gather_objects(self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
+        skill_files = [files for _, _, part in parts for files in part]
+        metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
+        metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
+        # across ranks the skill text is told apart by its files (one text per file combination)
+        metrics["teacher/distinct_skill_texts"] = float(
+            teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
+        if self.dist.is_main:
+            self._log_skill_files(iteration, skill_files)
+        return teacher
+
+    def sample_gates(self, samples: list[StepSample],
+                     rollout_lp: RolloutLogProbs) -> list[torch.Tensor] | None:
+        """The gate ``L_SDAR`` applies to each step sample's tokens under the rollout-time weights
+        (at the first optimizer step of the iteration the policy still has them), from
+        :func:`sdar.methods.distillation_gate` with the configured ``loss.gate``; ``None`` for a
+        method without a gate. A step sample whose old log-probs are missing (its optimizer step
+        was skipped) gets NaN."""
+        if rollout_lp.teacher is None:
+            return None
+        teacher, old_entropy = rollout_lp.teacher, rollout_lp.old_entropy
+        gates = []
+        for i, sample in enumerate(samples):
+            n = len(sample.response_ids)
+            gate = distillation_gate(
+                self.config.loss, _row_or_nan(rollout_lp.old_log_probs[i], n), teacher.log_probs[i][None],
+                _row_or_nan(old_entropy[i], n) if old_entropy is not None else None,
+                teacher.entropy[i][None] if teacher.entropy is not None else None,
+            )
+            if gate is None:
+                return None
+            gates.append(gate[0])
+        return gates
+
+    def signal_metrics(self, samples, advantages, rollout_lp: RolloutLogProbs,
+                       gates: list[torch.Tensor] | None) -> dict[str, float]:
         """Where the learning signal is: ``train/groups_with_signal``, the share of groups whose
         advantages are not all 0 (GRPO learns nothing from the others), and, with a teacher, the
-        gap ``l_T - l_old`` and the gap gate ``sigmoid(beta * gap)`` (rollout-time weights, the gate
-        of the first optimizer step) on the tokens of step samples with positive and with negative
-        advantage, token means (``teacher/gap_pos_adv``, ``teacher/gate_neg_adv``, ...).
+        gap ``l_T - l_old`` and (methods with a gate) the gate ``gates`` of :meth:`sample_gates` on
+        the tokens of step samples with positive and with negative advantage, token means
+        (``teacher/gap_pos_adv``, ``teacher/gate_neg_adv``, ...).
         Over the step samples of all ranks (every rank returns the same values)."""
-        beta = self.config.loss.beta if self.spec.distillation == "sdar" else None
+        teacher, old_lp = rollout_lp.teacher, rollout_lp.old_log_probs
         flags = [(s.group_id, a != 0.0) for s, a in zip(samples, advantages.tolist())]
-        sums: dict[str, list[float]] = {}  # sign -> [gap sum, gate sum, tokens]
+        sums: dict[str, list] = {}  # sign -> [gap sum, gate sum (None without a gate), tokens]
         if teacher is not None:
             for i, a in enumerate(advantages.tolist()):
                 sign = "pos" if a > 0 else "neg" if a < 0 else None
                 if sign is None or not old_lp[i].numel() == len(samples[i].response_ids) > 0:
                     continue
                 gap = teacher.log_probs[i] - old_lp[i]
-                acc = sums.setdefault(sign, [0.0, 0.0, 0])
+                acc = sums.setdefault(sign, [0.0, 0.0 if gates is not None else None, 0])
                 acc[0] += float(gap.sum())
-                acc[1] += float(torch.sigmoid(beta * gap).sum()) if beta is not None else 0.0
+                if gates is not None:
+                    acc[1] += float(gates[i].sum())
                 acc[2] += gap.numel()
         parts = all_gather_objects(self.dist, (flags, sums))
         groups: dict[int, bool] = {}
@@ -710,7 +818,7 @@ class Trainer:
             tokens = sum(r[2] for r in rows)
             if tokens:
                 out[f"teacher/gap_{sign}_adv"] = sum(r[0] for r in rows) / tokens
-                if beta is not None:
+                if all(r[1] is not None for r in rows):
                     out[f"teacher/gate_{sign}_adv"] = sum(r[1] for r in rows) / tokens
         return out
 
@@ -746,8 +854,8 @@ class Trainer:
     def _lr(self, iteration: int) -> float:
         return warmup_lr(self.config.optim, self.config.iterations, iteration)
 
-    def update(self, iteration: int, samples: list[StepSample], advantages: torch.Tensor, old_lp, ref_lp,
-               teacher) -> dict[str, float]:
+    def update(self, iteration: int, samples: list[StepSample], advantages: torch.Tensor,
+               rollout_lp: RolloutLogProbs) -> dict[str, float]:
         """One PPO pass over the step samples; returns token-weighted mean loss metrics.
 
         With several ranks, ``samples`` (and the per-sample inputs) are this rank's share, in rank
@@ -761,93 +869,127 @@ class Trainer:
         (:func:`mini_batch_plan`, :func:`micro_batch_weight`); micro-batches are then cut in
         order, not sorted by length, since their membership changes the loss.
 
-        ``old_lp`` holds empty tensors when :func:`reuses_update_log_probs` holds: each row is then
-        replaced in place by the detached log-probs of its forward pass here (ratio exactly 1).
+        ``rollout_lp.old_log_probs`` holds empty rows when :func:`reuses_update_log_probs` holds: each
+        row (and its ``old_entropy`` row) is then replaced in place by the detached values of its
+        forward pass here (ratio exactly 1).
 
         Sharded (FSDP): every forward/backward pass is a collective, so in each mini-batch every rank
         runs as many passes as the rank holding the most micro-batches; the others' extra passes are
         :meth:`_padding_pass` (no gradient contribution). FSDP's backward already sums the gradients.
         """
-        cfg = self.config
         lr = self._lr(iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        # the optimizer's own parameters: the sharded ones under FSDP, which receive the gradients
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        sums: dict[str, float] = {}
-        total_tokens = 0
-        skipped = 0
-        grad_norms = []
-        with_entropy = "entropy" in self.needs or cfg.loss.c_ent != 0
+        batch = self._update_batch(samples, advantages, rollout_lp)
+        totals = _UpdateTotals()
+        for _ in range(self.config.optim.ppo_epochs):
+            for mini in self._mini_batches(batch.tokens):
+                self.optimizer.zero_grad(set_to_none=True)
+                finite = self._accumulate_gradients(iteration, batch, mini, totals)
+                self._optimizer_step(iteration, finite, totals)
+        self.optimizer.zero_grad(set_to_none=True)
+        return self._update_metrics(totals, lr)
+
+    # ---- the update's bookkeeping: global indices, micro-batches, optimizer step, metrics -------
+    def _update_batch(self, samples, advantages, rollout_lp: RolloutLogProbs) -> _UpdateBatch:
+        """The update's inputs, with the response tokens of every rank's step samples (gathered)."""
         lengths = all_gather_objects(self.dist, [len(s.response_ids) for s in samples])
         tokens = [n for part in lengths for n in part]  # response tokens per global index
         starts = [sum(len(part) for part in lengths[:r]) for r in range(len(lengths) + 1)]  # of each rank
-        offset = starts[self.dist.rank]
-        micro_size = cfg.optim.micro_batch_size
-        released = cfg.optim.loss_aggregation == "released"
-        for _ in range(cfg.optim.ppo_epochs):
-            # rank 0 draws the permutation (from the single-process stream) and shares it
-            plan = (mini_batch_plan(cfg.optim, tokens, self.generator)
-                    if self.dist.is_main or released else None)
-            for mini in (plan if released else broadcast_object(self.dist, plan)):
-                mini_tokens = sum(tokens[i] for i in mini)
-                # this rank's members, as local indices
-                mine = [i - offset for i in mini if offset <= i < offset + len(samples)]
-                if not released:  # micro-batches of similar lengths pad less; same summed gradient
-                    mine.sort(key=lambda i: (len(samples[i].prompt_ids), len(samples[i].response_ids)))
-                micro_batches = [mine[k : k + micro_size] for k in range(0, len(mine), micro_size)]
-                passes = len(micro_batches)
-                if self.sharded:  # the busiest rank's number of micro-batches, known to every rank
-                    passes = max(math.ceil(sum(lo <= i < hi for i in mini) / micro_size)
-                                 for lo, hi in itertools.pairwise(starts))
-                self.optimizer.zero_grad(set_to_none=True)
-                finite = True
-                for pass_index in range(passes):
-                    if pass_index >= len(micro_batches) or not finite:  # only when sharded
-                        self._padding_pass()
-                        continue
-                    with self._autocast():  # the forward pass only; backward runs outside autocast
-                        loss, m, n_tokens = self._micro_batch_loss(
-                            iteration, samples, micro_batches[pass_index], advantages, old_lp, ref_lp, teacher,
-                            with_entropy)
-                    if not torch.isfinite(loss):
-                        finite = False
-                        if not self.sharded:
-                            break
-                        loss.backward()  # the other ranks wait for this backward; the step is skipped
-                        continue
-                    (loss * micro_batch_weight(cfg.optim, n_tokens, mini_tokens)).backward()
-                    for k, v in m.items():
-                        sums[k] = sums.get(k, 0.0) + v * n_tokens
-                    total_tokens += n_tokens
-                # one rank's NaN skips the step on every rank
-                finite = not any_rank(self.dist, not finite)
-                if finite and not self.sharded:
-                    all_reduce_gradients(self.dist, params)
-                grad_norm = (whole(torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)) if finite
-                             else torch.tensor(float("nan")))
-                if not finite or not torch.isfinite(grad_norm):
-                    skipped += 1
-                    self.optimizer.zero_grad(set_to_none=True)
-                    logger.warning("iteration %d: non-finite loss or gradient; this optimizer step is skipped", iteration)
-                    continue
-                self.optimizer.step()
-                grad_norms.append(float(grad_norm))
-        self.optimizer.zero_grad(set_to_none=True)
-        parts = all_gather_objects(self.dist, (sums, total_tokens))
-        sums, total_tokens = sum_dicts(p[0] for p in parts), sum(p[1] for p in parts)
-        out = {k: v / max(total_tokens, 1) for k, v in sums.items()}
+        return _UpdateBatch(samples, advantages, rollout_lp, tokens, starts, self.dist.rank)
+
+    def _mini_batches(self, tokens: list[int]) -> list[list[int]]:
+        """The global indices of each mini-batch of one PPO epoch, the same on every rank: rank 0
+        draws the permutation (from the single-process stream) and shares it."""
+        optim = self.config.optim
+        if optim.loss_aggregation == "released":  # collection order, nothing drawn
+            return mini_batch_plan(optim, tokens, self.generator)
+        plan = mini_batch_plan(optim, tokens, self.generator) if self.dist.is_main else None
+        return broadcast_object(self.dist, plan)
+
+    def _micro_batches(self, batch: _UpdateBatch, mini: list[int]) -> tuple[list[list[int]], int]:
+        """This rank's members of the global mini-batch ``mini`` cut into micro-batches (local
+        indices), and the number of forward/backward passes this rank runs: one per micro-batch,
+        or, sharded, as many as the rank holding the most micro-batches."""
+        optim = self.config.optim
+        mine = batch.local(mini)
+        if optim.loss_aggregation != "released":  # micro-batches of similar lengths pad less; same summed gradient
+            mine.sort(key=lambda i: (len(batch.samples[i].prompt_ids), len(batch.samples[i].response_ids)))
+        size = optim.micro_batch_size
+        micro_batches = [mine[k : k + size] for k in range(0, len(mine), size)]
+        if not self.sharded:
+            return micro_batches, len(micro_batches)
+        # the busiest rank's number of micro-batches, known to every rank
+        return micro_batches, max(math.ceil(sum(lo <= i < hi for i in mini) / size)
+                                  for lo, hi in itertools.pairwise(batch.starts))
+
+    def _accumulate_gradients(self, iteration: int, batch: _UpdateBatch, mini: list[int],
+                              totals: _UpdateTotals) -> bool:
+        """Forward and backward passes over this rank's members of the global mini-batch ``mini``.
+        Returns whether every loss was finite on every rank (one rank's NaN skips the step on all)."""
+        micro_batches, passes = self._micro_batches(batch, mini)
+        mini_tokens = sum(batch.tokens[i] for i in mini)
+        finite = True
+        for pass_index in range(passes):
+            if pass_index >= len(micro_batches) or not finite:  # only when sharded
+                self._padding_pass()
+                continue
+            finite = self._micro_batch_backward(iteration, batch, micro_batches[pass_index], mini_tokens, totals)
+            if not finite and not self.sharded:
+                break
+        return not any_rank(self.dist, not finite)
+
+    def _micro_batch_backward(self, iteration: int, batch: _UpdateBatch, micro: list[int], mini_tokens: int,
+                              totals: _UpdateTotals) -> bool:
+        """One micro-batch's forward and backward pass, its token-mean loss weighted by
+        :func:`micro_batch_weight`; its metrics go to ``totals``. A non-finite loss adds no
+        gradient and returns False (sharded, its backward still runs: the other ranks wait for it)."""
+        with self._autocast():  # the forward pass only; backward runs outside autocast
+            loss, metrics, n_tokens = self._micro_batch_loss(iteration, batch, micro)
+        if not torch.isfinite(loss):
+            if self.sharded:
+                loss.backward()
+            return False
+        (loss * micro_batch_weight(self.config.optim, n_tokens, mini_tokens)).backward()
+        totals.add(metrics, n_tokens)
+        return True
+
+    def _optimizer_step(self, iteration: int, finite: bool, totals: _UpdateTotals) -> None:
+        """Sum the gradients over ranks (FSDP's backward already has), clip them and step; a
+        non-finite loss or gradient norm skips the step instead (counted in ``totals``)."""
+        # the optimizer's own parameters: the sharded ones under FSDP, which receive the gradients
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if finite and not self.sharded:
+            all_reduce_gradients(self.dist, params)
+        grad_norm = (whole(torch.nn.utils.clip_grad_norm_(params, self.config.optim.grad_clip)) if finite
+                     else torch.tensor(float("nan")))
+        if not finite or not torch.isfinite(grad_norm):
+            totals.skipped += 1
+            self.optimizer.zero_grad(set_to_none=True)
+            logger.warning("iteration %d: non-finite loss or gradient; this optimizer step is skipped", iteration)
+            return
+        self.optimizer.step()
+        totals.grad_norms.append(float(grad_norm))
+
+    def _update_metrics(self, totals: _UpdateTotals, lr: float) -> dict[str, float]:
+        """Token-weighted means of the loss metrics over all ranks, and the optimizer's numbers."""
+        parts = all_gather_objects(self.dist, (totals.sums, totals.tokens))
+        sums, tokens = sum_dicts(p[0] for p in parts), sum(p[1] for p in parts)
+        out = {k: v / max(tokens, 1) for k, v in sums.items()}
+        grad_norms = totals.grad_norms
         out["actor/grad_norm"] = sum(grad_norms) / len(grad_norms) if grad_norms else float("nan")
         out["actor/lr"] = lr
-        out["actor/skipped_updates"] = float(skipped)
+        out["actor/skipped_updates"] = float(totals.skipped)
         out["actor/optimizer_steps"] = float(len(grad_norms))
         return out
 
-    def _micro_batch_loss(self, iteration, samples, micro, advantages, old_lp, ref_lp, teacher, with_entropy):
-        rows = [samples[i] for i in micro]
+    def _micro_batch_loss(self, iteration: int, batch: _UpdateBatch, micro: list[int]):
+        """``(loss, metrics, response tokens)`` of the micro-batch ``micro`` (local indices)."""
+        rows = [batch.samples[i] for i in micro]
         width = max(len(s.response_ids) for s in rows)
         want_logits = "logits" in self.needs
+        with_entropy = "entropy" in self.needs or self.config.loss.c_ent != 0
         scored = score_responses(self.model, [s.prompt_ids for s in rows], [s.response_ids for s in rows],
                                  with_entropy=with_entropy, pad_id=self.pad_id, return_logits=want_logits)
         teacher_logits = self._teacher_logits(rows) if want_logits else None
@@ -856,14 +998,19 @@ class Trainer:
             # The model itself produced NaN/inf: a NaN loss skips this optimizer step. It keeps the
             # graph, so a sharded model can still run the backward pass the other ranks join.
             return scored.log_probs.sum() * float("nan"), {}, 0
+        rollout_lp = batch.rollout_lp
+        old_lp, ref_lp, teacher = rollout_lp.old_log_probs, rollout_lp.ref_log_probs, rollout_lp.teacher
+        for row, i in enumerate(micro):  # the old log-probs this update reuses (empty rows)
+            n = len(rows[row].response_ids)
+            if old_lp[i].numel() == 0 and n > 0:
+                old_lp[i] = scored.log_probs[row, :n].detach().float().cpu()
+                if rollout_lp.old_entropy is not None:
+                    rollout_lp.old_entropy[i] = scored.entropy[row, :n].detach().float().cpu()
         dev = lambda t: t.to(self.device)
-        for row, i in enumerate(micro):
-            if old_lp[i].numel() == 0 and len(samples[i].response_ids) > 0:
-                old_lp[i] = scored.log_probs[row, : len(samples[i].response_ids)].detach().float().cpu()
         inputs: dict[str, Any] = dict(
             log_probs=scored.log_probs,
             old_log_probs=dev(pad_rows([old_lp[i] for i in micro], width)),
-            advantages=dev(advantages[micro].unsqueeze(1).expand(-1, width).contiguous()) * mask,
+            advantages=dev(batch.advantages[micro].unsqueeze(1).expand(-1, width).contiguous()) * mask,
             response_mask=mask,
             iteration=iteration,
         )
@@ -937,33 +1084,39 @@ class Trainer:
                 counts[key] = counts.get(key, 0) + 1
             f.write(json.dumps({"iteration": iteration, "files": used, "combinations": counts}) + "\n")
 
-    def sample_records(self, iteration, samples, advantages, old_lp, teacher, offset: int = 0,
-                       total: int | None = None) -> list[dict]:
+    def _log_samples(self, iteration: int, records: list[dict]) -> None:
+        """Every rank's token-level records to ``samples.jsonl`` (rank 0 writes)."""
+        parts = all_gather_objects(self.dist, records)
+        if self.log is not None:
+            self.log.log_samples(iteration, [r for part in parts for r in part])
+
+    def sample_records(self, iteration, samples, advantages, rollout_lp: RolloutLogProbs,
+                       gates: list[torch.Tensor] | None, offset: int = 0, total: int | None = None) -> list[dict]:
         """Token-level records of ``log_samples`` step samples spread evenly over the iteration's
         ``total`` step samples (global indices); this rank returns those it holds (its first
-        step sample has global index ``offset``)."""
+        step sample has global index ``offset``). A record carries ``gate`` (from ``gates``, see
+        :meth:`sample_gates`) only for a method with a gate."""
         total = len(samples) if total is None else total
         n = min(self.config.log_samples, total)
         if n == 0:
             return []
         picks = sorted({round(k * (total - 1) / max(n - 1, 1)) for k in range(n)})
-        beta = self.config.loss.beta
+        teacher = rollout_lp.teacher
         records = []
         for i in [p - offset for p in picks if offset <= p < offset + len(samples)]:
             s = samples[i]
-            t_lp = teacher.log_probs[i] if teacher is not None else None
-            student = old_lp[i] if old_lp[i].numel() == len(s.response_ids) else None  # None: step skipped
-            gate = (torch.sigmoid(beta * (t_lp - student)).tolist()
-                    if t_lp is not None and student is not None else None)
-            records.append({
+            old_lp = rollout_lp.old_log_probs[i]
+            student = old_lp if old_lp.numel() == len(s.response_ids) else None  # None: step skipped
+            record = {
                 "iteration": iteration, "task_id": s.task.task_id, "task_type": s.task.task_type, "step": s.step,
                 "won": s.won, "valid_action": s.valid_action, "advantage": float(advantages[i]),
                 "skill_files": list(teacher.skill_files[i]) if teacher is not None else list(s.skill_files),
                 "prompt": self.tokenizer.decode(s.prompt_ids, skip_special_tokens=False),
                 "tokens": [self.tokenizer.decode([t]) for t in s.response_ids],
                 "log_probs": student.tolist() if student is not None else [float("nan")] * len(s.response_ids),
-                "teacher_log_probs": t_lp.tolist() if t_lp is not None else None,
-                "gate": gate,
-            })
+                "teacher_log_probs": teacher.log_probs[i].tolist() if teacher is not None else None,
+            }
+            if gates is not None:
+                record["gate"] = gates[i].tolist()
+            records.append(record)
         return records
-
