@@ -11,6 +11,7 @@ import html
 import json
 import math
 import re
+import time
 
 import pytest
 import yaml
@@ -203,6 +204,11 @@ def test_tensorboard_scalars_and_resume_purge(tmp_path):
     with RunLogger(tmp_path, tensorboard=True) as logger:
         for it in range(1, 5):
             logger.log_metrics(it, {"train/success": it / 10, "sdar/gate_mean": 0.5})
+    # TensorBoard reads event files in name order: "events.out.tfevents.<second>.<host>.<pid>.<n>".
+    # A real resume is a later process in a later second; within one second of one process the
+    # writer counter n decides, and it sorts wrongly across 9 -> 10 (the test then failed after
+    # other tests had opened nine writers). Start the resumed writer in a later second, as in use.
+    time.sleep(1.05)
     with RunLogger(tmp_path, tensorboard=True, resume=True) as logger:
         logger.truncate_after(2)
         logger.log_metrics(3, {"train/success": 0.9, "sdar/gate_mean": 0.6})
