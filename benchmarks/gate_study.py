@@ -160,7 +160,7 @@ def weights_sha256(sft_dir: Path) -> str:
 
     import torch
 
-    last = sorted((sft_dir / "checkpoints").glob("iter_*"))[-1]
+    last = max((sft_dir / "checkpoints").glob("iter_*"))
     state = torch.load(last / "model.pt", map_location="cpu", weights_only=True)
     digest = hashlib.sha256()
     for name in sorted(state):
