@@ -88,27 +88,31 @@ def test_bf16_autocast_scores_close_to_float32_and_is_validated():
 
 
 def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
+    from sdar.methods import LossConfig
     from sdar.trainer.distributed import SINGLE
-    from sdar.trainer.trainer import Trainer
+    from sdar.trainer.trainer import RolloutLogProbs, Trainer
 
-    fake = SimpleNamespace(config=SimpleNamespace(loss=SimpleNamespace(beta=5.0)),
-                           spec=SimpleNamespace(distillation="sdar"), dist=SINGLE)
+    fake = SimpleNamespace(config=SimpleNamespace(loss=LossConfig(method="sdar", beta=5.0)), dist=SINGLE)
     samples = [SimpleNamespace(group_id=g, response_ids=[1] * n) for g, n in ((0, 2), (0, 1), (1, 1), (2, 1))]
     advantages = torch.tensor([1.0, -1.0, 0.0, 0.0])  # groups 1 and 2 carry no signal
     old = [torch.tensor([-1.0, -2.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-1.0])]
     teacher = SimpleNamespace(log_probs=[torch.tensor([-0.5, -2.5]), torch.tensor([-1.2]), torch.tensor([0.0]),
-                                         torch.tensor([0.0])])
-    out = Trainer.signal_metrics(fake, samples, advantages, old, teacher)
+                                         torch.tensor([0.0])], entropy=None)
+    scores = RolloutLogProbs(old_log_probs=old, old_entropy=None, ref_log_probs=None, teacher=teacher)
+    gates = Trainer.sample_gates(fake, samples, scores)  # the configured gate: sigmoid(beta * gap)
+    out = Trainer.signal_metrics(fake, samples, advantages, scores, gates)
     assert math.isclose(out["train/groups_with_signal"], 1 / 3)
     assert math.isclose(out["teacher/gap_pos_adv"], 0.0, abs_tol=1e-7)  # (+0.5 - 0.5) / 2
     assert math.isclose(out["teacher/gap_neg_adv"], -0.2, rel_tol=1e-6)
     gate_pos = (torch.sigmoid(torch.tensor(2.5)) + torch.sigmoid(torch.tensor(-2.5))) / 2
     assert math.isclose(out["teacher/gate_pos_adv"], float(gate_pos), rel_tol=1e-6)
     assert math.isclose(out["teacher/gate_neg_adv"], float(torch.sigmoid(torch.tensor(-1.0))), rel_tol=1e-6)
-    # a method without the gap gate logs gaps only; no teacher: the group share only
-    fake.spec.distillation = "opsd_sampled"
-    assert "teacher/gate_pos_adv" not in Trainer.signal_metrics(fake, samples, advantages, old, teacher)
-    assert set(Trainer.signal_metrics(fake, samples, advantages, old, None)) == {"train/groups_with_signal"}
+    # a method without a gate logs gaps only; no teacher: the group share only
+    fake.config.loss = LossConfig(method="opsd_sampled")
+    assert Trainer.sample_gates(fake, samples, scores) is None
+    assert "teacher/gate_pos_adv" not in Trainer.signal_metrics(fake, samples, advantages, scores, None)
+    no_teacher = RolloutLogProbs(old_log_probs=old, old_entropy=None, ref_log_probs=None, teacher=None)
+    assert set(Trainer.signal_metrics(fake, samples, advantages, no_teacher, None)) == {"train/groups_with_signal"}
 
 
 @pytest.mark.parametrize("context", ["hint", "sibling"])

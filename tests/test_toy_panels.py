@@ -70,3 +70,19 @@ def test_bad_options_are_refused():
         make_env("toy_panels", hint_corruption=1.5)
     with pytest.raises(ValueError, match="panels"):
         make_env("toy_panels", panels=0)
+
+
+def test_scripted_play_yields_each_step_with_bounded_history():
+    from sdar.envs.play import scripted_play
+
+    env = make_env("toy_panels", panels=3, options=4)
+    steps = list(scripted_play(env, "expert", env.reset([0, 1], group_size=1), random.Random(0),
+                               history_length=1))
+    assert len(steps) == 3  # the expert clears three panels, one per step
+    for k, (turns, after) in enumerate(steps):
+        assert [t.index for t in turns] == [0, 1] and all(t.state.step == k for t in turns)
+        assert all(len(t.history) == min(k, 1) for t in turns)  # at most the last turn
+        if k:  # the history holds the previous observation and the action taken there
+            previous = steps[k - 1][0][0]
+            assert turns[0].history == [(previous.state.observation, previous.action)]
+    assert all(s.done and s.won for s in steps[-1][1])

@@ -11,11 +11,51 @@ import json
 import random
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from sdar.envs.base import AgentEnv
+from sdar.envs.base import AgentEnv, EnvState
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+@dataclass
+class Turn:
+    """One scripted turn: episode ``index`` in ``state`` (before the action), the last turns of
+    its history as ``(observation, action)`` pairs, the scripted ``response`` and its parsed action."""
+
+    index: int
+    state: EnvState
+    history: list[tuple[str, str]]
+    response: str
+    action: str
+
+
+def scripted_play(env: AgentEnv, policy: str, states: list[EnvState], rng: random.Random, think: bool = True,
+                  history_length: int | None = None) -> Iterator[tuple[list[Turn], list[EnvState]]]:
+    """Play ``policy`` from the freshly reset ``states`` until every episode is done; yields, for
+    every batch step, its turns and the states after it. ``history_length`` (default
+    ``env.history_length``; 0: none) bounds each turn's history. With ``think=False`` responses lose
+    their ``<think>`` part."""
+    keep = env.history_length if history_length is None else history_length
+    histories: list[list[tuple[str, str]]] = [[] for _ in states]
+    while not all(s.done for s in states):
+        turns = []
+        for i, s in enumerate(states):
+            if s.done:
+                continue
+            response = env.scripted_action(i, policy, rng)
+            if not think:  # action-only prompts get action-only demonstrations
+                response = _THINK.sub("", response).strip()
+            action = env.parse_action(response).action
+            turns.append(Turn(i, s, list(histories[i][-keep:] if keep else []), response, action))
+            histories[i].append((s.observation, action))
+        actions: list[str | None] = [None] * len(states)
+        for t in turns:
+            actions[t.index] = t.action
+        states = env.step(actions)
+        yield turns, states
 
 
 def play_episodes(env: AgentEnv, policy: str, episodes: int, seed: int = 0, demos_path: str | None = None,
@@ -28,29 +68,15 @@ def play_episodes(env: AgentEnv, policy: str, episodes: int, seed: int = 0, demo
     Returns ``{"episodes", "success", "mean_steps", "mean_return", "per_task_type": {type: success}}``.
     """
     rng = rng or random.Random(seed)
-    states = env.reset(list(range(seed, seed + episodes)), group_size=1)
-    histories: list[list[tuple[str, str]]] = [[] for _ in states]
+    states = start = env.reset(list(range(seed, seed + episodes)), group_size=1)
     returns = [0.0] * len(states)
     demos = []
-    while not all(s.done for s in states):
-        actions: list[str | None] = []
-        for i, s in enumerate(states):
-            if s.done:
-                actions.append(None)
-                continue
-            response = env.scripted_action(i, policy, rng)
-            if not think:  # action-only prompts get action-only demonstrations
-                response = _THINK.sub("", response).strip()
-            prompt = env.render_prompt(s, histories[i][-env.history_length:] if env.history_length else [], think=think)
-            demos.append({"prompt": prompt, "response": response, "task_id": s.task.task_id,
-                          "task_type": s.task.task_type, "step": s.step, "index": i})
-            parsed = env.parse_action(response)
-            histories[i].append((s.observation, parsed.action))
-            actions.append(parsed.action)
-        states = env.step(actions)
-        for i, s in enumerate(states):
-            if actions[i] is not None:
-                returns[i] += s.reward
+    for turns, states in scripted_play(env, policy, start, rng, think=think):
+        for t in turns:
+            prompt = env.render_prompt(t.state, t.history, think=think)
+            demos.append({"prompt": prompt, "response": t.response, "task_id": t.state.task.task_id,
+                          "task_type": t.state.task.task_type, "step": t.state.step, "index": t.index})
+            returns[t.index] += states[t.index].reward
     by_type: dict[str, list[bool]] = defaultdict(list)
     for s in states:
         by_type[s.task.task_type].append(s.won)

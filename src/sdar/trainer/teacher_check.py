@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from sdar.envs.base import AgentEnv, EnvState
+from sdar.envs.play import scripted_play
 from sdar.models.loading import autocast_context, cast_frozen_weights, load_policy
 from sdar.models.scoring import score_responses
 from sdar.rollout.prompts import PromptBuilder
@@ -94,28 +95,15 @@ def expert_policy(env: AgentEnv) -> str:
 def collect_states(env: AgentEnv, seeds: list[int], history_length: int, max_states: int):
     """Play the expert on ``seeds`` (one episode each); returns ``(index, state, history, expert
     response, episode actions)`` per visited state, at most ``max_states``."""
-    rng = random.Random(0)
-    policy = expert_policy(env)
     states = env.reset(seeds, 1)
-    histories: list[list[tuple[str, str]]] = [[] for _ in states]
     actions: list[list[str]] = [[] for _ in states]
     visited = []
-    while not all(s.done for s in states) and len(visited) < max_states:
-        step_actions: list[str | None] = []
-        for i, s in enumerate(states):
-            if s.done:
-                step_actions.append(None)
-                continue
-            response = env.scripted_action(i, policy, rng)
-            parsed = env.parse_action(response)
-            visited.append((i, s, list(histories[i][-history_length:] if history_length else []), response))
-            actions[i].append(parsed.action)
-            step_actions.append(parsed.action)
-        new = env.step(step_actions)
-        for i, (s, a) in enumerate(zip(states, step_actions)):
-            if a is not None:
-                histories[i].append((s.observation, a))
-        states = new
+    for turns, _ in scripted_play(env, expert_policy(env), states, random.Random(0), history_length=history_length):
+        for t in turns:
+            visited.append((t.index, t.state, t.history, t.response))
+            actions[t.index].append(t.action)
+        if len(visited) >= max_states:
+            break
     return [(i, s, h, r, actions[i]) for i, s, h, r in visited[:max_states]]
 
 
