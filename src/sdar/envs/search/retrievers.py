@@ -109,8 +109,25 @@ def _check_documents(documents: Sequence[Document]) -> None:
         raise ValueError("the corpus is empty: a retriever needs at least one document")
 
 
+class _InProcessRetriever(Retriever):
+    """A retriever over ``self.documents`` in this process: checks ``topk``, caps it at the corpus
+    size and leaves the scoring of a non-empty query batch to :meth:`_search`."""
+
+    documents: list[Document]
+
+    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
+        _check_topk(topk)
+        if len(queries) == 0:
+            return []
+        return self._search(list(queries), min(topk, len(self.documents)))
+
+    @abc.abstractmethod
+    def _search(self, queries: list[str], k: int) -> list[list[RetrievedPassage]]:
+        """The ``k`` best passages of each query (``1 <= k <= len(self.documents)``), best first."""
+
+
 # ----- BM25 --------------------------------------------------------------------------------------
-class BM25Retriever(Retriever):
+class BM25Retriever(_InProcessRetriever):
     """Lexical BM25 over the passages (title and text), in process, with ``bm25s``.
 
     The title counts ``1 + title_boost`` times (a simple field weight): an agent searching an
@@ -147,14 +164,10 @@ class BM25Retriever(Retriever):
         self._model.index(corpus_ids, show_progress=False)
         self._lock = threading.Lock()  # the tokenizer keeps state; the server calls from threads
 
-    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
-        _check_topk(topk)
-        if len(queries) == 0:
-            return []
-        k = min(topk, len(self.documents))
+    def _search(self, queries: list[str], k: int) -> list[list[RetrievedPassage]]:
         with self._lock:
             query_ids = self._tokenizer.tokenize(
-                list(queries), update_vocab=False, show_progress=False, return_as="ids"
+                queries, update_vocab=False, show_progress=False, return_as="ids"
             )
         out = []
         for ids in query_ids:
@@ -184,7 +197,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
 DENSE_ENCODERS = ("e5", "minilm")
 
 
-class DenseRetriever(Retriever):
+class DenseRetriever(_InProcessRetriever):
     """Dense retrieval by cosine similarity of sentence embeddings, optionally through faiss.
 
     Encoders (both optional extras, imported only when this class is built):
@@ -245,13 +258,9 @@ class DenseRetriever(Retriever):
             self._index.add(embeddings)
         self._lock = threading.Lock()
 
-    def retrieve(self, queries: Sequence[str], topk: int = 3) -> list[list[RetrievedPassage]]:
-        _check_topk(topk)
-        if len(queries) == 0:
-            return []
-        k = min(topk, len(self.documents))
+    def _search(self, queries: list[str], k: int) -> list[list[RetrievedPassage]]:
         with self._lock:
-            q = np.ascontiguousarray(self._encode_queries(list(queries)), dtype=np.float32)
+            q = np.ascontiguousarray(self._encode_queries(queries), dtype=np.float32)
         if self._index is not None:
             scores, indices = self._index.search(q, k)
         else:
