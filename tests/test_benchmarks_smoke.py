@@ -240,7 +240,7 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     rows = {r["run"]: r for r in summary["rows"]}
     assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]
     assert rows["opsd_sampled-c0"]["seeds"] == []  # not asked for: reported as missing, not invented
-    assert summary["state"].startswith("2 of ")
+    assert summary["state"].startswith("2 of 42 ")  # the whole grid, not only the seeds trained here
     # the corrupted run really ran with corrupted hints, from the shared warm start
     config = yaml.safe_load((runs / "sdar-l1-c1-seed0" / "config.yaml").read_text())
     assert config["env"]["options"]["hint_corruption"] == 1.0 and config["teacher"]["context"] == "hint"
