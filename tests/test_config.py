@@ -1,10 +1,15 @@
 """Config loading: YAML + overrides + method presets, and errors that name the bad key."""
 
+import typing
 from pathlib import Path
 
 import pytest
 
-from sdar.trainer.config import ConfigError, TrainConfig, load_config, save_config
+from sdar.cli import build_parser, parse_arguments
+from sdar.envs import ENVIRONMENTS
+from sdar.methods import GATES, METHODS, LossConfig
+from sdar.trainer.cli import load_sft_config
+from sdar.trainer.config import ConfigError, SFTConfig, TrainConfig, load_config, save_config
 
 
 def write(tmp_path, text):
@@ -56,6 +61,82 @@ def test_bad_values_fail_with_the_key_named(tmp_path, text, needle):
     assert needle in str(err.value)
 
 
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Building any torch module (so loading any model) fails the test: a bad config must be
+    refused by ``load_config`` before a model could be loaded."""
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built before the config was checked")
+    monkeypatch.setattr(torch.nn.Module, "__init__", refuse)
+
+
+def test_the_no_loading_guard_catches_a_model_load(no_loading):
+    from sdar.models.loading import ModelConfig, load_policy
+
+    with pytest.raises(AssertionError, match="before the config was checked"):
+        load_policy(ModelConfig(name="tiny-random"))
+
+
+def listed(names) -> str:
+    return "[" + ", ".join(repr(name) for name in names) + "]"
+
+
+# one case per kind of bad input: (overrides, the whole one-line error)
+BAD_INPUTS = {
+    "unknown key": (["sft.epoch=3"], ("unknown key(s) ['sft.epoch']; allowed in sft: "
+                                      "['batch_size', 'epochs', 'lr', 'max_demos']")),
+    "wrong type": (["optim.lr=fast"], "optim.lr must be a number, got 'fast'"),
+    "literal": (["teacher.routing=random"],
+                "teacher.routing must be one of ['task_type', 'released'], got 'random'"),
+    "method": (["method=ppo"],
+               f"method must be one of {listed([*METHODS, 'vanilla', 'skill_prompt'])}, got 'ppo'"),
+    "loss.method": (["loss.method=ppo"], f"loss.method must be one of {listed(METHODS)}, got 'ppo'"),
+    "gate": (["loss.gate=max"], f"loss.gate must be one of {listed(GATES)}, got 'max'"),
+    "env name": (["env.name=toys"], f"env.name must be one of {sorted(ENVIRONMENTS)}, got 'toys'"),
+    "env option": (["env.name=toy", "env.options={max_receptacles: 3}"],
+                   ("env.options: unknown key(s) ['max_receptacles'] for env.name=toy; "
+                    "allowed: ['max_steps', 'split']")),
+    "count": (["rollout.group_size=0"], "rollout.group_size must be >= 1, got 0"),
+    "open bound": (["optim.lr=0"], "optim.lr must be > 0, got 0.0"),
+    "interval": (["optim.warmup_ratio=1"], "optim.warmup_ratio must be in [0, 1), got 1.0"),
+    "loss range": (["loss.clip_low=1.5"], "loss.clip_low must be in [0, 1), got 1.5"),
+    "model range": (["model.lora={dropout: 1.0}"], "model.lora.dropout must be in [0, 1), got 1.0"),
+    "generation range": (["rollout.generation.top_p=0"],
+                         "rollout.generation: top_p must be in (0, 1], got 0.0; 1 = off"),
+    "sft range": (["sft.lr=-1e-4"], "sft.lr must be > 0, got -0.0001"),
+    "not finite": (["sft.lr=.inf"], "sft.lr must be finite, got inf"),
+    "method preset": (["method=grpo_opsd", "loss.beta=5"], "loss.method: 'grpo_opsd' fixes beta=0"),
+    "combination": (["distributed.strategy=fsdp", "rollout.engine=vllm"],
+                    "distributed.strategy=fsdp does not support rollout.engine=vllm"),
+}
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_each_bad_input_is_one_line_at_load_time(no_loading, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(message), text  # the whole message, or its start for the long ones
+
+
+def test_the_method_and_gate_types_are_the_registries():
+    hints = typing.get_type_hints(LossConfig)
+    assert typing.get_args(hints["method"]) == tuple(METHODS)
+    assert typing.get_args(hints["gate"]) == GATES
+
+
+def test_env_options_are_checked_against_the_factory_of_a_registered_env(no_loading, monkeypatch):
+    # a name registered after import is known to the loader, with its factory's parameters
+    monkeypatch.setitem(ENVIRONMENTS, "toy_copy", ENVIRONMENTS["toy"])
+    config = load_config(None, ["env.name=toy_copy", "env.options={max_steps: 3}"])
+    assert config.env.options == {"max_steps": 3}
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['steps'\] for env.name=toy_copy"):
+        load_config(None, ["env.name=toy_copy", "env.options={steps: 3}"])
+
+
 def test_unknown_key_lists_allowed(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(write(tmp_path, "itterations: 5\n"))
@@ -102,3 +183,42 @@ def test_paper_configs_load_and_use_every_released_switch(path):
 
 def test_qwen3_paper_configs_exist_for_alfworld_and_webshop():
     assert {p.name for p in PAPER.glob("*_qwen3.yaml")} >= {"alfworld_qwen3.yaml", "webshop_qwen3.yaml"}
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path, no_loading):
+    load_config(path)
+
+
+# ---- sdar sft: its settings are the sft section; the command's flags override it ---------------
+def test_sft_section_defaults_and_overrides(tmp_path):
+    assert TrainConfig().sft == SFTConfig(epochs=2, lr=1e-4, batch_size=8, max_demos=None)
+    path = write(tmp_path, "sft:\n  epochs: 5\n  lr: 3.0e-4\n")
+    config = load_config(path, ["sft.batch_size=4"])
+    assert config.sft == SFTConfig(epochs=5, lr=3e-4, batch_size=4, max_demos=None)
+
+
+def sft_args(*argv: str):
+    return parse_arguments(build_parser(), ["sft", "--demos", "d.jsonl", "--output-dir", "out", *argv])
+
+
+def test_sft_flags_override_the_file_and_the_overrides(tmp_path):
+    path = str(write(tmp_path, "sft:\n  epochs: 5\n  lr: 3.0e-4\n  batch_size: 4\n"))
+    # no flag: the config file's values (and the documented defaults for what it leaves out)
+    assert load_sft_config(sft_args("--config", path)).sft == SFTConfig(5, 3e-4, 4, None)
+    assert load_sft_config(sft_args("--config", str(write(tmp_path, "{}")))).sft == SFTConfig()
+    flags = ("--epochs", "3", "--lr", "1e-3", "--batch-size", "7", "--max-demos", "20")
+    config = load_sft_config(sft_args("--config", path, "sft.epochs=9", "sft.max_demos=1", *flags))
+    assert config.sft == SFTConfig(epochs=3, lr=1e-3, batch_size=7, max_demos=20)
+    assert load_sft_config(sft_args("--config", path, "sft.epochs=9")).sft.epochs == 9
+
+
+def test_a_bad_sft_flag_is_refused_at_load_time(tmp_path, no_loading):
+    path = str(write(tmp_path, "{}"))
+    with pytest.raises(ConfigError, match=r"^sft.epochs must be >= 1, got 0$"):
+        load_sft_config(sft_args("--config", path, "--epochs", "0"))
+    with pytest.raises(ConfigError, match=r"^sft.max_demos must be >= 1, got 0$"):
+        load_sft_config(sft_args("--config", path, "--max-demos", "0"))

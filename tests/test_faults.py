@@ -236,10 +236,9 @@ def test_evaluation_only_methods_never_train_even_with_iterations_set(tmp_path, 
 
 
 # ---- 7. everything that can be checked is checked before the model loads --------------------------
+# (env.name and env.options are refused when the config is loaded: tests/test_config.py)
 @pytest.mark.parametrize("overrides,message", [
-    (["env.name=toys"], "env.name: unknown environment 'toys'"),
     (["env.val_split=valid"], "env 'toy' on split 'valid'"),
-    (["env.options={max_receptacles: 3}"], "env.options: unknown key(s) ['max_receptacles']"),
     (["init_checkpoint=no/such/run"], "no checkpoint in no/such/run"),
 ])
 def test_bad_settings_fail_before_the_model_loads_and_write_nothing(tmp_path, monkeypatch, overrides, message):

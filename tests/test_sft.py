@@ -40,7 +40,11 @@ def test_sft_learns_the_demonstrations_and_initialises_rl(tmp_path):
         return float(-(s.log_probs * s.response_mask).sum() / s.response_mask.sum())
 
     before = nll(model)
-    ckpt = run_sft(config, demos, tmp_path / "sft", epochs=3, lr=3e-3, batch_size=7)
+    settings = ["sft.epochs=3", "sft.lr=3e-3", "sft.batch_size=7"]
+    ckpt = run_sft(load_config(cfg_path, settings), demos, tmp_path / "sft")
+    # the warm start's settings are recorded with its config
+    recorded = yaml.safe_load((tmp_path / "sft" / "config.yaml").read_text())["sft"]
+    assert recorded == {"epochs": 3, "lr": 3e-3, "batch_size": 7, "max_demos": None}
     load_checkpoint(ckpt, model)
     after = nll(model)
     assert after < before - 1.0, (before, after)
@@ -68,7 +72,7 @@ def test_lora_warm_start_is_the_kl_reference_and_resumes(tmp_path):
         "eval": {"every": 0, "before_training": False},
     }))
     config = load_config(cfg_path)
-    run_sft(config, demos, tmp_path / "sft", epochs=2, lr=3e-2, batch_size=4)
+    run_sft(load_config(cfg_path, ["sft.epochs=2", "sft.lr=3e-2", "sft.batch_size=4"]), demos, tmp_path / "sft")
     _, tok = load_policy(config.model)
     encoded = [encode_demonstration(tok, r["prompt"], r["response"]) for r in rows]
 

@@ -1,4 +1,5 @@
-"""Input validation shared by the loss, advantage and log-prob functions.
+"""Input validation shared by the loss, advantage and log-prob functions, and the one number-range
+check (``check_number``) that the config dataclasses use as well.
 
 Every check raises ``ValueError`` (or ``TypeError`` for a wrong kind of object) with a message that
 names the calling function, the argument, what is wrong and how to fix it, so that a bad batch
@@ -93,25 +94,47 @@ def check_number(
     high: float | None = None,
     low_open: bool = False,
     high_open: bool = False,
+    *,
+    integer: bool = False,
+    hint: str = "",
 ) -> float:
-    """Return ``value`` as a float if it is a finite real number inside the given bounds."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{where}: {name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{where}: {name} must be finite, got {value}")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
+    """Return ``value`` if it is a finite real number inside the given bounds, else raise.
+
+    The one range check of the package: loss and advantage arguments and every numeric config
+    key use it, so all say the same thing, e.g. ``optim.lr must be > 0, got -1.0``. ``where``
+    prefixes the message (the calling function; empty when ``name`` is already a full config
+    key). ``low_open`` / ``high_open`` exclude the bound itself. ``integer``: the value must be
+    an ``int`` (not a bool) and is returned as one; otherwise it is returned as a float.
+    ``hint`` is appended to a range error (how to get what the user probably wanted).
+
+    Raises ``TypeError`` for something that is not a number (an int when ``integer``), and
+    ``ValueError`` for NaN, infinity or a value outside the bounds.
+    """
+    prefix = f"{where}: " if where else ""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise TypeError(f"{prefix}{name} must be {kind}, got {value!r}")
+    number = value if integer else float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{prefix}{name} must be finite, got {value!r}")
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
     if too_low or too_high:
-        left = "(" if low_open else "["
-        right = ")" if high_open else "]"
-        low_text = "-inf" if low is None else f"{low:g}"
-        high_text = "inf" if high is None else f"{high:g}"
-        raise ValueError(
-            f"{where}: {name}={value:g} is outside its allowed range "
-            f"{left}{low_text}, {high_text}{right}"
-        )
-    return value
+        allowed = _range_text(low, high, low_open, high_open)
+        raise ValueError(f"{prefix}{name} must be {allowed}, got {value!r}{'; ' + hint if hint else ''}")
+    return number
+
+
+def _range_text(low: float | None, high: float | None, low_open: bool = False,
+               high_open: bool = False) -> str:
+    """The allowed range in words: ``>= 1``, ``> 0``, ``<= 1`` or ``in [0, 1)``."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return "finite"
 
 
 def masked_fill_invalid(value: Tensor, mask: Tensor) -> Tensor:

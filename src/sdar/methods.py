@@ -25,15 +25,15 @@ prompt, reference model) and which coefficients it presets.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from sdar._checks import check_finite, check_mask, check_same_shape, check_tensor
+from sdar._checks import check_finite, check_mask, check_number, check_same_shape, check_tensor
 from sdar.advantages import rlsd_advantages, rlsd_mix
 from sdar.losses import (
     entropy_gate,
@@ -51,8 +51,10 @@ from sdar.losses import (
 __all__ = [
     "GATES",
     "METHODS",
+    "GateName",
     "LossConfig",
     "LossInputs",
+    "MethodName",
     "MethodSpec",
     "actor_loss",
     "distillation_gate",
@@ -61,6 +63,10 @@ __all__ = [
 
 GATES = ("gap", "entropy", "soft_or")
 """Gate variants of section "Gate variants": ``gap`` (released code), ``entropy``, ``soft_or``."""
+
+GateName = Literal[GATES]  # type: ignore[valid-type]
+"""The type of ``LossConfig.gate``, built from ``GATES``: the config loader checks a value against
+it and lists the gates in its error."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,10 @@ METHODS: dict[str, MethodSpec] = {
 }
 """All methods, by name (section "The methods")."""
 
+MethodName = Literal[tuple(METHODS)]  # type: ignore[valid-type]
+"""The type of ``LossConfig.method``, built from ``METHODS``: the config loader checks a value
+against it and lists the methods in its error."""
+
 # Defaults of the fields that a method may preset (None in LossConfig means "not set by the user").
 _GENERAL_DEFAULTS = {"c_pg": 1.0, "sdar_lambda": 0.01, "beta": 5.0}
 
@@ -148,7 +158,7 @@ class LossConfig:
     method. After construction every field holds a concrete value.
     """
 
-    method: str = "sdar"
+    method: MethodName = "sdar"
     """One of ``METHODS``: grpo, sdar, grpo_opsd, opsd, skill_grpo, rlsd, skill_sd, opsd_sampled,
     opsd_jsd."""
     c_pg: float | None = None
@@ -162,7 +172,7 @@ class LossConfig:
     """lambda, the weight of ``L_SDAR``; 0.01 for sdar / grpo_opsd / opsd, 0 otherwise."""
     beta: float | None = None
     """Gap-gate sharpness; 5.0 (``grpo_opsd``: 0, so g = 0.5). section "The SDAR term"."""
-    gate: str = "gap"
+    gate: GateName = "gap"
     """Gate of ``L_SDAR``: ``gap`` (released), ``entropy`` or ``soft_or`` (section "Gate variants";
     only for the gated methods sdar and opsd)."""
     beta_entropy: float = 5.0
@@ -191,7 +201,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(
-                f"LossConfig: unknown method {self.method!r}; known methods: {_known_methods()}"
+                f"loss.method: unknown method {self.method!r}; known methods: {_known_methods()}"
             )
         spec = METHODS[self.method]
         for name, default in _GENERAL_DEFAULTS.items():
@@ -201,52 +211,36 @@ class LossConfig:
                 setattr(self, name, default if preset is None else preset)
             elif preset is not None and float(value) != preset:
                 raise ValueError(
-                    f"LossConfig: method {self.method!r} fixes {name}={preset:g} "
+                    f"loss.method: {self.method!r} fixes {name}={preset:g} "
                     f"({spec.summary}); got {name}={value!r}. Remove {name} or pick another method"
                 )
+
+        def check(name: str, low: float, high: float | None = None, **open_ends: bool) -> None:
+            value = check_number("", f"loss.{name}", getattr(self, name), low, high, **open_ends)
+            setattr(self, name, value)
+
         for name in ("c_pg", "c_ent", "c_kl", "sdar_lambda", "beta", "beta_entropy",
-                     "skill_sd_coef", "opsd_coef"):
-            self._check_number(name, low=0.0)
-        self._check_number("clip_low", low=0.0, high=1.0, high_open=True)
-        self._check_number("clip_high", low=0.0)
+                     "skill_sd_coef", "opsd_coef", "clip_high"):
+            check(name, 0.0)
+        check("clip_low", 0.0, 1.0, high_open=True)
         if self.dual_clip is not None:
-            self._check_number("dual_clip", low=1.0, low_open=True)
-        self._check_number("rlsd_clip", low=0.0, high=1.0, high_open=True)
-        self._check_number("jsd_beta", low=0.0, high=1.0)
-        if isinstance(self.rlsd_decay_iterations, bool) or \
-                not isinstance(self.rlsd_decay_iterations, int) or self.rlsd_decay_iterations < 1:
-            raise ValueError(
-                f"LossConfig: rlsd_decay_iterations must be an int >= 1, "
-                f"got {self.rlsd_decay_iterations!r}"
-            )
-        if self.jsd_top_k is not None and (isinstance(self.jsd_top_k, bool)
-                                           or not isinstance(self.jsd_top_k, int)
-                                           or self.jsd_top_k < 1):
-            raise ValueError(
-                f"LossConfig: jsd_top_k must be None or an int >= 1, got {self.jsd_top_k!r}"
-            )
+            check("dual_clip", 1.0, low_open=True)
+        check("rlsd_clip", 0.0, 1.0, high_open=True)
+        check("jsd_beta", 0.0, 1.0)
+        check_number("", "loss.rlsd_decay_iterations", self.rlsd_decay_iterations, 1, integer=True)
+        if self.jsd_top_k is not None:
+            check_number("", "loss.jsd_top_k", self.jsd_top_k, 1, integer=True,
+                         hint="null uses the full vocabulary")
         if self.gate not in GATES:
             raise ValueError(
-                f"LossConfig: unknown gate {self.gate!r}; known gates: {', '.join(GATES)}"
+                f"loss.gate: unknown gate {self.gate!r}; known gates: {', '.join(GATES)}"
             )
         if self.gate != "gap" and not spec.gated:
             gated = ", ".join(name for name, s in METHODS.items() if s.gated)
             raise ValueError(
-                f"LossConfig: method {self.method!r} has no gate, so gate={self.gate!r} would be "
+                f"loss.gate: method {self.method!r} has no gate, so gate={self.gate!r} would be "
                 f"ignored; gates apply to: {gated}"
             )
-
-    def _check_number(self, name: str, low: float | None = None, high: float | None = None,
-                      low_open: bool = False, high_open: bool = False) -> None:
-        value = getattr(self, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise ValueError(f"LossConfig: {name} must be a finite number, got {value!r}")
-        if (low is not None and (value <= low if low_open else value < low)) or \
-                (high is not None and (value >= high if high_open else value > high)):
-            bounds = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-            raise ValueError(f"LossConfig: {name}={value!r} is outside {bounds}")
-        setattr(self, name, float(value))
 
     @classmethod
     def for_method(cls, method: str, **overrides: object) -> LossConfig:

@@ -25,11 +25,12 @@ either way.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from sdar._checks import check_number
 
 
 @dataclass
@@ -58,23 +59,12 @@ class GenerationConfig:
     stop_token_ids: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(
-                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
-            )
-        if not self.greedy and not (
-            isinstance(self.temperature, (int, float))
-            and math.isfinite(self.temperature)
-            and self.temperature > 0
-        ):
-            raise ValueError(
-                f"temperature must be a positive number, got {self.temperature!r}; for "
-                "deterministic decoding set greedy=True instead of temperature 0"
-            )
-        if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1] (1 = off), got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be a non-negative integer (0 = off), got {self.top_k!r}")
+        check_number("", "max_new_tokens", self.max_new_tokens, 1, integer=True)
+        if not self.greedy:
+            check_number("", "temperature", self.temperature, 0.0, low_open=True,
+                         hint="for deterministic decoding set greedy=True instead of temperature 0")
+        check_number("", "top_p", self.top_p, 0.0, 1.0, low_open=True, hint="1 = off")
+        check_number("", "top_k", self.top_k, 0, integer=True, hint="0 = off")
         if self.stop_token_ids is not None:
             ids = tuple(self.stop_token_ids)
             if not ids or not all(isinstance(i, int) and i >= 0 for i in ids):

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from sdar._checks import check_number
 from sdar.models.packaged import (
     QWEN_CODER,
     SMOLLM2,
@@ -87,12 +88,9 @@ class LoraSettings:
     target_modules: str | list[str] = "all-linear"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
-            raise ValueError(f"lora.r must be a positive integer, got {self.r!r}")
-        if not isinstance(self.alpha, (int, float)) or self.alpha <= 0:
-            raise ValueError(f"lora.alpha must be a positive number, got {self.alpha!r}")
-        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout!r}")
+        check_number("", "model.lora.r", self.r, 1, integer=True)
+        check_number("", "model.lora.alpha", self.alpha, 0.0, low_open=True)
+        check_number("", "model.lora.dropout", self.dropout, 0.0, 1.0, high_open=True)
         modules = self.target_modules
         if isinstance(modules, (list, tuple)):
             if not modules or not all(isinstance(m, str) and m for m in modules):

@@ -1,4 +1,4 @@
-"""``sdar train``, ``sdar eval`` and ``sdar report``."""
+"""``sdar train``, ``sdar eval``, ``sdar sft`` and ``sdar report``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import logging
 import signal
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdar.errors import UserError
+
+if TYPE_CHECKING:
+    from sdar.trainer.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +43,19 @@ def register(subparsers) -> None:
     ev.set_defaults(func=run_eval)
 
     sft = subparsers.add_parser("sft", help="supervised warm start on expert demonstrations (before RL)")
-    sft.add_argument("--config", required=True, help="YAML config (its model and optim.micro_batch_size are used)")
+    sft.add_argument("--config", required=True,
+                     help="YAML config (its model, sft section, optim.weight_decay, optim.grad_clip "
+                          "and optim.micro_batch_size are used)")
     sft.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     sft.add_argument("--demos", required=True, help="JSONL written by `sdar env play --write-demos`")
     sft.add_argument("--output-dir", required=True, help="where the warm-start checkpoint goes")
-    sft.add_argument("--epochs", type=int, default=2)
-    sft.add_argument("--lr", type=float, default=1e-4)
-    sft.add_argument("--batch-size", type=int, default=8, help="demonstrations per optimizer step")
-    sft.add_argument("--max-demos", type=int, default=None, help="use at most this many demonstrations")
+    # each flag overrides its key of the config's sft section (defaults there: 2, 1e-4, 8, all)
+    sft.add_argument("--epochs", type=int, help="passes over the demonstrations (sft.epochs, default 2)")
+    sft.add_argument("--lr", type=float, help="learning rate (sft.lr, default 1e-4)")
+    sft.add_argument("--batch-size", type=int,
+                     help="demonstrations per optimizer step (sft.batch_size, default 8)")
+    sft.add_argument("--max-demos", type=int,
+                     help="use at most this many demonstrations (sft.max_demos, default all)")
     sft.set_defaults(func=run_sft_command)
 
     from sdar.reporting import add_report_arguments, report_command
@@ -202,12 +211,23 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_sft_command(args: argparse.Namespace) -> int:
-    from sdar.trainer.config import load_config
     from sdar.trainer.sft import run_sft
 
-    config = load_config(args.config, args.overrides)
-    path = run_sft(config, args.demos, args.output_dir, epochs=args.epochs, lr=args.lr,
-                   batch_size=args.batch_size, max_demos=args.max_demos)
+    path = run_sft(load_sft_config(args), args.demos, args.output_dir)
     print(f"warm start: {path}\nstart RL from it with: sdar train --config {args.config} "
           f"init_checkpoint={args.output_dir}")
     return 0
+
+
+SFT_FLAGS = ("epochs", "lr", "batch_size", "max_demos")
+"""The ``sdar sft`` flags (``--batch-size`` is ``batch_size``), each named as the key of the
+config's ``sft`` section that it sets."""
+
+
+def load_sft_config(args: argparse.Namespace) -> TrainConfig:
+    """The config of ``sdar sft``: ``--config`` with its ``KEY=VALUE`` overrides, then each flag
+    given (``--epochs 3`` is ``sft.epochs=3``), so a flag wins and is validated like any key."""
+    from sdar.trainer.config import load_config
+
+    flags = [f"sft.{key}={getattr(args, key)!r}" for key in SFT_FLAGS if getattr(args, key) is not None]
+    return load_config(args.config, [*args.overrides, *flags])

@@ -2,7 +2,17 @@
 
 Every field carries its default and, where it comes from the paper's released settings, a pointer
 to ``docs/algorithm.md``. ``load_config(path, overrides)`` is the only way the CLI builds a config:
-an unknown key or a bad value fails at start with a message naming the key and what is allowed.
+an unknown key or a bad value fails at load time, before any model or environment is loaded, with
+a one-line message naming the key, the bad value and what is allowed.
+
+Validation happens in two layers, both at load time. The loader checks each value against its
+field's type: a ``Literal`` (method and gate names are ``Literal`` types built from the
+``METHODS`` and ``GATES`` registries) lists the allowed values. Then the sections that are
+building blocks of their own (``ModelConfig``, ``LossConfig``, ``GenerationConfig``) check
+themselves in ``__post_init__``, and ``validate(config)`` checks everything else: every number's
+range, ``env.name`` against the environment registry, ``env.options`` against the environment
+factory's parameters, and the combinations of keys that cannot work. Every range check goes
+through ``sdar._checks.check_number``.
 
 A config file may set ``method: <name>`` at top level; that is shorthand for ``loss.method`` and
 also applies the method's preset switches (``LossConfig.for_method``) before the file's own
@@ -14,6 +24,7 @@ says, with a warning when that discards a value), validation without / with skil
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import types
 import typing
@@ -23,8 +34,10 @@ from typing import Any, Literal
 
 import yaml
 
+from sdar._checks import check_number
+from sdar.envs import ENVIRONMENTS, env_factory
 from sdar.errors import UserError
-from sdar.methods import LossConfig
+from sdar.methods import METHODS, LossConfig
 from sdar.models.generation import GenerationConfig
 from sdar.models.loading import ModelConfig
 
@@ -41,13 +54,16 @@ class EnvConfig:
     "Rollout")."""
 
     name: str = "alfworld"
-    """Environment registry name: alfworld, webshop or search."""
+    """Environment registry name (``sdar.envs.ENVIRONMENTS``): alfworld, webshop, search, toy or
+    toy_panels. Checked against the registry when the config is validated, not by a ``Literal``:
+    ``register_env`` may add names after import."""
     train_split: str | None = None
     """Split the training tasks come from (None: the environment's default training split)."""
     val_split: str | None = None
     """Split of the validation panel (None: the environment's default, e.g. ALFWorld valid_seen)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword options passed to the environment factory (data_dir, curriculum knobs, ...)."""
+    """Extra keyword options passed to the environment factory (data_dir, curriculum knobs, ...);
+    a key the factory does not take is refused at load time, listing those it takes."""
     max_steps: int | None = None
     """Episode step limit (None: the environment's default: ALFWorld 50, WebShop 15, Search-QA 4)."""
     history_length: int | None = None
@@ -201,6 +217,23 @@ class DistributedConfig:
 
 
 @dataclass
+class SFTConfig:
+    """The supervised warm start (``sdar sft``, ``sdar.trainer.sft``); ``sdar train`` ignores it.
+    The command's flags override these keys (``--epochs N`` is ``sft.epochs=N``). The warm start
+    takes ``optim.weight_decay``, ``optim.grad_clip`` and ``optim.micro_batch_size`` from ``optim``."""
+
+    epochs: int = 2
+    """Passes over the demonstrations (``--epochs``)."""
+    lr: float = 1e-4
+    """AdamW learning rate of the warm start (``--lr``); higher than RL's ``optim.lr``."""
+    batch_size: int = 8
+    """Demonstrations per optimizer step (``--batch-size``)."""
+    max_demos: int | None = None
+    """Use at most this many demonstrations, the first ones of the file (``--max-demos``; None:
+    all)."""
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs. See ``configs/`` for the paper's and the CPU settings."""
 
@@ -213,6 +246,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     iterations: int = 150
     """Training iterations (docs/algorithm.md, "Released hyperparameters"). 0 evaluates the
     untrained model only (the Vanilla and Skill-Prompt rows)."""
@@ -233,37 +267,91 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
-        positive = {
-            "rollout.tasks_per_iteration": self.rollout.tasks_per_iteration,
-            "rollout.group_size": self.rollout.group_size, "optim.mini_batch_size": self.optim.mini_batch_size,
-            "optim.micro_batch_size": self.optim.micro_batch_size, "optim.ppo_epochs": self.optim.ppo_epochs,
-            "rollout.max_prompt_tokens": self.rollout.max_prompt_tokens, "save_every": self.save_every,
-            "teacher.max_prompt_tokens": self.teacher.max_prompt_tokens, "keep_checkpoints": self.keep_checkpoints,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{key} must be >= 1, got {value}")
-        if self.iterations < 0:
-            raise ConfigError(f"iterations must be >= 0 (0 only evaluates the untrained model), got {self.iterations}")
-        if self.eval.every < 0:
-            raise ConfigError(f"eval.every must be >= 0, got {self.eval.every}")
-        if self.eval.num_tasks < 1:
-            raise ConfigError(f"eval.num_tasks must be >= 1, got {self.eval.num_tasks}")
-        if not 0.0 <= self.optim.warmup_ratio < 1.0:
-            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
-        if self.optim.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.optim.lr}")
-        if (self.env.action_rule == "released" and self.env.prompt_mode == "action_only"
-                and self.env.name in ("alfworld", "webshop")):
-            raise ConfigError(
-                f"env.action_rule=released needs <think> in every {self.env.name} reply, but "
-                "env.prompt_mode=action_only asks for the action tag alone; use prompt_mode=think "
-                "or action_rule=project")
-        if self.distributed.strategy == "fsdp" and self.rollout.engine == "vllm":
-            raise ConfigError(
-                "distributed.strategy=fsdp does not support rollout.engine=vllm (the engine's weight "
-                "sync reads whole weights, which FSDP shards over the ranks); use rollout.engine="
-                "transformers with fsdp, or distributed.strategy=ddp with vllm")
+        validate(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: every check of the whole tree, run when a TrainConfig is built (so at load time)
+# ---------------------------------------------------------------------------------------------
+def validate(config: TrainConfig) -> None:
+    """Raise ``ConfigError`` with a one-line message naming the key, the bad value and what is
+    allowed, unless ``config`` can run.
+
+    Checks what the field types and the sections' own ``__post_init__`` (model, loss,
+    rollout.generation) cannot: the range of every other number, ``env.name`` and ``env.options``
+    (``check_env``) and the combinations of keys that cannot work together. Runs in
+    ``TrainConfig.__post_init__``, so ``load_config`` calls it before anything is loaded. It
+    imports the configured environment's module (to read its factory's parameters) but builds
+    no environment and loads no data.
+    """
+
+    def number(key: str, low: float | None = None, high: float | None = None, **bounds: Any) -> None:
+        value = _get(config, key)
+        if value is None and key in _NULLABLE_NUMBERS:
+            return
+        try:
+            check_number("", key, value, low, high, **bounds)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from None
+
+    for key in ("rollout.tasks_per_iteration", "rollout.group_size", "rollout.max_prompt_tokens",
+                "rollout.generation_batch_size", "teacher.max_prompt_tokens", "optim.mini_batch_size",
+                "optim.micro_batch_size", "optim.ppo_epochs", "eval.num_tasks", "eval.max_new_tokens",
+                "env.max_steps", "save_every", "keep_checkpoints", "sft.epochs", "sft.batch_size",
+                "sft.max_demos"):
+        number(key, 1, integer=True)
+    number("iterations", 0, integer=True, hint="0 only evaluates the untrained model")
+    for key in ("eval.every", "env.history_length", "seed", "log_samples"):
+        number(key, 0, integer=True)
+    number("env.invalid_action_penalty", 0.0)
+    number("optim.lr", 0.0, low_open=True)
+    number("optim.weight_decay", 0.0)
+    number("optim.grad_clip", 0.0, low_open=True)
+    number("optim.warmup_ratio", 0.0, 1.0, high_open=True)
+    number("advantage.gigpo_omega", 0.0)
+    number("advantage.gigpo_gamma", 0.0, 1.0)
+    number("rollout.vllm_gpu_memory_utilization", 0.0, 1.0, low_open=True)
+    if not config.eval.greedy:
+        number("eval.temperature", 0.0, low_open=True, hint="for greedy validation set eval.greedy=true")
+    number("sft.lr", 0.0, low_open=True)
+    check_env(config.env)
+    if (config.env.action_rule == "released" and config.env.prompt_mode == "action_only"
+            and config.env.name in ("alfworld", "webshop")):
+        raise ConfigError(
+            f"env.action_rule=released needs <think> in every {config.env.name} reply, but "
+            "env.prompt_mode=action_only asks for the action tag alone; use prompt_mode=think "
+            "or action_rule=project")
+    if config.distributed.strategy == "fsdp" and config.rollout.engine == "vllm":
+        raise ConfigError(
+            "distributed.strategy=fsdp does not support rollout.engine=vllm (the engine's weight "
+            "sync reads whole weights, which FSDP shards over the ranks); use rollout.engine="
+            "transformers with fsdp, or distributed.strategy=ddp with vllm")
+
+
+_NULLABLE_NUMBERS = {"rollout.generation_batch_size", "eval.max_new_tokens", "env.max_steps",
+                    "env.history_length", "sft.max_demos"}
+"""Numeric keys whose null means "the default" (the environment's, training's, all)."""
+
+
+def check_env(env: EnvConfig) -> None:
+    """Raise ``ConfigError`` unless ``env.name`` is a registered environment and every key of
+    ``env.options`` is a parameter of its factory (any key when the factory takes ``**kwargs``).
+    Values are not checked here: the environment refuses a bad one when it is built."""
+    if env.name not in ENVIRONMENTS:
+        raise ConfigError(f"env.name must be one of {sorted(ENVIRONMENTS)}, got {env.name!r}")
+    parameters = inspect.signature(env_factory(env.name)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = sorted(set(env.options) - set(parameters))
+    if unknown:
+        raise ConfigError(f"env.options: unknown key(s) {unknown} for env.name={env.name}; "
+                          f"allowed: {sorted(parameters)}")
+
+
+def _get(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,8 +399,12 @@ EVAL_ONLY_METHODS = {"vanilla": False, "skill_prompt": True}
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """The validated config of plain data (what ``load_config`` read), ``method:`` resolved."""
     data = dict(data)
     method = data.pop("method", None)
+    allowed = [*METHODS, *EVAL_ONLY_METHODS]
+    if method is not None and method not in allowed:
+        raise ConfigError(f"method must be one of {allowed}, got {method!r}")
     if method in EVAL_ONLY_METHODS:
         # evaluation only, also when the file (every shipped one) or an override sets iterations:
         # training here would silently train GRPO under the method's name
@@ -380,7 +472,10 @@ def _build(cls: type, data: Any, where: str) -> Any:
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
-        raise ConfigError(f"{where or 'config'}: {err}") from err
+        message = str(err)
+        if where and not message.startswith((f"{where}.", f"{where}:")):
+            message = f"{where}: {message}"  # the section's own message names only the field
+        raise ConfigError(message) from err
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

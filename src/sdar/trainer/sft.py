@@ -5,9 +5,11 @@ short supervised phase on expert turns fixes that. Demonstrations are the JSONL 
 ``sdar env play --policy expert --write-demos FILE`` writes: ``{"prompt": <user message>,
 "response": <model-format response>, ...}``. The loss is the token-mean negative log-likelihood of
 the response tokens (the end-of-turn token included, so the model learns to stop), the prompt
-rendered by the same chat template as in RL. The result is an ordinary checkpoint; start RL from it
-with ``init_checkpoint=RUN_DIR``; the KL reference is then the warm-started model (for LoRA the
-warm-start adapter is merged into the base weights and RL trains a fresh adapter on top).
+rendered by the same chat template as in RL. Its settings (epochs, learning rate, batch size, how
+many demonstrations) are the config's ``sft`` section (``SFTConfig``); weight decay, gradient
+clipping and the micro-batch come from ``optim``. The result is an ordinary checkpoint; start RL
+from it with ``init_checkpoint=RUN_DIR``; the KL reference is then the warm-started model (for
+LoRA the warm-start adapter is merged into the base weights and RL trains a fresh adapter on top).
 """
 
 from __future__ import annotations
@@ -78,14 +80,14 @@ def encode_demonstration(tokenizer, prompt: str, response: str,
     return prompt_ids, response_ids + end
 
 
-def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path, epochs: int = 2, lr: float = 1e-4,
-            batch_size: int = 8, max_demos: int | None = None) -> Path:
-    """Fine-tune ``config.model`` on the demonstrations; returns the checkpoint folder.
+def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path) -> Path:
+    """Fine-tune ``config.model`` on the demonstrations with the settings of ``config.sft``;
+    returns the checkpoint folder.
 
-    ``run_dir`` must not hold an earlier run (logs or a checkpoint); that, the arguments and the
-    demonstrations are checked before the model loads and before anything is written."""
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise UserError(f"--epochs and --batch-size must be >= 1 and --lr > 0, got {epochs}, {batch_size}, {lr}")
+    ``run_dir`` must not hold an earlier run (logs or a checkpoint); that and the demonstrations
+    are checked before the model loads and before anything is written (the settings were
+    checked when the config was loaded)."""
+    epochs, batch_size = config.sft.epochs, config.sft.batch_size
     run_dir = Path(run_dir)
     check_new_run(run_dir, resumable=False)
     demos = read_demonstrations(demos_path)
@@ -94,12 +96,12 @@ def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path, ep
     rng = random.Random(config.seed)
     model, tokenizer = load_policy(config.model)
     cast_frozen_weights(model, config.model)  # model.autocast: the frozen (LoRA base) weights once
-    if max_demos is not None:
-        demos = demos[:max_demos]
+    if config.sft.max_demos is not None:
+        demos = demos[: config.sft.max_demos]
     encoded = [encode_demonstration(tokenizer, d["prompt"], d["response"], config.model.chat_template_kwargs)
                for d in demos]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.optim.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.sft.lr, weight_decay=config.optim.weight_decay)
     save_config(config, run_dir / "config.yaml")
     log = RunLogger(run_dir, tensorboard=config.tensorboard)
     micro = config.optim.micro_batch_size

@@ -48,7 +48,6 @@ checkpoint to resume) is checked before the model is loaded and before anything 
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import json
 import logging
@@ -65,7 +64,7 @@ import numpy as np
 import torch
 
 from sdar.advantages import gigpo_advantages, grpo_advantages
-from sdar.envs import env_factory, make_env
+from sdar.envs import make_env
 from sdar.envs.base import AgentEnv
 from sdar.methods import METHODS, LossInputs, actor_loss, distillation_gate, required_inputs
 from sdar.models.generation import GenerationConfig, generate
@@ -94,7 +93,7 @@ from sdar.trainer.checkpoint import (
     trainable_state_dict,
     write_checkpoint,
 )
-from sdar.trainer.config import ConfigError, TrainConfig, save_config
+from sdar.trainer.config import ConfigError, TrainConfig, check_env, save_config
 from sdar.trainer.distributed import (
     all_gather_objects,
     all_reduce_gradients,
@@ -200,19 +199,9 @@ def make_run_env(env_config, split: str | None) -> AgentEnv:
     config's step limit, action-validity rule and extra options.
 
     Raises :class:`ConfigError` naming the key for an unknown ``env.name``, an ``env.options`` key
-    the environment's factory does not take, and any value the environment refuses (a bad split,
-    a missing data folder)."""
-    try:
-        factory = env_factory(env_config.name)
-    except ValueError as err:
-        raise ConfigError(f"env.name: {err}") from None
-    parameters = inspect.signature(factory).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        allowed = sorted(parameters)
-        unknown = sorted(set(env_config.options) - set(allowed))
-        if unknown:
-            raise ConfigError(f"env.options: unknown key(s) {unknown} for env.name={env_config.name}; "
-                              f"allowed: {allowed}")
+    the environment's factory does not take (``check_env``, also run when the config is loaded),
+    and any value the environment refuses (a bad split, a missing data folder)."""
+    check_env(env_config)
     options = dict(env_config.options)
     options["action_rule"] = env_config.action_rule
     if split is not None:
