@@ -135,6 +135,13 @@ def test_env_options_are_checked_against_the_factory_of_a_registered_env(no_load
     assert config.env.options == {"max_steps": 3}
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['steps'\] for env.name=toy_copy"):
         load_config(None, ["env.name=toy_copy", "env.options={steps: 3}"])
+    # a registered target that does not import is a one-line config error, not a traceback
+    monkeypatch.setitem(ENVIRONMENTS, "broken", "sdar_no_such_module:make")
+    with pytest.raises(ConfigError, match="env.name=broken: its factory cannot be imported: No module"):
+        load_config(None, ["env.name=broken"])
+    monkeypatch.setitem(ENVIRONMENTS, "typo", "sdar.envs.toy:no_such_factory")
+    with pytest.raises(ConfigError, match="env.name=typo: its factory cannot be imported"):
+        load_config(None, ["env.name=typo"])
 
 
 def test_unknown_key_lists_allowed(tmp_path):

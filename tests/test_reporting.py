@@ -526,6 +526,12 @@ def test_grouping_by_ablation_and_explicit_keys(tmp_path, seed_runs):
     assert {k: len(v) for k, v in groups.items()} == {"loss.method=sdar": 4, "loss.method=grpo": 3}
     with pytest.raises(KeyError, match="no config key"):
         group_runs(seed_runs, group_by=["loss.nothing"])
+    # a seed written after the config gained the warm start's sft section (which sdar train does
+    # not read) still joins its method's group
+    later = make_seed_run(tmp_path / "sdar-later", "sdar", 3, [0.1, 0.2])
+    config = yaml.safe_load((later / "config.yaml").read_text())
+    (later / "config.yaml").write_text(yaml.safe_dump({**config, "sft": {"epochs": 2, "lr": 1e-4}}))
+    assert {k: len(v) for k, v in group_runs(seed_runs + [later]).items()} == {"sdar": 4, "grpo": 3}
     with pytest.raises(ValueError, match="never logged 'val/gone'"):
         aggregate_runs(seed_runs, key="val/gone")
 

@@ -54,14 +54,17 @@ def test_atomic_directory_leaves_nothing_when_the_block_raises(tmp_path, error):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_directory_clears_a_leftover_of_its_own_name(tmp_path):
-    leftover = tmp_path / f".tmp-entry-{os.getpid()}"
-    leftover.mkdir()
-    (leftover / "stale.txt").write_text("old")
+def test_two_writers_of_one_target_never_share_a_scratch_folder(tmp_path):
+    # another writer with this process id (another container sharing the cache) is mid-write
+    theirs = tmp_path / f".tmp-entry-{os.getpid()}"
+    theirs.mkdir()
+    (theirs / "half.txt").write_text("theirs")
     with atomic_directory(tmp_path / "entry") as scratch:
+        assert scratch != theirs and scratch.name.startswith(f".tmp-entry-{os.getpid()}-")
         assert list(scratch.iterdir()) == []
         (scratch / "new.txt").write_text("new")
     assert sorted(p.name for p in (tmp_path / "entry").iterdir()) == ["new.txt"]
+    assert (theirs / "half.txt").read_text() == "theirs"  # left alone
 
 
 def test_replace_rewrites_an_existing_folder_and_keeps_it_on_failure(tmp_path):

@@ -100,8 +100,8 @@ def check_number(
 ) -> float:
     """Return ``value`` if it is a finite real number inside the given bounds, else raise.
 
-    The one range check of the package: loss and advantage arguments and every numeric config
-    key use it, so all say the same thing, e.g. ``optim.lr must be > 0, got -1.0``. ``where``
+    The one range check of the package: loss and advantage arguments and every bounded numeric
+    config key (all but the seeds) use it, so all say the same thing, e.g. ``optim.lr must be > 0, got -1.0``. ``where``
     prefixes the message (the calling function; empty when ``name`` is already a full config
     key). ``low_open`` / ``high_open`` exclude the bound itself. ``integer``: the value must be
     an ``int`` (not a bool) and is returned as one; otherwise it is returned as a float.

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,15 +64,15 @@ def atomic_directory(target: str | os.PathLike, replace: bool = False) -> Iterat
     ``with`` block ends normally (:func:`publish_directory`, whose ``replace`` this passes on) and is
     deleted when the block raises (including ``KeyboardInterrupt``), so nothing is left behind.
 
-    The folder is ``<target's parent>/.tmp-<target's name>-<pid>``, created with any missing
-    parents; a leftover of that name (a process with the same id killed while writing) is cleared
-    first. One process writes a given ``target`` at a time; several processes may race.
+    The folder is ``<target's parent>/.tmp-<target's name>-<pid>-<random>``, created with any
+    missing parents, with the usual permissions, and unique (``mkdir`` of a fresh random name fails
+    rather than reuse a folder), so two writers of one ``target`` never
+    share or delete each other's folder, not even two processes with the same id in different
+    containers sharing a cache.
     """
     target = Path(target)
-    scratch = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if scratch.exists():
-        shutil.rmtree(scratch)
+    scratch = target.with_name(f".tmp-{target.name}-{os.getpid()}-{secrets.token_hex(4)}")
     scratch.mkdir()
     try:
         yield scratch

@@ -26,6 +26,13 @@ CONFIG_FILE = "config.yaml"
 RUN_SEED_KEY = "seed"
 IGNORED_CONFIG_KEYS = ("seed", "output_dir", "resume", "run_name")
 """Config keys (dotted paths) that differ between seeds of one experiment: never a group."""
+IGNORED_CONFIG_SECTIONS = ("sft",)
+"""Config sections that ``sdar train`` does not read (the warm start's settings, which run folders
+written before the section existed lack): never a group."""
+
+
+def _ignored(key: str) -> bool:
+    return key in IGNORED_CONFIG_KEYS or key.split(".")[0] in IGNORED_CONFIG_SECTIONS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,8 +119,8 @@ def group_runs(
 
     With ``group_by`` (dotted config keys, e.g. ``["loss.method"]``) the runs are grouped by those
     keys' values. Otherwise by every config key that differs between the runs, except the seed and
-    output paths (``IGNORED_CONFIG_KEYS``): when a ``...method`` key differs, the label is the
-    method, and only keys that still differ between runs of one method are added to it (a method's
+    output paths (``IGNORED_CONFIG_KEYS``) and the ``sft`` section, which ``sdar train`` does not
+    read: when a ``...method`` key differs, the label is the method, and only keys that still differ between runs of one method are added to it (a method's
     preset switches, such as the SDAR weight, are not repeated). Runs without ``config.yaml`` all
     fall in one group unless ``group_by`` is given, which then fails for them.
     """
@@ -245,7 +252,7 @@ def _auto_labels(flats: list[dict[str, Any]]) -> list[str]:
     differing = [
         k
         for k in all_keys
-        if k not in IGNORED_CONFIG_KEYS and len({repr(f.get(k)) for f in flats}) > 1
+        if not _ignored(k) and len({repr(f.get(k)) for f in flats}) > 1
     ]
     method_keys = [k for k in differing if k.split(".")[-1] == "method"]
     if not differing:

@@ -9,7 +9,7 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/iter_NNNNNN/`` holding
   metrics of an iteration whose validation was interrupted), as plain numbers, strings, lists,
   dicts and tensors.
 
-It is written into a hidden temporary folder (``.tmp-iter_NNNNNN-<pid>``) and renamed into place, so
+It is written into a hidden temporary folder (``.tmp-iter_NNNNNN-<pid>-<random>``) and renamed into place, so
 a crash or Ctrl-C while saving never leaves a half-written checkpoint that resume would pick up; a
 failed write removes its folder and says which file failed and why (a full disk by name), and
 :func:`remove_partial_checkpoints` clears folders a killed process left behind. The learning-rate
@@ -47,7 +47,7 @@ from sdar.trainer.sharding import shard_like, whole
 
 logger = logging.getLogger(__name__)
 _NAME = re.compile(r"^iter_(\d{6})$")
-_PARTIAL = re.compile(r"^\.tmp-iter_\d{6}-\d+$")
+_PARTIAL = re.compile(r"^\.tmp-iter_\d{6}-\d+(-[0-9a-f]+)?$")
 CHECKPOINT_FILES = ("model.pt", "optimizer.pt", "trainer_state.pt")
 
 # Checkpoints written before the trainer state was stored without NumPy objects hold NumPy's RNG
@@ -155,7 +155,7 @@ def write_checkpoint(run_dir: str | Path, iteration: int, model_state: dict[str,
     """:func:`save_checkpoint` from states already gathered (by every rank of a sharded model)."""
     final = Path(run_dir) / "checkpoints" / f"iter_{iteration:06d}"
     try:
-        # written as .tmp-iter_NNNNNN-<pid> (what remove_partial_checkpoints clears) and renamed;
+        # written as .tmp-iter_NNNNNN-<pid>-<random> (what remove_partial_checkpoints clears), renamed;
         # a failed or interrupted write leaves no partial folder behind
         with atomic_directory(final, replace=True) as tmp:
             for name, state in zip(CHECKPOINT_FILES, (model_state, optimizer_state,

@@ -44,8 +44,8 @@ def register(subparsers) -> None:
 
     sft = subparsers.add_parser("sft", help="supervised warm start on expert demonstrations (before RL)")
     sft.add_argument("--config", required=True,
-                     help="YAML config (its model, sft section, optim.weight_decay, optim.grad_clip "
-                          "and optim.micro_batch_size are used)")
+                     help="YAML config (its seed, model, sft section, optim.weight_decay, optim.grad_clip, "
+                          "optim.micro_batch_size and tensorboard are used)")
     sft.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     sft.add_argument("--demos", required=True, help="JSONL written by `sdar env play --write-demos`")
     sft.add_argument("--output-dir", required=True, help="where the warm-start checkpoint goes")

@@ -278,7 +278,7 @@ def validate(config: TrainConfig) -> None:
     allowed, unless ``config`` can run.
 
     Checks what the field types and the sections' own ``__post_init__`` (model, loss,
-    rollout.generation) cannot: the range of every other number, ``env.name`` and ``env.options``
+    rollout.generation) cannot: the range of every other bounded number (seeds are any integer), ``env.name`` and ``env.options``
     (``check_env``) and the combinations of keys that cannot work together. Runs in
     ``TrainConfig.__post_init__``, so ``load_config`` calls it before anything is loaded. It
     imports the configured environment's module (to read its factory's parameters) but builds
@@ -339,7 +339,11 @@ def check_env(env: EnvConfig) -> None:
     Values are not checked here: the environment refuses a bad one when it is built."""
     if env.name not in ENVIRONMENTS:
         raise ConfigError(f"env.name must be one of {sorted(ENVIRONMENTS)}, got {env.name!r}")
-    parameters = inspect.signature(env_factory(env.name)).parameters
+    try:
+        factory = env_factory(env.name)
+    except (ImportError, AttributeError) as err:  # a registered target that does not import
+        raise ConfigError(f"env.name={env.name}: its factory cannot be imported: {err}") from err
+    parameters = inspect.signature(factory).parameters
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
         return
     unknown = sorted(set(env.options) - set(parameters))

@@ -615,7 +615,7 @@ class Trainer:
         rollout_s = time.perf_counter() - t0
         metrics = rollout_metrics(gather_rollout(self.dist, rollout), "train")
         metrics["train/reward_mean"] = metrics.get("train/episode_return", 0.0)
-        # 2-4. log-probs, advantages, update ------------------------------------------------------
+        # 2-5. log-probs, advantages, update ------------------------------------------------------
         metrics.update(self.learn(iteration, [s for s in rollout.samples if s.response_ids]))
         metrics["timing/rollout_s"] = rollout_s
         return metrics
