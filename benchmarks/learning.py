@@ -350,12 +350,12 @@ def train_run(
     log = env_dir / f"{method}-seed{seed}.log"
     if is_finished(run_dir, iterations):
         return run_dir, "finished earlier"
-    if done is not None:
+    if done is not None and (run_dir / "config.yaml").is_file():
         run(sdar_command("train", "--resume", str(run_dir), "--no-report"), log)
         return run_dir, f"resumed from iteration {done}"
     if run_dir.exists():
-        # Stopped before its first checkpoint: only the step-0 evaluation was logged, and nothing
-        # can be resumed, so the run starts again from the warm start.
+        # Stopped before its first checkpoint (only the step-0 evaluation was logged) or without
+        # its config.yaml: nothing can be resumed, so the run starts again from the warm start.
         print(f"{run_dir} has no checkpoint; starting it again", flush=True)
         shutil.rmtree(run_dir)
     run(
