@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,24 @@ def machine_info() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
+
+
+def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseException] = RuntimeError,
+               echo: bool = False) -> None:
+    """Run ``cmd`` in ``cwd`` with its output appended to ``log_path`` (after a ``$ cmd`` line;
+    ``echo`` also prints that line). When it fails, raise ``error`` (``SystemExit`` ends a script,
+    ``RuntimeError`` lets a grid go on with its other runs) naming the command and the log's end."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    line = "$ " + " ".join(cmd)
+    if echo:
+        print(line, flush=True)
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"\n{line}\n")
+        log.flush()
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, check=False)
+    if done.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise error(f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
 
 
 def write_result(result: dict, path: Path) -> Path:

@@ -50,6 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from _results import run_logged  # benchmarks/_results.py
+
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)
 # (run name, overrides), most telling first; every run name ends in -c<corruption>.
@@ -83,15 +85,9 @@ def sdar(*args: str) -> list[str]:
 
 
 def run(cmd: list[str], log: Path) -> None:
-    """Run ``cmd`` with its output appended to ``log``; raise with the log's end when it fails."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("a", encoding="utf-8") as f:
-        f.write(f"\n$ {' '.join(cmd)}\n")
-        f.flush()
-        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
-    if done.returncode != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-        raise RuntimeError(f"failed ({done.returncode}): {' '.join(cmd)}\n{tail}")
+    """Run ``cmd`` with its output appended to ``log``; a failure raises ``RuntimeError`` (the grid
+    goes on with its other runs)."""
+    run_logged(cmd, log, ROOT)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

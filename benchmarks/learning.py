@@ -53,13 +53,16 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import run_logged  # benchmarks/_results.py
+
 CONFIGS = ROOT / "configs" / "bench"
 GRID = {
     "alfworld": {"methods": ["grpo", "sdar", "grpo_opsd"], "seeds": [0, 1, 2], "policy": "expert"},
@@ -101,21 +104,9 @@ def sdar_command(*args: str) -> list[str]:
 
 
 def run(cmd: list[str], log_path: Path) -> None:
-    """Run one command, its output appended to ``log_path``.
-
-    Raises ``SystemExit`` with the end of the log when the command fails.
-    """
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    print("$", " ".join(cmd), flush=True)
-    with log_path.open("a", encoding="utf-8") as log:
-        log.write(f"\n$ {' '.join(cmd)}\n")
-        log.flush()
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False)
-    if done.returncode != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise SystemExit(
-            f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}"
-        )
+    """Run one command, its output appended to ``log_path``; a failure ends the script
+    (``SystemExit`` with the end of the log)."""
+    run_logged(cmd, log_path, ROOT, error=SystemExit, echo=True)
 
 
 def last_checkpoint_iteration(run_dir: Path) -> int | None:

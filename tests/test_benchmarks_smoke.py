@@ -169,10 +169,18 @@ def test_learning_grid_smoke_runs_skips_finished_runs_and_aggregates(tmp_path):
         ("grpo", 1): "trained"
     }
     assert (stopped / "config.yaml").exists()
+    # checkpoints without a config.yaml cannot be resumed either: the run starts again
+    orphan = runs / "search" / "grpo-seed2"
+    (orphan / "checkpoints" / "iter_000000").mkdir(parents=True)
+    _run([*args, "--methods", "grpo", "--seeds", "2"])
+    status = {(g["method"], g["seed"]): g["status"] for g in json.loads((out / "summary.json").read_text())["grid"]["search"]}
+    assert status == {("grpo", 2): "trained"} and (orphan / "config.yaml").exists()
     # a failing run does not stop the others: they are aggregated, the failure listed, status 1
     broken = runs / "search" / "sdar-seed3" / "checkpoints" / "iter_000000"
     broken.mkdir(parents=True)
     (broken / "trainer_state.pt").write_bytes(b"not a checkpoint")
+    # with its config.yaml, so the grid tries to resume it (without one it would start it again)
+    shutil.copy(runs / "search" / "sdar-seed0" / "config.yaml", broken.parent.parent / "config.yaml")
     failed = subprocess.run(
         [sys.executable, *args, "--seeds", "0", "3", "--jobs", "2"],
         cwd=ROOT,
