@@ -7,7 +7,8 @@ Run it first after changing the trainer, the losses or the rollout:
 Setting (``configs/bench/canary.yaml``): ``toy_panels`` with one panel of four words (the right
 word is the fruit); the warm start only learned the answer format from random-policy turns, so it
 wins about a quarter of the tasks at most. GRPO then trains 25 iterations of 8 tasks x group 8 with four
-optimizer steps each. Writes ``benchmarks/results/canary.json`` (success before and after, the
+optimizer steps each. Config overrides after the options apply to the warm start and the run (e.g.
+``model.autocast=none`` for the float32 twin, with its own ``--runs-dir`` and ``--out``). Writes ``benchmarks/results/canary.json`` (success before and after, the
 curve, seconds, machine, commit); ``--seed`` picks the run seed, ``--out`` the result file.
 """
 
@@ -35,6 +36,9 @@ SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*",
+                        help="config overrides for the warm start and the run, e.g. model.autocast=none "
+                             "(give each setting its own --runs-dir and --out)")
     parser.add_argument("--runs-dir", default="runs/canary")
     parser.add_argument("--out", default="benchmarks/results/canary.json")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    overrides = SMOKE if args.smoke else []
+    overrides = [*(SMOKE if args.smoke else []), *args.overrides]
+    recorded = runs_dir / "overrides.json"
+    if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) != overrides:
+        parser.error(f"{runs_dir} holds a canary with overrides {recorded.read_text(encoding='utf-8').strip()}; "
+                     "use another --runs-dir or --fresh")
+    recorded.write_text(json.dumps(overrides) + "\n", encoding="utf-8")
     sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, CONFIG)
     iterations = load_config(CONFIG, overrides).iterations
     if not finished(run_dir, iterations):

@@ -51,6 +51,7 @@ def logits_of(model, ids=IDS):
         ({"lora": {"dropout": 1.0}}, r"model.lora.dropout must be in \[0, 1\), got 1.0"),
         ({"lora": {"target_modules": []}}, "lora.target_modules"),
         ({"lora": {"rank": 8}}, r"unknown model.lora key\(s\) \['rank'\]"),
+        ({"attention": "flash"}, "model.attention must be null .* or one of eager, sdpa"),
     ],
 )
 def test_model_config_rejects_bad_values(kwargs, message):
@@ -312,3 +313,64 @@ def test_smollm2_from_packaged_gguf_is_converted_once_and_reused(tmp_path):
         handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(CorruptCacheError, match="sha256"):
         verify_cache(folder)
+
+
+# --------------------------------------------------------------------------------------------------
+# Output head and attention implementation
+
+
+def _ops(fn) -> set[str]:
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    return {event.key for event in prof.key_averages()}
+
+
+def test_output_head_gets_row_major_input_and_runs_one_matrix_product():
+    # frozen bfloat16 weights and hidden states, as for the LoRA base under autocast (a weight that
+    # requires grad makes matmul fold, copy and all)
+    model, _ = load_base_model(ModelConfig(name="tiny-random", dtype="bfloat16"))
+    model.requires_grad_(False)
+    head = model.get_output_embeddings()
+    hidden = torch.randn(1, 7, head.in_features, dtype=torch.bfloat16)
+    last = hidden[:, -1:, :]  # what logits_to_keep=1 hands the head: "contiguous", parent strides
+    assert last.is_contiguous() and last.stride(0) != last.shape[1] * last.shape[2]
+    plain = torch.nn.Linear(head.in_features, head.out_features, bias=False)
+    plain.weight = torch.nn.Parameter(head.weight.detach(), requires_grad=False)
+    with torch.no_grad():
+        # negative control: without the hook matmul takes the batched path, which in bfloat16 on
+        # CPU copies the vocabulary matrix per call (if this starts failing, torch folds by itself)
+        assert "aten::bmm" in _ops(lambda: plain(last))
+        ops = _ops(lambda: head(last))
+        assert "aten::bmm" not in ops and "aten::mm" in ops
+        torch.testing.assert_close(head(last), plain(last.clone()), rtol=0, atol=0)
+        strided = hidden[:, -3:, :]
+        assert "aten::bmm" not in _ops(lambda: head(strided))
+        torch.testing.assert_close(head(strided), plain(strided.clone(memory_format=torch.contiguous_format)),
+                                   rtol=0, atol=0)
+    # the model's own logits_to_keep path gives the last positions of the full logits
+    model, _ = load_base_model(ModelConfig(name="tiny-random"))
+    ids = torch.randint(0, 100, (2, 9))
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        kept = model(input_ids=ids, logits_to_keep=3).logits
+    torch.testing.assert_close(kept, full[:, -3:], rtol=1e-5, atol=1e-5)
+    # gradients flow through the copy
+    head = model.get_output_embeddings()
+    hidden = torch.randn(2, 7, head.in_features, requires_grad=True)
+    head(hidden[:, -2:, :]).sum().backward()
+    assert hidden.grad[:, :-2].abs().sum() == 0 and hidden.grad[:, -2:].abs().sum() > 0
+    loading.contiguous_head_input(model)  # a second registration adds no second hook
+    assert len(head._forward_pre_hooks) == 1
+
+
+def test_attention_implementation_is_applied_and_computes_the_same_logits():
+    ids = torch.randint(0, 100, (2, 9))
+    logits = {}
+    for attention in ("eager", "sdpa"):
+        model, _ = load_base_model(ModelConfig(name="tiny-random", attention=attention))
+        assert model.config._attn_implementation == attention
+        with torch.no_grad():
+            logits[attention] = model(input_ids=ids).logits
+    torch.testing.assert_close(logits["eager"], logits["sdpa"], rtol=1e-5, atol=1e-5)

@@ -137,6 +137,11 @@ class ModelConfig:
             (benchmarks/bf16_iteration.py); log-probs move by a few hundredths of a nat. Backward passes run outside autocast, as PyTorch recommends.
             Frozen weights (the LoRA base model) are then stored in bfloat16 once
             (:func:`cast_frozen_weights`) instead of being cast in every forward pass.
+        attention: transformers' attention implementation (``"eager"``, ``"sdpa"``,
+            ``"flash_attention_2"``, ``"flex_attention"``); ``None`` (default) keeps the model's
+            own default (``sdpa`` for the packaged models). On CPU under bfloat16 autocast with
+            short rows, ``eager`` made the update a third faster than ``sdpa``, whose fused
+            backward is slow in bfloat16 there (benchmarks/bf16_iteration.py).
     """
 
     name: str = SMOLLM2
@@ -148,6 +153,7 @@ class ModelConfig:
     trust_remote_code: bool = False
     init_seed: int = 0
     autocast: str = "none"
+    attention: str | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -194,10 +200,18 @@ class ModelConfig:
             raise ValueError(
                 f"model.autocast must be one of {', '.join(AUTOCAST)}, got {self.autocast!r}"
             )
+        if self.attention is not None and self.attention not in ATTENTION:
+            raise ValueError(
+                f"model.attention must be null (the model's default) or one of "
+                f"{', '.join(ATTENTION)}, got {self.attention!r}"
+            )
 
 
 AUTOCAST = {"none": None, "bf16": torch.bfloat16}
 """``model.autocast`` values and the dtype forward passes run in (None: the weights' dtype)."""
+
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+"""``model.attention`` values: transformers' attention implementations."""
 
 
 def autocast_context(config: ModelConfig, device: torch.device | str) -> AbstractContextManager:
@@ -230,6 +244,29 @@ def cast_frozen_weights(model, config: ModelConfig) -> int:
             param.data = param.data.to(dtype)
             cast += 1
     return cast
+
+
+def _canonical_strides(module, args):
+    return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+
+
+def contiguous_head_input(model) -> None:
+    """Give the output head's input plain row-major strides before it meets the vocabulary matrix.
+
+    With ``logits_to_keep`` (scoring, the update, generation and the shared-prefix passes)
+    transformers hands the head a slice of the last positions: a strided view, or for one kept
+    position of one row a tensor that counts as contiguous but keeps its parent's strides.
+    ``matmul`` then runs a batched product against the weight expanded over the batch, and on CPU
+    in bfloat16 that product copies the (transposed) vocabulary matrix for every call: profiled
+    for SmolLM2-135M under autocast, the copies took 78% of a scoring pass, which ran 2.5x slower
+    than in float32. A fresh row-major copy of the kept hidden states (vocabulary-size times
+    smaller than the logits) turns it into one plain matrix product, in float32 too (where the
+    batched path took 30% of a scoring pass). Same products, same values up to summation order.
+    Called by :func:`load_base_model`; registering it twice is a no-op."""
+    head = model.get_output_embeddings()
+    if head is not None and not getattr(head, "_sdar_canonical_input", False):
+        head.register_forward_pre_hook(_canonical_strides)
+        head._sdar_canonical_input = True
 
 
 def resolve_device(device: str) -> torch.device:
@@ -371,6 +408,9 @@ def load_base_model(config: ModelConfig):
     else:
         tokenizer, model = _from_pretrained(config.name, config, dtype)
     prepare_tokenizer(tokenizer)
+    contiguous_head_input(model)
+    if config.attention is not None:
+        model.set_attn_implementation(config.attention)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(device)
@@ -497,6 +537,7 @@ __all__ = [
     "ModelConfig",
     "ModelSourceError",
     "add_lora",
+    "contiguous_head_input",
     "build_tiny_random",
     "is_lora",
     "load_base_model",
