@@ -48,8 +48,23 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
         raise error(f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
 
 
+def code_commit() -> str:
+    """The checkout's commit (short hash), with ``+uncommitted`` when tracked source files
+    (``src/``, ``benchmarks/``, ``configs/``) differ from it; ``unknown`` outside git."""
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                          check=False).stdout.strip()
+    if not head:
+        return "unknown"
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks/*.py",
+                              "configs"], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+    return head + ("+uncommitted" if changed else "")
+
+
 def write_result(result: dict, path: Path) -> Path:
-    """Write ``result`` as indented JSON to ``path`` (folders created)."""
+    """Write ``result`` as indented JSON to ``path`` (folders created), with the code's
+    :func:`code_commit` under ``commit`` unless the result names one itself."""
+    result = {**result, "commit": result.get("commit") or code_commit()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return path

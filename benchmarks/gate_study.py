@@ -40,7 +40,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,7 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import run_logged  # benchmarks/_results.py
+from _results import code_commit as _commit  # benchmarks/_results.py
+from _results import run_logged
 
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)
@@ -274,12 +274,6 @@ def repo_relative(text: str) -> str:
     """``text`` with this checkout's absolute paths written relative to the repository root (the
     committed records must not name one machine's folders)."""
     return text.replace(str(ROOT) + "/", "")
-
-
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=False)
-    return done.stdout.strip() or "unknown"
 
 
 def _fmt(stats: dict) -> str:

@@ -45,3 +45,25 @@ def test_the_issue_pattern_matches_what_it_must():
     assert ISSUE.search("same budget (issue 7, part 2)")
     assert ISSUE.search("see issues 13, 57") and ISSUE.search("fixed in (#12)")
     assert not ISSUE.search("an issue of memory") and not ISSUE.search("7 issues")
+
+
+def test_results_record_the_code_commit(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _results import code_commit, write_result
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                          check=False).stdout.strip()
+    commit = code_commit()
+    if not head:
+        assert commit == "unknown"
+    else:
+        assert commit.split("+")[0] == head and commit in (head, head + "+uncommitted")
+    written = json.loads(write_result({"x": 1}, tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert written == {"x": 1, "commit": commit}
+    # a result that names its own commit (the code a long run started with) keeps it
+    kept = json.loads(write_result({"commit": "abc1234"}, tmp_path / "s.json").read_text(encoding="utf-8"))
+    assert kept["commit"] == "abc1234"
