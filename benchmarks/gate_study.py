@@ -199,11 +199,15 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     started = time.perf_counter()
     resumable = (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("iter_*"))
     if resumable:
+        with (run_dir / "commit.txt").open("a", encoding="utf-8") as f:  # the code of each part
+            f.write(f"{_commit()} (resumed)\n")
         run(sdar("train", "--resume", str(run_dir), "--no-report"), log)
         what = "resumed"
     else:
         if run_dir.exists():
             shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to resume
+        run_dir.mkdir(parents=True)
+        (run_dir / "commit.txt").write_text(_commit() + "\n", encoding="utf-8")  # the code that trains it
         run(sdar("train", "--config", str(CONFIG), *overrides, *run_overrides, f"seed={seed}",
                  f"init_checkpoint={sft_dir}", "--output-dir", str(run_dir), "--no-report"), log)
         what = "trained"
@@ -221,6 +225,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     curves: dict[str, dict[int, list[float]]] = {}
+    commits: dict[str, str] = {}  # run -> the commit(s) whose code trained it
     for name, run_overrides in RUNS:
         finals, mids, signals = [], [], {k: [] for k in GATE_KEYS}
         done_seeds = []
@@ -248,11 +253,16 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
             dest = out / "runs" / run_dir.name
             if dest.resolve() != run_dir.resolve():
                 dest.mkdir(parents=True, exist_ok=True)
-                for f in ("config.yaml", "metrics.jsonl"):
+                for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
+                    if not (run_dir / f).is_file():  # commit.txt: runs trained before it was recorded
+                        continue
                     text = repo_relative((run_dir / f).read_text(encoding="utf-8"))
                     (dest / f).write_text(text, encoding="utf-8")
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
+            commit_file = run_dir / "commit.txt"
+            parts = commit_file.read_text(encoding="utf-8").split() if commit_file.is_file() else []
+            commits[run_dir.name] = " ".join(parts) or "not recorded"
         curve = curves.get(name, {})
         rows.append({"run": name, "overrides": run_overrides, "seeds": done_seeds,
                      "validation_curve_mean": {it: statistics.fmean(v) for it, v in sorted(curve.items())},
@@ -262,7 +272,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     summary = {
         "state": state, "before_rl": start, "iterations": iterations, "seeds": seeds,
         "config": str(CONFIG.relative_to(ROOT)), "rows": rows, "machine": machine_info(),
-        "commit": _commit(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "run_commits": commits, "commit": _commit(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")

@@ -132,9 +132,13 @@ class ModelConfig:
         autocast: ``"none"`` (default) or ``"bf16"``: run every forward pass (rollout generation,
             old/reference/teacher scoring, the update's forward, validation, SFT) under
             ``torch.autocast`` in bfloat16 while the weights, gradients and optimizer state stay in
-            ``dtype``. Measure before relying on it: on a 2-core CPU with bfloat16 instructions
-            a whole iteration of short turns ran 1.28x slower than float32
-            (benchmarks/bf16_iteration.py); log-probs move by a few hundredths of a nat. Backward passes run outside autocast, as PyTorch recommends.
+            ``dtype``. Measure before relying on it (benchmarks/bf16_iteration.py): on a 2-core CPU
+            with bfloat16 instructions (AMX) a whole SDAR iteration took 0.58x the float32 time at
+            the ALFWorld bench size (prompts of about 1,000 tokens) and 0.68x on short
+            ``toy_panels`` turns (0.61x with ``attention: eager``); not measured on a CPU without
+            bfloat16 instructions, where it is expected to be slower. Log-probs move by about
+            0.04 nats on average.
+            Backward passes run outside autocast, as PyTorch recommends.
             Frozen weights (the LoRA base model) are then stored in bfloat16 once
             (:func:`cast_frozen_weights`) instead of being cast in every forward pass.
         attention: transformers' attention implementation (``"eager"``, ``"sdpa"``,
