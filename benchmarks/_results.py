@@ -49,14 +49,14 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
 
 
 def code_commit() -> str:
-    """The checkout's commit (short hash), with ``+uncommitted`` when tracked source files
-    (``src/``, ``benchmarks/``, ``configs/``) differ from it; ``unknown`` outside git."""
+    """The checkout's commit (short hash), with ``+uncommitted`` when source files (``src/``, the
+    benchmark scripts, ``configs/``) differ from it or are new; ``unknown`` outside git."""
     root = Path(__file__).resolve().parent.parent
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                           check=False).stdout.strip()
     if not head:
         return "unknown"
-    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "benchmarks/*.py",
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", "src", "benchmarks/*.py",
                               "configs"], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
     return head + ("+uncommitted" if changed else "")
 

@@ -60,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     overrides = [*(SMOKE if args.smoke else []), *args.overrides]
     recorded = runs_dir / "overrides.json"
-    if recorded.is_file() and json.loads(recorded.read_text(encoding="utf-8")) != overrides:
-        parser.error(f"{runs_dir} holds a canary with overrides {recorded.read_text(encoding='utf-8').strip()}; "
-                     "use another --runs-dir or --fresh")
+    # a folder from before overrides were recorded holds a canary without any
+    earlier = (json.loads(recorded.read_text(encoding="utf-8")) if recorded.is_file()
+               else [] if (runs_dir / "warm").exists() or run_dir.exists() else None)
+    if earlier is not None and earlier != overrides:
+        parser.error(f"{runs_dir} holds a canary with overrides {earlier}; use another --runs-dir or --fresh")
     recorded.write_text(json.dumps(overrides) + "\n", encoding="utf-8")
     sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, CONFIG)
     iterations = load_config(CONFIG, overrides).iterations

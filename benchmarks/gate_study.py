@@ -261,8 +261,8 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
             commit_file = run_dir / "commit.txt"
-            parts = commit_file.read_text(encoding="utf-8").split() if commit_file.is_file() else []
-            commits[run_dir.name] = " ".join(parts) or "not recorded"
+            parts = commit_file.read_text(encoding="utf-8").splitlines() if commit_file.is_file() else []
+            commits[run_dir.name] = "; ".join(p.strip() for p in parts if p.strip()) or "not recorded"
         curve = curves.get(name, {})
         rows.append({"run": name, "overrides": run_overrides, "seeds": done_seeds,
                      "validation_curve_mean": {it: statistics.fmean(v) for it, v in sorted(curve.items())},

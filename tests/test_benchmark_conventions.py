@@ -47,12 +47,11 @@ def test_the_issue_pattern_matches_what_it_must():
     assert not ISSUE.search("an issue of memory") and not ISSUE.search("7 issues")
 
 
-def test_results_record_the_code_commit(tmp_path):
+def test_results_record_the_code_commit(tmp_path, monkeypatch):
     import json
     import subprocess
-    import sys
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from _results import code_commit, write_result
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,

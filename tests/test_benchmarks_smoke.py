@@ -262,6 +262,9 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
         assert t["response"] == p["response"] and t["prompt"].endswith(p["prompt"])
         assert t["response"] in t["prompt"]
     assert (out / "runs" / "grpo-seed0" / "metrics.jsonl").is_file() and (out / "summary.md").is_file()
+    # the code that trained each run is recorded with it and in the summary
+    commit = (out / "runs" / "grpo-seed0" / "commit.txt").read_text().strip()
+    assert commit and summary["run_commits"]["grpo-seed0"] == commit
     again = _run(args)
     assert "grpo-seed0: finished earlier" in again.stdout
     # a new machine: the run folders are gone, the committed records stay; the warm start is remade,

@@ -144,8 +144,9 @@ class ModelConfig:
         attention: transformers' attention implementation (``"eager"``, ``"sdpa"``,
             ``"flash_attention_2"``, ``"flex_attention"``); ``None`` (default) keeps the model's
             own default (``sdpa`` for the packaged models). On CPU under bfloat16 autocast with
-            short rows, ``eager`` made the update a third faster than ``sdpa``, whose fused
-            backward is slow in bfloat16 there (benchmarks/bf16_iteration.py).
+            short rows the update took 7.3 s with ``eager`` and 10.2 s with ``sdpa`` (medians of
+            two runs of benchmarks/bf16_iteration.py): sdpa's fused backward is slow in bfloat16
+            there.
     """
 
     name: str = SMOLLM2
@@ -415,6 +416,11 @@ def load_base_model(config: ModelConfig):
     contiguous_head_input(model)
     if config.attention is not None:
         model.set_attn_implementation(config.attention)
+        if model.config._attn_implementation != config.attention:  # some remote-code models only warn
+            raise ValueError(
+                f"model.attention={config.attention!r}: {config.name} does not support it "
+                f"(it runs {model.config._attn_implementation!r}); leave model.attention null"
+            )
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(device)
