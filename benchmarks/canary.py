@@ -8,8 +8,9 @@ Setting (``configs/bench/canary.yaml``): ``toy_panels`` with one panel of four w
 word is the fruit); the warm start only learned the answer format from random-policy turns, so it
 wins about a quarter of the tasks at most. GRPO then trains 25 iterations of 8 tasks x group 8 with four
 optimizer steps each. Config overrides after the options apply to the warm start and the run (e.g.
-``model.autocast=none`` for the float32 twin, with its own ``--runs-dir`` and ``--out``). Writes ``benchmarks/results/canary.json`` (success before and after, the
-curve, seconds, machine, commit); ``--seed`` picks the run seed, ``--out`` the result file.
+``model.autocast=none`` for the float32 twin, with its own ``--runs-dir`` and ``--out``). Writes
+``benchmarks/results/canary.json`` (success before and after, the curve, seconds, machine, commit);
+``--seed`` picks the run seed, ``--out`` the result file.
 """
 
 from __future__ import annotations

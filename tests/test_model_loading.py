@@ -349,6 +349,9 @@ def test_output_head_gets_row_major_input_and_runs_one_matrix_product():
         assert "aten::bmm" not in _ops(lambda: head(strided))
         torch.testing.assert_close(head(strided), plain(strided.clone(memory_format=torch.contiguous_format)),
                                    rtol=0, atol=0)
+        # row-major input (a full-sequence pass) goes to the head uncopied
+        ops = _ops(lambda: head(hidden))
+        assert "aten::clone" not in ops and "aten::bmm" not in ops
     # the model's own logits_to_keep path gives the last positions of the full logits
     model, _ = load_base_model(ModelConfig(name="tiny-random"))
     ids = torch.randint(0, 100, (2, 9))

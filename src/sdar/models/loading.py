@@ -252,7 +252,14 @@ def cast_frozen_weights(model, config: ModelConfig) -> int:
 
 
 def _canonical_strides(module, args):
-    return (args[0].clone(memory_format=torch.contiguous_format), *args[1:])
+    hidden = args[0]
+    row_major, step = [], 1
+    for size in reversed(hidden.shape):
+        row_major.append(step)
+        step *= size
+    if hidden.stride() == tuple(reversed(row_major)):  # already plain (full-sequence passes): no copy
+        return None
+    return (hidden.clone(memory_format=torch.contiguous_format), *args[1:])
 
 
 def contiguous_head_input(model) -> None:
@@ -267,7 +274,7 @@ def contiguous_head_input(model) -> None:
     than in float32. A fresh row-major copy of the kept hidden states (vocabulary-size times
     smaller than the logits) turns it into one plain matrix product, in float32 too (where the
     batched path took 30% of a scoring pass). Same products, same values up to summation order.
-    Called by :func:`load_base_model`; registering it twice is a no-op."""
+    Input that already has row-major strides (a full-sequence pass) is passed on uncopied. Called by :func:`load_base_model`; registering it twice is a no-op."""
     head = model.get_output_embeddings()
     if head is not None and not getattr(head, "_sdar_canonical_input", False):
         head.register_forward_pre_hook(_canonical_strides)
