@@ -191,7 +191,9 @@ def finished_run(name: str, seed: int, runs_dir: Path, out: Path, iterations: in
 
 
 def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sft_dir: Path,
-              overrides: list[str], iterations: int, out: Path) -> str:
+              overrides: list[str], iterations: int, out: Path, config: Path = CONFIG) -> str:
+    """Train run ``name``/``seed`` from ``sft_dir`` into ``runs_dir``: skipped when it finished
+    (here or committed under ``out/runs``), resumed from its last checkpoint, else started anew."""
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
     if finished_run(name, seed, runs_dir, out, iterations):
@@ -208,7 +210,7 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
             shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to resume
         run_dir.mkdir(parents=True)
         (run_dir / "commit.txt").write_text(_commit() + "\n", encoding="utf-8")  # the code that trains it
-        run(sdar("train", "--config", str(CONFIG), *overrides, *run_overrides, f"seed={seed}",
+        run(sdar("train", "--config", str(config), *overrides, *run_overrides, f"seed={seed}",
                  f"init_checkpoint={sft_dir}", "--output-dir", str(run_dir), "--no-report"), log)
         what = "trained"
     return f"{run_dir.name}: {what} in {time.perf_counter() - started:.0f} s"

@@ -53,7 +53,7 @@ SCRIPTS = {
 }
 LEARNING = "learning.py"
 # grids with their own tests below (their --out is a folder)
-GRIDS = {"gate_study.py", "teacher_check_grid.py"}
+GRIDS = {"gate_study.py", "teacher_check_grid.py", "alfworld_headroom.py"}
 
 pytestmark = pytest.mark.slow
 
@@ -281,6 +281,39 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     refused = subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
                              capture_output=True, text=True, timeout=900, check=False)
     assert refused.returncode != 0 and "differs from the one the committed runs started from" in refused.stderr
+
+
+def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    args = [str(BENCH / "alfworld_headroom.py"), "--smoke", "--runs-dir", str(runs), "--out", str(out), "--jobs", "2"]
+    first = _run(args)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["state"] == "7 of 7 runs finished (complete)"
+    # the choice comes from the search runs' training success, and the arms ran at it
+    choice = summary["choice"]
+    assert set(choice["train_success_last_third"]) == {"lr1e-4-kl0.01", "lr3e-4-kl0.01"}
+    best = max(choice["train_success_last_third"].values())
+    assert choice["train_success_last_third"][choice["setting"]] == best
+    arm_runs = [r for r in summary["runs"] if r["seed"] != 0 or r["arm"] != "grpo"]
+    assert {r["setting"] for r in arm_runs} == {choice["setting"]}
+    lr = {"lr1e-4-kl0.01": 1e-4, "lr3e-4-kl0.01": 3e-4}[choice["setting"]]
+    config = yaml.safe_load((runs / f"sdar-sibling-l1-{choice['setting']}-seed2" / "config.yaml").read_text())
+    assert config["loss"]["method"] == "sdar" and config["optim"]["lr"] == lr and config["loss"]["sdar_lambda"] == 1.0
+    assert config["teacher"]["context"] == "sibling" and config["init_checkpoint"] == str(runs / "warm")
+    # the warm start imitated the other game set (offline seed 1), RL plays offline seed 0
+    assert config["env"]["options"]["offline_seed"] == 0
+    assert summary["before_rl"]["demo_options"][0] == "env.options.offline_seed=1"
+    demos = [json.loads(line) for line in (runs / "demos.jsonl").read_text().splitlines()]
+    assert demos and all(d["response"].startswith("<action>") for d in demos)  # the action tag alone
+    # every run's validation curve starts at the shared warm start's value; gains are curve end - start
+    for r in summary["runs"]:
+        assert r["validation_curve"]["0"] == summary["before_rl"]["success"]
+        assert math.isclose(r["gain"], r["validation_curve"]["2"] - summary["before_rl"]["success"])
+        assert r["signals"]["actor/optimizer_steps"] >= 1
+    assert (out / "runs" / f"grpo-{choice['setting']}-seed1" / "metrics.jsonl").is_file()
+    assert "trained" in first.stdout
+    again = _run(args)
+    assert "trained" not in again.stdout and again.stdout.count("finished earlier") == 7
 
 
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):

@@ -1,0 +1,314 @@
+"""ALFWorld with headroom: does GRPO raise validation success, and does SDAR add to it?
+
+Setting (``configs/bench/alfworld_headroom.yaml``): offline ALFWorld ``easy`` games (pick-and-place,
+3 receptacles), SmolLM2-135M with LoRA in bfloat16 autocast, the action tag only, a fixed panel of
+the first 48 ``valid_seen`` games.
+
+1. **Warm start with headroom, shared by every run**: the scripted expert plays ``--demo-episodes``
+   episodes of ANOTHER generated game set (``DEMO_OPTIONS``: offline seed 1), its turns are the
+   demonstrations of ``sdar sft`` (2 epochs, lr 1e-4). So the warm start learned the format and a
+   little of the task from few demonstrations, and RL plays games it never imitated (offline
+   seed 0). Its validation on the panel (``start_eval.json``) is every run's iteration 0.
+2. **Search** (``SEARCH``): GRPO seed 0 at each learning rate and KL coefficient listed. The grid
+   takes the setting whose training success, averaged over the last third of the iterations, is
+   highest (ties: the first listed); the validation panel plays no part in the choice. The
+   choice is written to ``choice.json`` in ``--out``; ``--setting NAME`` imposes one instead.
+3. **Runs at the chosen setting** (``ARMS``): GRPO seeds 1 and 2 (seed 0 is the search run), then
+   SDAR with the teacher reading a successful sibling trajectory inside the user turn (the context
+   and layout ``sdar teacher-check`` found SmolLM2-135M reading on ALFWorld) at lambda 1 (the only
+   weight that learned on every seed of the gate study), seeds 0, 1, 2.
+4. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before RL and
+   at every validation, the gain per seed, mean +- std, whether the target holds: every seed
+   +15 points or more and a mean gain above twice its standard deviation; the signal per run:
+   groups with advantage spread, clip fraction, KL to the warm start, entropy, optimizer steps per
+   iteration), ``curves.png`` and each run's config and metrics under ``runs/``.
+
+Resumable like the gate study (``gate_study.train_one``): finished runs are skipped, interrupted
+ones resumed from their last checkpoint; on another machine the warm start is remade and compared
+with the committed one (weights digest) before the committed runs count.
+
+    python benchmarks/alfworld_headroom.py --jobs 2          # the grid (many hours on 2 CPU cores)
+    python benchmarks/alfworld_headroom.py --aggregate-only  # tables of the runs finished so far
+    python benchmarks/alfworld_headroom.py --smoke           # tiny random model, plumbing only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from gate_study import (_commit, check_same_start, finished_run, mean_std, read_metrics, repo_relative, run, sdar,
+                        train_one, weights_sha256)
+
+CONFIG = ROOT / "configs" / "bench" / "alfworld_headroom.yaml"
+SEEDS = (0, 1, 2)
+# where the demonstrations come from: another generated game set than the one RL and validation use
+DEMO_OPTIONS = ["env.options.offline_seed=1", "env.options.offline_games=40"]
+# (setting name, overrides) of the search, GRPO seed 0 each
+SEARCH: list[tuple[str, list[str]]] = [
+    ("lr1e-4-kl0.01", ["optim.lr=1e-4", "loss.c_kl=0.01"]),
+    ("lr3e-4-kl0.01", ["optim.lr=3e-4", "loss.c_kl=0.01"]),
+]
+# (arm, overrides, seeds) trained at the chosen setting; GRPO's seed 0 is the search run
+ARMS: list[tuple[str, list[str], tuple[int, ...]]] = [
+    ("grpo", ["method=grpo"], (1, 2)),
+    ("sdar-sibling-l1", ["method=sdar", "loss.sdar_lambda=1.0"], SEEDS),
+]
+TARGET_GAIN = 0.15
+SIGNAL_KEYS = ("train/success", "train/groups_with_signal", "actor/pg_clipfrac", "actor/kl", "actor/entropy",
+               "actor/optimizer_steps", "train/invalid_action_rate", "teacher/gate_pos_adv", "teacher/gate_neg_adv")
+SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=2", "rollout.tasks_per_iteration=2",
+         "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2",
+         "rollout.generation={max_new_tokens: 8, temperature: 1.0}", "env.options.offline_games=10"]
+SMOKE_DEMO = ["env.options.offline_games=6"]
+
+
+def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Path, dict]:
+    """The shared warm start (expert demonstrations of the other game set, ``sdar sft``) and its
+    validation on the panel (``start_eval.json``); made once, reused."""
+    from learning import write_demonstrations
+
+    from sdar.trainer.config import load_config
+
+    sft_dir = runs_dir / "warm"
+    start_path = runs_dir / "start_eval.json"
+    if not (sft_dir / "checkpoints").is_dir():
+        demos = runs_dir / "demos.jsonl"
+        demo_config = load_config(CONFIG, [*overrides, *DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])])
+        summary = write_demonstrations("alfworld", demo_config, "expert", episodes, demos)
+        print(f"warm start: {summary['episodes']} expert episodes (success {summary['success']:.2f}) of the "
+              f"demonstration games", flush=True)
+        if sft_dir.exists():
+            shutil.rmtree(sft_dir)
+        run(sdar("sft", "--config", str(CONFIG), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
+                 "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
+    if not start_path.is_file():
+        run(sdar("eval", "--config", str(CONFIG), *overrides, f"init_checkpoint={sft_dir}", "--output",
+                 str(start_path)), runs_dir / "warm.log")
+    config = load_config(CONFIG, overrides)
+    start = json.loads(start_path.read_text(encoding="utf-8"))
+    start.update(env_name=config.env.name, env_options=config.env.options, demo_options=DEMO_OPTIONS,
+                 demo_episodes=episodes, warm_start_sha256=weights_sha256(sft_dir))
+    return sft_dir, start
+
+
+def settings(choice: str | None) -> dict[str, list[str]]:
+    return dict(SEARCH) if choice is None else {choice: dict(SEARCH)[choice]}
+
+
+def choose(runs: dict[str, list[dict]], iterations: int) -> dict:
+    """The search's choice: highest mean training success over the last third of the iterations."""
+    scores = {}
+    for name, metrics in runs.items():
+        tail = [m["train/success"] for m in metrics
+                if "train/success" in m and m["iteration"] > iterations - max(1, iterations // 3)]
+        scores[name] = statistics.fmean(tail) if tail else float("-inf")
+    best = max(scores, key=lambda n: (scores[n], -list(scores).index(n)))
+    return {"setting": best, "overrides": dict(SEARCH)[best], "train_success_last_third": scores,
+            "rule": "highest mean train/success over the last third of the iterations (ties: first listed)"}
+
+
+def run_name(arm: str, setting: str, seed: int) -> str:
+    return f"{arm}-{setting}-seed{seed}"
+
+
+def val_curve(metrics: list[dict], start: float) -> dict[int, float]:
+    curve = {0: start}
+    curve.update({m["iteration"]: m["val/success"] for m in metrics if "val/success" in m})
+    return curve
+
+
+def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, choice: dict | None, state: str) -> dict:
+    from _results import machine_info
+
+    out.mkdir(parents=True, exist_ok=True)
+    planned = [("grpo", s, 0) for s, _ in SEARCH]
+    if choice is not None:
+        planned += [(arm, choice["setting"], seed) for arm, _, seeds in ARMS for seed in seeds]
+    runs, commits = [], {}
+    for arm, setting, seed in planned:
+        name = run_name(arm, setting, seed)
+        where = finished_run(name.rsplit("-seed", 1)[0], seed, runs_dir, out, iterations)
+        if where is None:
+            continue
+        metrics = read_metrics(where)
+        train = [m for m in metrics if m.get("iteration", 0) >= 1]
+        curve = val_curve(metrics, start["success"])
+        runs.append({"run": name, "arm": arm, "setting": setting, "seed": seed, "validation_curve": curve,
+                     "gain": curve[iterations] - start["success"],
+                     "signals": {k: statistics.fmean(v) if (v := [m[k] for m in train if k in m]) else None
+                                 for k in SIGNAL_KEYS}})
+        dest = out / "runs" / name
+        if dest.resolve() != where.resolve():
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
+                if (where / f).is_file():
+                    (dest / f).write_text(repo_relative((where / f).read_text(encoding="utf-8")), encoding="utf-8")
+        commit_file = where / "commit.txt"
+        commits[name] = "; ".join(p.strip() for p in commit_file.read_text(encoding="utf-8").splitlines()
+                                  if p.strip()) if commit_file.is_file() else "not recorded"
+    arms = []
+    if choice is not None:
+        for arm, _, _ in ARMS:
+            gains = [r["gain"] for r in runs if r["arm"] == arm and r["setting"] == choice["setting"]]
+            stats = mean_std(gains)
+            arms.append({"arm": arm, "setting": choice["setting"], "gains": gains, "gain": stats,
+                         "target_met": (len(gains) == len(SEEDS) and min(gains) >= TARGET_GAIN
+                                        and stats["mean"] > 2 * stats["std"])})
+    summary = {"state": state, "before_rl": start, "iterations": iterations, "config": str(CONFIG.relative_to(ROOT)),
+               "search": [{"setting": s, "overrides": o} for s, o in SEARCH], "choice": choice,
+               "target": f"every seed +{100 * TARGET_GAIN:.0f} points or more on the panel, mean gain > 2 std",
+               "runs": runs, "arms": arms, "run_commits": commits, "machine": machine_info(), "commit": _commit(),
+               "written": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
+    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    plot(runs, out / "curves.png")
+    return summary
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def summary_markdown(summary: dict) -> str:
+    start = summary["before_rl"]
+    choice = summary["choice"]
+    lines = [f"State: {summary['state']}", "",
+             f"Validation success in % on the panel of {start['num_tasks']} games; before RL (the shared warm start): "
+             f"{_pct(start['success'])}. Target: {summary['target']}.",
+             "Search choice: " + (f"`{choice['setting']}` ({choice['rule']}: "
+                                  + ", ".join(f"{k} {_pct(v)}%" for k, v in choice["train_success_last_third"].items())
+                                  + ")" if choice else "not made yet (search runs unfinished)"), "",
+             "| run | validation curve (iteration: %) | gain (points) | train success | groups with signal "
+             "| clip fraction | KL | entropy | optimizer steps / iteration | invalid actions | gate + / - |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in summary["runs"]:
+        s = r["signals"]
+        curve = " / ".join(f"{it}: {_pct(v)}" for it, v in sorted(r["validation_curve"].items(), key=lambda x: int(x[0])))
+        gate = ("-" if s["teacher/gate_pos_adv"] is None
+                else f"{s['teacher/gate_pos_adv']:.2f} / {s['teacher/gate_neg_adv']:.2f}")
+        lines.append(f"| {r['run']} | {curve} | {100 * r['gain']:+.1f} | {_pct(s['train/success'])} | "
+                     f"{_num(s['train/groups_with_signal'])} | {_num(s['actor/pg_clipfrac'])} | {_num(s['actor/kl'])} | "
+                     f"{_num(s['actor/entropy'])} | {_num(s['actor/optimizer_steps'])} | "
+                     f"{_num(s['train/invalid_action_rate'])} | {gate} |")
+    if summary["arms"]:
+        lines += ["", "| arm | setting | seeds | gain per seed (points) | mean +- std | target met |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for a in summary["arms"]:
+            g = a["gain"]
+            per_seed = " / ".join(f"{100 * v:+.1f}" for v in a["gains"]) or "-"
+            mean = "-" if g["mean"] is None else f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f}"
+            lines.append(f"| {a['arm']} | {a['setting']} | {g['n']} of {len(SEEDS)} | {per_seed} | {mean} | "
+                         f"{'yes' if a['target_met'] else 'no'} |")
+    lines += ["", "Signals are means over the training iterations: groups with signal = share of GRPO groups whose "
+              "returns differ; KL = the k3 estimate to the warm start; gate + / - = SDAR's gate on tokens with "
+              "positive / negative advantage."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not runs:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        its = sorted(r["validation_curve"], key=int)
+        ax.plot(its, [100 * r["validation_curve"][i] for i in its], marker="o", label=r["run"])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation success (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs-dir", default="runs/alfworld_headroom", help="where runs and the warm start go")
+    parser.add_argument("--out", default="benchmarks/results/alfworld_headroom", help="where the tables go")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
+    parser.add_argument("--demo-episodes", type=int, default=32, help="expert episodes of the warm start")
+    parser.add_argument("--setting", choices=[s for s, _ in SEARCH],
+                        help="train the arms at this search setting instead of waiting for the search's choice")
+    parser.add_argument("--search-only", action="store_true", help="train the search runs only")
+    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 iterations (plumbing only)")
+    args = parser.parse_args(argv)
+    overrides = SMOKE if args.smoke else []
+    runs_dir = ROOT / args.runs_dir
+    out = ROOT / (args.out if not args.smoke or args.out != parser.get_default("out")
+                  else "runs/alfworld_headroom_smoke_out")
+    from sdar.trainer.config import load_config
+
+    iterations = load_config(CONFIG, overrides).iterations
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: see gate_study.py
+    sft_dir, start = warm_start(runs_dir, overrides, 2 if args.smoke else args.demo_episodes)
+    print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
+    committed = out / "summary.json"
+    if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):
+        check_same_start(start, json.loads(committed.read_text(encoding="utf-8"))["before_rl"])
+    failures: list[str] = []
+
+    def train(items: list[tuple[str, list[str], int]]) -> None:
+        def one(item):
+            name, run_overrides, seed = item
+            try:
+                msg = train_one(name, run_overrides, seed, runs_dir, sft_dir, overrides, iterations, out, CONFIG)
+            except RuntimeError as err:
+                failures.append(f"{name}-seed{seed}: {err}")
+                msg = f"{name}-seed{seed}: FAILED"
+            print(msg, flush=True)
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(one, items))
+
+    search = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in SEARCH]
+    if not args.aggregate_only and not args.setting:
+        train(search)
+    search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in SEARCH}
+    choice = None
+    if args.setting:
+        choice = {"setting": args.setting, "overrides": dict(SEARCH)[args.setting], "train_success_last_third": {},
+                  "rule": "imposed with --setting"}
+    elif all(search_done.values()):
+        choice = choose({s: read_metrics(w) for s, w in search_done.items()}, iterations)
+    if choice is not None and not args.aggregate_only and not args.search_only:
+        train([(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed) for arm, ro, seeds in ARMS
+               for seed in seeds])
+    arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in ARMS
+                                          for seed in seeds]
+    total = len(SEARCH) + sum(len(seeds) for _, _, seeds in ARMS)
+    done = sum(w is not None for w in search_done.values()) + sum(
+        finished_run(n, s, runs_dir, out, iterations) is not None for n, s in arm_runs)
+    state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
+    summary = aggregate(runs_dir, out, start, iterations, choice, state)
+    print(f"{state}; tables in {out}", flush=True)
+    for arm in summary["arms"]:
+        print(f"{arm['arm']}: gains {arm['gains']}, target {'met' if arm['target_met'] else 'not met'}", flush=True)
+    for f in failures:
+        print(f, file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
