@@ -22,6 +22,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _results import code_commit  # benchmarks/_results.py
+
 MODELS = ("smollm2-135m", "qwen2.5-coder-0.5b")
 ENVS = {
     "toy_panels": ("configs/bench/gate_study.yaml", ["teacher.context=hint"]),
@@ -66,6 +70,17 @@ def table(out: Path) -> str:
     return "\n".join(head + rows) + "\n"
 
 
+def stamp(path: Path, cmd: list[str], commit: str) -> None:
+    """Add to a cell's JSON what measured it: the command (repository-relative), the code commit and
+    the machine (``sdar teacher-check`` itself records the settings and the numbers)."""
+    from _results import machine_info
+
+    cell = json.loads(path.read_text(encoding="utf-8"))
+    command = ["python", *(c.replace(str(ROOT) + "/", "") for c in cmd[1:])]
+    cell.update(command=" ".join(command), commit=commit, machine=machine_info())
+    path.write_text(json.dumps(cell, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
@@ -77,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
+    commit = code_commit()  # the code that measures every cell of this call
     failed = []
     for model in args.models:
         if model == "qwen2.5-coder-0.5b" and not qwen_installed():
@@ -97,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 if done.returncode != 0:
                     failed.append(f"{path.name}: {done.stderr[-1500:]}")
                     print(f"FAILED {path.name}", flush=True)
+                    continue
+                stamp(path, cmd, commit)
     (out / "README.md").write_text(table(out), encoding="utf-8")
     for f in failed:
         print(f, file=sys.stderr)

@@ -324,5 +324,8 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     assert cells == ["tiny-random-toy_panels-prefix.json", "tiny-random-toy_panels-user.json"]
     cell = json.loads((out / cells[1]).read_text())
     assert cell["teacher_layout"] == "user" and cell["teacher_context"] == "hint" and cell["states"] >= 2
+    # what measured it: the code commit, the machine and the command, without this checkout's paths
+    assert cell["commit"] and cell["machine"]["cpus"] >= 1 and cell["command"].startswith("python -m sdar.cli")
+    assert str(ROOT) not in cell["command"]
     table = (out / "README.md").read_text()
     assert table.count("| tiny-random | none | toy_panels | hint |") == 2
