@@ -48,10 +48,11 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
         raise error(f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
 
 
-def code_commit() -> str:
-    """The checkout's commit (short hash), with ``+uncommitted`` when source files (``src/``, the
-    benchmark scripts, ``configs/``) differ from it or are new; ``unknown`` outside git."""
-    root = Path(__file__).resolve().parent.parent
+def code_commit(root: Path | None = None) -> str:
+    """The commit of the checkout at ``root`` (default: this repository) as a short hash, with
+    ``+uncommitted`` when source files (``src/``, the benchmark scripts, ``configs/``) differ from
+    it or are new; ``unknown`` outside git. Result files and docs do not count."""
+    root = root or Path(__file__).resolve().parent.parent
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                           check=False).stdout.strip()
     if not head:

@@ -66,3 +66,40 @@ def test_results_record_the_code_commit(tmp_path, monkeypatch):
     # a result that names its own commit (the code a long run started with) keeps it
     kept = json.loads(write_result({"commit": "abc1234"}, tmp_path / "s.json").read_text(encoding="utf-8"))
     assert kept["commit"] == "abc1234"
+
+
+def test_code_commit_marks_changed_source_but_not_results(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _results import code_commit
+
+    repo = tmp_path / "repo"
+    assert code_commit(tmp_path) == "unknown"  # not a git checkout
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    for path in ("src/pkg/a.py", "benchmarks/bench.py", "benchmarks/results/r.json", "configs/c.yaml", "README.md"):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("x\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    head = git("rev-parse", "--short", "HEAD")
+    assert code_commit(repo) == head
+    (repo / "benchmarks/results/r.json").write_text("y\n")  # results and docs are not code
+    (repo / "README.md").write_text("y\n")
+    (repo / "benchmarks/results/new.json").write_text("y\n")
+    assert code_commit(repo) == head
+    for path in ("src/pkg/a.py", "benchmarks/bench.py", "configs/new.yaml"):  # changed, or new, code
+        target = repo / path
+        before = target.read_text() if target.is_file() else None
+        target.write_text("changed\n")
+        assert code_commit(repo) == head + "+uncommitted", path
+        if before is None:
+            target.unlink()
+        else:
+            target.write_text(before)
+    assert code_commit(repo) == head
