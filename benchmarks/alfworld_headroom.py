@@ -48,8 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from gate_study import (_commit, check_same_start, finished_run, mean_std, read_metrics, repo_relative, run, sdar,
-                        train_one, weights_sha256)
+from gate_study import (
+    _commit,
+    check_same_start,
+    finished_run,
+    mean_std,
+    read_metrics,
+    repo_relative,
+    run,
+    sdar,
+    train_one,
+    weights_sha256,
+)
 
 CONFIG = ROOT / "configs" / "bench" / "alfworld_headroom.yaml"
 SEEDS = (0, 1, 2)
@@ -140,13 +150,18 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, choice: d
     for arm, setting, seed in planned:
         name = run_name(arm, setting, seed)
         where = finished_run(name.rsplit("-seed", 1)[0], seed, runs_dir, out, iterations)
-        if where is None:
-            continue
+        done = where is not None
+        if not done:  # a run still training here: its curve so far, marked as such, no gain
+            where = runs_dir / name
+            if not read_metrics(where):
+                continue
         metrics = read_metrics(where)
         train = [m for m in metrics if m.get("iteration", 0) >= 1]
         curve = val_curve(metrics, start["success"])
-        runs.append({"run": name, "arm": arm, "setting": setting, "seed": seed, "validation_curve": curve,
-                     "gain": curve[iterations] - start["success"],
+        runs.append({"run": name, "arm": arm, "setting": setting, "seed": seed, "finished": done,
+                     "iterations_done": max((m["iteration"] for m in train), default=0),
+                     "validation_curve": curve, "gain": curve[iterations] - start["success"] if done else None,
+                     "train_success_curve": {m["iteration"]: m["train/success"] for m in train if "train/success" in m},
                      "signals": {k: statistics.fmean(v) if (v := [m[k] for m in train if k in m]) else None
                                  for k in SIGNAL_KEYS}})
         dest = out / "runs" / name
@@ -161,7 +176,8 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, choice: d
     arms = []
     if choice is not None:
         for arm, _, _ in ARMS:
-            gains = [r["gain"] for r in runs if r["arm"] == arm and r["setting"] == choice["setting"]]
+            gains = [r["gain"] for r in runs
+                     if r["arm"] == arm and r["setting"] == choice["setting"] and r["finished"]]
             stats = mean_std(gains)
             arms.append({"arm": arm, "setting": choice["setting"], "gains": gains, "gain": stats,
                          "target_met": (len(gains) == len(SEEDS) and min(gains) >= TARGET_GAIN
@@ -188,21 +204,26 @@ def _num(value) -> str:
 def summary_markdown(summary: dict) -> str:
     start = summary["before_rl"]
     choice = summary["choice"]
+    if choice is None:
+        chose = "not made yet (search runs unfinished)"
+    else:
+        scores = ", ".join(f"{k} {_pct(v)}%" for k, v in choice["train_success_last_third"].items())
+        chose = f"`{choice['setting']}` ({choice['rule']}{': ' + scores if scores else ''})"
     lines = [f"State: {summary['state']}", "",
-             f"Validation success in % on the panel of {start['num_tasks']} games; before RL (the shared warm start): "
-             f"{_pct(start['success'])}. Target: {summary['target']}.",
-             "Search choice: " + (f"`{choice['setting']}` ({choice['rule']}: "
-                                  + ", ".join(f"{k} {_pct(v)}%" for k, v in choice["train_success_last_third"].items())
-                                  + ")" if choice else "not made yet (search runs unfinished)"), "",
-             "| run | validation curve (iteration: %) | gain (points) | train success | groups with signal "
-             "| clip fraction | KL | entropy | optimizer steps / iteration | invalid actions | gate + / - |",
+             (f"Validation success in % on the panel of {start['num_tasks']} games; before RL (the shared warm "
+              f"start): {_pct(start['success'])}. Target: {summary['target']}."),
+             f"Search choice: {chose}", "",
+             ("| run | validation curve (iteration: %) | gain (points) | train success | groups with signal "
+              "| clip fraction | KL | entropy | optimizer steps / iteration | invalid actions | gate + / - |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["runs"]:
         s = r["signals"]
         curve = " / ".join(f"{it}: {_pct(v)}" for it, v in sorted(r["validation_curve"].items(), key=lambda x: int(x[0])))
         gate = ("-" if s["teacher/gate_pos_adv"] is None
                 else f"{s['teacher/gate_pos_adv']:.2f} / {s['teacher/gate_neg_adv']:.2f}")
-        lines.append(f"| {r['run']} | {curve} | {100 * r['gain']:+.1f} | {_pct(s['train/success'])} | "
+        run = r["run"] if r["finished"] else f"{r['run']} (training: {r['iterations_done']} of {summary['iterations']})"
+        gain = "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
+        lines.append(f"| {run} | {curve} | {gain} | {_pct(s['train/success'])} | "
                      f"{_num(s['train/groups_with_signal'])} | {_num(s['actor/pg_clipfrac'])} | {_num(s['actor/kl'])} | "
                      f"{_num(s['actor/entropy'])} | {_num(s['actor/optimizer_steps'])} | "
                      f"{_num(s['train/invalid_action_rate'])} | {gate} |")
@@ -215,9 +236,9 @@ def summary_markdown(summary: dict) -> str:
             mean = "-" if g["mean"] is None else f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f}"
             lines.append(f"| {a['arm']} | {a['setting']} | {g['n']} of {len(SEEDS)} | {per_seed} | {mean} | "
                          f"{'yes' if a['target_met'] else 'no'} |")
-    lines += ["", "Signals are means over the training iterations: groups with signal = share of GRPO groups whose "
-              "returns differ; KL = the k3 estimate to the warm start; gate + / - = SDAR's gate on tokens with "
-              "positive / negative advantage."]
+    lines += ["", ("Signals are means over the training iterations: groups with signal = share of GRPO groups "
+                   "whose returns differ; KL = the k3 estimate to the warm start; gate + / - = SDAR's gate on "
+                   "tokens with positive / negative advantage.")]
     return "\n".join(lines) + "\n"
 
 
@@ -229,13 +250,21 @@ def plot(runs: list[dict], path: Path) -> None:
 
     if not runs:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (val, train) = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
     for r in runs:
         its = sorted(r["validation_curve"], key=int)
-        ax.plot(its, [100 * r["validation_curve"][i] for i in its], marker="o", label=r["run"])
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("validation success (%)")
-    ax.legend(fontsize=7)
+        val.plot(its, [100 * r["validation_curve"][i] for i in its], marker="o", label=r["run"])
+        its = sorted(r["train_success_curve"], key=int)
+        values = [r["train_success_curve"][i] for i in its]
+        window = 5  # 16 episodes per iteration: single iterations move in 6-point steps
+        smooth = [100 * statistics.fmean(values[max(0, k - window + 1):k + 1]) for k in range(len(values))]
+        train.plot(its, smooth, label=r["run"])
+    val.set_title("validation panel")
+    train.set_title("training success (mean of the last 5 iterations)")
+    for ax in (val, train):
+        ax.set_xlabel("iteration")
+    val.set_ylabel("success (%)")
+    val.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

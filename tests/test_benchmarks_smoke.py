@@ -307,6 +307,7 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert demos and all(d["response"].startswith("<action>") for d in demos)  # the action tag alone
     # every run's validation curve starts at the shared warm start's value; gains are curve end - start
     for r in summary["runs"]:
+        assert r["finished"] and r["iterations_done"] == 2 and set(r["train_success_curve"]) == {"1", "2"}
         assert r["validation_curve"]["0"] == summary["before_rl"]["success"]
         assert math.isclose(r["gain"], r["validation_curve"]["2"] - summary["before_rl"]["success"])
         assert r["signals"]["actor/optimizer_steps"] >= 1
