@@ -12,7 +12,8 @@ the first 48 ``valid_seen`` games.
 2. **Search** (``SEARCH``): GRPO seed 0 at each learning rate and KL coefficient listed. The grid
    takes the setting whose training success, averaged over the last third of the iterations, is
    highest (ties: the first listed); the validation panel plays no part in the choice. The
-   choice is written to ``choice.json`` in ``--out``; ``--setting NAME`` imposes one instead.
+   choice is written to ``choice.json`` in ``--out`` once and kept (delete it to choose again);
+   ``--setting NAME`` imposes a setting instead and trains only that setting's search run.
 3. **Runs at the chosen setting** (``ARMS``): GRPO seeds 1 and 2 (seed 0 is the search run), then
    SDAR with the teacher reading a successful sibling trajectory inside the user turn (the context
    and layout ``sdar teacher-check`` found SmolLM2-135M reading on ALFWorld) at lambda 1 (the only
@@ -28,7 +29,7 @@ ones resumed from their last checkpoint; on another machine the warm start is re
 with the committed one (weights digest) before the committed runs count.
 
     python benchmarks/alfworld_headroom.py --jobs 2          # the grid (many hours on 2 CPU cores)
-    python benchmarks/alfworld_headroom.py --aggregate-only  # tables of the runs finished so far
+    python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far)
     python benchmarks/alfworld_headroom.py --smoke           # tiny random model, plumbing only
 """
 
@@ -93,9 +94,12 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Pat
 
     sft_dir = runs_dir / "warm"
     start_path = runs_dir / "start_eval.json"
+    made_path = runs_dir / "warm_start.json"  # how the warm start here was made (not how this call asks)
+    demo_options = [*DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])]
     if not (sft_dir / "checkpoints").is_dir():
+        start_path.unlink(missing_ok=True)  # it validated another warm start
         demos = runs_dir / "demos.jsonl"
-        demo_config = load_config(CONFIG, [*overrides, *DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])])
+        demo_config = load_config(CONFIG, [*overrides, *demo_options])
         summary = write_demonstrations("alfworld", demo_config, "expert", episodes, demos)
         print(f"warm start: {summary['episodes']} expert episodes (success {summary['success']:.2f}) of the "
               f"demonstration games", flush=True)
@@ -103,13 +107,18 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Pat
             shutil.rmtree(sft_dir)
         run(sdar("sft", "--config", str(CONFIG), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
                  "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
+        made_path.write_text(json.dumps({"demo_options": demo_options, "demo_episodes": episodes}) + "\n",
+                             encoding="utf-8")
+    if not made_path.is_file():  # made before this record was kept: by the defaults of that time
+        made_path.write_text(json.dumps({"demo_options": demo_options, "demo_episodes": episodes}) + "\n",
+                             encoding="utf-8")
     if not start_path.is_file():
         run(sdar("eval", "--config", str(CONFIG), *overrides, f"init_checkpoint={sft_dir}", "--output",
                  str(start_path)), runs_dir / "warm.log")
     config = load_config(CONFIG, overrides)
     start = json.loads(start_path.read_text(encoding="utf-8"))
-    start.update(env_name=config.env.name, env_options=config.env.options, demo_options=DEMO_OPTIONS,
-                 demo_episodes=episodes, warm_start_sha256=weights_sha256(sft_dir))
+    start.update(env_name=config.env.name, env_options=config.env.options,
+                 **json.loads(made_path.read_text(encoding="utf-8")), warm_start_sha256=weights_sha256(sft_dir))
     return sft_dir, start
 
 
@@ -124,7 +133,8 @@ def choose(runs: dict[str, list[dict]], iterations: int) -> dict:
         tail = [m["train/success"] for m in metrics
                 if "train/success" in m and m["iteration"] > iterations - max(1, iterations // 3)]
         scores[name] = statistics.fmean(tail) if tail else float("-inf")
-    best = max(scores, key=lambda n: (scores[n], -list(scores).index(n)))
+    listed = [name for name, _ in SEARCH]
+    best = max(scores, key=lambda n: (scores[n], -listed.index(n)))
     return {"setting": best, "overrides": dict(SEARCH)[best], "train_success_last_third": scores,
             "rule": "highest mean train/success over the last third of the iterations (ties: first listed)"}
 
@@ -311,23 +321,29 @@ def main(argv: list[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             list(pool.map(one, items))
 
-    search = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in SEARCH]
-    if not args.aggregate_only and not args.setting:
+    # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)
+    search = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in SEARCH if args.setting in (None, s)]
+    if not args.aggregate_only:
         train(search)
     search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in SEARCH}
-    choice = None
-    if args.setting:
+    choice_path = out / "choice.json"
+    choice = json.loads(choice_path.read_text(encoding="utf-8")) if choice_path.is_file() else None
+    if args.setting and (choice is None or choice["setting"] != args.setting):
         choice = {"setting": args.setting, "overrides": dict(SEARCH)[args.setting], "train_success_last_third": {},
                   "rule": "imposed with --setting"}
-    elif all(search_done.values()):
+    elif choice is None and all(search_done.values()):
         choice = choose({s: read_metrics(w) for s, w in search_done.items()}, iterations)
+    if choice is not None:  # made once, then kept: later arms train at the same setting
+        out.mkdir(parents=True, exist_ok=True)
+        choice_path.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
     if choice is not None and not args.aggregate_only and not args.search_only:
         train([(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed) for arm, ro, seeds in ARMS
                for seed in seeds])
     arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in ARMS
                                           for seed in seeds]
-    total = len(SEARCH) + sum(len(seeds) for _, _, seeds in ARMS)
-    done = sum(w is not None for w in search_done.values()) + sum(
+    searched = [s for s, _ in SEARCH if args.setting in (None, s)]
+    total = len(searched) + sum(len(seeds) for _, _, seeds in ARMS)
+    done = sum(search_done[s] is not None for s in searched) + sum(
         finished_run(n, s, runs_dir, out, iterations) is not None for n, s in arm_runs)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
     summary = aggregate(runs_dir, out, start, iterations, choice, state)

@@ -305,6 +305,10 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert summary["before_rl"]["demo_options"][0] == "env.options.offline_seed=1"
     demos = [json.loads(line) for line in (runs / "demos.jsonl").read_text().splitlines()]
     assert demos and all(d["response"].startswith("<action>") for d in demos)  # the action tag alone
+    assert all("_s1_" in d["task_id"] for d in demos)  # generated games are named trial_sdar_s<seed>_<n>
+    made = json.loads((runs / "warm_start.json").read_text())
+    assert made["demo_episodes"] == 2 and summary["before_rl"]["demo_episodes"] == 2
+    assert json.loads((out / "choice.json").read_text()) == choice
     # every run's validation curve starts at the shared warm start's value; gains are curve end - start
     for r in summary["runs"]:
         assert r["finished"] and r["iterations_done"] == 2 and set(r["train_success_curve"]) == {"1", "2"}
@@ -315,6 +319,12 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert "trained" in first.stdout
     again = _run(args)
     assert "trained" not in again.stdout and again.stdout.count("finished earlier") == 7
+    # --setting imposes the other setting: its search run is GRPO's seed 0 there, its arms are not trained yet
+    other = next(s for s in choice["train_success_last_third"] if s != choice["setting"])
+    _run([*args, "--setting", other, "--aggregate-only"])
+    imposed = json.loads((out / "summary.json").read_text())
+    assert imposed["state"] == "1 of 6 runs finished (partial: rerun to continue)"
+    assert json.loads((out / "choice.json").read_text())["setting"] == other
 
 
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
