@@ -13,7 +13,8 @@ the first 48 ``valid_seen`` games.
    takes the setting whose training success, averaged over the last third of the iterations, is
    highest (ties: the first listed); the validation panel plays no part in the choice. The
    choice is written to ``choice.json`` in ``--out`` once and kept (delete it to choose again);
-   ``--setting NAME`` imposes a setting instead and trains only that setting's search run.
+   ``--setting NAME`` imposes a setting for this call instead (not recorded as the choice) and
+   trains only that setting's search run (with ``--search-only``: nothing else).
 3. **Runs at the chosen setting** (``ARMS``): GRPO seeds 1 and 2 (seed 0 is the search run), then
    SDAR with the teacher reading a successful sibling trajectory inside the user turn (the context
    and layout ``sdar teacher-check`` found SmolLM2-135M reading on ALFWorld) at lambda 1 (the only
@@ -70,6 +71,10 @@ DEMO_OPTIONS = ["env.options.offline_seed=1", "env.options.offline_games=40"]
 SEARCH: list[tuple[str, list[str]]] = [
     ("lr1e-4-kl0.01", ["optim.lr=1e-4", "loss.c_kl=0.01"]),
     ("lr3e-4-kl0.01", ["optim.lr=3e-4", "loss.c_kl=0.01"]),
+    # added after both runs above had validated once (iteration 10): their training advantages came
+    # mostly from the invalid-action penalty (few wins, many invalid steps), validation fell, and at
+    # lr 3e-4 the entropy collapsed; here only wins make returns differ
+    ("lr1e-4-kl0.01-nopenalty", ["optim.lr=1e-4", "loss.c_kl=0.01", "env.invalid_action_penalty=0.0"]),
 ]
 # (arm, overrides, seeds) trained at the chosen setting; GRPO's seed 0 is the search run
 ARMS: list[tuple[str, list[str], tuple[int, ...]]] = [
@@ -333,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                   "rule": "imposed with --setting"}
     elif choice is None and all(search_done.values()):
         choice = choose({s: read_metrics(w) for s, w in search_done.items()}, iterations)
-    if choice is not None:  # made once, then kept: later arms train at the same setting
+    if choice is not None and not args.setting:  # the search's choice, made once, then kept
         out.mkdir(parents=True, exist_ok=True)
         choice_path.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
     if choice is not None and not args.aggregate_only and not args.search_only:

@@ -284,19 +284,22 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
 
 
 def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from alfworld_headroom import SEARCH
+
     runs, out = tmp_path / "runs", tmp_path / "out"
     args = [str(BENCH / "alfworld_headroom.py"), "--smoke", "--runs-dir", str(runs), "--out", str(out), "--jobs", "2"]
     first = _run(args)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["state"] == "7 of 7 runs finished (complete)"
+    assert summary["state"] == f"{len(SEARCH) + 5} of {len(SEARCH) + 5} runs finished (complete)"
     # the choice comes from the search runs' training success, and the arms ran at it
     choice = summary["choice"]
-    assert set(choice["train_success_last_third"]) == {"lr1e-4-kl0.01", "lr3e-4-kl0.01"}
+    assert set(choice["train_success_last_third"]) == {name for name, _ in SEARCH}
     best = max(choice["train_success_last_third"].values())
     assert choice["train_success_last_third"][choice["setting"]] == best
     arm_runs = [r for r in summary["runs"] if r["seed"] != 0 or r["arm"] != "grpo"]
     assert {r["setting"] for r in arm_runs} == {choice["setting"]}
-    lr = {"lr1e-4-kl0.01": 1e-4, "lr3e-4-kl0.01": 3e-4}[choice["setting"]]
+    lr = float(next(o for o in dict(SEARCH)[choice["setting"]] if o.startswith("optim.lr=")).split("=")[1])
     config = yaml.safe_load((runs / f"sdar-sibling-l1-{choice['setting']}-seed2" / "config.yaml").read_text())
     assert config["loss"]["method"] == "sdar" and config["optim"]["lr"] == lr and config["loss"]["sdar_lambda"] == 1.0
     assert config["teacher"]["context"] == "sibling" and config["init_checkpoint"] == str(runs / "warm")
@@ -318,13 +321,14 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert (out / "runs" / f"grpo-{choice['setting']}-seed1" / "metrics.jsonl").is_file()
     assert "trained" in first.stdout
     again = _run(args)
-    assert "trained" not in again.stdout and again.stdout.count("finished earlier") == 7
+    assert "trained" not in again.stdout and again.stdout.count("finished earlier") == len(SEARCH) + 5
     # --setting imposes the other setting: its search run is GRPO's seed 0 there, its arms are not trained yet
     other = next(s for s in choice["train_success_last_third"] if s != choice["setting"])
     _run([*args, "--setting", other, "--aggregate-only"])
     imposed = json.loads((out / "summary.json").read_text())
     assert imposed["state"] == "1 of 6 runs finished (partial: rerun to continue)"
-    assert json.loads((out / "choice.json").read_text())["setting"] == other
+    assert imposed["choice"]["setting"] == other and imposed["choice"]["rule"] == "imposed with --setting"
+    assert json.loads((out / "choice.json").read_text()) == choice  # the search's choice stays recorded
 
 
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
