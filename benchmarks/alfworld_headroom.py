@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
     parser.add_argument("--demo-episodes", type=int, default=32, help="expert episodes of the warm start")
     parser.add_argument("--setting", choices=[s for s, _ in SEARCH],
-                        help="train the arms at this search setting instead of waiting for the search's choice")
+                        help="train this setting's search run, then the arms at it, instead of waiting for the "
+                             "search's choice (not recorded as the choice)")
     parser.add_argument("--search-only", action="store_true", help="train the search runs only")
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 iterations (plumbing only)")
