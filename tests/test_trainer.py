@@ -8,6 +8,7 @@ weights, Ctrl-C leaves a resumable checkpoint, and the CLI does all of it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -200,6 +201,28 @@ def test_all_invalid_actions_still_train(tmp_path):
     # zero-variance groups: zero advantages, finite losses
     assert line["train/advantage_abs_mean"] == 0.0
     assert line["actor/optimizer_steps"] >= 1 and line["actor/skipped_updates"] == 0
+
+
+@pytest.mark.parametrize("c_ent", [0.0, 0.001])
+def test_an_iteration_without_advantage_signal_moves_the_policy_only_through_the_entropy_bonus(tmp_path, c_ent):
+    # Every action is invalid, so every group's returns are equal and every advantage is 0. With no
+    # entropy bonus, KL term or weight decay the gradient is exactly 0 and the weights stay put;
+    # with the default bonus of 0.001 they move: AdamW scales a tiny gradient up to a step of about
+    # the learning rate. The entropy is logged either way.
+    config, _ = make_config(tmp_path, ["method=grpo", "eval.every=0", "eval.before_training=false", "iterations=1",
+                                       "loss.c_kl=0", f"loss.c_ent={c_ent}", "optim.weight_decay=0",
+                                       "optim.lr=1e-3"])
+    trainer = Trainer(config, tmp_path / "run")
+    before = weights(trainer.model)
+    trainer.train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert line["train/advantage_abs_mean"] == 0.0 and line["actor/optimizer_steps"] >= 1
+    assert math.isfinite(line["actor/entropy"]) and line["actor/entropy"] > 0
+    moved = max(float((weights(trainer.model)[k] - v).abs().max()) for k, v in before.items())
+    if c_ent == 0.0:
+        assert moved == 0.0
+    else:
+        assert moved > 1e-4  # about lr per Adam step, whatever the bonus's size
 
 
 def test_nan_loss_skips_the_update(tmp_path, caplog):

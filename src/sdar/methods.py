@@ -375,7 +375,7 @@ def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str
     Returns:
         ``(loss, metrics)``: 0-d loss with gradient; metrics as Python floats: ``actor/loss``,
         ``actor/pg_loss``, ``actor/pg_clipfrac``, ``actor/pg_clipfrac_lower``, ``actor/ppo_kl``,
-        ``actor/kl`` (if ``c_kl > 0``), ``actor/entropy`` (if ``entropy`` given), and per method
+        ``actor/kl`` (if ``c_kl > 0``), ``actor/entropy`` (if ``entropy`` given; the trainer always gives it), and per method
         ``sdar/gate_mean``, ``sdar/gate_active_ratio``, ``sdar/teacher_gap_mean``,
         ``sdar/teacher_gap_std``, ``sdar/teacher_gap_old_mean``, ``sdar/teacher_gap_old_std``,
         ``sdar/loss``; ``rlsd/mix``, ``rlsd/advantage_scale``; ``skill_sd/loss``, ...;

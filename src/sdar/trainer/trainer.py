@@ -978,9 +978,12 @@ class Trainer:
         rows = [batch.samples[i] for i in micro]
         width = max(len(s.response_ids) for s in rows)
         want_logits = "logits" in self.needs
+        # The policy's entropy is always computed, so that actor/entropy is logged for every loss; it
+        # enters the loss (with its gradient) only through the entropy bonus or an entropy-reading
+        # gate. Its cost is small next to the forward pass: it reads the logits the log-probs read.
         with_entropy = "entropy" in self.needs or self.config.loss.c_ent != 0
         scored = score_responses(self.model, [s.prompt_ids for s in rows], [s.response_ids for s in rows],
-                                 with_entropy=with_entropy, pad_id=self.pad_id, return_logits=want_logits)
+                                 with_entropy=True, pad_id=self.pad_id, return_logits=want_logits)
         teacher_logits = self._teacher_logits(rows) if want_logits else None
         mask = scored.response_mask.to(self.device)
         if not _finite_on(scored.log_probs, mask) or (with_entropy and not _finite_on(scored.entropy, mask)):
@@ -1003,8 +1006,7 @@ class Trainer:
             response_mask=mask,
             iteration=iteration,
         )
-        if with_entropy:
-            inputs["entropy"] = scored.entropy
+        inputs["entropy"] = scored.entropy if with_entropy else scored.entropy.detach()
         if ref_lp is not None:
             inputs["ref_log_probs"] = dev(pad_rows([ref_lp[i] for i in micro], width))
         if teacher is not None:
