@@ -106,6 +106,7 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Pat
     demo_options = [*DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])]
     if not (sft_dir / "checkpoints").is_dir():
         start_path.unlink(missing_ok=True)  # it validated another warm start
+        made_path.unlink(missing_ok=True)  # it described another warm start
         demos = runs_dir / "demos.jsonl"
         demo_config = load_config(CONFIG, [*overrides, *demo_options])
         summary = write_demonstrations("alfworld", demo_config, "expert", episodes, demos)
@@ -115,9 +116,7 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Pat
             shutil.rmtree(sft_dir)
         run(sdar("sft", "--config", str(CONFIG), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
                  "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
-        made_path.write_text(json.dumps({"demo_options": demo_options, "demo_episodes": episodes}) + "\n",
-                             encoding="utf-8")
-    if not made_path.is_file():  # made before this record was kept: by the defaults of that time
+    if not made_path.is_file():  # just made, or made before this record was kept (this call's recipe then)
         made_path.write_text(json.dumps({"demo_options": demo_options, "demo_episodes": episodes}) + "\n",
                              encoding="utf-8")
     if not start_path.is_file():
