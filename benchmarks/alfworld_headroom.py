@@ -1,15 +1,21 @@
 """ALFWorld with headroom: does GRPO raise validation success, and does SDAR add to it?
 
-Setting (``configs/bench/alfworld_headroom.yaml``): offline ALFWorld ``easy`` games (pick-and-place,
-3 receptacles), SmolLM2-135M with LoRA in bfloat16 autocast, the action tag only, a fixed panel of
-the first 48 ``valid_seen`` games.
+Setting: offline ALFWorld ``easy`` games (pick-and-place, 3 receptacles), SmolLM2-135M with LoRA in
+bfloat16 autocast, the action tag only, a fixed panel of the first 48 ``valid_seen`` games. Two
+regimes (``--regime``), each with its config, its search, its runs and its tables:
+
+- ``short`` (``configs/bench/alfworld_headroom.yaml``, ``SEARCH_SHORT``): 6 steps, 4 tasks x group 4,
+  invalid-action penalty 0.1; searched over learning rate, KL and the penalty/regularisers.
+- ``long`` (``configs/bench/alfworld_headroom_long.yaml``, ``SEARCH_LONG``): made after the short
+  regime's runs showed what limits GRPO there (few wins per group): 10 steps, 2 tasks x group 8,
+  only wins make returns differ (no penalty, no entropy bonus, no KL); searched over the learning rate.
 
 1. **Warm start with headroom, shared by every run**: the scripted expert plays ``--demo-episodes``
    episodes of ANOTHER generated game set (``DEMO_OPTIONS``: offline seed 1), its turns are the
    demonstrations of ``sdar sft`` (2 epochs, lr 1e-4). So the warm start learned the format and a
    little of the task from few demonstrations, and RL plays games it never imitated (offline
    seed 0). Its validation on the panel (``start_eval.json``) is every run's iteration 0.
-2. **Search** (``SEARCH``): GRPO seed 0 at each learning rate and KL coefficient listed. The grid
+2. **Search** (the regime's list): GRPO seed 0 at each setting listed. The grid
    takes the setting whose training success, averaged over the last third of the iterations, is
    highest (ties: the first listed); the validation panel plays no part in the choice. The
    choice is written to ``choice.json`` in ``--out`` once and kept (delete it to choose again);
@@ -29,7 +35,8 @@ Resumable like the gate study (``gate_study.train_one``): finished runs are skip
 ones resumed from their last checkpoint; on another machine the warm start is remade and compared
 with the committed one (weights digest) before the committed runs count.
 
-    python benchmarks/alfworld_headroom.py --jobs 2          # the grid (many hours on 2 CPU cores)
+    python benchmarks/alfworld_headroom.py --jobs 2          # the short regime (many hours on 2 CPU cores)
+    python benchmarks/alfworld_headroom.py --regime long --jobs 2  # the long regime
     python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far)
     python benchmarks/alfworld_headroom.py --smoke           # tiny random model, plumbing only
 """
@@ -44,6 +51,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +62,7 @@ from gate_study import (
     _commit,
     check_same_start,
     finished_run,
+    keep_run_record,
     mean_std,
     read_metrics,
     repo_relative,
@@ -63,12 +72,11 @@ from gate_study import (
     weights_sha256,
 )
 
-CONFIG = ROOT / "configs" / "bench" / "alfworld_headroom.yaml"
 SEEDS = (0, 1, 2)
 # where the demonstrations come from: another generated game set than the one RL and validation use
 DEMO_OPTIONS = ["env.options.offline_seed=1", "env.options.offline_games=40"]
-# (setting name, overrides) of the search, GRPO seed 0 each
-SEARCH: list[tuple[str, list[str]]] = [
+# (setting name, overrides) of the first regime's search, GRPO seed 0 each
+SEARCH_SHORT: list[tuple[str, list[str]]] = [
     ("lr1e-4-kl0.01", ["optim.lr=1e-4", "loss.c_kl=0.01"]),
     ("lr3e-4-kl0.01", ["optim.lr=3e-4", "loss.c_kl=0.01"]),
     # added after both runs above had validated once (iteration 10): their training advantages came
@@ -79,6 +87,34 @@ SEARCH: list[tuple[str, list[str]]] = [
     ("lr1e-4-nopenalty-noreg", ["optim.lr=1e-4", "loss.c_kl=0.0", "loss.c_ent=0.0",
                                 "env.invalid_action_penalty=0.0"]),
 ]
+# the second regime's search: its config already turns off the penalty and the entropy bonus (what the
+# first regime's runs showed); no KL term either (it only held the policy near a warm start that
+# rarely wins); the search is over the learning rate
+SEARCH_LONG: list[tuple[str, list[str]]] = [
+    ("lr1e-4", ["optim.lr=1e-4", "loss.c_kl=0.0"]),
+    ("lr3e-4", ["optim.lr=3e-4", "loss.c_kl=0.0"]),
+]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One setting of the benchmark: its name (``--regime``), its config (whose file name also names the
+    default runs and tables folders) and its search."""
+
+    name: str
+    config: Path
+    search: list[tuple[str, list[str]]]
+
+    def settings(self) -> list[str]:
+        return [name for name, _ in self.search]
+
+
+REGIMES = {
+    # 6 steps, 4 tasks x group 4, invalid-action penalty 0.1 (results/alfworld_headroom/)
+    "short": Regime("short", ROOT / "configs" / "bench" / "alfworld_headroom.yaml", SEARCH_SHORT),
+    # 10 steps, 2 tasks x group 8, only wins count (results/alfworld_headroom_long/)
+    "long": Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG),
+}
 # (arm, overrides, seeds) trained at the chosen setting; GRPO's seed 0 is the search run
 ARMS: list[tuple[str, list[str], tuple[int, ...]]] = [
     ("grpo", ["method=grpo"], (1, 2)),
@@ -93,7 +129,7 @@ SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=2"
 SMOKE_DEMO = ["env.options.offline_games=6"]
 
 
-def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Path, dict]:
+def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes: int) -> tuple[Path, dict]:
     """The shared warm start (expert demonstrations of the other game set, ``sdar sft``) and its
     validation on the panel (``start_eval.json``); made once, reused."""
     from learning import write_demonstrations
@@ -108,41 +144,37 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int) -> tuple[Pat
         start_path.unlink(missing_ok=True)  # it validated another warm start
         made_path.unlink(missing_ok=True)  # it described another warm start
         demos = runs_dir / "demos.jsonl"
-        demo_config = load_config(CONFIG, [*overrides, *demo_options])
+        demo_config = load_config(config_path, [*overrides, *demo_options])
         summary = write_demonstrations("alfworld", demo_config, "expert", episodes, demos)
         print(f"warm start: {summary['episodes']} expert episodes (success {summary['success']:.2f}) of the "
               f"demonstration games", flush=True)
         if sft_dir.exists():
             shutil.rmtree(sft_dir)
-        run(sdar("sft", "--config", str(CONFIG), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
+        run(sdar("sft", "--config", str(config_path), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
                  "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
     if not made_path.is_file():  # just made, or made before this record was kept (this call's recipe then)
         made_path.write_text(json.dumps({"demo_options": demo_options, "demo_episodes": episodes}) + "\n",
                              encoding="utf-8")
     if not start_path.is_file():
-        run(sdar("eval", "--config", str(CONFIG), *overrides, f"init_checkpoint={sft_dir}", "--output",
+        run(sdar("eval", "--config", str(config_path), *overrides, f"init_checkpoint={sft_dir}", "--output",
                  str(start_path)), runs_dir / "warm.log")
-    config = load_config(CONFIG, overrides)
+    config = load_config(config_path, overrides)
     start = json.loads(start_path.read_text(encoding="utf-8"))
     start.update(env_name=config.env.name, env_options=config.env.options,
                  **json.loads(made_path.read_text(encoding="utf-8")), warm_start_sha256=weights_sha256(sft_dir))
     return sft_dir, start
 
 
-def settings(choice: str | None) -> dict[str, list[str]]:
-    return dict(SEARCH) if choice is None else {choice: dict(SEARCH)[choice]}
-
-
-def choose(runs: dict[str, list[dict]], iterations: int) -> dict:
+def choose(runs: dict[str, list[dict]], iterations: int, search: list[tuple[str, list[str]]]) -> dict:
     """The search's choice: highest mean training success over the last third of the iterations."""
     scores = {}
     for name, metrics in runs.items():
         tail = [m["train/success"] for m in metrics
                 if "train/success" in m and m["iteration"] > iterations - max(1, iterations // 3)]
         scores[name] = statistics.fmean(tail) if tail else float("-inf")
-    listed = [name for name, _ in SEARCH]
+    listed = [name for name, _ in search]
     best = max(scores, key=lambda n: (scores[n], -listed.index(n)))
-    return {"setting": best, "overrides": dict(SEARCH)[best], "train_success_last_third": scores,
+    return {"setting": best, "overrides": dict(search)[best], "train_success_last_third": scores,
             "rule": "highest mean train/success over the last third of the iterations (ties: first listed)"}
 
 
@@ -156,11 +188,12 @@ def val_curve(metrics: list[dict], start: float) -> dict[int, float]:
     return curve
 
 
-def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, choice: dict | None, state: str) -> dict:
+def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations: int, choice: dict | None,
+              state: str) -> dict:
     from _results import machine_info
 
     out.mkdir(parents=True, exist_ok=True)
-    planned = [("grpo", s, 0) for s, _ in SEARCH]
+    planned = [("grpo", s, 0) for s in regime.settings()]
     if choice is not None:
         planned += [(arm, choice["setting"], seed) for arm, _, seeds in ARMS for seed in seeds]
     runs, commits = [], {}
@@ -181,15 +214,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, choice: d
                      "train_success_curve": {m["iteration"]: m["train/success"] for m in train if "train/success" in m},
                      "signals": {k: statistics.fmean(v) if (v := [m[k] for m in train if k in m]) else None
                                  for k in SIGNAL_KEYS}})
-        dest = out / "runs" / name
-        if dest.resolve() != where.resolve():
-            dest.mkdir(parents=True, exist_ok=True)
-            for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
-                if (where / f).is_file():
-                    (dest / f).write_text(repo_relative((where / f).read_text(encoding="utf-8")), encoding="utf-8")
-        commit_file = where / "commit.txt"
-        commits[name] = "; ".join(p.strip() for p in commit_file.read_text(encoding="utf-8").splitlines()
-                                  if p.strip()) if commit_file.is_file() else "not recorded"
+        commits[name] = keep_run_record(where, out / "runs" / name)
     arms = []
     if choice is not None:
         for arm, _, _ in ARMS:
@@ -199,8 +224,9 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, choice: d
             arms.append({"arm": arm, "setting": choice["setting"], "gains": gains, "gain": stats,
                          "target_met": (len(gains) == len(SEEDS) and min(gains) >= TARGET_GAIN
                                         and stats["mean"] > 2 * stats["std"])})
-    summary = {"state": state, "before_rl": start, "iterations": iterations, "config": str(CONFIG.relative_to(ROOT)),
-               "search": [{"setting": s, "overrides": o} for s, o in SEARCH], "choice": choice,
+    summary = {"state": state, "before_rl": start, "iterations": iterations, "regime": regime.name,
+               "config": str(regime.config.relative_to(ROOT)),
+               "search": [{"setting": s, "overrides": o} for s, o in regime.search], "choice": choice,
                "target": f"every seed +{100 * TARGET_GAIN:.0f} points or more on the panel, mean gain > 2 std",
                "runs": runs, "arms": arms, "run_commits": commits, "machine": machine_info(), "commit": _commit(),
                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -289,27 +315,33 @@ def plot(runs: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs-dir", default="runs/alfworld_headroom", help="where runs and the warm start go")
-    parser.add_argument("--out", default="benchmarks/results/alfworld_headroom", help="where the tables go")
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="short",
+                        help="short: configs/bench/alfworld_headroom.yaml; long: alfworld_headroom_long.yaml")
+    parser.add_argument("--runs-dir", help="where runs and the warm start go (default: runs/<config name>)")
+    parser.add_argument("--out", help="where the tables go (default: benchmarks/results/<config name>)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
     parser.add_argument("--demo-episodes", type=int, default=32, help="expert episodes of the warm start")
-    parser.add_argument("--setting", choices=[s for s, _ in SEARCH],
+    parser.add_argument("--setting", choices=sorted({s for r in REGIMES.values() for s in r.settings()}),
                         help="train this setting's search run, then the arms at it, instead of waiting for the "
                              "search's choice (not recorded as the choice)")
     parser.add_argument("--search-only", action="store_true", help="train the search runs only")
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 iterations (plumbing only)")
     args = parser.parse_args(argv)
+    regime = REGIMES[args.regime]
+    if args.setting and args.setting not in regime.settings():
+        parser.error(f"--setting {args.setting} is not in the {args.regime} regime's search: {regime.settings()}")
+    search = regime.search
     overrides = SMOKE if args.smoke else []
-    runs_dir = ROOT / args.runs_dir
-    out = ROOT / (args.out if not args.smoke or args.out != parser.get_default("out")
-                  else "runs/alfworld_headroom_smoke_out")
+    folder = regime.config.stem
+    runs_dir = ROOT / (args.runs_dir or f"runs/{folder}")
+    out = ROOT / (args.out or (f"runs/{folder}_smoke_out" if args.smoke else f"benchmarks/results/{folder}"))
     from sdar.trainer.config import load_config
 
-    iterations = load_config(CONFIG, overrides).iterations
+    iterations = load_config(regime.config, overrides).iterations
     runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: see gate_study.py
-    sft_dir, start = warm_start(runs_dir, overrides, 2 if args.smoke else args.demo_episodes)
+    sft_dir, start = warm_start(runs_dir, regime.config, overrides, 2 if args.smoke else args.demo_episodes)
     print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
     committed = out / "summary.json"
     if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):
@@ -320,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         def one(item):
             name, run_overrides, seed = item
             try:
-                msg = train_one(name, run_overrides, seed, runs_dir, sft_dir, overrides, iterations, out, CONFIG)
+                msg = train_one(name, run_overrides, seed, runs_dir, sft_dir, overrides, iterations, out,
+                                regime.config)
             except RuntimeError as err:
                 failures.append(f"{name}-seed{seed}: {err}")
                 msg = f"{name}-seed{seed}: FAILED"
@@ -330,17 +363,17 @@ def main(argv: list[str] | None = None) -> int:
             list(pool.map(one, items))
 
     # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)
-    search = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in SEARCH if args.setting in (None, s)]
+    search_runs = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in search if args.setting in (None, s)]
     if not args.aggregate_only:
-        train(search)
-    search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in SEARCH}
+        train(search_runs)
+    search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
     choice_path = out / "choice.json"
     choice = json.loads(choice_path.read_text(encoding="utf-8")) if choice_path.is_file() else None
     if args.setting and (choice is None or choice["setting"] != args.setting):
-        choice = {"setting": args.setting, "overrides": dict(SEARCH)[args.setting], "train_success_last_third": {},
+        choice = {"setting": args.setting, "overrides": dict(search)[args.setting], "train_success_last_third": {},
                   "rule": "imposed with --setting"}
     elif choice is None and all(search_done.values()):
-        choice = choose({s: read_metrics(w) for s, w in search_done.items()}, iterations)
+        choice = choose({s: read_metrics(w) for s, w in search_done.items()}, iterations, search)
     if choice is not None and not args.setting:  # the search's choice, made once, then kept
         out.mkdir(parents=True, exist_ok=True)
         choice_path.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
@@ -349,12 +382,12 @@ def main(argv: list[str] | None = None) -> int:
                for seed in seeds])
     arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in ARMS
                                           for seed in seeds]
-    searched = [s for s, _ in SEARCH if args.setting in (None, s)]
+    searched = [s for s, _ in search if args.setting in (None, s)]
     total = len(searched) + sum(len(seeds) for _, _, seeds in ARMS)
     done = sum(search_done[s] is not None for s in searched) + sum(
         finished_run(n, s, runs_dir, out, iterations) is not None for n, s in arm_runs)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
-    summary = aggregate(runs_dir, out, start, iterations, choice, state)
+    summary = aggregate(runs_dir, out, regime, start, iterations, choice, state)
     print(f"{state}; tables in {out}", flush=True)
     for arm in summary["arms"]:
         print(f"{arm['arm']}: gains {arm['gains']}, target {'met' if arm['target_met'] else 'not met'}", flush=True)

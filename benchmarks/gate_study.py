@@ -252,19 +252,9 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
                 vals = [m[key] for m in train_rows if key in m]
                 if vals:
                     signals[key].append(statistics.fmean(vals))
-            dest = out / "runs" / run_dir.name
-            if dest.resolve() != run_dir.resolve():
-                dest.mkdir(parents=True, exist_ok=True)
-                for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
-                    if not (run_dir / f).is_file():  # commit.txt: runs trained before it was recorded
-                        continue
-                    text = repo_relative((run_dir / f).read_text(encoding="utf-8"))
-                    (dest / f).write_text(text, encoding="utf-8")
+            commits[run_dir.name] = keep_run_record(run_dir, out / "runs" / run_dir.name)
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
-            commit_file = run_dir / "commit.txt"
-            parts = commit_file.read_text(encoding="utf-8").splitlines() if commit_file.is_file() else []
-            commits[run_dir.name] = "; ".join(p.strip() for p in parts if p.strip()) or "not recorded"
         curve = curves.get(name, {})
         rows.append({"run": name, "overrides": run_overrides, "seeds": done_seeds,
                      "validation_curve_mean": {it: statistics.fmean(v) for it, v in sorted(curve.items())},
@@ -280,6 +270,20 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     plot(curves, out / "curves.png")
     return summary
+
+
+def keep_run_record(run_dir: Path, dest: Path) -> str:
+    """Copy a run's record (``config.yaml``, ``metrics.jsonl``, ``commit.txt``) into ``dest`` with this
+    checkout's paths made repository-relative (nothing to copy when ``dest`` is ``run_dir``); return
+    the commit(s) whose code trained it, one per resumed part, or "not recorded"."""
+    if dest.resolve() != run_dir.resolve():
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
+            if (run_dir / f).is_file():  # commit.txt: runs trained before it was recorded have none
+                (dest / f).write_text(repo_relative((run_dir / f).read_text(encoding="utf-8")), encoding="utf-8")
+    commit_file = run_dir / "commit.txt"
+    parts = commit_file.read_text(encoding="utf-8").splitlines() if commit_file.is_file() else []
+    return "; ".join(p.strip() for p in parts if p.strip()) or "not recorded"
 
 
 def repo_relative(text: str) -> str:

@@ -24,21 +24,41 @@ def _metrics(successes: list[float]) -> list[dict]:
 
 
 def test_choose_takes_the_highest_training_success_over_the_last_third(headroom):
-    names = [name for name, _ in headroom.SEARCH]
+    search = headroom.REGIMES["short"].search
+    names = [name for name, _ in search]
     # the first setting is far better early on, the second over iterations 21-30: the last third decides
     early = _metrics([0.9] * 20 + [0.1] * 10)
     late = _metrics([0.0] * 20 + [0.3] * 10)
-    choice = headroom.choose({names[0]: early, names[1]: late}, 30)
+    choice = headroom.choose({names[0]: early, names[1]: late}, 30, search)
     assert choice["setting"] == names[1]
-    assert choice["overrides"] == dict(headroom.SEARCH)[names[1]]
+    assert choice["overrides"] == dict(search)[names[1]]
     assert choice["train_success_last_third"] == pytest.approx({names[0]: 0.1, names[1]: 0.3})
 
 
 def test_choose_breaks_a_tie_for_the_first_listed_setting(headroom):
-    names = [name for name, _ in headroom.SEARCH]
+    search = headroom.REGIMES["long"].search
+    names = [name for name, _ in search]
     same = _metrics([0.2] * 30)
-    assert headroom.choose({names[0]: same, names[1]: same}, 30)["setting"] == names[0]
-    assert headroom.choose({names[1]: same, names[0]: same}, 30)["setting"] == names[0]
+    assert headroom.choose({names[0]: same, names[1]: same}, 30, search)["setting"] == names[0]
+    assert headroom.choose({names[1]: same, names[0]: same}, 30, search)["setting"] == names[0]
+
+
+def test_each_regime_config_loads_with_every_setting_of_its_search(headroom):
+    from sdar.trainer.config import load_config
+
+    short, long = headroom.REGIMES["short"], headroom.REGIMES["long"]
+    for regime in (short, long):
+        for _, overrides in regime.search:
+            config = load_config(regime.config, ["method=grpo", *overrides])
+            assert config.eval.num_tasks == 48 and config.iterations == 30
+    # the long regime: more steps and bigger groups at the same number of episodes, only wins count
+    s, g = load_config(short.config, ["method=grpo"]), load_config(long.config, ["method=grpo"])
+    assert (g.env.max_steps, g.rollout.group_size) == (10, 8) and s.env.max_steps == 6
+    assert g.rollout.group_size * g.rollout.tasks_per_iteration == s.rollout.group_size * s.rollout.tasks_per_iteration
+    assert g.env.invalid_action_penalty == 0.0 and g.loss.c_ent == 0.0
+    # the same warm start recipe: model and prompt settings agree
+    assert (g.model, g.env.options, g.env.prompt_mode, g.env.history_length) == (
+        s.model, s.env.options, s.env.prompt_mode, s.env.history_length)
 
 
 def test_summary_marks_runs_still_training_and_counts_only_finished_gains(headroom):
@@ -53,3 +73,31 @@ def test_summary_marks_runs_still_training_and_counts_only_finished_gains(headro
     assert "| grpo-a-seed0 | 0: 12.5 / 10: 20.0 / 30: 37.5 | +25.0 |" in text
     assert "| grpo-a-seed1 (training: 7 of 30) | 0: 12.5 | - |" in text
     assert "not made yet" in text
+
+
+def test_a_setting_from_another_regime_is_refused_before_anything_runs(headroom, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        headroom.main(["--regime", "long", "--setting", "lr1e-4-kl0.01", "--aggregate-only"])
+    assert exit_info.value.code == 2
+    assert "is not in the long regime's search: ['lr1e-4', 'lr3e-4']" in capsys.readouterr().err
+
+
+def test_keep_run_record_copies_repo_relative_and_returns_every_part_commit(headroom, tmp_path):
+    import gate_study
+
+    run_dir = tmp_path / "grpo-seed0"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(f"init_checkpoint: {gate_study.ROOT}/runs/x/warm\n")
+    (run_dir / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    (run_dir / "commit.txt").write_text("abc123\n\ndef456 (resumed)\n")
+    dest = tmp_path / "out" / "runs" / "grpo-seed0"
+    assert gate_study.keep_run_record(run_dir, dest) == "abc123; def456 (resumed)"
+    assert (dest / "config.yaml").read_text() == "init_checkpoint: runs/x/warm\n"
+    assert (dest / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
+    # a run trained before commits were recorded; a record that already lies where it is kept
+    (run_dir / "commit.txt").unlink()
+    other = tmp_path / "elsewhere"
+    assert gate_study.keep_run_record(run_dir, other) == "not recorded"
+    assert not (other / "commit.txt").exists() and (other / "config.yaml").is_file()
+    assert gate_study.keep_run_record(dest, dest) == "abc123; def456 (resumed)"
+    assert (dest / "config.yaml").read_text() == "init_checkpoint: runs/x/warm\n"

@@ -285,7 +285,9 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
 
 def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tmp_path):
     sys.path.insert(0, str(BENCH))
-    from alfworld_headroom import SEARCH
+    from alfworld_headroom import REGIMES
+
+    SEARCH = REGIMES["short"].search
 
     runs, out = tmp_path / "runs", tmp_path / "out"
     args = [str(BENCH / "alfworld_headroom.py"), "--smoke", "--runs-dir", str(runs), "--out", str(out), "--jobs", "2"]
