@@ -110,6 +110,10 @@ BAD_INPUTS = {
     "method preset": (["method=grpo_opsd", "loss.beta=5"], "loss.method: 'grpo_opsd' fixes beta=0"),
     "combination": (["distributed.strategy=fsdp", "rollout.engine=vllm"],
                     "distributed.strategy=fsdp does not support rollout.engine=vllm"),
+    "filter groups of one": (["rollout.filter_groups=true", "rollout.group_size=1"],
+                             "rollout.filter_groups drops groups whose episode returns are all equal, which a "
+                             "group of rollout.group_size=1 always is; use group_size >= 2"),
+    "rollout batches": (["rollout.max_rollout_batches=0"], "rollout.max_rollout_batches must be >= 1, got 0"),
 }
 
 

@@ -367,6 +367,21 @@ def test_launcher_environment_errors(monkeypatch):
 # ---- the CLI under torchrun, then resumed in one process -----------------------------------------
 @pytest.mark.slow
 @two_ranks
+def test_torchrun_refuses_dynamic_sampling_in_one_line(tmp_path):
+    # rollout.filter_groups plays whole groups in one process; two ranks both stop with the same line
+    config_path = write_config(tmp_path / "config.yaml", iterations=1)
+    run = tmp_path / "run"
+    cmd = torchrun_command(free_port(), "train", "--config", str(config_path), "rollout.filter_groups=true",
+                           "--output-dir", str(run), "--no-report")
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=launcher_env(), timeout=TIMEOUT_S)
+    assert done.returncode != 0
+    assert "rollout.filter_groups runs in one process only (groups are played whole); this launch has 2 ranks" in (
+        done.stderr)
+    assert not (run / "metrics.jsonl").exists()
+
+
+@pytest.mark.slow
+@two_ranks
 def test_torchrun_train_then_resume_in_one_process(tmp_path):
     config_path = write_config(
         tmp_path / "config.yaml",

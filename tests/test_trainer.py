@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from helpers import read_jsonl, write_run_config
 from sdar.losses import gap_gate
 from sdar.trainer.checkpoint import latest_checkpoint
 from sdar.trainer.config import load_config
-from sdar.trainer.trainer import Trainer
+from sdar.trainer.trainer import Trainer, task_seeds
 
 
 def make_config(tmp_path: Path, overrides: list[str] | None = None, **top):
@@ -223,6 +224,73 @@ def test_an_iteration_without_advantage_signal_moves_the_policy_only_through_the
         assert moved == 0.0
     else:
         assert moved > 1e-4  # about lr per Adam step, whatever the bonus's size
+
+
+def _returns_by_group(episodes) -> dict[int, list[float]]:
+    groups: dict[int, list[float]] = {}
+    for e in episodes:
+        groups.setdefault(e.group_id, []).append(e.episode_return)
+    return groups
+
+
+def test_filter_groups_trains_only_groups_with_a_return_spread_and_plays_new_tasks_until_full(tmp_path):
+    # DAPO's dynamic sampling on the counter env, with a scripted policy that submits or increments
+    # at random, so some groups hold wins and losses and others only losses (target 4 cannot be
+    # reached in 3 steps)
+    tasks, group = 3, 4
+    config, _ = make_config(tmp_path, ["method=grpo", "rollout.filter_groups=true", "rollout.max_rollout_batches=20",
+                                       f"rollout.tasks_per_iteration={tasks}", f"rollout.group_size={group}",
+                                       "eval.every=0", "eval.before_training=false", "iterations=1"])
+    trainer = Trainer(config, tmp_path / "run")
+    rng = random.Random(3)
+
+    def scripted(prompt_ids):
+        return [trainer.tokenizer.encode(f"<action>{rng.choice(['increment', 'submit'])}</action>",
+                                         add_special_tokens=False) for _ in prompt_ids]
+
+    trainer._generate_fn = lambda gen_config, generator: scripted
+    rollout = trainer.collect(1)
+    assert 2 <= rollout.batches < 20  # not full after one batch, full before the last allowed one
+    kept, dropped = _returns_by_group(rollout.episodes), _returns_by_group(rollout.dropped_episodes)
+    assert all(len(set(r)) > 1 for r in kept.values()) and all(len(set(r)) == 1 for r in dropped.values())
+    assert all(len(r) == group for r in [*kept.values(), *dropped.values()])
+    assert set(kept) | set(dropped) == set(range(rollout.batches * tasks)) and not set(kept) & set(dropped)
+    # it stopped as soon as B x G episodes were kept; only kept groups' step samples remain
+    assert len(rollout.episodes) >= tasks * group > len(rollout.episodes) - group * sum(
+        g >= (rollout.batches - 1) * tasks for g in kept)
+    assert {s.group_id for s in rollout.samples} == set(kept)
+    traj_ids = [e.traj_id for e in [*rollout.episodes, *rollout.dropped_episodes]]
+    assert sorted(traj_ids) == list(range(rollout.batches * tasks * group))
+    # batch b plays the tasks of task_seeds(..., b); batch 0 the tasks the iteration plays without the filter
+    for b in range(rollout.batches):
+        targets = [seed % 4 + 1 for seed in task_seeds(config.seed, 1, tasks, trainer.train_env.num_tasks(), b)]
+        played = {e.group_id: e.task.task_id for e in [*rollout.episodes, *rollout.dropped_episodes]}
+        assert [played[b * tasks + j] for j in range(tasks)] == [f"train-{t}" for t in targets]
+    assert task_seeds(config.seed, 1, 8, None, 1) != task_seeds(config.seed, 1, 8, None)
+    # the iteration plays the same (the script replayed), trains on the kept groups only and counts
+    # every episode played in its metrics
+    rng.seed(3)
+    trainer.train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert line["train/rollout_batches"] == rollout.batches
+    assert line["train/episodes"] == rollout.batches * tasks * group
+    assert line["train/episodes_kept"] == len(rollout.episodes) and line["train/groups_with_signal"] == 1.0
+    assert line["train/success"] == sum(e.won for e in [*rollout.episodes, *rollout.dropped_episodes]) / (
+        rollout.batches * tasks * group)
+    assert line["actor/optimizer_steps"] >= 1
+
+
+def test_filter_groups_keeps_the_last_allowed_batch_whole(tmp_path):
+    # the untrained tiny model never acts validly: no group has a spread, so every batch but the
+    # last allowed one is dropped and the last one is trained on as it is
+    tasks, group = 2, 2
+    config, _ = make_config(tmp_path, ["method=grpo", "rollout.filter_groups=true", "rollout.max_rollout_batches=3",
+                                       "eval.every=0", "eval.before_training=false", "iterations=1"])
+    trainer = Trainer(config, tmp_path / "run")
+    trainer.train()
+    line = read_jsonl(tmp_path / "run" / "metrics.jsonl")[-1]
+    assert line["train/rollout_batches"] == 3 and line["train/episodes"] == 3 * tasks * group
+    assert line["train/episodes_kept"] == tasks * group and line["train/groups_with_signal"] == 0.0
 
 
 def test_nan_loss_skips_the_update(tmp_path, caplog):

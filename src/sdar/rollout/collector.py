@@ -81,6 +81,23 @@ class Episode:
 class Rollout:
     samples: list[StepSample]
     episodes: list[Episode]
+    dropped_episodes: list[Episode] = field(default_factory=list)
+    """Episodes played but not trained on (``rollout.filter_groups``: their group had no return
+    spread); they count in the rollout metrics, their step samples are gone."""
+    batches: int = 1
+    """Batches of B x G episodes played for this rollout (more than one with ``filter_groups``)."""
+
+
+def split_groups_by_spread(rollout: Rollout) -> tuple[Rollout, list[Episode]]:
+    """DAPO's group filter: the groups whose episode returns are not all equal (``Rollout`` of their
+    step samples and episodes) and the episodes of the other groups (GRPO gives them advantage 0)."""
+    returns: dict[int, set[float]] = {}
+    for e in rollout.episodes:
+        returns.setdefault(e.group_id, set()).add(e.episode_return)
+    spread = {g for g, values in returns.items() if len(values) > 1}
+    kept = Rollout([s for s in rollout.samples if s.group_id in spread],
+                   [e for e in rollout.episodes if e.group_id in spread])
+    return kept, [e for e in rollout.episodes if e.group_id not in spread]
 
 
 def collect_rollout(
@@ -166,8 +183,10 @@ def collect_rollout(
 
 
 def rollout_metrics(rollout: Rollout, prefix: str) -> dict[str, float]:
-    """Success overall and per task type, returns, lengths, invalid-action rate, env metrics."""
-    eps = rollout.episodes
+    """Success overall and per task type, returns, lengths, invalid-action rate, env metrics over
+    every episode played (dropped ones included); response and prompt lengths and the step-sample
+    count over the step samples kept."""
+    eps = rollout.episodes + rollout.dropped_episodes
     out: dict[str, float] = {}
     if not eps:
         return out

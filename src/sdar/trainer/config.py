@@ -102,6 +102,15 @@ class RolloutConfig:
     after every update. Old, reference and teacher log-probs always come from the training model."""
     vllm_gpu_memory_utilization: float = 0.35
     """Share of GPU memory the vLLM engine may take (``engine: vllm`` only)."""
+    filter_groups: bool = False
+    """Dynamic sampling (DAPO, arXiv 2503.14476; the released code's ``algorithm.filter_groups``,
+    off there by default too): groups whose episode returns are all equal (no GRPO signal) are
+    dropped and batches of B new tasks x G are played until at least B x G episodes are kept; the
+    last allowed batch (``max_rollout_batches``) is kept whole. Only kept groups are trained on;
+    ``train/*`` rollout metrics cover every episode played. One process only."""
+    max_rollout_batches: int = 10
+    """With ``filter_groups``: the most batches of B x G episodes played per iteration (released:
+    ``max_num_gen_batches`` 10)."""
 
 
 @dataclass
@@ -298,7 +307,7 @@ def validate(config: TrainConfig) -> None:
                 "rollout.generation_batch_size", "teacher.max_prompt_tokens", "optim.mini_batch_size",
                 "optim.micro_batch_size", "optim.ppo_epochs", "eval.num_tasks", "eval.max_new_tokens",
                 "env.max_steps", "save_every", "keep_checkpoints", "sft.epochs", "sft.batch_size",
-                "sft.max_demos"):
+                "sft.max_demos", "rollout.max_rollout_batches"):
         number(key, 1, integer=True)
     number("iterations", 0, integer=True, hint="0 only evaluates the untrained model")
     for key in ("eval.every", "env.history_length", "seed", "log_samples"):
@@ -314,6 +323,9 @@ def validate(config: TrainConfig) -> None:
     if not config.eval.greedy:
         number("eval.temperature", 0.0, low_open=True, hint="for greedy validation set eval.greedy=true")
     number("sft.lr", 0.0, low_open=True)
+    if config.rollout.filter_groups and config.rollout.group_size < 2:
+        raise ConfigError("rollout.filter_groups drops groups whose episode returns are all equal, which a group "
+                          f"of rollout.group_size={config.rollout.group_size} always is; use group_size >= 2")
     check_env(config.env)
     if (config.env.action_rule == "released" and config.env.prompt_mode == "action_only"
             and config.env.name in ("alfworld", "webshop")):

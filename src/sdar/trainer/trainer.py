@@ -77,7 +77,14 @@ from sdar.models.loading import (
 )
 from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger, format_summary
-from sdar.rollout import PromptBuilder, Rollout, StepSample, collect_rollout, rollout_metrics
+from sdar.rollout import (
+    PromptBuilder,
+    Rollout,
+    StepSample,
+    collect_rollout,
+    rollout_metrics,
+    split_groups_by_spread,
+)
 from sdar.skills import SkillLibrary
 from sdar.trainer.checkpoint import (
     apply_checkpoint,
@@ -124,9 +131,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_seeds(seed: int, iteration: int, count: int, num_tasks: int | None) -> list[int]:
-    """The training tasks of one iteration: a pure function of (seed, iteration), so resume is exact."""
-    rng = random.Random(f"sdar-tasks-{seed}-{iteration}")
+def task_seeds(seed: int, iteration: int, count: int, num_tasks: int | None, batch: int = 0) -> list[int]:
+    """The training tasks of one iteration: a pure function of (seed, iteration, batch), so resume
+    is exact. ``batch``: the how-many-th batch of this iteration (``rollout.filter_groups`` plays
+    more than one); batch 0 is the iteration's only batch without it."""
+    rng = random.Random(f"sdar-tasks-{seed}-{iteration}" + (f"-{batch}" if batch else ""))
     if num_tasks is None:
         return [rng.randrange(2**31) for _ in range(count)]
     if num_tasks >= count:
@@ -302,6 +311,9 @@ class Trainer:
         self.needs = required_inputs(config.loss)
         self._stop_requested = False
         self.dist = init_distributed()
+        if config.rollout.filter_groups and self.dist.enabled:  # every rank raises the same error
+            raise ConfigError("rollout.filter_groups runs in one process only (groups are played whole); "
+                              f"this launch has {self.dist.world_size} ranks")
         # FSDP shards over several processes; a single process trains unsharded (same checkpoints).
         self.sharded = config.distributed.strategy == "fsdp" and self.dist.enabled
         if config.distributed.strategy == "fsdp" and not self.dist.enabled:
@@ -615,28 +627,31 @@ class Trainer:
         rollout_s = time.perf_counter() - t0
         metrics = rollout_metrics(gather_rollout(self.dist, rollout), "train")
         metrics["train/reward_mean"] = metrics.get("train/episode_return", 0.0)
+        if self.config.rollout.filter_groups:
+            metrics["train/rollout_batches"] = float(rollout.batches)
+            metrics["train/episodes_kept"] = float(len(rollout.episodes))
         # 2-5. log-probs, advantages, update ------------------------------------------------------
         metrics.update(self.learn(iteration, [s for s in rollout.samples if s.response_ids]))
         metrics["timing/rollout_s"] = rollout_s
         return metrics
 
     def collect(self, iteration: int) -> Rollout:
-        """Play this iteration's B x G episodes; with several ranks, this rank's contiguous share.
+        """Play this iteration's B x G episodes; with several ranks, this rank's contiguous share;
+        with ``rollout.filter_groups``, batches of them until B x G episodes of groups with a
+        return spread are kept (:meth:`_collect_filtered`).
 
         Step samples and episodes carry global group and trajectory ids (as if one process had
         played them all), so advantages can group across ranks and rank order is global order.
         """
         cfg = self.config
+        if cfg.rollout.filter_groups:
+            return self._collect_filtered(iteration)
         seeds = task_seeds(cfg.seed, iteration, cfg.rollout.tasks_per_iteration, self.train_env.num_tasks())
+        if not self.dist.enabled:
+            return self._play(seeds, f"rollout {iteration}")
         group_size = cfg.rollout.group_size
         play = {"with_skills": self.spec.student_sees_skills, "desc": f"rollout {iteration}"}
         generate_fn = self._generate_fn(cfg.rollout.generation, self.generator)
-        if not self.dist.enabled:
-            return collect_rollout(
-                self.train_env, self.train_prompts, generate_fn, self.tokenizer, seeds, group_size,
-                self.history_length, cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty,
-                should_stop=lambda: self._stop_requested, **play,
-            )
         # Several ranks: episodes (not whole groups) are shared out, each played as a group of one;
         # a rollout is never interrupted half-way (ranks must reach the next collective together).
         start, stop = shard_bounds(len(seeds) * group_size, self.dist.rank, self.dist.world_size)
@@ -652,6 +667,40 @@ class Trainer:
             item.traj_id += start
             item.group_id = item.traj_id // group_size
         return rollout
+
+    def _play(self, seeds: list[int], desc: str) -> Rollout:
+        """One process: the G copies of each task in ``seeds``, played to their ends."""
+        cfg = self.config
+        return collect_rollout(
+            self.train_env, self.train_prompts, self._generate_fn(cfg.rollout.generation, self.generator),
+            self.tokenizer, seeds, cfg.rollout.group_size, self.history_length, cfg.rollout.max_prompt_tokens,
+            cfg.env.invalid_action_penalty, with_skills=self.spec.student_sees_skills,
+            should_stop=lambda: self._stop_requested, desc=desc,
+        )
+
+    def _collect_filtered(self, iteration: int) -> Rollout:
+        """Dynamic sampling (``rollout.filter_groups``, one process), as the released rollout loop
+        does it: play B new tasks x G at a time, drop the groups whose episode returns are all
+        equal, stop once at least B x G episodes are kept (a batch is kept whole, so more may be);
+        the ``rollout.max_rollout_batches``-th batch is kept whole, spread or not. Group and
+        trajectory ids run on across batches; the dropped episodes count in the metrics only."""
+        cfg = self.config
+        tasks, group_size = cfg.rollout.tasks_per_iteration, cfg.rollout.group_size
+        kept = Rollout([], [], batches=0)
+        while len(kept.episodes) < tasks * group_size and kept.batches < cfg.rollout.max_rollout_batches:
+            batch = kept.batches
+            seeds = task_seeds(cfg.seed, iteration, tasks, self.train_env.num_tasks(), batch)
+            played = self._play(seeds, f"rollout {iteration}" + (f" (batch {batch + 1})" if batch else ""))
+            for item in [*played.samples, *played.episodes]:
+                item.group_id += batch * tasks
+                item.traj_id += batch * tasks * group_size
+            kept.batches += 1
+            last = kept.batches == cfg.rollout.max_rollout_batches
+            part, dropped = (played, []) if last else split_groups_by_spread(played)
+            kept.samples += part.samples
+            kept.episodes += part.episodes
+            kept.dropped_episodes += dropped
+        return kept
 
     def learn(self, iteration: int, samples: list[StepSample]) -> dict[str, float]:
         """Steps 2-5 on this rank's step samples (all of them in a single process): log-probs with
