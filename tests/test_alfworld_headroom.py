@@ -79,7 +79,7 @@ def test_a_setting_from_another_regime_is_refused_before_anything_runs(headroom,
     with pytest.raises(SystemExit) as exit_info:
         headroom.main(["--regime", "long", "--setting", "lr1e-4-kl0.01", "--aggregate-only"])
     assert exit_info.value.code == 2
-    assert "is not in the long regime's search: ['lr1e-4', 'lr3e-4']" in capsys.readouterr().err
+    assert "is not in the long regime's search: ['lr1e-4', 'lr1e-4-dynamic']" in capsys.readouterr().err
 
 
 def test_keep_run_record_copies_repo_relative_and_returns_every_part_commit(headroom, tmp_path):
