@@ -127,7 +127,8 @@ ARMS: list[tuple[str, list[str], tuple[int, ...]]] = [
 ]
 TARGET_GAIN = 0.15
 SIGNAL_KEYS = ("train/success", "train/groups_with_signal", "actor/pg_clipfrac", "actor/kl", "actor/entropy",
-               "actor/optimizer_steps", "train/invalid_action_rate", "teacher/gate_pos_adv", "teacher/gate_neg_adv")
+               "actor/optimizer_steps", "train/invalid_action_rate", "teacher/gate_pos_adv", "teacher/gate_neg_adv",
+               "train/rollout_batches")
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=2", "rollout.tasks_per_iteration=2",
          "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2",
          "rollout.generation={max_new_tokens: 8, temperature: 1.0}", "env.options.offline_games=10"]
@@ -262,8 +263,9 @@ def summary_markdown(summary: dict) -> str:
               f"start): {_pct(start['success'])}. Target: {summary['target']}."),
              f"Search choice: {chose}", "",
              ("| run | validation curve (iteration: %) | gain (points) | train success | groups with signal "
-              "| clip fraction | KL | entropy | optimizer steps / iteration | invalid actions | gate + / - |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| clip fraction | KL | entropy | optimizer steps / iteration | invalid actions | gate + / - "
+              "| rollout batches / iteration |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["runs"]:
         s = r["signals"]
         curve = " / ".join(f"{it}: {_pct(v)}" for it, v in sorted(r["validation_curve"].items(), key=lambda x: int(x[0])))
@@ -274,7 +276,7 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"| {run} | {curve} | {gain} | {_pct(s['train/success'])} | "
                      f"{_num(s['train/groups_with_signal'])} | {_num(s['actor/pg_clipfrac'])} | {_num(s['actor/kl'])} | "
                      f"{_num(s['actor/entropy'])} | {_num(s['actor/optimizer_steps'])} | "
-                     f"{_num(s['train/invalid_action_rate'])} | {gate} |")
+                     f"{_num(s['train/invalid_action_rate'])} | {gate} | {_num(s['train/rollout_batches'])} |")
     if summary["arms"]:
         lines += ["", "| arm | setting | seeds | gain per seed (points) | mean +- std | target met |",
                   "| --- | --- | --- | --- | --- | --- |"]
@@ -286,7 +288,9 @@ def summary_markdown(summary: dict) -> str:
                          f"{'yes' if a['target_met'] else 'no'} |")
     lines += ["", ("Signals are means over the training iterations: groups with signal = share of GRPO groups "
                    "whose returns differ; KL = the k3 estimate to the warm start; gate + / - = SDAR's gate on "
-                   "tokens with positive / negative advantage.")]
+                   "tokens with positive / negative advantage; rollout batches = batches of tasks x group played "
+                   "per iteration with dynamic sampling (rollout.filter_groups; train success then counts "
+                   "every episode played).")]
     return "\n".join(lines) + "\n"
 
 
