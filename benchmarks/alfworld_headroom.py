@@ -92,7 +92,7 @@ SEARCH_SHORT: list[tuple[str, list[str]]] = [
 # first regime's runs showed); no KL term either (it only held the policy near a warm start that
 # rarely wins). lr 1e-4 (3e-4 collapsed the entropy in the short regime), with and without dynamic
 # sampling (rollout.filter_groups: only groups with a win and a loss are trained on, up to 4 batches
-# of 2 tasks x 8 per iteration). The second setting replaced lr 3e-4 after 6 iterations, 4 of them
+# of 2 tasks x 8 per iteration). The second setting replaced lr 3e-4 after 7 iterations, 5 of them
 # without a single win (results/archive/alfworld_headroom_long_lr3e-4/)
 SEARCH_LONG: list[tuple[str, list[str]]] = [
     ("lr1e-4", ["optim.lr=1e-4", "loss.c_kl=0.0"]),

@@ -313,7 +313,8 @@ class Trainer:
         self.dist = init_distributed()
         if config.rollout.filter_groups and self.dist.enabled:  # every rank raises the same error
             raise ConfigError("rollout.filter_groups runs in one process only (groups are played whole); "
-                              f"this launch has {self.dist.world_size} ranks")
+                              f"this launch has {self.dist.world_size} ranks: run `sdar train` without a "
+                              "launcher, or set rollout.filter_groups=false")
         # FSDP shards over several processes; a single process trains unsharded (same checkpoints).
         self.sharded = config.distributed.strategy == "fsdp" and self.dist.enabled
         if config.distributed.strategy == "fsdp" and not self.dist.enabled:
@@ -649,33 +650,31 @@ class Trainer:
         seeds = task_seeds(cfg.seed, iteration, cfg.rollout.tasks_per_iteration, self.train_env.num_tasks())
         if not self.dist.enabled:
             return self._play(seeds, f"rollout {iteration}")
-        group_size = cfg.rollout.group_size
-        play = {"with_skills": self.spec.student_sees_skills, "desc": f"rollout {iteration}"}
-        generate_fn = self._generate_fn(cfg.rollout.generation, self.generator)
         # Several ranks: episodes (not whole groups) are shared out, each played as a group of one;
         # a rollout is never interrupted half-way (ranks must reach the next collective together).
+        group_size = cfg.rollout.group_size
         start, stop = shard_bounds(len(seeds) * group_size, self.dist.rank, self.dist.world_size)
         if start == stop:
             return Rollout([], [])
-        rollout = collect_rollout(
-            self.train_env, self.train_prompts, generate_fn, self.tokenizer,
-            [seeds[e // group_size] for e in range(start, stop)], 1, self.history_length,
-            cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty,
-            progress=self.dist.is_main, **play,
-        )
+        rollout = self._play([seeds[e // group_size] for e in range(start, stop)], f"rollout {iteration}",
+                             group_size=1, one_rank_of_several=True)
         for item in [*rollout.samples, *rollout.episodes]:
             item.traj_id += start
             item.group_id = item.traj_id // group_size
         return rollout
 
-    def _play(self, seeds: list[int], desc: str) -> Rollout:
-        """One process: the G copies of each task in ``seeds``, played to their ends."""
+    def _play(self, seeds: list[int], desc: str, group_size: int | None = None,
+              one_rank_of_several: bool = False) -> Rollout:
+        """``group_size`` copies (default ``rollout.group_size``) of each task in ``seeds``, played to
+        their ends; a Ctrl-C abandons the rollout, except on ``one_rank_of_several`` (which shows
+        progress on rank 0 only)."""
         cfg = self.config
         return collect_rollout(
             self.train_env, self.train_prompts, self._generate_fn(cfg.rollout.generation, self.generator),
-            self.tokenizer, seeds, cfg.rollout.group_size, self.history_length, cfg.rollout.max_prompt_tokens,
-            cfg.env.invalid_action_penalty, with_skills=self.spec.student_sees_skills,
-            should_stop=lambda: self._stop_requested, desc=desc,
+            self.tokenizer, seeds, group_size or cfg.rollout.group_size, self.history_length,
+            cfg.rollout.max_prompt_tokens, cfg.env.invalid_action_penalty, with_skills=self.spec.student_sees_skills,
+            should_stop=None if one_rank_of_several else lambda: self._stop_requested,
+            progress=self.dist.is_main if one_rank_of_several else True, desc=desc,
         )
 
     def _collect_filtered(self, iteration: int) -> Rollout:
