@@ -114,6 +114,9 @@ BAD_INPUTS = {
                              "rollout.filter_groups drops groups whose episode returns are all equal, which a "
                              "group of rollout.group_size=1 always is; use group_size >= 2"),
     "rollout batches": (["rollout.max_rollout_batches=0"], "rollout.max_rollout_batches must be >= 1, got 0"),
+    "greedy rollouts scored at temperature": (["rollout.score_at_temperature=true", "rollout.generation.greedy=true"],
+                                              "rollout.score_at_temperature scores at the rollout's sampling "
+                                              "temperature, which greedy rollouts"),
 }
 
 
@@ -181,6 +184,7 @@ def test_paper_configs_load_and_use_every_released_switch(path):
     config = load_config(path)
     assert config.env.action_rule == "released"
     assert config.optim.loss_aggregation == "released" and config.optim.warmup == "released"
+    assert config.rollout.score_at_temperature
     assert (config.teacher.routing, config.teacher.student_layout, config.teacher.on_overflow) == (
         "released", "user", "truncate_left")
     assert config.teacher.max_prompt_tokens == config.rollout.max_prompt_tokens

@@ -190,6 +190,57 @@ def test_one_update_climbs_the_advantage_weighted_log_likelihood(tmp_path, metho
     assert after > before + 1e-4, (before, after)
 
 
+def _scored_by_hand(model, prompt_ids, response_ids, temperature: float) -> torch.Tensor:
+    """log_softmax(logits / temperature) of each response token, from one plain forward pass."""
+    ids = torch.tensor([list(prompt_ids) + list(response_ids)])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double() / temperature
+    log_probs = torch.log_softmax(logits[len(prompt_ids) - 1: -1], dim=-1)
+    return log_probs.gather(1, torch.tensor(response_ids).unsqueeze(1)).squeeze(1).float()
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_log_probs_are_scored_at_the_rollout_temperature_only_with_the_switch(tmp_path, monkeypatch, switch):
+    # Rollouts sample at T = 0.5. rollout.score_at_temperature: the old, reference and teacher
+    # log-probs are log_softmax(logits / T) (verl); without it, log_softmax(logits). The update
+    # scores the same way: the first optimizer step's PPO ratio is 1 (a mismatch would clip).
+    import sdar.trainer.trainer as trainer_module
+    from test_distributed import scripted_samples
+
+    from sdar.trainer.teacher import teacher_contexts
+
+    monkeypatch.setattr(trainer_module, "reuses_update_log_probs", lambda optim, total: False)  # own old pass
+    config, _ = make_config(tmp_path, ["rollout.generation.temperature=0.5", "optim.mini_batch_size=64",
+                                       f"rollout.score_at_temperature={str(switch).lower()}"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert "ref_log_probs" in trainer.needs and "teacher_log_probs" in trainer.needs
+    samples = scripted_samples(trainer)
+    trainer._sibling_pool = None
+    rollout_lp = trainer._rollout_log_probs(1, samples, len(samples), {})
+    temperature = 0.5 if switch else 1.0
+    contexts = teacher_contexts(config.teacher.context, trainer.train_prompts, samples)
+    for i, (s, context) in enumerate(zip(samples, contexts)):
+        want = _scored_by_hand(trainer.model, s.prompt_ids, s.response_ids, temperature)
+        torch.testing.assert_close(rollout_lp.old_log_probs[i], want, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(rollout_lp.ref_log_probs[i], want, rtol=1e-4, atol=1e-5)  # the reference = policy
+        teacher_prompt = trainer.train_prompts.build(s.state, s.history, config.teacher.max_prompt_tokens,
+                                                     with_skills=True, on_overflow=config.teacher.on_overflow,
+                                                     context=context)
+        torch.testing.assert_close(rollout_lp.teacher.log_probs[i],
+                                   _scored_by_hand(trainer.model, teacher_prompt.ids, s.response_ids, temperature),
+                                   rtol=1e-4, atol=1e-5)
+        if i == 0:  # the logits a JSD loss reads (the teacher's, row 0)
+            ids = torch.tensor([teacher_prompt.ids + list(s.response_ids)])
+            with torch.no_grad():
+                logits = trainer.model(input_ids=ids).logits[0, len(teacher_prompt.ids) - 1: -1] / temperature
+            torch.testing.assert_close(trainer._teacher_logits(samples[:1])[0], logits, rtol=1e-4, atol=1e-4)
+    other = _scored_by_hand(trainer.model, samples[0].prompt_ids, samples[0].response_ids, 1.5 - temperature)
+    assert not torch.allclose(rollout_lp.old_log_probs[0], other, atol=1e-3)  # the temperature matters here
+    line = trainer.update(1, samples, trainer.compute_advantages(samples), rollout_lp)
+    assert line["actor/optimizer_steps"] == 1
+    assert line["actor/ppo_kl"] == pytest.approx(0.0, abs=1e-6) and line["actor/pg_clipfrac"] == 0.0
+
+
 def test_all_invalid_actions_still_train(tmp_path):
     # a random model never writes the action tag: every action is invalid, scores all -penalty
     config, _ = make_config(tmp_path, ["method=grpo", "eval.every=0", "eval.before_training=false",

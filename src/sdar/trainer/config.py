@@ -111,6 +111,11 @@ class RolloutConfig:
     max_rollout_batches: int = 10
     """With ``filter_groups``: the most batches of B x G episodes played per iteration (released:
     ``max_num_gen_batches`` 10)."""
+    score_at_temperature: bool = False
+    """Score the old, reference, teacher and current log-probs (and entropies, and the logits a
+    JSD loss reads) from ``logits / generation.temperature``, as the released code (verl) does.
+    False: from the model's own logits (temperature 1), the distribution the paper's losses name.
+    The two agree when the rollout temperature is 1 (the default and the released scripts')."""
 
 
 @dataclass
@@ -323,6 +328,9 @@ def validate(config: TrainConfig) -> None:
     if not config.eval.greedy:
         number("eval.temperature", 0.0, low_open=True, hint="for greedy validation set eval.greedy=true")
     number("sft.lr", 0.0, low_open=True)
+    if config.rollout.score_at_temperature and config.rollout.generation.greedy:
+        raise ConfigError("rollout.score_at_temperature scores at the rollout's sampling temperature, which greedy "
+                          "rollouts (rollout.generation.greedy=true) do not have; set one of them false")
     if config.rollout.filter_groups and config.rollout.group_size < 2:
         raise ConfigError("rollout.filter_groups drops groups whose episode returns are all equal, which a group "
                           f"of rollout.group_size={config.rollout.group_size} always is; use group_size >= 2")

@@ -102,9 +102,10 @@ def teacher_contexts(kind: str, builder: PromptBuilder, samples: list[StepSample
 def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], max_prompt_tokens: int,
                       on_overflow: str, pad_id: int, use_cache: bool = True, with_entropy: bool = False,
                       micro_batch_size: int | None = None, context: str = "skills",
-                      group_samples: list[StepSample] | None = None) -> TeacherScores:
+                      group_samples: list[StepSample] | None = None, temperature: float = 1.0) -> TeacherScores:
     """Score every step sample's response under the context-conditioned teacher prompt
-    (``context``: one of :data:`CONTEXTS`; ``group_samples`` as in :func:`teacher_contexts`)."""
+    (``context``: one of :data:`CONTEXTS`; ``group_samples`` as in :func:`teacher_contexts`), from
+    ``log_softmax(logits / temperature)`` (1: the model's own distribution)."""
     contexts = teacher_contexts(context, builder, samples, group_samples)
     prompts = [builder.build(s.state, s.history, max_prompt_tokens, with_skills=True, on_overflow=on_overflow,
                              context=c) for s, c in zip(samples, contexts)]
@@ -117,6 +118,7 @@ def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], 
         scored = score_with_prefix(
             model, list(prefix), [prompts[i].rest_ids for i in rows], [samples[i].response_ids for i in rows],
             use_cache=use_cache, with_entropy=with_entropy, pad_id=pad_id, micro_batch_size=micro_batch_size,
+            temperature=temperature,
         )
         for j, i in enumerate(rows):
             n = len(samples[i].response_ids)

@@ -309,6 +309,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.spec = METHODS[config.loss.method]
         self.needs = required_inputs(config.loss)
+        # every log-prob the loss reads is scored at this temperature (rollout.score_at_temperature)
+        self.score_temperature = (config.rollout.generation.temperature
+                                  if config.rollout.score_at_temperature else 1.0)
         self._stop_requested = False
         self.dist = init_distributed()
         if config.rollout.filter_groups and self.dist.enabled:  # every rank raises the same error
@@ -470,6 +473,7 @@ class Trainer:
         scored = score_responses(
             model, [s.prompt_ids for s in samples], [s.response_ids for s in samples], with_entropy=with_entropy,
             micro_batch_size=self.config.optim.micro_batch_size, pad_id=self.pad_id,
+            temperature=self.score_temperature,
         )
         lps = [scored.log_probs[i, : len(s.response_ids)].float().cpu() for i, s in enumerate(samples)]
         ents = ([scored.entropy[i, : len(s.response_ids)].float().cpu() for i, s in enumerate(samples)]
@@ -783,7 +787,7 @@ class Trainer:
             self.model, self.train_prompts, samples, cfg.teacher.max_prompt_tokens, cfg.teacher.on_overflow,
             self.pad_id, use_cache=cfg.teacher.prefix_cache, with_entropy="teacher_entropy" in self.needs,
             micro_batch_size=cfg.optim.micro_batch_size, context=cfg.teacher.context,
-            group_samples=self._sibling_pool,
+            group_samples=self._sibling_pool, temperature=self.score_temperature,
         )
         metrics["timing/teacher_s"] = time.perf_counter() - t0
         parts = all_gather_objects(self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
@@ -1031,7 +1035,8 @@ class Trainer:
         # gate. Its cost is small next to the forward pass: it reads the logits the log-probs read.
         with_entropy = "entropy" in self.needs or self.config.loss.c_ent != 0
         scored = score_responses(self.model, [s.prompt_ids for s in rows], [s.response_ids for s in rows],
-                                 with_entropy=True, pad_id=self.pad_id, return_logits=want_logits)
+                                 with_entropy=True, pad_id=self.pad_id, return_logits=want_logits,
+                                 temperature=self.score_temperature)
         teacher_logits = self._teacher_logits(rows) if want_logits else None
         mask = scored.response_mask.to(self.device)
         if not _finite_on(scored.log_probs, mask) or (with_entropy and not _finite_on(scored.entropy, mask)):
@@ -1097,7 +1102,7 @@ class Trainer:
         prompts = [self.train_prompts.build(s.state, s.history, cfg.max_prompt_tokens, with_skills=True,
                                             on_overflow=cfg.on_overflow, context=c) for s, c in zip(rows, contexts)]
         scored = score_responses(self.model, [p.ids for p in prompts], [s.response_ids for s in rows],
-                                 pad_id=self.pad_id, return_logits=True)
+                                 pad_id=self.pad_id, return_logits=True, temperature=self.score_temperature)
         return scored.logits.detach()
 
     # ---- validation and logging helpers -------------------------------------------------------------
