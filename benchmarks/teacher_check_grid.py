@@ -5,11 +5,14 @@ docs/models.md) and each environment (the settings of ``configs/bench/<env>.yaml
 context ``skills``, and for ALFWorld also ``sibling``, a successful trajectory's actions;
 ``toy_panels`` with its decisive ``hint`` as the control where the context is known to help), and each ``teacher.layout`` (prefix as released, system, user), the check scores
 the scripted expert's actions and alternatives with and without the context (untrained models,
-no warm start). One JSON per cell under ``--out`` and a ``README.md`` table generated from them.
-Cells already measured are kept (delete a JSON to measure it again).
+no warm start; ``--init DIR`` loads a warm start instead and writes its cells to ``warm_start/``).
+One JSON per cell under ``--out`` and a ``README.md`` table generated from them. Cells already
+measured are kept (delete a JSON to measure it again).
 
     python benchmarks/teacher_check_grid.py                      # every cell (about an hour on CPU)
     python benchmarks/teacher_check_grid.py --models smollm2-135m --envs toy_panels
+    python benchmarks/teacher_check_grid.py --models smollm2-135m --layouts user prefix \
+        --envs alfworld_headroom alfworld_headroom_sibling --init runs/alfworld_headroom_long/warm
 """
 
 from __future__ import annotations
@@ -34,7 +37,12 @@ ENVS = {
     "alfworld_sibling": ("configs/bench/alfworld.yaml", ["teacher.context=sibling"]),
     "webshop": ("configs/bench/webshop.yaml", ["teacher.context=skills"]),
     "search": ("configs/bench/search.yaml", ["teacher.context=skills"]),
+    # the ALFWorld headroom benchmark's settings (easy games, 10 steps, action tag only), for its
+    # warm start (--init runs/alfworld_headroom_long/warm): can the SDAR arm's teacher read its context?
+    "alfworld_headroom": ("configs/bench/alfworld_headroom_long.yaml", ["teacher.context=skills"]),
+    "alfworld_headroom_sibling": ("configs/bench/alfworld_headroom_long.yaml", ["teacher.context=sibling"]),
 }
+DEFAULT_ENVS = ("toy_panels", "alfworld", "alfworld_sibling", "webshop", "search")
 LAYOUTS = ("prefix", "system", "user")
 
 
@@ -64,7 +72,8 @@ def table(out: Path) -> str:
             "expert action has the highest total log-prob among the candidates (student prompt vs teacher "
             "prompt). A teacher that can use its context has separation > 0 and teacher top-1 > student top-1. "
             "`init`: the warm start the model was loaded from (`warm_start/` rows: `sdar teacher-check "
-            "init_checkpoint=...` on a warm start of the gate study; none: the untrained model)."),
+            "init_checkpoint=...` on the warm start of the gate study or of the ALFWorld headroom benchmark; "
+            "none: the untrained model)."),
             "", ("| model | init | env | context | layout | states | expert gap | non-expert gap | separation "
                  "| student top-1 | teacher top-1 |"), "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     return "\n".join(head + rows) + "\n"
@@ -84,12 +93,17 @@ def stamp(path: Path, cmd: list[str], commit: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS), choices=list(ENVS))
     parser.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     parser.add_argument("--episodes", type=int, default=6)
     parser.add_argument("--max-states", type=int, default=40)
     parser.add_argument("--out", default="benchmarks/results/teacher_check")
+    parser.add_argument("--init", default=None,
+                        help="warm start to load (a run or checkpoint folder, repository-relative); its cells go to "
+                             "OUT/warm_start/ named after the folder's parent")
     args = parser.parse_args(argv)
+    if args.init is not None and not (ROOT / args.init).is_dir():
+        parser.error(f"--init {args.init}: no such folder (make the warm start first)")
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     commit = code_commit()  # the code that measures every cell of this call
@@ -102,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             config, extra = ENVS[env]
             for layout in args.layouts:
                 path = out / f"{model}-{env}-{layout}.json"
+                if args.init is not None:
+                    path = out / "warm_start" / f"{model}-{env}-{layout}-{Path(args.init).parent.name}.json"
+                    path.parent.mkdir(exist_ok=True)
                 if path.is_file():
                     continue
                 cmd = [sys.executable, "-m", "sdar.cli", "teacher-check", "--config", config, *extra,
                        f"model.name={model}", "model.autocast=bf16", f"teacher.layout={layout}",
-                       "init_checkpoint=null", "--episodes", str(args.episodes), "--max-states",
+                       f"init_checkpoint={args.init or 'null'}", "--episodes", str(args.episodes), "--max-states",
                        str(args.max_states), "--output", str(path)]
                 print("$", " ".join(cmd), flush=True)
                 done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)

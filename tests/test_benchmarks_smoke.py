@@ -346,3 +346,24 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     assert str(ROOT) not in cell["command"]
     table = (out / "README.md").read_text()
     assert table.count("| tiny-random | none | toy_panels | hint |") == 2
+
+
+def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):
+    # --init: the cells load the warm start and go to warm_start/, named after its run folder
+    from sdar.envs import make_env
+    from sdar.envs.play import play_episodes
+    from sdar.trainer.config import load_config
+    from sdar.trainer.sft import run_sft
+
+    demos = tmp_path / "demos.jsonl"
+    play_episodes(make_env("toy_panels"), "expert", episodes=2, seed=0, demos_path=str(demos), think=False)
+    config = load_config(ROOT / "configs/bench/gate_study.yaml", ["model.name=tiny-random", "sft.epochs=1"])
+    warm = tmp_path / "tiny_warm" / "warm"  # a run folder, as init_checkpoint takes it
+    run_sft(config, demos, warm)
+    out = tmp_path / "check"
+    _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",
+          "--layouts", "user", "--episodes", "2", "--max-states", "4", "--out", str(out), "--init", str(warm)])
+    assert not list(out.glob("*.json"))
+    cell = json.loads((out / "warm_start" / "tiny-random-toy_panels-user-tiny_warm.json").read_text())
+    assert cell["init_checkpoint"] == str(warm) and cell["states"] >= 2
+    assert "| tiny-random | tiny_warm/warm | toy_panels | hint | user |" in (out / "README.md").read_text()
