@@ -10,10 +10,17 @@ regimes (``--regime``), each with its config, its search, its runs and its table
   regime's runs showed what limits GRPO there (few wins per group): 10 steps, 2 tasks x group 8,
   only wins make returns differ (no penalty, no entropy bonus, no KL); searched over dynamic sampling
   (``rollout.filter_groups``) at lr 1e-4.
+- ``reader`` (the long regime's config, ``SEARCH_READER``, folders ``alfworld_headroom_reader``):
+  made after ``sdar teacher-check`` found that the long regime's warm start does not read a
+  successful sibling's actions in front of its prompt (the SDAR arm's teacher). Its warm start also
+  imitates every expert turn with that sibling context in the teacher's user layout (the turn's
+  own episode's actions, :func:`sibling_reading_twins`), as the gate study's warm start learns to
+  read its hint; student prompts and everything else as in the long regime.
 
 1. **Warm start with headroom, shared by every run**: the scripted expert plays ``--demo-episodes``
-   episodes of ANOTHER generated game set (``DEMO_OPTIONS``: offline seed 1), its turns are the
-   demonstrations of ``sdar sft`` (2 epochs, lr 1e-4). So the warm start learned the format and a
+   episodes of ANOTHER generated game set (``DEMO_OPTIONS``: offline seed 1), its turns (and in the
+   ``reader`` regime their sibling-reading twins) are the demonstrations of ``sdar sft`` (2 epochs,
+   lr 1e-4). So the warm start learned the format and a
    little of the task from few demonstrations, and RL plays games it never imitated (offline
    seed 0). Its validation on the panel (``start_eval.json``) is every run's iteration 0.
 2. **Search** (the regime's list): GRPO seed 0 at each setting listed. The grid
@@ -38,6 +45,7 @@ with the committed one (weights digest) before the committed runs count.
 
     python benchmarks/alfworld_headroom.py --jobs 2          # the short regime (many hours on 2 CPU cores)
     python benchmarks/alfworld_headroom.py --regime long --jobs 2  # the long regime
+    python benchmarks/alfworld_headroom.py --regime reader --jobs 2  # the long regime, a context-reading warm start
     python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far)
     python benchmarks/alfworld_headroom.py --smoke           # tiny random model, plumbing only
 """
@@ -51,6 +59,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,17 +110,28 @@ SEARCH_LONG: list[tuple[str, list[str]]] = [
 ]
 
 
+# the reader regime trains at the long regime's first setting (lr 1e-4, no KL, no dynamic sampling,
+# about 5 min per iteration against 8 with it), chosen before the long regime's search had finished
+SEARCH_READER: list[tuple[str, list[str]]] = SEARCH_LONG[:1]
+
+
 @dataclass(frozen=True)
 class Regime:
-    """One setting of the benchmark: its name (``--regime``), its config (whose file name also names the
-    default runs and tables folders) and its search."""
+    """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
+    its runs and tables (default: the config's file name) and whether its warm start also imitates the
+    sibling-reading twins of its demonstrations."""
 
     name: str
     config: Path
     search: list[tuple[str, list[str]]]
+    folder: str | None = None
+    sibling_twins: bool = False
 
     def settings(self) -> list[str]:
         return [name for name, _ in self.search]
+
+    def folder_name(self) -> str:
+        return self.folder or self.config.stem
 
 
 REGIMES = {
@@ -119,6 +139,9 @@ REGIMES = {
     "short": Regime("short", ROOT / "configs" / "bench" / "alfworld_headroom.yaml", SEARCH_SHORT),
     # 10 steps, 2 tasks x group 8, only wins count (results/alfworld_headroom_long/)
     "long": Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG),
+    # the long regime with a warm start that reads a successful sibling's actions (results/alfworld_headroom_reader/)
+    "reader": Regime("reader", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
+                     folder="alfworld_headroom_reader", sibling_twins=True),
 }
 # (arm, overrides, seeds) trained at the chosen setting; GRPO's seed 0 is the search run
 ARMS: list[tuple[str, list[str], tuple[int, ...]]] = [
@@ -135,9 +158,35 @@ SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=2"
 SMOKE_DEMO = ["env.options.offline_games=6"]
 
 
-def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes: int) -> tuple[Path, dict]:
-    """The shared warm start (expert demonstrations of the other game set, ``sdar sft``) and its
-    validation on the panel (``start_eval.json``); made once, reused."""
+def sibling_reading_twins(rows: list[dict]) -> list[dict]:
+    """For every expert turn, its twin whose user message opens with the teacher's ``sibling`` context
+    in the ``user`` layout (``[Privileged Skill Information]``, the actions of a successful attempt, a
+    blank line), naming the actions of the turn's own episode (the expert wins every one). Imitating
+    them teaches the model to follow a successful attempt placed in front of the task, which the
+    SDAR arm's teacher (the same model) must do to be of use."""
+    from sdar.rollout.prompts import SKILL_HEADER
+    from sdar.trainer.teacher import sibling_text
+
+    episodes: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        episodes[r["task_id"]].append(r)
+    twins = []
+    for turns in episodes.values():
+        turns = sorted(turns, key=lambda r: r["step"])
+        if [r["step"] for r in turns] != list(range(len(turns))):
+            raise ValueError(f"demonstrations of {turns[0]['task_id']}: steps {[r['step'] for r in turns]} "
+                             "are not one episode's 0, 1, ...")
+        context = SKILL_HEADER + sibling_text([r["response"].split("<action>")[1].split("</action>")[0]
+                                               for r in turns]) + "\n\n"
+        twins += [{**r, "prompt": context + r["prompt"], "sibling_twin": True} for r in turns]
+    return twins
+
+
+def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes: int,
+               sibling_twins: bool = False) -> tuple[Path, dict]:
+    """The shared warm start (expert demonstrations of the other game set, with ``sibling_twins`` also
+    their :func:`sibling_reading_twins`; ``sdar sft``) and its validation on the panel
+    (``start_eval.json``); made once, reused."""
     from learning import write_demonstrations
 
     from sdar.trainer.config import load_config
@@ -154,13 +203,19 @@ def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes
         summary = write_demonstrations("alfworld", demo_config, "expert", episodes, demos)
         print(f"warm start: {summary['episodes']} expert episodes (success {summary['success']:.2f}) of the "
               f"demonstration games", flush=True)
+        if sibling_twins:
+            rows = [json.loads(line) for line in demos.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows += sibling_reading_twins(rows)
+            demos.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         if sft_dir.exists():
             shutil.rmtree(sft_dir)
         run(sdar("sft", "--config", str(config_path), *overrides, "--demos", str(demos), "--output-dir", str(sft_dir),
                  "--epochs", "2", "--lr", "1e-4"), runs_dir / "warm.log")
     if not made_path.is_file():  # just made, or made before this record was kept (this call's recipe then)
-        made_path.write_text(json.dumps({"demo_options": demo_options, "demo_episodes": episodes}) + "\n",
-                             encoding="utf-8")
+        made = {"demo_options": demo_options, "demo_episodes": episodes}
+        if sibling_twins:  # (not written for the earlier regimes' warm starts: their records stay as made)
+            made["sibling_reading_twins"] = True
+        made_path.write_text(json.dumps(made) + "\n", encoding="utf-8")
     if not start_path.is_file():
         run(sdar("eval", "--config", str(config_path), *overrides, f"init_checkpoint={sft_dir}", "--output",
                  str(start_path)), runs_dir / "warm.log")
@@ -325,7 +380,8 @@ def plot(runs: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--regime", choices=sorted(REGIMES), default="short",
-                        help="short: configs/bench/alfworld_headroom.yaml; long: alfworld_headroom_long.yaml")
+                        help="short: configs/bench/alfworld_headroom.yaml; long: alfworld_headroom_long.yaml; "
+                             "reader: the long regime's config with a sibling-reading warm start")
     parser.add_argument("--runs-dir", help="where runs and the warm start go (default: runs/<config name>)")
     parser.add_argument("--out", help="where the tables go (default: benchmarks/results/<config name>)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
@@ -342,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--setting {args.setting} is not in the {args.regime} regime's search: {regime.settings()}")
     search = regime.search
     overrides = SMOKE if args.smoke else []
-    folder = regime.config.stem
+    folder = regime.folder_name()
     runs_dir = ROOT / (args.runs_dir or f"runs/{folder}")
     out = ROOT / (args.out or (f"runs/{folder}_smoke_out" if args.smoke else f"benchmarks/results/{folder}"))
     from sdar.trainer.config import load_config
@@ -350,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     iterations = load_config(regime.config, overrides).iterations
     runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: see gate_study.py
-    sft_dir, start = warm_start(runs_dir, regime.config, overrides, 2 if args.smoke else args.demo_episodes)
+    sft_dir, start = warm_start(runs_dir, regime.config, overrides, 2 if args.smoke else args.demo_episodes,
+                                regime.sibling_twins)
     print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
     committed = out / "summary.json"
     if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):

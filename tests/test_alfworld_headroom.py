@@ -101,3 +101,43 @@ def test_keep_run_record_copies_repo_relative_and_returns_every_part_commit(head
     assert not (other / "commit.txt").exists() and (other / "config.yaml").is_file()
     assert gate_study.keep_run_record(dest, dest) == "abc123; def456 (resumed)"
     assert (dest / "config.yaml").read_text() == "init_checkpoint: runs/x/warm\n"
+
+
+def test_sibling_reading_twins_open_each_expert_turn_with_its_episode_as_the_teacher_would(headroom, tmp_path):
+    # real expert turns of offline ALFWorld; each twin is its turn with the sibling context in front,
+    # rendered as the trainer's teacher renders it in the user layout (header, context, blank line)
+    from learning import write_demonstrations
+
+    from sdar.rollout.prompts import SKILL_HEADER
+    from sdar.trainer.config import load_config
+    from sdar.trainer.teacher import sibling_context, sibling_text
+
+    regime = headroom.REGIMES["reader"]
+    assert regime.sibling_twins and regime.config == headroom.REGIMES["long"].config
+    assert regime.folder_name() == "alfworld_headroom_reader" != headroom.REGIMES["long"].folder_name()
+    config = load_config(regime.config, [*headroom.DEMO_OPTIONS, *headroom.SMOKE_DEMO])
+    demos = tmp_path / "demos.jsonl"
+    summary = write_demonstrations("alfworld", config, "expert", 3, demos)
+    assert summary["success"] == 1.0
+    import json
+
+    rows = [json.loads(line) for line in demos.read_text().splitlines()]
+    twins = headroom.sibling_reading_twins(rows)
+    assert len(twins) == len(rows) and all(t["sibling_twin"] for t in twins)
+    by_turn = {(t["task_id"], t["step"]): t for t in twins}
+    for r in rows:
+        episode = sorted((x for x in rows if x["task_id"] == r["task_id"]), key=lambda x: x["step"])
+        actions = [x["response"].removeprefix("<action>").removesuffix("</action>") for x in episode]
+        twin = by_turn[(r["task_id"], r["step"])]
+        assert twin["response"] == r["response"]
+        assert twin["prompt"] == SKILL_HEADER + sibling_text(actions) + "\n\n" + r["prompt"]
+        assert f"\n{r['step'] + 1}. {actions[r['step']]}\n" in twin["prompt"] + "\n"  # its own action, numbered
+    # the trainer's sibling context of a won trajectory with these actions is the same text
+    from types import SimpleNamespace
+
+    actions = [x["response"][8:-9] for x in sorted((x for x in rows if x["task_id"] == rows[0]["task_id"]),
+                                                   key=lambda x: x["step"])]
+    sample = SimpleNamespace(group_id=0, traj_id=1)
+    assert sibling_context(sample, {0: [(0, actions)]}).text == sibling_text(actions)
+    with pytest.raises(ValueError, match="not one episode"):
+        headroom.sibling_reading_twins([rows[0], rows[0]])

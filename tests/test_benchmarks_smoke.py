@@ -333,6 +333,19 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert json.loads((out / "choice.json").read_text()) == choice  # the search's choice stays recorded
 
 
+def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twins(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _run([str(BENCH / "alfworld_headroom.py"), "--regime", "reader", "--smoke", "--search-only",
+          "--runs-dir", str(runs), "--out", str(out)])
+    demos = [json.loads(line) for line in (runs / "demos.jsonl").read_text().splitlines()]
+    twins = [d for d in demos if d.get("sibling_twin")]
+    assert len(twins) * 2 == len(demos) > 0
+    assert all(t["prompt"].startswith("[Privileged Skill Information]\nA successful attempt") for t in twins)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["before_rl"]["sibling_reading_twins"] is True and summary["regime"] == "reader"
+    assert summary["state"].startswith("1 of ") and summary["runs"][0]["finished"]
+
+
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
     out = tmp_path / "check"
     _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",

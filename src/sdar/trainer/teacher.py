@@ -72,9 +72,13 @@ def sibling_context(sample: StepSample, winners: dict[int, list[tuple[int, list[
     chosen = others[0] if others else (group[0] if group else None)
     if chosen is None:
         return SkillSelection(files=(), text="")
-    lines = [f"{k}. {a}" for k, a in enumerate(chosen[1], start=1)]
-    text = "A successful attempt at this task took these actions:\n" + "\n".join(lines)
-    return SkillSelection(files=(f"sibling:{chosen[0]}",), text=text)
+    return SkillSelection(files=(f"sibling:{chosen[0]}",), text=sibling_text(chosen[1]))
+
+
+def sibling_text(actions: list[str]) -> str:
+    """The ``sibling`` context naming a successful trajectory's ``actions`` in step order."""
+    lines = [f"{k}. {a}" for k, a in enumerate(actions, start=1)]
+    return "A successful attempt at this task took these actions:\n" + "\n".join(lines)
 
 
 def teacher_contexts(kind: str, builder: PromptBuilder, samples: list[StepSample],
