@@ -358,7 +358,7 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     assert cell["commit"] and cell["machine"]["cpus"] >= 1 and cell["command"].startswith("python -m sdar.cli")
     assert str(ROOT) not in cell["command"]
     table = (out / "README.md").read_text()
-    assert table.count("| tiny-random | none | toy_panels | hint |") == 2
+    assert table.count("| tiny-random | none | gate_study | hint |") == 2
 
 
 def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):
@@ -379,4 +379,4 @@ def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):
     assert not list(out.glob("*.json"))
     cell = json.loads((out / "warm_start" / "tiny-random-toy_panels-user-tiny_warm.json").read_text())
     assert cell["init_checkpoint"] == str(warm) and cell["states"] >= 2
-    assert "| tiny-random | tiny_warm/warm | toy_panels | hint | user |" in (out / "README.md").read_text()
+    assert "| tiny-random | tiny_warm/warm | gate_study | hint | user |" in (out / "README.md").read_text()
