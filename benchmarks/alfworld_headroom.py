@@ -29,10 +29,12 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    choice is written to ``choice.json`` in ``--out`` once and kept (delete it to choose again);
    ``--setting NAME`` imposes a setting for this call instead (not recorded as the choice) and
    trains only that setting's search run (with ``--search-only``: nothing else).
-3. **Runs at the chosen setting** (``ARMS``): GRPO seeds 1 and 2 (seed 0 is the search run), then
-   SDAR with the teacher reading a successful sibling trajectory inside the user turn (the context
-   and layout ``sdar teacher-check`` found SmolLM2-135M reading on ALFWorld) at lambda 1 (the only
-   weight that learned on every seed of the gate study), seeds 0, 1, 2.
+3. **Runs at the chosen setting** (the regime's ``arms``): GRPO seeds 1 and 2 (seed 0 is the search
+   run) and, in the short and reader regimes, SDAR with the teacher reading a successful sibling
+   trajectory inside the user turn at lambda 1 (the only weight that learned on every seed of the
+   gate study), seeds 0, 1, 2. The long regime has no SDAR arm: ``sdar teacher-check`` found its
+   warm start not reading that context (benchmarks/results/teacher_check/). A search of one
+   setting chooses it at once, and its run and the arms train together, seed by seed.
 4. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before RL and
    at every validation, the gain per seed, mean +- std, whether the target holds: every seed
    +15 points or more and a mean gain above twice its standard deviation; the signal per run:
@@ -115,17 +117,24 @@ SEARCH_LONG: list[tuple[str, list[str]]] = [
 SEARCH_READER: list[tuple[str, list[str]]] = SEARCH_LONG[:1]
 
 
+# (arm, overrides, seeds) trained at the chosen setting; GRPO's seed 0 is the search run
+Arm = tuple[str, list[str], tuple[int, ...]]
+GRPO_ARM: Arm = ("grpo", ["method=grpo"], (1, 2))
+SDAR_ARM: Arm = ("sdar-sibling-l1", ["method=sdar", "loss.sdar_lambda=1.0"], SEEDS)
+
+
 @dataclass(frozen=True)
 class Regime:
     """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
-    its runs and tables (default: the config's file name) and whether its warm start also imitates the
-    sibling-reading twins of its demonstrations."""
+    its runs and tables (default: the config's file name), whether its warm start also imitates the
+    sibling-reading twins of its demonstrations, and the arms trained at the search's choice."""
 
     name: str
     config: Path
     search: list[tuple[str, list[str]]]
     folder: str | None = None
     sibling_twins: bool = False
+    arms: tuple[Arm, ...] = (GRPO_ARM, SDAR_ARM)
 
     def settings(self) -> list[str]:
         return [name for name, _ in self.search]
@@ -138,16 +147,13 @@ REGIMES = {
     # 6 steps, 4 tasks x group 4, invalid-action penalty 0.1 (results/alfworld_headroom/)
     "short": Regime("short", ROOT / "configs" / "bench" / "alfworld_headroom.yaml", SEARCH_SHORT),
     # 10 steps, 2 tasks x group 8, only wins count (results/alfworld_headroom_long/)
-    "long": Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG),
+    # no SDAR arm: its warm start does not read the sibling context (benchmarks/results/teacher_check/)
+    "long": Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG,
+                   arms=(GRPO_ARM,)),
     # the long regime with a warm start that reads a successful sibling's actions (results/alfworld_headroom_reader/)
     "reader": Regime("reader", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
                      folder="alfworld_headroom_reader", sibling_twins=True),
 }
-# (arm, overrides, seeds) trained at the chosen setting; GRPO's seed 0 is the search run
-ARMS: list[tuple[str, list[str], tuple[int, ...]]] = [
-    ("grpo", ["method=grpo"], (1, 2)),
-    ("sdar-sibling-l1", ["method=sdar", "loss.sdar_lambda=1.0"], SEEDS),
-]
 TARGET_GAIN = 0.15
 SIGNAL_KEYS = ("train/success", "train/groups_with_signal", "actor/pg_clipfrac", "actor/kl", "actor/entropy",
                "actor/optimizer_steps", "train/invalid_action_rate", "teacher/gate_pos_adv", "teacher/gate_neg_adv",
@@ -256,7 +262,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
     out.mkdir(parents=True, exist_ok=True)
     planned = [("grpo", s, 0) for s in regime.settings()]
     if choice is not None:
-        planned += [(arm, choice["setting"], seed) for arm, _, seeds in ARMS for seed in seeds]
+        planned += [(arm, choice["setting"], seed) for arm, _, seeds in regime.arms for seed in seeds]
     runs, commits = [], {}
     for arm, setting, seed in planned:
         name = run_name(arm, setting, seed)
@@ -278,7 +284,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
         commits[name] = keep_run_record(where, out / "runs" / name)
     arms = []
     if choice is not None:
-        for arm, _, _ in ARMS:
+        for arm, _, _ in regime.arms:
             gains = [r["gain"] for r in runs
                      if r["arm"] == arm and r["setting"] == choice["setting"] and r["finished"]]
             stats = mean_std(gains)
@@ -430,10 +436,25 @@ def main(argv: list[str] | None = None) -> int:
 
     # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)
     search_runs = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in search if args.setting in (None, s)]
-    if not args.aggregate_only:
-        train(search_runs)
-    search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
     choice_path = out / "choice.json"
+
+    def arm_items(choice: dict) -> list[tuple[str, list[str], int]]:
+        return [(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed)
+                for arm, ro, seeds in regime.arms for seed in seeds]
+
+    only = len(search) == 1 and not args.setting  # a search of one setting: chosen at once
+    if only and not choice_path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        choice_path.write_text(json.dumps(
+            {"setting": search[0][0], "overrides": search[0][1], "train_success_last_third": {},
+             "rule": "the only setting of this regime's search"}, indent=1) + "\n", encoding="utf-8")
+    if not args.aggregate_only:
+        if only and not args.search_only:  # the search run and the arms together, seed by seed
+            choice = json.loads(choice_path.read_text(encoding="utf-8"))
+            train(sorted([*search_runs, *arm_items(choice)], key=lambda item: item[2]))
+        else:
+            train(search_runs)
+    search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
     choice = json.loads(choice_path.read_text(encoding="utf-8")) if choice_path.is_file() else None
     if args.setting and (choice is None or choice["setting"] != args.setting):
         choice = {"setting": args.setting, "overrides": dict(search)[args.setting], "train_success_last_third": {},
@@ -443,13 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     if choice is not None and not args.setting:  # the search's choice, made once, then kept
         out.mkdir(parents=True, exist_ok=True)
         choice_path.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
-    if choice is not None and not args.aggregate_only and not args.search_only:
-        train([(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed) for arm, ro, seeds in ARMS
-               for seed in seeds])
-    arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in ARMS
+    if choice is not None and not args.aggregate_only and not args.search_only and not only:
+        train(arm_items(choice))
+    arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in regime.arms
                                           for seed in seeds]
     searched = [s for s, _ in search if args.setting in (None, s)]
-    total = len(searched) + sum(len(seeds) for _, _, seeds in ARMS)
+    total = len(searched) + sum(len(seeds) for _, _, seeds in regime.arms)
     done = sum(search_done[s] is not None for s in searched) + sum(
         finished_run(n, s, runs_dir, out, iterations) is not None for n, s in arm_runs)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")

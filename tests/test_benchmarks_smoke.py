@@ -334,16 +334,23 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
 
 
 def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twins(tmp_path):
+    # the reader regime: a warm start with sibling-reading twins; its search of one setting is
+    # chosen at once and its run trains with the arms, seed by seed
     runs, out = tmp_path / "runs", tmp_path / "out"
-    _run([str(BENCH / "alfworld_headroom.py"), "--regime", "reader", "--smoke", "--search-only",
-          "--runs-dir", str(runs), "--out", str(out)])
+    done = _run([str(BENCH / "alfworld_headroom.py"), "--regime", "reader", "--smoke",
+                 "--runs-dir", str(runs), "--out", str(out)])
     demos = [json.loads(line) for line in (runs / "demos.jsonl").read_text().splitlines()]
     twins = [d for d in demos if d.get("sibling_twin")]
     assert len(twins) * 2 == len(demos) > 0
     assert all(t["prompt"].startswith("[Privileged Skill Information]\nA successful attempt") for t in twins)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["before_rl"]["sibling_reading_twins"] is True and summary["regime"] == "reader"
-    assert summary["state"].startswith("1 of ") and summary["runs"][0]["finished"]
+    assert summary["state"] == "6 of 6 runs finished (complete)"
+    assert summary["choice"]["rule"] == "the only setting of this regime's search"
+    order = [line.split(": trained in ")[0] for line in done.stdout.splitlines() if ": trained in " in line]
+    assert order == [f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in ("grpo", "sdar-sibling-l1")]
+    config = yaml.safe_load((runs / "sdar-sibling-l1-lr1e-4-seed0" / "config.yaml").read_text())
+    assert config["teacher"]["context"] == "sibling" and config["optim"]["lr"] == 1e-4
 
 
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
