@@ -155,7 +155,8 @@ REGIMES = {
                      folder="alfworld_headroom_reader", sibling_twins=True),
 }
 TARGET_GAIN = 0.15
-SIGNAL_KEYS = ("train/success", "train/groups_with_signal", "actor/pg_clipfrac", "actor/kl", "actor/entropy",
+SIGNAL_KEYS = ("train/success", "train/groups_with_signal", "actor/pg_clipfrac", "actor/kl", "actor/ppo_kl",
+               "actor/entropy",
                "actor/optimizer_steps", "train/invalid_action_rate", "teacher/gate_pos_adv", "teacher/gate_neg_adv",
                "train/rollout_batches")
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=2", "rollout.tasks_per_iteration=2",
@@ -324,9 +325,9 @@ def summary_markdown(summary: dict) -> str:
               f"start): {_pct(start['success'])}. Target: {summary['target']}."),
              f"Search choice: {chose}", "",
              ("| run | validation curve (iteration: %) | gain (points) | train success | groups with signal "
-              "| clip fraction | KL | entropy | optimizer steps / iteration | invalid actions | gate + / - "
-              "| rollout batches / iteration |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| clip fraction | KL to warm start | PPO KL | entropy | optimizer steps / iteration | invalid actions "
+              "| gate + / - | rollout batches / iteration |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["runs"]:
         s = r["signals"]
         curve = " / ".join(f"{it}: {_pct(v)}" for it, v in sorted(r["validation_curve"].items(), key=lambda x: int(x[0])))
@@ -336,6 +337,7 @@ def summary_markdown(summary: dict) -> str:
         gain = "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
         lines.append(f"| {run} | {curve} | {gain} | {_pct(s['train/success'])} | "
                      f"{_num(s['train/groups_with_signal'])} | {_num(s['actor/pg_clipfrac'])} | {_num(s['actor/kl'])} | "
+                     f"{_num(s['actor/ppo_kl'])} | "
                      f"{_num(s['actor/entropy'])} | {_num(s['actor/optimizer_steps'])} | "
                      f"{_num(s['train/invalid_action_rate'])} | {gate} | {_num(s['train/rollout_batches'])} |")
     if summary["arms"]:
@@ -348,7 +350,9 @@ def summary_markdown(summary: dict) -> str:
             lines.append(f"| {a['arm']} | {a['setting']} | {g['n']} of {len(SEEDS)} | {per_seed} | {mean} | "
                          f"{'yes' if a['target_met'] else 'no'} |")
     lines += ["", ("Signals are means over the training iterations: groups with signal = share of GRPO groups "
-                   "whose returns differ; KL = the k3 estimate to the warm start; gate + / - = SDAR's gate on "
+                   "whose returns differ; KL to warm start = the k3 estimate (logged only with a KL term); PPO KL = "
+                   "the token mean of old minus new log-prob in the update (how far each optimizer step moves "
+                   "the policy); gate + / - = SDAR's gate on "
                    "tokens with positive / negative advantage; rollout batches = batches of tasks x group played "
                    "per iteration with dynamic sampling (rollout.filter_groups; train success then counts "
                    "every episode played).")]

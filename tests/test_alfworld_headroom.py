@@ -73,6 +73,9 @@ def test_summary_marks_runs_still_training_and_counts_only_finished_gains(headro
     assert "| grpo-a-seed0 | 0: 12.5 / 10: 20.0 / 30: 37.5 | +25.0 |" in text
     assert "| grpo-a-seed1 (training: 7 of 30) | 0: 12.5 | - |" in text
     assert "not made yet" in text
+    header = next(line for line in text.splitlines() if line.startswith("| run |"))
+    row = next(line for line in text.splitlines() if line.startswith("| grpo-a-seed0 |"))
+    assert header.count("|") == row.count("|") and "| KL to warm start | PPO KL |" in header
 
 
 def test_a_setting_from_another_regime_is_refused_before_anything_runs(headroom, capsys):
