@@ -80,6 +80,7 @@ from gate_study import (
     repo_relative,
     run,
     sdar,
+    tagged_action,
     train_one,
     weights_sha256,
 )
@@ -183,8 +184,7 @@ def sibling_reading_twins(rows: list[dict]) -> list[dict]:
         if [r["step"] for r in turns] != list(range(len(turns))):
             raise ValueError(f"demonstrations of {turns[0]['task_id']}: steps {[r['step'] for r in turns]} "
                              "are not one episode's 0, 1, ...")
-        context = SKILL_HEADER + sibling_text([r["response"].split("<action>")[1].split("</action>")[0]
-                                               for r in turns]) + "\n\n"
+        context = SKILL_HEADER + sibling_text([tagged_action(r["response"]) for r in turns]) + "\n\n"
         twins += [{**r, "prompt": context + r["prompt"], "sibling_twin": True} for r in turns]
     return twins
 

@@ -100,6 +100,11 @@ def finished(run_dir: Path, iterations: int) -> bool:
     return any(row.get("iteration") == iterations for row in read_metrics(run_dir))
 
 
+def tagged_action(response: str) -> str:
+    """The action inside a demonstration's ``<action>...</action>`` response."""
+    return response.split("<action>")[1].split("</action>")[0]
+
+
 def hint_copying_demos(rows: list[dict]) -> list[dict]:
     """For every random-policy turn, its twin with a hint in the teacher's layout (``user``: header
     and hint open the user message) that names the word the turn chose. The hinted word is the
@@ -109,7 +114,7 @@ def hint_copying_demos(rows: list[dict]) -> list[dict]:
 
     twins = []
     for r in rows:
-        word = r["response"].split("<action>")[1].split("</action>")[0]
+        word = tagged_action(r["response"])
         twins.append({**r, "prompt": SKILL_HEADER + panel_hint(word) + "\n\n" + r["prompt"], "hinted": True})
     return twins
 

@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.init is not None and not (ROOT / args.init).is_dir():
         parser.error(f"--init {args.init}: no such folder (make the warm start first)")
     out = ROOT / args.out
-    out.mkdir(parents=True, exist_ok=True)
+    cells = out / "warm_start" if args.init is not None else out  # a warm start's cells apart
+    cells.mkdir(parents=True, exist_ok=True)
+    suffix = f"-{Path(args.init).parent.name}" if args.init is not None else ""
     commit = code_commit()  # the code that measures every cell of this call
     failed = []
     for model in args.models:
@@ -126,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for env in args.envs:
             config, extra = ENVS[env]
             for layout in args.layouts:
-                path = out / f"{model}-{env}-{layout}.json"
-                if args.init is not None:
-                    path = out / "warm_start" / f"{model}-{env}-{layout}-{Path(args.init).parent.name}.json"
-                    path.parent.mkdir(exist_ok=True)
+                path = cells / f"{model}-{env}-{layout}{suffix}.json"
                 if path.is_file():
                     continue
                 cmd = [sys.executable, "-m", "sdar.cli", "teacher-check", "--config", config, *extra,

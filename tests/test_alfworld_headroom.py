@@ -128,9 +128,11 @@ def test_sibling_reading_twins_open_each_expert_turn_with_its_episode_as_the_tea
     twins = headroom.sibling_reading_twins(rows)
     assert len(twins) == len(rows) and all(t["sibling_twin"] for t in twins)
     by_turn = {(t["task_id"], t["step"]): t for t in twins}
+    episode_actions = {task: [x["response"].removeprefix("<action>").removesuffix("</action>")
+                              for x in sorted((x for x in rows if x["task_id"] == task), key=lambda x: x["step"])]
+                       for task in {r["task_id"] for r in rows}}
     for r in rows:
-        episode = sorted((x for x in rows if x["task_id"] == r["task_id"]), key=lambda x: x["step"])
-        actions = [x["response"].removeprefix("<action>").removesuffix("</action>") for x in episode]
+        actions = episode_actions[r["task_id"]]
         twin = by_turn[(r["task_id"], r["step"])]
         assert twin["response"] == r["response"]
         assert twin["prompt"] == SKILL_HEADER + sibling_text(actions) + "\n\n" + r["prompt"]
@@ -138,8 +140,7 @@ def test_sibling_reading_twins_open_each_expert_turn_with_its_episode_as_the_tea
     # the trainer's sibling context of a won trajectory with these actions is the same text
     from types import SimpleNamespace
 
-    actions = [x["response"][8:-9] for x in sorted((x for x in rows if x["task_id"] == rows[0]["task_id"]),
-                                                   key=lambda x: x["step"])]
+    actions = episode_actions[rows[0]["task_id"]]
     sample = SimpleNamespace(group_id=0, traj_id=1)
     assert sibling_context(sample, {0: [(0, actions)]}).text == sibling_text(actions)
     with pytest.raises(ValueError, match="not one episode"):
