@@ -111,12 +111,12 @@ BAD_INPUTS = {
     "combination": (["distributed.strategy=fsdp", "rollout.engine=vllm"],
                     "distributed.strategy=fsdp does not support rollout.engine=vllm"),
     "filter groups of one": (["rollout.filter_groups=true", "rollout.group_size=1"],
-                             "rollout.filter_groups drops groups whose episode returns are all equal, which a "
-                             "group of rollout.group_size=1 always is; use group_size >= 2"),
+                             ("rollout.filter_groups drops groups whose episode returns are all equal, which a "
+                              "group of rollout.group_size=1 always is; use group_size >= 2")),
     "rollout batches": (["rollout.max_rollout_batches=0"], "rollout.max_rollout_batches must be >= 1, got 0"),
     "greedy rollouts scored at temperature": (["rollout.score_at_temperature=true", "rollout.generation.greedy=true"],
-                                              "rollout.score_at_temperature scores at the rollout's sampling "
-                                              "temperature, which greedy rollouts"),
+                                              ("rollout.score_at_temperature scores at the rollout's sampling "
+                                               "temperature, which greedy rollouts")),
 }
 
 

@@ -204,9 +204,9 @@ def test_log_probs_are_scored_at_the_rollout_temperature_only_with_the_switch(tm
     # Rollouts sample at T = 0.5. rollout.score_at_temperature: the old, reference and teacher
     # log-probs are log_softmax(logits / T) (verl); without it, log_softmax(logits). The update
     # scores the same way: the first optimizer step's PPO ratio is 1 (a mismatch would clip).
-    import sdar.trainer.trainer as trainer_module
     from test_distributed import scripted_samples
 
+    import sdar.trainer.trainer as trainer_module
     from sdar.trainer.teacher import teacher_contexts
 
     monkeypatch.setattr(trainer_module, "reuses_update_log_probs", lambda optim, total: False)  # own old pass
