@@ -35,9 +35,13 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    gate study), seeds 0, 1, 2. The long regime has no SDAR arm: ``sdar teacher-check`` found its
    warm start not reading that context (benchmarks/results/teacher_check/). A search of one
    setting chooses it at once, and its run and the arms train together, seed by seed.
-4. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before RL and
-   at every validation, the gain per seed, mean +- std, whether the target holds: every seed
-   +15 points or more and a mean gain above twice its standard deviation; the signal per run:
+4. **Final passes**: each finished run's last checkpoint and the warm start play the panel
+   :data:`PASSES` times (``sdar eval --passes``; ``final_eval.json`` in the run folder,
+   ``start_eval_passes.json``), in the lane that trained the run (the warm start: the first free
+   lane). Their difference is the second measure of the gain, beside the last validation's.
+5. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before RL and
+   at every validation, the gain per seed by both measures, mean +- std, whether the target holds:
+   every seed +15 points or more and a mean gain above twice its standard deviation; the signal per run:
    groups with advantage spread, clip fraction, KL to the warm start, entropy, optimizer steps per
    iteration), ``curves.png`` and each run's config and metrics under ``runs/``.
 
@@ -156,6 +160,11 @@ REGIMES = {
                      folder="alfworld_headroom_reader", sibling_twins=True),
 }
 TARGET_GAIN = 0.15
+# the final figure of each run and of the warm start: the panel played PASSES times (`sdar eval --passes`,
+# pass 1 samples as training's validation did). One pass of 48 games spreads by about 6 points at 20%
+# success, and one run's validation swung from 2.1% to 31.2% within two iterations
+# (results/alfworld_headroom_long/probe_temperature/); decided before any arm of the reader regime finished
+PASSES = 3
 SIGNAL_KEYS = ("train/success", "train/groups_with_signal", "actor/pg_clipfrac", "actor/kl", "actor/ppo_kl",
                "actor/entropy",
                "actor/optimizer_steps", "train/invalid_action_rate", "teacher/gate_pos_adv", "teacher/gate_neg_adv",
@@ -233,6 +242,35 @@ def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes
     return sft_dir, start
 
 
+def passes_eval(target: list[str], path: Path, log: Path) -> dict:
+    """``sdar eval TARGET --passes PASSES`` written to ``path``, made once and then read."""
+    if not path.is_file():
+        run(sdar("eval", *target, "--passes", str(PASSES), "--output", str(path)), log)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def final_eval(run_dir: Path, log: Path) -> dict | None:
+    """The finished run's last checkpoint on the panel, :data:`PASSES` times (``final_eval.json`` in the
+    run folder); ``None`` for a committed record whose checkpoints stayed on another machine."""
+    from sdar.trainer.checkpoint import latest_checkpoint
+
+    path = run_dir / "final_eval.json"
+    if not path.is_file() and latest_checkpoint(run_dir) is None:
+        return None
+    return passes_eval([str(run_dir)], path, log)
+
+
+def start_passes_eval(runs_dir: Path, config_path: Path, overrides: list[str], sft_dir: Path) -> dict:
+    """The warm start on the panel, :data:`PASSES` times (``start_eval_passes.json``)."""
+    return passes_eval(["--config", str(config_path), *overrides, f"init_checkpoint={sft_dir}"],
+                       runs_dir / "start_eval_passes.json", runs_dir / "warm.log")
+
+
+def passes_record(result: dict | None) -> dict | None:
+    """What the tables keep of a :func:`passes_eval` result: the mean success and each pass's."""
+    return None if result is None else {"success": result["success"], "per_pass": result["success_per_pass"]}
+
+
 def choose(runs: dict[str, list[dict]], iterations: int, search: list[tuple[str, list[str]]]) -> dict:
     """The search's choice: highest mean training success over the last third of the iterations."""
     scores = {}
@@ -276,32 +314,48 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
         metrics = read_metrics(where)
         train = [m for m in metrics if m.get("iteration", 0) >= 1]
         curve = val_curve(metrics, start["success"])
+        final = passes_record(json.loads((where / "final_eval.json").read_text(encoding="utf-8"))
+                              if done and (where / "final_eval.json").is_file() else None)
+        start_final = start.get("passes")
         runs.append({"run": name, "arm": arm, "setting": setting, "seed": seed, "finished": done,
                      "iterations_done": max((m["iteration"] for m in train), default=0),
                      "validation_curve": curve, "gain": curve[iterations] - start["success"] if done else None,
+                     "final_passes": final,
+                     "gain_passes": (final["success"] - start_final["success"]
+                                     if final is not None and start_final is not None else None),
                      "train_success_curve": {m["iteration"]: m["train/success"] for m in train if "train/success" in m},
                      "signals": {k: statistics.fmean(v) if (v := [m[k] for m in train if k in m]) else None
                                  for k in SIGNAL_KEYS}})
         commits[name] = keep_run_record(where, out / "runs" / name)
+        if (where / "final_eval.json").is_file() and where != out / "runs" / name:
+            (out / "runs" / name / "final_eval.json").write_text(
+                repo_relative((where / "final_eval.json").read_text(encoding="utf-8")), encoding="utf-8")
     arms = []
     if choice is not None:
         for arm, _, _ in regime.arms:
-            gains = [r["gain"] for r in runs
-                     if r["arm"] == arm and r["setting"] == choice["setting"] and r["finished"]]
-            stats = mean_std(gains)
-            arms.append({"arm": arm, "setting": choice["setting"], "gains": gains, "gain": stats,
-                         "target_met": (len(gains) == len(SEEDS) and min(gains) >= TARGET_GAIN
-                                        and stats["mean"] > 2 * stats["std"])})
+            mine = [r for r in runs if r["arm"] == arm and r["setting"] == choice["setting"] and r["finished"]]
+            gains = [r["gain"] for r in mine]
+            gains_passes = [r["gain_passes"] for r in mine if r["gain_passes"] is not None]
+            arms.append({"arm": arm, "setting": choice["setting"], "gains": gains, "gain": mean_std(gains),
+                         "target_met": target_met(gains), "gains_passes": gains_passes,
+                         "gain_passes": mean_std(gains_passes), "target_met_passes": target_met(gains_passes)})
     summary = {"state": state, "before_rl": start, "iterations": iterations, "regime": regime.name,
                "config": str(regime.config.relative_to(ROOT)),
                "search": [{"setting": s, "overrides": o} for s, o in regime.search], "choice": choice,
                "target": f"every seed +{100 * TARGET_GAIN:.0f} points or more on the panel, mean gain > 2 std",
+               "passes": PASSES,
                "runs": runs, "arms": arms, "run_commits": commits, "machine": machine_info(), "commit": _commit(),
                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     plot(runs, out / "curves.png")
     return summary
+
+
+def target_met(gains: list[float]) -> bool:
+    """Every seed at least :data:`TARGET_GAIN` and the mean gain above twice its standard deviation."""
+    stats = mean_std(gains)
+    return len(gains) == len(SEEDS) and min(gains) >= TARGET_GAIN and stats["mean"] > 2 * stats["std"]
 
 
 def _pct(value) -> str:
@@ -312,6 +366,13 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def _passes(record: dict | None) -> str:
+    """A :func:`passes_record` as ``mean (pass 1 / pass 2 / ...)`` in %."""
+    if record is None:
+        return "-"
+    return f"{_pct(record['success'])} ({' / '.join(_pct(v) for v in record['per_pass'])})"
+
+
 def summary_markdown(summary: dict) -> str:
     start = summary["before_rl"]
     choice = summary["choice"]
@@ -320,14 +381,18 @@ def summary_markdown(summary: dict) -> str:
     else:
         scores = ", ".join(f"{k} {_pct(v)}%" for k, v in choice["train_success_last_third"].items())
         chose = f"`{choice['setting']}` ({choice['rule']}{': ' + scores if scores else ''})"
+    passes = summary.get("passes", PASSES)
     lines = [f"State: {summary['state']}", "",
              (f"Validation success in % on the panel of {start['num_tasks']} games; before RL (the shared warm "
-              f"start): {_pct(start['success'])}. Target: {summary['target']}."),
+              f"start): {_pct(start['success'])}; over {passes} passes: "
+              f"{_passes(start['passes']) if start.get('passes') else 'not played yet'}. "
+              f"Target: {summary['target']}."),
              f"Search choice: {chose}", "",
-             ("| run | validation curve (iteration: %) | gain (points) | train success | groups with signal "
+             ("| run | validation curve (iteration: %) | gain (points) | final, " + str(passes) + " passes (each) "
+              "| gain, " + str(passes) + " passes | train success | groups with signal "
               "| clip fraction | KL to warm start | PPO KL | entropy | optimizer steps / iteration | invalid actions "
               "| gate + / - | rollout batches / iteration |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["runs"]:
         s = r["signals"]
         curve = " / ".join(f"{it}: {_pct(v)}" for it, v in sorted(r["validation_curve"].items(), key=lambda x: int(x[0])))
@@ -335,21 +400,30 @@ def summary_markdown(summary: dict) -> str:
                 else f"{s['teacher/gate_pos_adv']:.2f} / {s['teacher/gate_neg_adv']:.2f}")
         run = r["run"] if r["finished"] else f"{r['run']} (training: {r['iterations_done']} of {summary['iterations']})"
         gain = "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
-        lines.append(f"| {run} | {curve} | {gain} | {_pct(s['train/success'])} | "
+        gain_passes = "-" if r.get("gain_passes") is None else f"{100 * r['gain_passes']:+.1f}"
+        lines.append(f"| {run} | {curve} | {gain} | {_passes(r.get('final_passes'))} | {gain_passes} | "
+                     f"{_pct(s['train/success'])} | "
                      f"{_num(s['train/groups_with_signal'])} | {_num(s['actor/pg_clipfrac'])} | {_num(s['actor/kl'])} | "
                      f"{_num(s['actor/ppo_kl'])} | "
                      f"{_num(s['actor/entropy'])} | {_num(s['actor/optimizer_steps'])} | "
                      f"{_num(s['train/invalid_action_rate'])} | {gate} | {_num(s['train/rollout_batches'])} |")
     if summary["arms"]:
-        lines += ["", "| arm | setting | seeds | gain per seed (points) | mean +- std | target met |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", ("| arm | setting | measure | seeds | gain per seed (points) | mean +- std | target met |"),
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for a in summary["arms"]:
-            g = a["gain"]
-            per_seed = " / ".join(f"{100 * v:+.1f}" for v in a["gains"]) or "-"
-            mean = "-" if g["mean"] is None else f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f}"
-            lines.append(f"| {a['arm']} | {a['setting']} | {g['n']} of {len(SEEDS)} | {per_seed} | {mean} | "
-                         f"{'yes' if a['target_met'] else 'no'} |")
-    lines += ["", ("Signals are means over the training iterations: groups with signal = share of GRPO groups "
+            measures = [("last validation", a["gains"], a["gain"], a["target_met"])]
+            if "gains_passes" in a:
+                measures.append((f"final, {passes} passes", a["gains_passes"], a["gain_passes"],
+                                 a["target_met_passes"]))
+            for measure, gains, g, met in measures:
+                per_seed = " / ".join(f"{100 * v:+.1f}" for v in gains) or "-"
+                mean = "-" if g["mean"] is None else f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f}"
+                lines.append(f"| {a['arm']} | {a['setting']} | {measure} | {g['n']} of {len(SEEDS)} | {per_seed} | "
+                             f"{mean} | {'yes' if met else 'no'} |")
+    lines += ["", (f"Final, {passes} passes: the run's last checkpoint plays the panel {passes} times (`sdar eval "
+                   f"--passes {passes}`; pass 1 samples as the run's last validation did), the mean and each pass; "
+                   f"gain, {passes} passes: that mean minus the warm start's, measured the same way. "
+                   "Signals are means over the training iterations: groups with signal = share of GRPO groups "
                    "whose returns differ; KL to warm start = the k3 estimate (logged only with a KL term); PPO KL = "
                    "the token mean of old minus new log-prob in the update (how far each optimizer step moves "
                    "the policy); gate + / - = SDAR's gate on "
@@ -425,18 +499,35 @@ def main(argv: list[str] | None = None) -> int:
     failures: list[str] = []
 
     def train(items: list[tuple[str, list[str], int]]) -> None:
+        """Train each item, then play its final passes, in ``--jobs`` lanes; the first call also
+        plays the warm start's passes, in the first free lane."""
         def one(item):
+            if item is None:  # the warm start's passes
+                try:
+                    result = start_passes_eval(runs_dir, regime.config, overrides, sft_dir)
+                    print(f"warm start, {PASSES} passes: {result['success_per_pass']}", flush=True)
+                except RuntimeError as err:
+                    failures.append(f"warm start passes: {err}")
+                return
             name, run_overrides, seed = item
             try:
                 msg = train_one(name, run_overrides, seed, runs_dir, sft_dir, overrides, iterations, out,
                                 regime.config)
+                where = finished_run(name, seed, runs_dir, out, iterations)
+                final = final_eval(where, runs_dir / "logs" / f"{name}-seed{seed}-final.log") if where else None
+                if final is not None:
+                    msg += f"; final, {PASSES} passes: {final['success_per_pass']}"
             except RuntimeError as err:
                 failures.append(f"{name}-seed{seed}: {err}")
                 msg = f"{name}-seed{seed}: FAILED"
             print(msg, flush=True)
 
+        jobs = [None, *items] if not started else items
+        started.append(True)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, items))
+            list(pool.map(one, jobs))
+
+    started: list[bool] = []
 
     # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)
     search_runs = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in search if args.setting in (None, s)]
@@ -477,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
     done = sum(search_done[s] is not None for s in searched) + sum(
         finished_run(n, s, runs_dir, out, iterations) is not None for n, s in arm_runs)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
+    start_passes = runs_dir / "start_eval_passes.json"
+    start["passes"] = passes_record(json.loads(start_passes.read_text(encoding="utf-8"))
+                                    if start_passes.is_file() else None)
     summary = aggregate(runs_dir, out, regime, start, iterations, choice, state)
     print(f"{state}; tables in {out}", flush=True)
     for arm in summary["arms"]:

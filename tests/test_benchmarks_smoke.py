@@ -315,15 +315,30 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert made["demo_episodes"] == 2 and summary["before_rl"]["demo_episodes"] == 2
     assert json.loads((out / "choice.json").read_text()) == choice
     # every run's validation curve starts at the shared warm start's value; gains are curve end - start
+    # the final passes: pass 1 replays the last validation (same weights, same sampling seed), the
+    # gain by passes is the runs' mean minus the warm start's mean over as many passes
+    start_passes = summary["before_rl"]["passes"]
+    assert len(start_passes["per_pass"]) == 3 and start_passes["per_pass"][0] == summary["before_rl"]["success"]
     for r in summary["runs"]:
         assert r["finished"] and r["iterations_done"] == 2 and set(r["train_success_curve"]) == {"1", "2"}
         assert r["validation_curve"]["0"] == summary["before_rl"]["success"]
         assert math.isclose(r["gain"], r["validation_curve"]["2"] - summary["before_rl"]["success"])
         assert r["signals"]["actor/optimizer_steps"] >= 1
+        final = r["final_passes"]
+        assert len(final["per_pass"]) == 3 and final["per_pass"][0] == r["validation_curve"]["2"]
+        assert math.isclose(final["success"], sum(final["per_pass"]) / 3)
+        assert math.isclose(r["gain_passes"], final["success"] - start_passes["success"])
+        kept = json.loads((out / "runs" / r["run"] / "final_eval.json").read_text())
+        assert kept["passes"] == 3 and str(ROOT) not in json.dumps(kept)
+    assert all(len(a["gains_passes"]) == 3 for a in summary["arms"] if a["arm"] == "sdar-sibling-l1")
     assert (out / "runs" / f"grpo-{choice['setting']}-seed1" / "metrics.jsonl").is_file()
     assert "trained" in first.stdout
     again = _run(args)
     assert "trained" not in again.stdout and again.stdout.count("finished earlier") == len(SEARCH) + 5
+    # the passes were made once each, in the first call
+    finals = list((runs / "logs").glob("*-final.log"))
+    assert len(finals) == len(SEARCH) + 5 and (runs / "warm.log").read_text().count("--passes") == 1
+    assert all(f.read_text().count("--passes") == 1 for f in finals)
     # --setting imposes the other setting: its search run is GRPO's seed 0 there, its arms are not trained yet
     other = next(s for s in choice["train_success_last_third"] if s != choice["setting"])
     _run([*args, "--setting", other, "--aggregate-only"])

@@ -99,3 +99,85 @@ def test_lora_warm_start_is_the_kl_reference_and_resumes(tmp_path):
     # the run's checkpoint holds the new adapter; resuming applies the warm start under it
     resumed = Trainer(rl, tmp_path / "rl", resume=True)
     assert abs(nll(resumed.model) - trained) < 1e-5
+
+
+def test_checkpoints_record_their_warm_start_and_eval_and_resume_check_it(tmp_path, capsys):
+    import hashlib
+    import shutil
+
+    import pytest
+
+    from sdar.cli import main
+    from sdar.trainer.checkpoint import (
+        CheckpointError,
+        latest_checkpoint,
+        load_file,
+        warm_start_for,
+    )
+    from sdar.trainer.evaluation import load_eval_policy
+
+    demos = tmp_path / "demos.jsonl"
+    play_episodes(make_env("toy"), "expert", episodes=2, seed=0, demos_path=str(demos), think=False)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump({
+        "model": {"name": "tiny-random", "lora": {"r": 4, "alpha": 8}},
+        "env": {"name": "toy", "prompt_mode": "action_only", "max_steps": 3},
+        "optim": {"micro_batch_size": 4, "lr": 1e-2}, "method": "grpo", "iterations": 1,
+        "rollout": {"tasks_per_iteration": 1, "group_size": 2, "generation": {"max_new_tokens": 4}},
+        "eval": {"every": 0, "before_training": False, "num_tasks": 3},
+    }))
+    run_sft(load_config(cfg_path, ["sft.epochs=2", "sft.lr=3e-2", "sft.batch_size=4"]), demos, tmp_path / "sft")
+    run_sft(load_config(cfg_path, ["sft.epochs=1", "sft.lr=1e-2", "sft.batch_size=4"]), demos, tmp_path / "other")
+    warm = latest_checkpoint(tmp_path / "sft").resolve()
+    trainer = Trainer(load_config(cfg_path, [f"init_checkpoint={tmp_path / 'sft'}"]), tmp_path / "rl")
+    trainer.train()
+    ckpt = latest_checkpoint(tmp_path / "rl")
+    recorded = load_file(ckpt / "trainer_state.pt")["warm_start"]
+    assert recorded == {"path": str(warm), "sha256": hashlib.sha256((warm / "model.pt").read_bytes()).hexdigest()}
+
+    def evaluate(*args: str) -> dict:
+        out = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*.json')))}.json"
+        assert main(["eval", *args, "--output", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    # a config without init_checkpoint (the trap: the run's adapter alone on the bare model) gets
+    # the recorded warm start, so the trained policy is what plays
+    _, tok = load_policy(load_config(cfg_path).model)
+    rows = read_demonstrations(demos)
+    encoded = [encode_demonstration(tok, r["prompt"], r["response"]) for r in rows]
+
+    def nll(m):
+        with torch.no_grad():
+            s = score_responses(m, [p for p, _ in encoded], [r for _, r in encoded], pad_id=tok.pad_token_id)
+        return float(-(s.log_probs * s.response_mask).sum() / s.response_mask.sum())
+
+    trained = nll(trainer.model)
+    model, _, init = load_eval_policy(load_config(cfg_path), ckpt)
+    assert init == str(warm) and abs(nll(model) - trained) < 1e-5
+    adapter_alone = load_policy(load_config(cfg_path).model)[0]
+    load_checkpoint(ckpt, adapter_alone)  # what the trap evaluated
+    assert abs(nll(adapter_alone) - trained) > 0.1
+    own = evaluate(str(ckpt))  # the run's own config names the warm start
+    other_config = evaluate(str(ckpt), "--config", str(cfg_path))
+    assert other_config["init_checkpoint"] == str(warm) and other_config["metrics"] == own["metrics"]
+    # several passes over the same panel: pass 1 is the single pass; success is their mean
+    passes = evaluate(str(ckpt), "--passes", "3")
+    assert passes["passes"] == 3 and passes["success_per_pass"][0] == own["success"]
+    assert passes["success"] == pytest.approx(sum(passes["success_per_pass"]) / 3)
+
+    # other weights under the adapter are refused, by eval and by resume
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), "--config", str(cfg_path), f"init_checkpoint={tmp_path / 'other'}"]) == 2
+    assert "holds other weights" in capsys.readouterr().err
+    with pytest.raises(CheckpointError, match="holds other weights"):
+        Trainer(load_config(cfg_path, [f"init_checkpoint={tmp_path / 'other'}", "iterations=2"]), tmp_path / "rl",
+                resume=True)
+    shutil.move(tmp_path / "sft", tmp_path / "moved")
+    with pytest.raises(CheckpointError, match="which is gone: give init_checkpoint"):
+        warm_start_for(load_file(ckpt / "trainer_state.pt"), None, ckpt)
+    assert warm_start_for(load_file(ckpt / "trainer_state.pt"), tmp_path / "moved", ckpt) == str(tmp_path / "moved")
+    # a checkpoint trained without a warm start, and one written before the record existed
+    with pytest.raises(CheckpointError, match="trained without a warm start"):
+        warm_start_for({"warm_start": None}, tmp_path / "other", ckpt)
+    assert warm_start_for({}, tmp_path / "other", ckpt) == str(tmp_path / "other")
+    assert warm_start_for({}, None, ckpt) is None

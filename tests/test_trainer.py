@@ -423,3 +423,29 @@ def test_vllm_engine_without_a_gpu_fails_clearly(tmp_path):
         Trainer(config, tmp_path / "run")
     with pytest.raises(Exception, match="transformers"):
         make_config(tmp_path, ["rollout.engine=sglang"])
+
+
+def test_validation_panel_samples_from_its_seed_and_another_pass_from_its_own(tmp_path):
+    """The panel's sampler starts from eval.seed (what training's validation and `sdar eval` pass 1
+    use) unless a pass names its own seed; the tasks stay the panel's either way."""
+    from sdar.models.generation import generate
+    from sdar.trainer.evaluation import run_panel
+
+    class RecordingSampler:  # the transformers path, recording which generator state it sampled from
+        def __init__(self):
+            self.seeds = []
+
+        def generate(self, model, tokenizer, prompt_ids, gen, generator, batch_size):
+            self.seeds.append(generator.initial_seed())
+            return generate(model, tokenizer, prompt_ids, gen, generator=generator, batch_size=batch_size)
+
+    config, _ = make_config(tmp_path, ["eval.num_tasks=2", "eval.seed=500"])
+    trainer = Trainer(config, tmp_path / "run")
+    panel = {"model": trainer.model, "tokenizer": trainer.tokenizer, "env": trainer.val_env,
+             "builder": trainer.val_prompts, "config": config, "history_length": trainer.history_length,
+             "progress": False}
+    first, again, other = RecordingSampler(), RecordingSampler(), RecordingSampler()
+    assert run_panel(**panel, engine=first) == run_panel(**panel, engine=again, sample_seed=500)
+    run_panel(**panel, engine=other, sample_seed=501)
+    assert set(first.seeds) == set(again.seeds) == {500} and set(other.seeds) == {501}
+    assert first.seeds and other.seeds

@@ -4,7 +4,8 @@ A checkpoint is a folder ``RUN_DIR/checkpoints/iter_NNNNNN/`` holding
 
 * ``model.pt``: the trainable weights (the LoRA adapter only, when LoRA is used);
 * ``optimizer.pt``: the AdamW state;
-* ``trainer_state.pt``: iteration, the RNG states (Python, NumPy, torch, the sampling generator)
+* ``trainer_state.pt``: iteration, the RNG states (Python, NumPy, torch, the sampling generator),
+  the warm start the weights sit on (:func:`warm_start_record`; resume and ``sdar eval`` check it)
   and anything else the trainer needs to continue exactly where it stopped (e.g. the training
   metrics of an iteration whose validation was interrupted), as plain numbers, strings, lists,
   dicts and tensors.
@@ -313,6 +314,52 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
                     ) -> dict[str, Any]:
     """Load weights (and optimizer state when given) from a checkpoint; return its trainer state."""
     return apply_checkpoint(read_checkpoint(path, with_optimizer=optimizer is not None), model, optimizer)
+
+
+def warm_start_record(checkpoint: str | Path | None) -> dict[str, str] | None:
+    """What a run's checkpoints record of the warm start under them (``trainer_state["warm_start"]``):
+    the warm start's checkpoint folder and the sha256 of its weights file; ``None`` without one."""
+    from sdar.models.packaged import sha256_of
+
+    if not checkpoint:
+        return None
+    folder = resolve_checkpoint(checkpoint).resolve()
+    return {"path": str(folder), "sha256": sha256_of([folder / "model.pt"])}
+
+
+def warm_start_for(trainer_state: dict[str, Any], init_checkpoint: str | Path | None, where: str | Path
+                   ) -> str | None:
+    """The warm start to load before checkpoint ``where`` (whose trainer state is ``trainer_state``),
+    given the config's ``init_checkpoint``.
+
+    A checkpoint records the warm start it was trained on (:func:`warm_start_record`). Without
+    ``init_checkpoint`` the recorded one is used (a config other than the run's own, e.g.
+    ``sdar eval CHECKPOINT --config FILE``, then still evaluates the trained policy, not its adapter
+    on the bare model); a given one must hold the same weights. Raises :class:`CheckpointError` when
+    the weights differ, when the recorded folder is gone and none is given, or when a checkpoint
+    trained without a warm start is given one. Checkpoints written before this record existed are
+    trusted to the config.
+    """
+    if "warm_start" not in trainer_state:
+        return str(init_checkpoint) if init_checkpoint else None
+    recorded = trainer_state["warm_start"]
+    if recorded is None:
+        if init_checkpoint:
+            raise CheckpointError(f"{where} was trained without a warm start; init_checkpoint={init_checkpoint} would "
+                                  f"put other weights under it: drop init_checkpoint")
+        return None
+    if not init_checkpoint:
+        if not (Path(recorded["path"]) / "model.pt").is_file():
+            raise CheckpointError(f"{where} was trained on the warm start {recorded['path']}, which is gone: give "
+                                  f"init_checkpoint=DIR with the same weights (sha256 {recorded['sha256'][:12]}...)")
+        logger.info("warm start %s, recorded in %s", recorded["path"], where)
+        init_checkpoint = recorded["path"]
+    found = warm_start_record(init_checkpoint)
+    if found["sha256"] != recorded["sha256"]:
+        raise CheckpointError(f"{where} was trained on the warm start {recorded['path']} (sha256 "
+                              f"{recorded['sha256'][:12]}...); init_checkpoint={init_checkpoint} holds other weights "
+                              f"(sha256 {found['sha256'][:12]}...)")
+    return str(init_checkpoint)
 
 
 def apply_warm_start(model, lora, checkpoint: str | Path):

@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                     help="config overrides (e.g. eval.num_tasks=32), also without a target")
     ev.add_argument("--split", help="validation split (e.g. valid_unseen); default: the config's env.val_split")
     ev.add_argument("--with-skills", action="store_true", help="show the skills to the agent (Skill-Prompt)")
+    ev.add_argument("--passes", type=int, default=1,
+                    help="play the panel N times, pass k sampling from eval.seed + k (pass 1 is what training's "
+                         "validation sampled); success is the mean over passes (default 1)")
     ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
     ev.set_defaults(func=run_eval)
 
@@ -146,12 +149,11 @@ def print_success_table(run_dir: Path) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sdar.models.loading import cast_frozen_weights, load_policy
     from sdar.rollout import PromptBuilder
     from sdar.skills import SkillLibrary
-    from sdar.trainer.checkpoint import apply_warm_start, load_checkpoint, resolve_checkpoint
+    from sdar.trainer.checkpoint import resolve_checkpoint
     from sdar.trainer.config import load_config
-    from sdar.trainer.evaluation import run_panel
+    from sdar.trainer.evaluation import load_eval_policy, run_panel
     from sdar.trainer.trainer import make_run_env
 
     checkpoint = None
@@ -167,31 +169,35 @@ def run_eval(args: argparse.Namespace) -> int:
     if config_path is None:
         raise UserError("give a run directory or checkpoint, or --config FILE for the untrained model")
     config = load_config(config_path, args.overrides)
+    if args.passes < 1:
+        raise UserError(f"--passes must be at least 1, not {args.passes}")
     split = args.split or config.env.val_split
     if config.init_checkpoint:
         resolve_checkpoint(config.init_checkpoint)  # before the model loads: names a missing path
     with make_run_env(config.env, split) as env:  # a bad split or option fails before the model loads
-        model, tokenizer = load_policy(config.model)
-        if config.init_checkpoint:  # the run's checkpoints continue from its warm start
-            model, _ = apply_warm_start(model, config.model.lora, config.init_checkpoint)
-        if checkpoint is not None:
-            load_checkpoint(checkpoint, model)
-        cast_frozen_weights(model, config.model)  # model.autocast: frozen weights cast once
+        model, tokenizer, init_checkpoint = load_eval_policy(config, checkpoint)
         skills = SkillLibrary(config.env.name, config.teacher.skills_dir) if args.with_skills else None
         builder = PromptBuilder(env, tokenizer, skills, config.env.prompt_mode == "think", config.teacher.layout,
                                 routing=config.teacher.routing, student_layout=config.teacher.student_layout,
                                 chat_template_kwargs=config.model.chat_template_kwargs)
         history = config.env.history_length if config.env.history_length is not None else env.history_length
-        metrics = run_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
-                            prefix="val")
+        passes = []
+        for k in range(args.passes):  # pass k samples from eval.seed + k; the panel stays the same
+            if args.passes > 1:
+                print(f"pass {k + 1} of {args.passes}", flush=True)
+            passes.append(run_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
+                                    prefix="val", sample_seed=config.eval.seed + k))
+    metrics = {key: sum(p[key] for p in passes) / len(passes) for key in passes[0] if all(key in p for p in passes)}
     result = {
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "init_checkpoint": str(config.init_checkpoint) if config.init_checkpoint else None,
+        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
         "model": config.model.name,
         "split": split,
         "with_skills": args.with_skills,
         "num_tasks": config.eval.num_tasks,
+        "passes": args.passes,
         "success": metrics.get("val/success"),
+        "success_per_pass": [p.get("val/success") for p in passes],
         "per_task_type": {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith("val/success/")},
         "metrics": metrics,
         "eval_config": dataclasses.asdict(config.eval),
@@ -199,13 +205,16 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.output:
         out = Path(args.output)
     elif run_dir is not None:
-        name = f"{checkpoint.name}-{split or 'val'}{'-skills' if args.with_skills else ''}.json"
+        name = (f"{checkpoint.name}-{split or 'val'}{'-skills' if args.with_skills else ''}"
+                f"{f'-{args.passes}passes' if args.passes > 1 else ''}.json")
         out = run_dir / "eval" / name
     else:
         out = Path(f"eval-{time.strftime('%Y%m%d-%H%M%S')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("success", "per_task_type", "split", "with_skills")}, indent=2))
+    shown = ("success", "success_per_pass", "per_task_type", "split", "with_skills") if args.passes > 1 else (
+        "success", "per_task_type", "split", "with_skills")
+    print(json.dumps({k: result[k] for k in shown}, indent=2))
     print(f"written: {out}")
     return 0
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -39,17 +41,51 @@ def eval_generation_config(config) -> GenerationConfig:
     return gen
 
 
+def load_eval_policy(config, checkpoint: str | Path | None = None) -> tuple[Any, Any, str | None]:
+    """The policy ``sdar eval`` plays: the config's model, the warm start under it, then the run's
+    ``checkpoint`` (a checkpoint folder or run directory; ``None``: the untrained or warm-started
+    model), frozen weights cast as ``model.autocast`` says. Returns ``(model, tokenizer,
+    init_checkpoint)``, the last the warm start applied: the checkpoint's recorded one when the
+    config names none, refused when the config names other weights
+    (:func:`~sdar.trainer.checkpoint.warm_start_for`)."""
+    from sdar.models.loading import cast_frozen_weights, load_policy
+    from sdar.trainer.checkpoint import (
+        apply_checkpoint,
+        apply_warm_start,
+        read_checkpoint,
+        warm_start_for,
+    )
+
+    init_checkpoint = str(config.init_checkpoint) if config.init_checkpoint else None
+    loaded = None
+    if checkpoint is not None:  # read before the model loads; its warm start is the one it records
+        loaded = read_checkpoint(checkpoint, with_optimizer=False)
+        init_checkpoint = warm_start_for(loaded["trainer_state"], init_checkpoint, loaded["path"])
+    model, tokenizer = load_policy(config.model)
+    if init_checkpoint:  # a run's checkpoints continue from its warm start
+        model, _ = apply_warm_start(model, config.model.lora, init_checkpoint)
+    if loaded is not None:
+        apply_checkpoint(loaded, model)
+    cast_frozen_weights(model, config.model)  # model.autocast: frozen weights cast once
+    return model, tokenizer, init_checkpoint
+
+
 def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, history_length: int,
               with_skills: bool = False, prefix: str = "val", progress: bool = True,
               should_stop: Callable[[], bool] | None = None,
-              context: DistributedContext = SINGLE, engine=None) -> dict[str, float]:
+              context: DistributedContext = SINGLE, engine=None, sample_seed: int | None = None
+              ) -> dict[str, float]:
     """Play the validation panel once; returns ``{prefix}/success``, per task type, env metrics.
+
+    ``sample_seed`` seeds the sampling generator instead of ``eval.seed`` (the panel's tasks stay
+    ``eval.seed ..``): another pass over the same panel (``sdar eval --passes``).
 
     With ``context`` of several ranks every rank must call this; each plays its share of the panel
     and every rank returns the metrics of the whole panel. ``engine``: a ``VllmGenerator`` to
     sample with instead of the transformers path (its weights must be in sync with ``model``).
     """
-    generator = torch.Generator().manual_seed(rank_seed(config.eval.seed, context.rank))
+    seed = config.eval.seed if sample_seed is None else sample_seed
+    generator = torch.Generator().manual_seed(rank_seed(seed, context.rank))
     gen = eval_generation_config(config)
 
     def run(prompt_ids):

@@ -98,6 +98,8 @@ from sdar.trainer.checkpoint import (
     rng_state,
     set_rng_state,
     trainable_state_dict,
+    warm_start_for,
+    warm_start_record,
     write_checkpoint,
 )
 from sdar.trainer.config import ConfigError, TrainConfig, check_env, save_config
@@ -333,6 +335,10 @@ class Trainer:
             check_new_run(self.run_dir, restart=restart)
         if config.init_checkpoint:
             resolve_checkpoint(config.init_checkpoint)  # names the path when there is none
+        # the warm start under the weights: a resumed run's must be the one its checkpoint records
+        init_checkpoint = (warm_start_for(checkpoint["trainer_state"], config.init_checkpoint, checkpoint["path"])
+                           if checkpoint is not None else config.init_checkpoint)
+        self.warm_start = warm_start_record(init_checkpoint)
         self.train_env = self._make_env(config.env.train_split)  # a bad name, split or option fails here
         self.val_env = self._make_env(config.env.val_split) if self._validates() else None
 
@@ -340,9 +346,9 @@ class Trainer:
         # ---- model, reference, optimizer -----------------------------------------------------
         self.model, self.tokenizer = load_policy(config.model)
         init_state = None
-        if config.init_checkpoint:  # also when resuming: a LoRA run's adapter sits on the warm start
-            self.model, init_state = apply_warm_start(self.model, config.model.lora, config.init_checkpoint)
-            logger.info("initial weights from %s", config.init_checkpoint)
+        if init_checkpoint:  # also when resuming: a LoRA run's adapter sits on the warm start
+            self.model, init_state = apply_warm_start(self.model, config.model.lora, init_checkpoint)
+            logger.info("initial weights from %s", init_checkpoint)
         self.device = next(self.model.parameters()).device
         self.pad_id = self.tokenizer.pad_token_id
         broadcast_parameters(self.dist, self.model)  # every rank starts from rank 0's weights
@@ -616,7 +622,7 @@ class Trainer:
         optimizer_state = optimizer_state_dict(self.optimizer, keep=self.dist.is_main)
         if not self.dist.is_main:
             return None
-        trainer_state: dict[str, Any] = {"rng": states[0]}
+        trainer_state: dict[str, Any] = {"rng": states[0], "warm_start": self.warm_start}
         if self.dist.enabled:
             trainer_state["rank_rng"] = states
         if unlogged_metrics is not None:
