@@ -27,7 +27,7 @@ import torch
 
 from sdar.models.scoring import score_with_prefix
 from sdar.rollout.collector import StepSample
-from sdar.rollout.prompts import PromptBuilder
+from sdar.rollout.prompts import PromptBuilder, PromptIds
 from sdar.skills import SkillSelection
 
 
@@ -102,6 +102,16 @@ def teacher_contexts(kind: str, builder: PromptBuilder, samples: list[StepSample
     raise ValueError(f"teacher.context must be one of {', '.join(CONTEXTS)}, got {kind!r}")
 
 
+def teacher_prompts(builder: PromptBuilder, samples: list[StepSample], context: str, max_prompt_tokens: int,
+                    on_overflow: str, group_samples: list[StepSample] | None = None) -> list[PromptIds]:
+    """The teacher's prompt of every step sample: its state and history with the privileged
+    ``context`` (:func:`teacher_contexts`) in ``builder``'s teacher layout, within
+    ``max_prompt_tokens`` (``on_overflow`` as ``teacher.on_overflow``)."""
+    contexts = teacher_contexts(context, builder, samples, group_samples)
+    return [builder.build(s.state, s.history, max_prompt_tokens, with_skills=True, on_overflow=on_overflow,
+                          context=c) for s, c in zip(samples, contexts)]
+
+
 @torch.no_grad()
 def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], max_prompt_tokens: int,
                       on_overflow: str, pad_id: int, use_cache: bool = True, with_entropy: bool = False,
@@ -110,9 +120,7 @@ def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], 
     """Score every step sample's response under the context-conditioned teacher prompt
     (``context``: one of :data:`CONTEXTS`; ``group_samples`` as in :func:`teacher_contexts`), from
     ``log_softmax(logits / temperature)`` (1: the model's own distribution)."""
-    contexts = teacher_contexts(context, builder, samples, group_samples)
-    prompts = [builder.build(s.state, s.history, max_prompt_tokens, with_skills=True, on_overflow=on_overflow,
-                             context=c) for s, c in zip(samples, contexts)]
+    prompts = teacher_prompts(builder, samples, context, max_prompt_tokens, on_overflow, group_samples)
     by_prefix: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_prefix[tuple(p.prefix_ids)].append(i)

@@ -118,7 +118,7 @@ from sdar.trainer.distributed import (
 from sdar.trainer.evaluation import run_panel
 from sdar.trainer.run_dir import check_new_run, check_writable, clear_unresumable_run
 from sdar.trainer.sharding import full_weights, shard_model, whole
-from sdar.trainer.teacher import TeacherScores, teacher_contexts, teacher_log_probs
+from sdar.trainer.teacher import TeacherScores, teacher_log_probs, teacher_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -1104,9 +1104,8 @@ class Trainer:
     def _teacher_logits(self, rows: list[StepSample]) -> torch.Tensor:
         cfg = self.config.teacher
         # ``sibling`` takes winners from the iteration's pool, not from this micro-batch alone
-        contexts = teacher_contexts(cfg.context, self.train_prompts, rows, self._sibling_pool)
-        prompts = [self.train_prompts.build(s.state, s.history, cfg.max_prompt_tokens, with_skills=True,
-                                            on_overflow=cfg.on_overflow, context=c) for s, c in zip(rows, contexts)]
+        prompts = teacher_prompts(self.train_prompts, rows, cfg.context, cfg.max_prompt_tokens, cfg.on_overflow,
+                                  self._sibling_pool)
         scored = score_responses(self.model, [p.ids for p in prompts], [s.response_ids for s in rows],
                                  pad_id=self.pad_id, return_logits=True, temperature=self.score_temperature)
         return scored.logits.detach()
