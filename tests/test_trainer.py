@@ -449,3 +449,30 @@ def test_validation_panel_samples_from_its_seed_and_another_pass_from_its_own(tm
     run_panel(**panel, engine=other, sample_seed=501)
     assert set(first.seeds) == set(again.seeds) == {500} and set(other.seeds) == {501}
     assert first.seeds and other.seeds
+
+
+def test_an_iteration_without_signal_after_one_with_still_moves_the_policy_by_adam_momentum(tmp_path, monkeypatch):
+    # The zero-signal test above starts from a fresh optimizer. In a run, AdamW's moments from the
+    # iterations that had a signal keep stepping the weights in an iteration whose advantages are
+    # all 0 (as in verl, which steps the optimizer whatever the gradient): the step is about
+    # lr * m / sqrt(v), shrinking as m decays. Measured here on the same step samples.
+    from test_distributed import scripted_samples
+
+    import sdar.trainer.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "reuses_update_log_probs", lambda optim, total: False)
+    config, _ = make_config(tmp_path, ["method=grpo", "loss.c_kl=0", "loss.c_ent=0", "optim.weight_decay=0",
+                                       "optim.lr=1e-3", "optim.mini_batch_size=64"])
+    trainer = Trainer(config, tmp_path / "run")
+    samples = scripted_samples(trainer)
+    signal = trainer.compute_advantages(samples)
+    assert signal.abs().sum() > 0
+    trainer.update(1, samples, signal, trainer._rollout_log_probs(1, samples, len(samples), {}))
+    before = weights(trainer.model)
+    line = trainer.update(2, samples, torch.zeros_like(signal), trainer._rollout_log_probs(2, samples, len(samples), {}))
+    assert line["actor/optimizer_steps"] == 1 and line["actor/pg_loss"] == 0.0
+    moved = max(float((weights(trainer.model)[k] - v).abs().max()) for k, v in before.items())
+    # Adam's second step with a zero gradient: m = 0.9 m1, v = 0.999 v1, bias corrections of step 2;
+    # per weight |update| = lr * 0.9 |m1| / (1 - 0.81) / (sqrt(0.999 v1 / (1 - 0.998001)) + eps),
+    # with m1 = 0.1 g1 and v1 = 0.001 g1^2 after a first step: 0.67 lr where |g1| dwarfs eps
+    assert moved == pytest.approx(1e-3 * (0.09 / 0.19) / math.sqrt(0.000999 / 0.001999), rel=0.01), moved
