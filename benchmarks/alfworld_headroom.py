@@ -148,17 +148,16 @@ class Regime:
         return self.folder or self.config.stem
 
 
-REGIMES = {
+REGIMES = {regime.name: regime for regime in (
     # 6 steps, 4 tasks x group 4, invalid-action penalty 0.1 (results/alfworld_headroom/)
-    "short": Regime("short", ROOT / "configs" / "bench" / "alfworld_headroom.yaml", SEARCH_SHORT),
+    Regime("short", ROOT / "configs" / "bench" / "alfworld_headroom.yaml", SEARCH_SHORT),
     # 10 steps, 2 tasks x group 8, only wins count (results/alfworld_headroom_long/)
     # no SDAR arm: its warm start does not read the sibling context (benchmarks/results/teacher_check/)
-    "long": Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG,
-                   arms=(GRPO_ARM,)),
+    Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG, arms=(GRPO_ARM,)),
     # the long regime with a warm start that reads a successful sibling's actions (results/alfworld_headroom_reader/)
-    "reader": Regime("reader", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
-                     folder="alfworld_headroom_reader", sibling_twins=True),
-}
+    Regime("reader", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
+           folder="alfworld_headroom_reader", sibling_twins=True),
+)}
 TARGET_GAIN = 0.15
 # the final figure of each run and of the warm start: the panel played PASSES times (`sdar eval --passes`,
 # pass 1 samples as training's validation did). One pass of 48 games spreads by about 6 points at 20%
