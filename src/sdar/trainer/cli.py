@@ -40,8 +40,8 @@ def register(subparsers) -> None:
     ev.add_argument("--split", help="validation split (e.g. valid_unseen); default: the config's env.val_split")
     ev.add_argument("--with-skills", action="store_true", help="show the skills to the agent (Skill-Prompt)")
     ev.add_argument("--passes", type=int, default=1,
-                    help="play the panel N times, pass k sampling from eval.seed + k (pass 1 is what training's "
-                         "validation sampled); success is the mean over passes (default 1)")
+                    help="play the panel N times, pass k (1..N) sampling from eval.seed + k - 1 (pass 1 samples as "
+                         "training's validation does); success is the mean over passes (default 1)")
     ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
     ev.set_defaults(func=run_eval)
 
