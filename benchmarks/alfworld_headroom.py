@@ -416,7 +416,8 @@ def summary_markdown(summary: dict) -> str:
                                  a["target_met_passes"]))
             for measure, gains, g, met in measures:
                 per_seed = " / ".join(f"{100 * v:+.1f}" for v in gains) or "-"
-                mean = "-" if g["mean"] is None else f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f}"
+                mean = ("-" if g["mean"] is None else f"{100 * g['mean']:+.1f} (one seed)" if g["n"] == 1
+                        else f"{100 * g['mean']:+.1f} +- {100 * g['std']:.1f}")
                 lines.append(f"| {a['arm']} | {a['setting']} | {measure} | {g['n']} of {len(SEEDS)} | {per_seed} | "
                              f"{mean} | {'yes' if met else 'no'} |")
     lines += ["", (f"Final, {passes} passes: the run's last checkpoint plays the panel {passes} times (`sdar eval "
