@@ -498,9 +498,9 @@ def main(argv: list[str] | None = None) -> int:
         check_same_start(start, json.loads(committed.read_text(encoding="utf-8"))["before_rl"])
     failures: list[str] = []
 
-    def train(items: list[tuple[str, list[str], int]]) -> None:
-        """Train each item, then play its final passes, in ``--jobs`` lanes; the first call also
-        plays the warm start's passes, in the first free lane."""
+    def train(items: list[tuple[str, list[str], int]], start_passes: bool = False) -> None:
+        """Train each item, then play its final passes, in ``--jobs`` lanes; with ``start_passes``
+        also the warm start's passes, in the first free lane."""
         def one(item):
             if item is None:  # the warm start's passes
                 try:
@@ -522,12 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                 msg = f"{name}-seed{seed}: FAILED"
             print(msg, flush=True)
 
-        jobs = [None, *items] if not started else items
-        started.append(True)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, jobs))
-
-    started: list[bool] = []
+            list(pool.map(one, [None, *items] if start_passes else items))
 
     # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)
     search_runs = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in search if args.setting in (None, s)]
@@ -546,9 +542,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.aggregate_only:
         if only and not args.search_only:  # the search run and the arms together, seed by seed
             choice = json.loads(choice_path.read_text(encoding="utf-8"))
-            train(sorted([*search_runs, *arm_items(choice)], key=lambda item: item[2]))
+            train(sorted([*search_runs, *arm_items(choice)], key=lambda item: item[2]), start_passes=True)
         else:
-            train(search_runs)
+            train(search_runs, start_passes=True)
     search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
     choice = json.loads(choice_path.read_text(encoding="utf-8")) if choice_path.is_file() else None
     if args.setting and (choice is None or choice["setting"] != args.setting):
