@@ -358,7 +358,8 @@ def warm_start_for(trainer_state: dict[str, Any], init_checkpoint: str | Path | 
     if found["sha256"] != recorded["sha256"]:
         raise CheckpointError(f"{where} was trained on the warm start {recorded['path']} (sha256 "
                               f"{recorded['sha256'][:12]}...); init_checkpoint={init_checkpoint} holds other weights "
-                              f"(sha256 {found['sha256'][:12]}...)")
+                              f"(sha256 {found['sha256'][:12]}...): drop init_checkpoint to load the recorded one, "
+                              f"or name a folder with the same weights")
     return str(init_checkpoint)
 
 
