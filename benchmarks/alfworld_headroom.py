@@ -47,7 +47,12 @@ regimes (``--regime``), each with its config, its search, its runs and its table
 
 Resumable like the gate study (``gate_study.train_one``): finished runs are skipped, interrupted
 ones resumed from their last checkpoint; on another machine the warm start is remade and compared
-with the committed one (weights digest) before the committed runs count.
+with the committed one (weights digest) before the committed runs count, and its committed passes
+are kept. An unfinished run whose checkpoints stayed on another machine starts again from scratch;
+its committed partial record stays in the tables until the restart holds more iterations, the two
+are compared iteration by iteration (every logged value but timings; the table says whether the
+restart is identical so far or from which iteration it differs), and a committed record that the
+restart did not reproduce is moved to ``runs/<run>/earlier/`` before the restart's replaces it.
 
     python benchmarks/alfworld_headroom.py --jobs 2          # the short regime (many hours on 2 CPU cores)
     python benchmarks/alfworld_headroom.py --regime long --jobs 2  # the long regime
@@ -306,9 +311,10 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
         name = run_name(arm, setting, seed)
         where = finished_run(name.rsplit("-seed", 1)[0], seed, runs_dir, out, iterations)
         done = where is not None
-        if not done:  # a run still training here: its curve so far, marked as such, no gain
-            where = runs_dir / name
-            if not read_metrics(where):
+        earlier = None
+        if not done:  # a run still training: its curve so far, marked as such, no gain
+            where, earlier = partial_record(runs_dir / name, out / "runs" / name)
+            if where is None:
                 continue
         metrics = read_metrics(where)
         train = [m for m in metrics if m.get("iteration", 0) >= 1]
@@ -319,12 +325,14 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
         runs.append({"run": name, "arm": arm, "setting": setting, "seed": seed, "finished": done,
                      "iterations_done": max((m["iteration"] for m in train), default=0),
                      "validation_curve": curve, "gain": curve[iterations] - start["success"] if done else None,
-                     "final_passes": final,
+                     "final_passes": final, "earlier_record": earlier,
                      "gain_passes": (final["success"] - start_final["success"]
                                      if final is not None and start_final is not None else None),
                      "train_success_curve": {m["iteration"]: m["train/success"] for m in train if "train/success" in m},
                      "signals": {k: statistics.fmean(v) if (v := [m[k] for m in train if k in m]) else None
                                  for k in SIGNAL_KEYS}})
+        if earlier is not None and earlier["first_difference"] is not None and where == runs_dir / name:
+            keep_earlier_record(out / "runs" / name)  # the restart passed a record it did not reproduce
         commits[name] = keep_run_record(where, out / "runs" / name)
         if (where / "final_eval.json").is_file() and where != out / "runs" / name:
             (out / "runs" / name / "final_eval.json").write_text(
@@ -349,6 +357,59 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     plot(runs, out / "curves.png")
     return summary
+
+
+def trained_iterations(metrics: list[dict]) -> int:
+    return max((m["iteration"] for m in metrics if m.get("iteration", 0) >= 1), default=0)
+
+
+def same_iterations(earlier: list[dict], here: list[dict]) -> tuple[int, int | None]:
+    """Compare a run's record with another record of the same run (a restart from scratch): how many
+    training iterations both hold, and the first of them where any logged value other than a timing
+    differs (None: identical throughout)."""
+    def by_iteration(metrics: list[dict]) -> dict[int, dict]:
+        return {m["iteration"]: {k: v for k, v in m.items() if k != "time" and not k.startswith("timing/")}
+                for m in metrics if m.get("iteration", 0) >= 1}
+
+    a, b = by_iteration(earlier), by_iteration(here)
+    both = sorted(set(a) & set(b))
+    return len(both), next((it for it in both if a[it] != b[it]), None)
+
+
+def first_logged(metrics: list[dict]) -> float | None:
+    """When a run logged its first training iteration (wall clock): which start of a run a record is."""
+    return next((m.get("time") for m in metrics if m.get("iteration", 0) >= 1), None)
+
+
+def partial_record(here: Path, committed: Path) -> tuple[Path | None, dict | None]:
+    """The record to show for an unfinished run: its run folder here, or its committed record when
+    that holds more training iterations (the run stopped on another machine whose checkpoints are
+    gone, and this machine restarted it from scratch: a shorter restart never hides the longer
+    record). With records of two starts (their first iterations logged at different times), also how
+    they compare (:func:`same_iterations`). ``(None, None)``: no record."""
+    mine, theirs = read_metrics(here), read_metrics(committed)
+    if not theirs or here.resolve() == committed.resolve():
+        return (here if mine else None), None
+    if not mine:
+        return committed, None
+    if first_logged(mine) == first_logged(theirs):  # one run: the committed record is a copy of this one's start
+        return (committed if trained_iterations(theirs) > trained_iterations(mine) else here), None
+    compared, first_difference = same_iterations(theirs, mine)
+    comparison = {"iterations": trained_iterations(theirs), "iterations_here": trained_iterations(mine),
+                  "compared": compared, "first_difference": first_difference}
+    return (committed if comparison["iterations"] > comparison["iterations_here"] else here), comparison
+
+
+def keep_earlier_record(record: Path) -> None:
+    """Move a committed partial record into ``record/earlier/`` (once) before a restart of its run that
+    did not reproduce it replaces it, so that what the earlier machine trained is not lost."""
+    earlier = record / "earlier"
+    if earlier.is_dir():
+        return
+    earlier.mkdir()
+    for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
+        if (record / f).is_file():
+            (record / f).rename(earlier / f)
 
 
 def target_met(gains: list[float]) -> bool:
@@ -397,7 +458,14 @@ def summary_markdown(summary: dict) -> str:
         curve = " / ".join(f"{it}: {_pct(v)}" for it, v in sorted(r["validation_curve"].items(), key=lambda x: int(x[0])))
         gate = ("-" if s["teacher/gate_pos_adv"] is None
                 else f"{s['teacher/gate_pos_adv']:.2f} / {s['teacher/gate_neg_adv']:.2f}")
-        run = r["run"] if r["finished"] else f"{r['run']} (training: {r['iterations_done']} of {summary['iterations']})"
+        run = r["run"] if r["finished"] else f"{r['run']} (training: {r['iterations_done']} of {summary['iterations']}"
+        if not r["finished"] and r.get("earlier_record"):
+            e = r["earlier_record"]
+            same = ("identical so far" if e["first_difference"] is None
+                    else f"differs from iteration {e['first_difference']}")
+            run += (f"; restarted here from scratch: {e['iterations_here']} of {summary['iterations']}, {same}"
+                    if e["iterations"] > e["iterations_here"] else f"; an earlier record of {e['iterations']}: {same}")
+        run += "" if r["finished"] else ")"
         gain = "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
         gain_passes = "-" if r.get("gain_passes") is None else f"{100 * r['gain_passes']:+.1f}"
         lines.append(f"| {run} | {curve} | {gain} | {_passes(r.get('final_passes'))} | {gain_passes} | "
@@ -494,8 +562,11 @@ def main(argv: list[str] | None = None) -> int:
                                 regime.sibling_twins)
     print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
     committed = out / "summary.json"
+    committed_passes = None  # the warm start's passes, played on the machine of the committed runs
     if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):
-        check_same_start(start, json.loads(committed.read_text(encoding="utf-8"))["before_rl"])
+        committed_start = json.loads(committed.read_text(encoding="utf-8"))["before_rl"]
+        check_same_start(start, committed_start)
+        committed_passes = committed_start.get("passes")
     failures: list[str] = []
 
     def train(items: list[tuple[str, list[str], int]], start_passes: bool = False) -> None:
@@ -539,12 +610,13 @@ def main(argv: list[str] | None = None) -> int:
         choice_path.write_text(json.dumps(
             {"setting": search[0][0], "overrides": search[0][1], "train_success_last_third": {},
              "rule": "the only setting of this regime's search"}, indent=1) + "\n", encoding="utf-8")
+    play_start = committed_passes is None  # the warm start's passes: played once, wherever that was
     if not args.aggregate_only:
         if only and not args.search_only:  # the search run and the arms together, seed by seed
             choice = json.loads(choice_path.read_text(encoding="utf-8"))
-            train(sorted([*search_runs, *arm_items(choice)], key=lambda item: item[2]), start_passes=True)
+            train(sorted([*search_runs, *arm_items(choice)], key=lambda item: item[2]), start_passes=play_start)
         else:
-            train(search_runs, start_passes=True)
+            train(search_runs, start_passes=play_start)
     search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
     choice = json.loads(choice_path.read_text(encoding="utf-8")) if choice_path.is_file() else None
     if args.setting and (choice is None or choice["setting"] != args.setting):
@@ -567,6 +639,8 @@ def main(argv: list[str] | None = None) -> int:
     start_passes = runs_dir / "start_eval_passes.json"
     start["passes"] = passes_record(json.loads(start_passes.read_text(encoding="utf-8"))
                                     if start_passes.is_file() else None)
+    if start["passes"] is None:  # played with the committed runs (the same warm start: checked above)
+        start["passes"] = committed_passes
     summary = aggregate(runs_dir, out, regime, start, iterations, choice, state)
     print(f"{state}; tables in {out}", flush=True)
     for arm in summary["arms"]:

@@ -145,3 +145,90 @@ def test_sibling_reading_twins_open_each_expert_turn_with_its_episode_as_the_tea
     assert sibling_context(sample, {0: [(0, actions)]}).text == sibling_text(actions)
     with pytest.raises(ValueError, match="not one episode"):
         headroom.sibling_reading_twins([rows[0], rows[0]])
+
+
+def _write_run(folder: Path, rows: list[dict], commit: str) -> Path:
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "config.yaml").write_text("seed: 0\n")
+    (folder / "commit.txt").write_text(commit + "\n")
+    return folder
+
+
+def _rows(losses: list[float], seconds: float) -> list[dict]:
+    return [{"iteration": i, "train/success": 0.25, "actor/loss": loss, "time": 1000.0 * i + seconds,
+             "timing/update_s": seconds} for i, loss in enumerate(losses, 1)]
+
+
+def test_a_restart_from_scratch_never_hides_the_longer_committed_record_and_is_compared_with_it(headroom, tmp_path):
+    committed = _write_run(tmp_path / "out" / "runs" / "grpo-a-seed0", _rows([0.5, 0.4, 0.3, 0.2, 0.1], 7.0), "aaa")
+    here = tmp_path / "runs" / "grpo-a-seed0"
+    # nothing here yet: the committed record, with nothing to compare
+    assert headroom.partial_record(here, committed) == (committed, None)
+    # a restart that reproduces the first 2 iterations (timings differ: they are not compared)
+    _write_run(here, _rows([0.5, 0.4], 9.0), "bbb")
+    where, earlier = headroom.partial_record(here, committed)
+    assert where == committed
+    assert earlier == {"iterations": 5, "iterations_here": 2, "compared": 2, "first_difference": None}
+    # a restart whose iteration 2 differs in one logged value
+    _write_run(here, _rows([0.5, 0.41, 0.3], 9.0), "bbb")
+    assert headroom.partial_record(here, committed)[1]["first_difference"] == 2
+    # the restart passes the committed record: it is shown; a record lying where it is kept compares with nothing
+    _write_run(here, _rows([0.5, 0.41, 0.3, 0.2, 0.1, 0.05], 9.0), "bbb")
+    where, earlier = headroom.partial_record(here, committed)
+    assert where == here and (earlier["iterations"], earlier["iterations_here"]) == (5, 6)
+    assert headroom.partial_record(committed, committed) == (committed, None)
+    # the same start continued (first iteration logged at the same time): the longer, nothing compared
+    _write_run(here, _rows([0.5, 0.4, 0.3, 0.2, 0.1, 0.05], 7.0), "aaa")
+    assert headroom.partial_record(here, committed) == (here, None)
+    _write_run(here, _rows([0.5, 0.4], 7.0), "aaa")
+    assert headroom.partial_record(here, committed) == (committed, None)
+    assert headroom.partial_record(tmp_path / "none", tmp_path / "nothing") == (None, None)
+    # before the restart's record replaces one it did not reproduce, that one moves to earlier/, once
+    headroom.keep_earlier_record(committed)
+    moved = (committed / "earlier" / "metrics.jsonl").read_text()
+    assert moved.count("\n") == 5 and (committed / "earlier" / "commit.txt").read_text() == "aaa\n"
+    assert not (committed / "metrics.jsonl").exists()
+    _write_run(committed, _rows([1.0], 1.0), "ccc")
+    headroom.keep_earlier_record(committed)  # a second call keeps the first earlier record
+    assert (committed / "earlier" / "metrics.jsonl").read_text() == moved
+
+
+def test_summary_labels_a_run_restarted_from_scratch_with_its_comparison(headroom):
+    start = {"success": 0.125, "num_tasks": 48}
+    run = {"run": "grpo-a-seed0", "finished": False, "iterations_done": 24, "gain": None,
+           "validation_curve": {"0": 0.125, "10": 0.3}, "signals": dict.fromkeys(headroom.SIGNAL_KEYS),
+           "earlier_record": {"iterations": 24, "iterations_here": 3, "compared": 3, "first_difference": None}}
+    summary = {"state": "0 of 6", "before_rl": start, "iterations": 30, "target": "t", "choice": None,
+               "runs": [run], "arms": []}
+    text = headroom.summary_markdown(summary)
+    assert "| grpo-a-seed0 (training: 24 of 30; restarted here from scratch: 3 of 30, identical so far) |" in text
+    run["earlier_record"] = {"iterations": 24, "iterations_here": 26, "compared": 24, "first_difference": 4}
+    run["iterations_done"] = 26
+    text = headroom.summary_markdown(summary)
+    assert "| grpo-a-seed0 (training: 26 of 30; an earlier record of 24: differs from iteration 4) |" in text
+
+
+def test_aggregate_keeps_a_longer_committed_record_and_saves_one_the_restart_did_not_reproduce(headroom, tmp_path):
+    regime = headroom.REGIMES["long"]
+    out, runs_dir = tmp_path / "out", tmp_path / "runs"
+    name = "grpo-lr1e-4-seed0"
+    committed = _write_run(out / "runs" / name, _rows([0.5, 0.4, 0.3, 0.2, 0.1], 7.0), "aaa")
+    original = (committed / "metrics.jsonl").read_text()
+    _write_run(runs_dir / name, _rows([0.5, 0.4], 9.0), "bbb")  # restarted here from scratch
+    start = {"success": 0.125, "num_tasks": 48, "passes": None}
+    summary = headroom.aggregate(runs_dir, out, regime, start, 30, None, "0 of 2")
+    row = next(r for r in summary["runs"] if r["run"] == name)
+    assert row["iterations_done"] == 5 and row["earlier_record"]["first_difference"] is None
+    assert summary["run_commits"][name] == "aaa"
+    assert (committed / "metrics.jsonl").read_text() == original  # the shorter restart did not replace it
+    # the restart passes it without having reproduced iteration 2: the committed record moves to earlier/
+    _write_run(runs_dir / name, _rows([0.5, 0.45, 0.3, 0.2, 0.1, 0.05], 9.0), "bbb")
+    summary = headroom.aggregate(runs_dir, out, regime, start, 30, None, "0 of 2")
+    row = next(r for r in summary["runs"] if r["run"] == name)
+    assert row["iterations_done"] == 6 and row["earlier_record"]["first_difference"] == 2
+    assert (committed / "earlier" / "metrics.jsonl").read_text() == original
+    assert (committed / "metrics.jsonl").read_text() == (runs_dir / name / "metrics.jsonl").read_text()
+    assert "an earlier record of 5: differs from iteration 2" in (out / "summary.md").read_text()
