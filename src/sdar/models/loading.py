@@ -129,15 +129,20 @@ class ModelConfig:
         chat_template_kwargs: extra variables for the tokenizer's chat template, passed to every
             prompt rendering (student, teacher, SFT), e.g. ``{"enable_thinking": False}`` for Qwen3
             without thinking, as the released Qwen3-1.7B runs do. Empty by default.
-        autocast: ``"none"`` (default) or ``"bf16"``: run every forward pass (rollout generation,
+        autocast: ``"none"`` (default), ``"bf16"`` or ``"auto"``: run every forward pass (rollout generation,
             old/reference/teacher scoring, the update's forward, validation, SFT) under
             ``torch.autocast`` in bfloat16 while the weights, gradients and optimizer state stay in
             ``dtype``. Measure before relying on it (benchmarks/bf16_iteration.py): on a 2-core CPU
             with bfloat16 instructions (AMX) a whole SDAR iteration took 0.58x the float32 time at
             the ALFWorld bench size (prompts of about 1,000 tokens) and 0.68x on short
-            ``toy_panels`` turns (0.61x with ``attention: eager``); not measured on a CPU without
-            bfloat16 instructions, where it is expected to be slower. Log-probs move by about
-            0.04 nats on average.
+            ``toy_panels`` turns (0.61x with ``attention: eager``). On a CPU without bfloat16
+            instructions (AVX2 only) bfloat16 is emulated and far slower than float32
+            (benchmarks/bf16_support.py: a bfloat16 matrix product took about 40x the float32 time on a 2-core AVX2 CPU);
+            ``bf16`` then logs a warning. ``"auto"`` is ``"bf16"`` where the device computes
+            bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX, see
+            :func:`native_bf16`) and ``"none"`` elsewhere: the choice for configs meant to run
+            anywhere (the quickstart); a run's numbers then depend on the machine, so benchmark
+            configs name ``bf16`` or ``none``. Log-probs move by about 0.04 nats on average.
             Backward passes run outside autocast, as PyTorch recommends.
             Frozen weights (the LoRA base model) are then stored in bfloat16 once
             (:func:`cast_frozen_weights`) instead of being cast in every forward pass.
@@ -212,8 +217,48 @@ class ModelConfig:
             )
 
 
-AUTOCAST = {"none": None, "bf16": torch.bfloat16}
-"""``model.autocast`` values and the dtype forward passes run in (None: the weights' dtype)."""
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "auto": "auto"}
+"""``model.autocast`` values and the dtype forward passes run in (None: the weights' dtype;
+``"auto"``: resolved per device by :func:`autocast_dtype`)."""
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, a CPU with
+    AVX512-BF16 or AMX tiles (on other CPUs PyTorch emulates bfloat16, far slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPU checks
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
+
+
+_AUTOCAST_SEEN: set[tuple[str, str]] = set()  # (setting, device type) already logged
+
+
+def autocast_dtype(config: ModelConfig, device: torch.device | str) -> torch.dtype | None:
+    """The dtype forward passes run in on ``device`` under ``config.autocast`` (None: the weights'
+    own). ``auto`` resolves to bfloat16 where :func:`native_bf16` holds, else None; ``bf16`` on a
+    device without native bfloat16 is kept, with a warning (it is far slower there). Each setting
+    and device type is logged once per process."""
+    device = torch.device(device)
+    dtype = AUTOCAST[config.autocast]
+    if dtype is None:
+        return None
+    native = native_bf16(device)
+    key = (config.autocast, device.type)
+    if key not in _AUTOCAST_SEEN:
+        _AUTOCAST_SEEN.add(key)
+        if config.autocast == "auto":
+            logger.info("model.autocast auto on %s: %s", device.type,
+                        "bfloat16 (native)" if native else "none (no native bfloat16: float32 is faster)")
+        elif not native and device.type in ("cpu", "cuda"):
+            logger.warning("model.autocast bf16 on a %s without native bfloat16: PyTorch emulates it, far slower "
+                           "than float32 (set model.autocast=auto or none)", device.type)
+    if dtype == "auto":
+        return torch.bfloat16 if native else None
+    return dtype
 
 ATTENTION = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 """``model.attention`` values: transformers' attention implementations."""
@@ -221,16 +266,17 @@ ATTENTION = ("eager", "sdpa", "flash_attention_2", "flex_attention")
 
 def autocast_context(config: ModelConfig, device: torch.device | str) -> AbstractContextManager:
     """The context every forward pass of a run is wrapped in: ``torch.autocast`` to bfloat16 when
-    ``config.autocast == "bf16"``, else a no-op. Wrap forward passes only, never ``backward()``."""
-    dtype = AUTOCAST[config.autocast]
+    ``config.autocast`` is ``bf16`` (or ``auto`` on a device with native bfloat16,
+    :func:`autocast_dtype`), else a no-op. Wrap forward passes only, never ``backward()``."""
+    dtype = autocast_dtype(config, device)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
 def cast_frozen_weights(model, config: ModelConfig) -> int:
-    """Store the frozen floating-point parameters of ``model`` in the autocast dtype; returns how
-    many were cast (0 when ``config.autocast`` is ``none``).
+    """Store the frozen floating-point parameters of ``model`` in the autocast dtype of the device it
+    lies on (:func:`autocast_dtype`); returns how many were cast (0 without autocast there).
 
     Autocast keeps a cast copy only of weights that require gradients, so a frozen weight (the
     base model under LoRA, a frozen reference copy) is cast again in every forward pass: with
@@ -240,7 +286,8 @@ def cast_frozen_weights(model, config: ModelConfig) -> int:
     to bfloat16 anyway. Call it after the weights are final (after a warm start is merged in, so
     that the merge happens in the weights' own precision); trainable parameters and buffers keep
     their dtype."""
-    dtype = AUTOCAST[config.autocast]
+    first = next(model.parameters(), None)
+    dtype = None if first is None else autocast_dtype(config, first.device)
     if dtype is None:
         return 0
     cast = 0
