@@ -83,7 +83,7 @@ def test_bf16_autocast_scores_close_to_float32_and_is_validated():
     assert 0 < float(diff.max()) < 0.1
     with autocast_context(ModelConfig(name="tiny-random"), "cpu"):
         assert model(input_ids=torch.tensor([prompts[0]])).logits.dtype == torch.float32
-    with pytest.raises(ValueError, match="model.autocast must be one of none, bf16"):
+    with pytest.raises(ValueError, match="model.autocast must be one of none, bf16, auto"):
         ModelConfig(name="tiny-random", autocast="fp8")
 
 
@@ -176,3 +176,49 @@ def test_cast_frozen_weights_stores_the_lora_base_in_bf16_and_trains_the_adapter
     after.sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trainable)
     assert cast_frozen_weights(model, ModelConfig(name="tiny-random")) == 0  # autocast none: nothing
+
+
+def test_native_bf16_reads_torchs_cpu_probes():
+    from sdar.models.loading import native_bf16
+
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16("cpu") is expected and native_bf16(torch.device("cpu")) is expected
+    assert native_bf16("meta") is False
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_autocast_auto_runs_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, caplog, native):
+    import logging
+
+    from sdar.models import loading
+    from sdar.models.loading import LoraSettings, autocast_dtype, cast_frozen_weights
+
+    # the machine's bfloat16 support is a hardware fact: both answers of torch's probes are played here
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(loading, "_AUTOCAST_SEEN", set())
+    auto = ModelConfig(name="tiny-random", autocast="auto", lora=LoraSettings(r=4))
+    with caplog.at_level(logging.INFO, logger="sdar.models.loading"):
+        assert autocast_dtype(auto, "cpu") == (torch.bfloat16 if native else None)
+        assert autocast_dtype(auto, "cpu") == (torch.bfloat16 if native else None)
+    resolved = [r for r in caplog.records if "model.autocast auto on cpu" in r.getMessage()]
+    assert len(resolved) == 1  # logged once per setting and device type
+    assert ("bfloat16 (native)" if native else "none (no native bfloat16") in resolved[0].getMessage()
+    model, tok = load_policy(auto)
+    with torch.no_grad(), autocast_context(auto, "cpu"):
+        logits = model(input_ids=torch.tensor([[5, 6, 7]])).logits
+    assert logits.dtype == (torch.bfloat16 if native else torch.float32)
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    assert cast_frozen_weights(model, auto) == (len(frozen) if native else 0)
+    assert all(p.dtype == (torch.bfloat16 if native else torch.float32) for p in frozen)
+    # an explicit bf16 is kept either way; without native support it warns, once
+    caplog.clear()
+    explicit = ModelConfig(name="tiny-random", autocast="bf16")
+    with caplog.at_level(logging.INFO, logger="sdar.models.loading"):
+        assert autocast_dtype(explicit, "cpu") == torch.bfloat16
+        assert autocast_dtype(explicit, "cpu") == torch.bfloat16
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == (0 if native else 1)
+    if not native:
+        assert "without native bfloat16" in warnings[0].getMessage()
+        assert "model.autocast=auto or none" in warnings[0].getMessage()

@@ -37,7 +37,7 @@ import torch
 
 from sdar.envs.base import AgentEnv, EnvState
 from sdar.envs.play import scripted_play
-from sdar.models.loading import autocast_context, cast_frozen_weights, load_policy
+from sdar.models.loading import autocast_context, autocast_dtype, cast_frozen_weights, load_policy
 from sdar.models.scoring import score_responses
 from sdar.rollout.prompts import PromptBuilder
 from sdar.skills import SkillLibrary, SkillSelection
@@ -164,7 +164,9 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
         "env": config.env.name, "split": split, "model": config.model.name,
         "init_checkpoint": config.init_checkpoint, "teacher_context": config.teacher.context,
         "teacher_layout": config.teacher.layout, "prompt_mode": config.env.prompt_mode,
-        "autocast": config.model.autocast, "episodes": episodes, "alternatives": alternatives,
+        "autocast": config.model.autocast,
+        "autocast_ran": "bf16" if autocast_dtype(config.model, device) is not None else "none",  # `auto` resolved
+        "episodes": episodes, "alternatives": alternatives,
         "seconds": round(time.perf_counter() - started, 1),
         "example_teacher_prompt": tokenizer.decode(teacher[0]) if teacher else None,
     })
