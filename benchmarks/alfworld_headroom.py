@@ -57,7 +57,8 @@ restart did not reproduce is moved to ``runs/<run>/earlier/`` before the restart
     python benchmarks/alfworld_headroom.py --jobs 2          # the short regime (many hours on 2 CPU cores)
     python benchmarks/alfworld_headroom.py --regime long --jobs 2  # the long regime
     python benchmarks/alfworld_headroom.py --regime reader --jobs 2  # the long regime, a context-reading warm start
-    python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far)
+    python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far;
+                                                             # no warm start here: the committed records alone)
     python benchmarks/alfworld_headroom.py --smoke           # tiny random model, plumbing only
 """
 
@@ -558,15 +559,20 @@ def main(argv: list[str] | None = None) -> int:
     iterations = load_config(regime.config, overrides).iterations
     runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: see gate_study.py
-    sft_dir, start = warm_start(runs_dir, regime.config, overrides, 2 if args.smoke else args.demo_episodes,
-                                regime.sibling_twins)
-    print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
     committed = out / "summary.json"
-    committed_passes = None  # the warm start's passes, played on the machine of the committed runs
-    if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):
-        committed_start = json.loads(committed.read_text(encoding="utf-8"))["before_rl"]
-        check_same_start(start, committed_start)
-        committed_passes = committed_start.get("passes")
+    has_runs = committed.is_file() and any((out / "runs").glob("*/metrics.jsonl"))
+    committed_start = json.loads(committed.read_text(encoding="utf-8"))["before_rl"] if has_runs else None
+    if args.aggregate_only and committed_start is not None and not (runs_dir / "warm" / "checkpoints").is_dir():
+        # tables from the committed records alone: nothing is trained, so no warm start is remade here
+        sft_dir, start = None, {k: v for k, v in committed_start.items() if k != "passes"}
+    else:
+        sft_dir, start = warm_start(runs_dir, regime.config, overrides, 2 if args.smoke else args.demo_episodes,
+                                    regime.sibling_twins)
+        if committed_start is not None:
+            check_same_start(start, committed_start)
+    print(f"warm start {sft_dir or 'of the committed runs'}: validation success {start['success']}", flush=True)
+    # the warm start's passes, played on the machine of the committed runs (the same warm start: checked)
+    committed_passes = committed_start.get("passes") if committed_start is not None else None
     failures: list[str] = []
 
     def train(items: list[tuple[str, list[str], int]], start_passes: bool = False) -> None:

@@ -232,3 +232,20 @@ def test_aggregate_keeps_a_longer_committed_record_and_saves_one_the_restart_did
     assert (committed / "earlier" / "metrics.jsonl").read_text() == original
     assert (committed / "metrics.jsonl").read_text() == (runs_dir / name / "metrics.jsonl").read_text()
     assert "an earlier record of 5: differs from iteration 2" in (out / "summary.md").read_text()
+
+
+def test_aggregate_only_on_a_new_machine_tabulates_the_committed_records_without_a_warm_start(headroom, tmp_path):
+    import json
+    import shutil
+
+    # the committed long-regime results, as a fresh clone holds them: no runs/ folder, no warm start
+    out, runs_dir = tmp_path / "out", tmp_path / "runs"
+    shutil.copytree(ROOT / "benchmarks" / "results" / "alfworld_headroom_long", out)
+    before = json.loads((out / "summary.json").read_text())
+    assert headroom.main(["--regime", "long", "--aggregate-only", "--runs-dir", str(runs_dir), "--out", str(out)]) == 0
+    assert not (runs_dir / "warm").exists()  # nothing was remade
+    after = json.loads((out / "summary.json").read_text())
+    assert after["before_rl"] == before["before_rl"]  # the warm start's validation and its passes kept
+    assert after["choice"] == before["choice"] and after["state"] == before["state"]
+    assert [(r["run"], r["finished"], r["iterations_done"], r["gain"], r["gain_passes"]) for r in after["runs"]] == [
+        (r["run"], r["finished"], r["iterations_done"], r["gain"], r["gain_passes"]) for r in before["runs"]]
