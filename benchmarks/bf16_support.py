@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=5.0,
                         help="seconds above which a product is timed once only")
     parser.add_argument("--out", help="result file (default: results/bf16_support_<cpu capability>.json)")
+    parser.add_argument("--smoke", action="store_true", help="64 x 64 products, 2 repeats (plumbing only)")
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.size, args.repeats = 64, 2
     capability = torch.backends.cpu.get_cpu_capability()
     float32 = product_gflops(torch.float32, args.size, args.repeats, args.budget)
     bfloat16 = product_gflops(torch.bfloat16, args.size, args.repeats, args.budget)
@@ -70,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "bfloat16": bfloat16,
         "bf16_time_over_fp32": bfloat16["seconds"] / float32["seconds"],
         "machine": machine_info(),
+        "smoke": args.smoke,
         "command": "python benchmarks/bf16_support.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bf16_support_{capability.lower()}.json"

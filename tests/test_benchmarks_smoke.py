@@ -49,6 +49,7 @@ SCRIPTS = {
     "bf16_iteration.py": ["ratio_bf16_over_fp32", "logprob_agreement.policy.max_abs_diff",
                           "logprob_agreement.teacher.mean_abs_diff"],
     "canary.py": ["seconds", "validation_curve", "train_success"],
+    "bf16_support.py": ["float32.gflops", "bfloat16.gflops", "bf16_time_over_fp32", "cpu_features"],
     "routing_agreement.py": ["goals", "oracle_steps"],
 }
 LEARNING = "learning.py"
