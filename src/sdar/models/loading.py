@@ -137,7 +137,7 @@ class ModelConfig:
             the ALFWorld bench size (prompts of about 1,000 tokens) and 0.68x on short
             ``toy_panels`` turns (0.61x with ``attention: eager``). On a CPU without bfloat16
             instructions (AVX2 only) bfloat16 is emulated and far slower than float32
-            (benchmarks/bf16_support.py: a bfloat16 matrix product took about 40x the float32 time on a 2-core AVX2 CPU);
+            (benchmarks/bf16_support.py: a bfloat16 matrix product took 67x the float32 time on an idle 2-core AVX2 CPU);
             ``bf16`` then logs a warning. ``"auto"`` is ``"bf16"`` where the device computes
             bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX, see
             :func:`native_bf16`) and ``"none"`` elsewhere: the choice for configs meant to run
