@@ -187,7 +187,7 @@ def test_native_bf16_reads_torchs_cpu_probes():
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_autocast_auto_runs_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, caplog, native):
+def test_autocast_auto_runs_bf16_only_where_the_cpu_computes_it_natively(monkeypatch, caplog, request, native):
     import logging
 
     from sdar.models import loading
@@ -197,6 +197,8 @@ def test_autocast_auto_runs_bf16_only_where_the_cpu_computes_it_natively(monkeyp
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     monkeypatch.setattr(loading, "_AUTOCAST_SEEN", set())
+    loading._native_bf16.cache_clear()  # probed once per device: forget this machine's answer
+    request.addfinalizer(loading._native_bf16.cache_clear)  # and the played one afterwards
     auto = ModelConfig(name="tiny-random", autocast="auto", lora=LoraSettings(r=4))
     with caplog.at_level(logging.INFO, logger="sdar.models.loading"):
         assert autocast_dtype(auto, "cpu") == (torch.bfloat16 if native else None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
@@ -224,11 +225,17 @@ AUTOCAST = {"none": None, "bf16": torch.bfloat16, "auto": "auto"}
 
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, a CPU with
-    AVX512-BF16 or AMX tiles (on other CPUs PyTorch emulates bfloat16, far slower than float32)."""
+    AVX512-BF16 or AMX tiles (on other CPUs PyTorch emulates bfloat16, far slower than float32).
+    Probed once per device type and index (forward passes ask it every time)."""
     device = torch.device(device)
-    if device.type == "cuda":
+    return _native_bf16(device.type, device.index)
+
+
+@functools.cache
+def _native_bf16(device_type: str, index: int | None) -> bool:
+    if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
+    if device_type == "cpu":
         probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPU checks
         return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
     return False
