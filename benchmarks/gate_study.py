@@ -30,6 +30,8 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
 
     python benchmarks/gate_study.py --jobs 2          # the whole grid (hours on 2 CPU cores)
     python benchmarks/gate_study.py --aggregate-only  # tables from the runs finished so far
+    python benchmarks/gate_study.py --float32 --jobs 2  # the same study in float32, its own warm start
+                                                      # and tables (a CPU without native bfloat16)
     python benchmarks/gate_study.py --smoke           # tiny random model, plumbing only
 """
 
@@ -226,7 +228,8 @@ def mean_std(values: list[float]) -> dict:
             "std": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None, "n": len(values)}
 
 
-def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: list[int], state: str) -> dict:
+def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: list[int], state: str,
+              overrides: list[str] | None = None) -> dict:
     from _results import machine_info
 
     out.mkdir(parents=True, exist_ok=True)
@@ -268,7 +271,8 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
                      "signals": {k: (statistics.fmean(v) if v else None) for k, v in signals.items()}})
     summary = {
         "state": state, "before_rl": start, "iterations": iterations, "seeds": seeds,
-        "config": str(CONFIG.relative_to(ROOT)), "rows": rows, "machine": machine_info(),
+        "config": str(CONFIG.relative_to(ROOT)), "overrides": list(overrides or []), "rows": rows,
+        "machine": machine_info(),
         "run_commits": commits, "commit": _commit(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
@@ -316,6 +320,8 @@ def summary_markdown(summary: dict) -> str:
               f"finished (one seed: its value); validation curve: iteration: mean success; train success: mean "
               f"over iterations; gate / gap: mean over iterations of the token mean on step samples with "
               f"positive (+) and negative (-) advantage."), "",
+             *([f"Every run, the warm start included, with these overrides of {summary['config']}: "
+                f"`{' '.join(summary['overrides'])}`.", ""] if summary.get("overrides") else []),
              ("| run | seeds | final success | per seed | validation curve (mean) | train success | gate + | gate - "
               "| gap + | gap - | groups with signal |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -358,8 +364,13 @@ def plot(curves: dict[str, dict[int, list[float]]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs-dir", default="runs/gate_study", help="where runs and the warm start go")
-    parser.add_argument("--out", default="benchmarks/results/gate_study", help="where the tables go")
+    parser.add_argument("--runs-dir", help="where runs and the warm start go (default: runs/gate_study, "
+                                           "with --float32 runs/gate_study_fp32)")
+    parser.add_argument("--out", help="where the tables go (default: benchmarks/results/gate_study, with --float32 "
+                                      "benchmarks/results/gate_study_fp32)")
+    parser.add_argument("--float32", action="store_true",
+                        help="the whole study in float32 (model.autocast=none, the warm start included): its own "
+                             "runs and tables, never mixed with the bfloat16 ones; for a CPU that emulates bfloat16")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
                         help="seeds to train (default 0 1 2); the tables always cover every seed of the grid")
     parser.add_argument("--only", nargs="+", help="run names of RUNS to train (default: all)")
@@ -368,9 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 1 iteration (plumbing only)")
     args = parser.parse_args(argv)
-    overrides = SMOKE if args.smoke else []
-    runs_dir = ROOT / args.runs_dir
-    out = ROOT / (args.out if not args.smoke or args.out != parser.get_default("out") else "runs/gate_study_smoke_out")
+    overrides = [*(SMOKE if args.smoke else []), *(["model.autocast=none"] if args.float32 else [])]
+    suffix = "_fp32" if args.float32 else ""
+    runs_dir = ROOT / (args.runs_dir or f"runs/gate_study{suffix}")
+    out = ROOT / (args.out or (f"runs/gate_study_smoke_out{suffix}" if args.smoke
+                               else f"benchmarks/results/gate_study{suffix}"))
     from sdar.trainer.config import load_config
 
     iterations = load_config(CONFIG, overrides).iterations
@@ -378,11 +391,17 @@ def main(argv: list[str] | None = None) -> int:
     # One thread per process: two torch processes with two threads each on 2 cores slow each other
     # several-fold. Set OMP_NUM_THREADS yourself to override (e.g. on a machine with more cores).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, hint_copying=True)
-    print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
     committed = out / "summary.json"
-    if committed.is_file() and any((out / "runs").glob("*/metrics.jsonl")):
-        check_same_start(start, json.loads(committed.read_text(encoding="utf-8"))["before_rl"])
+    has_committed = committed.is_file() and any((out / "runs").glob("*/metrics.jsonl"))
+    if args.aggregate_only and has_committed and not (runs_dir / "warm" / "checkpoints").is_dir():
+        # tables only, on a machine without the warm start: the committed record of it is enough
+        start = json.loads(committed.read_text(encoding="utf-8"))["before_rl"]
+        print("no warm start here: tabulating the committed runs against the committed start record", flush=True)
+    else:
+        sft_dir, start = warm_start(runs_dir, overrides, 8 if args.smoke else args.demo_episodes, hint_copying=True)
+        print(f"warm start {sft_dir}: validation success {start['success']}", flush=True)
+        if has_committed:
+            check_same_start(start, json.loads(committed.read_text(encoding="utf-8"))["before_rl"])
     # seed-major within the core runs, so that one seed of every core comparison finishes first
     chosen = [(name, ro) for name, ro in RUNS if not args.only or name in args.only]
     core = [r for r in chosen if r[0] in CORE]
@@ -407,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     total = len(RUNS) * len(seeds)
     done = sum(finished_run(n, s, runs_dir, out, iterations) is not None for n, _ in RUNS for s in seeds)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
-    aggregate(runs_dir, out, start, iterations, seeds, state)
+    aggregate(runs_dir, out, start, iterations, seeds, state, overrides)
     print(f"{state}; tables in {out}", flush=True)
     for f in failures:
         print(f, file=sys.stderr)
