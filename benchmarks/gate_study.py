@@ -320,8 +320,8 @@ def summary_markdown(summary: dict) -> str:
               f"finished (one seed: its value); validation curve: iteration: mean success; train success: mean "
               f"over iterations; gate / gap: mean over iterations of the token mean on step samples with "
               f"positive (+) and negative (-) advantage."), "",
-             *([f"Every run, the warm start included, with these overrides of {summary['config']}: "
-                f"`{' '.join(summary['overrides'])}`.", ""] if summary.get("overrides") else []),
+             *([(f"Every run, the warm start included, with these overrides of {summary['config']}: "
+                 f"`{' '.join(summary['overrides'])}`."), ""] if summary.get("overrides") else []),
              ("| run | seeds | final success | per seed | validation curve (mean) | train success | gate + | gate - "
               "| gap + | gap - | groups with signal |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -275,6 +275,11 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     moved = _run(args)
     assert "grpo-seed0: finished earlier" in moved.stdout and "sdar-l1-c1-seed0: finished earlier" in moved.stdout
     assert json.loads((out / "summary.json").read_text())["state"].startswith("2 of ")
+    # tables only on a machine without the warm start: the committed start record serves, nothing is trained
+    shutil.rmtree(runs)
+    tables = _run([*args, "--aggregate-only"])
+    assert "no warm start here" in tables.stdout and not (runs / "warm").exists()
+    assert json.loads((out / "summary.json").read_text())["state"].startswith("2 of ")
     # a warm start that differs from the committed one is refused, not mixed with the committed runs
     record = json.loads((out / "summary.json").read_text())
     record["before_rl"]["warm_start_sha256"] = "0" * 64
@@ -282,6 +287,18 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     refused = subprocess.run([sys.executable, *args], cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
                              capture_output=True, text=True, timeout=900, check=False)
     assert refused.returncode != 0 and "differs from the one the committed runs started from" in refused.stderr
+
+
+def test_gate_study_float32_runs_everything_without_autocast_in_its_own_record(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _run([str(BENCH / "gate_study.py"), "--smoke", "--float32", "--runs-dir", str(runs), "--out", str(out),
+          "--only", "grpo", "--seeds", "0"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["overrides"][-1] == "model.autocast=none"
+    assert "with these overrides of configs/bench/gate_study.yaml: `" in (out / "summary.md").read_text()
+    # the override reached the warm start and the run (after the smoke model's own settings)
+    for log in (runs / "warm.log", runs / "logs" / "grpo-seed0.log"):
+        assert "model.autocast=none" in log.read_text()
 
 
 def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tmp_path):
