@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
+import os
 import time
 
 import pytest
@@ -23,11 +25,12 @@ from sdar.models.loading import (
 from sdar.models.packaged import (
     CorruptCacheError,
     PackagedModelMissingError,
+    file_sha256,
     resolve_cache_dir,
     verify_cache,
 )
 from sdar.models.scoring import score_with_prefix
-from sdar.trainer.checkpoint import load_checkpoint, save_checkpoint
+from sdar.trainer.checkpoint import load_checkpoint, save_checkpoint, warm_start_record
 
 IDS = torch.tensor([[1, 504, 3458, 28, 253, 5248, 30, 2, 1, 520]])
 
@@ -282,6 +285,28 @@ def test_damaged_or_interrupted_cache_is_rebuilt(tmp_path, caplog):
     verify_cache(folder)
     assert torch.equal(logits_of(model), reference_logits)
     assert tokenizer("go to the fridge")["input_ids"]
+
+
+def test_file_digest_is_read_once_per_size_and_mtime(tmp_path):
+    folder = tmp_path / "warm" / "checkpoints" / "iter_000001"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.pt").write_bytes(b"")
+    weights = folder / "model.pt"
+    weights.write_bytes(b"a" * 64)
+    first = hashlib.sha256(b"a" * 64).hexdigest()
+    assert file_sha256(weights) == first
+    assert warm_start_record(tmp_path / "warm") == {"path": str(folder.resolve()), "sha256": first}
+    stamp = weights.stat().st_mtime_ns
+    # Same size, same mtime: the remembered digest answers without reading the file again.
+    weights.write_bytes(b"b" * 64)
+    os.utime(weights, ns=(stamp, stamp))
+    assert warm_start_record(folder)["sha256"] == first
+    # A new mtime (what any real write leaves) makes it read the new contents.
+    os.utime(weights, ns=(stamp + 1_000_000, stamp + 1_000_000))
+    assert warm_start_record(folder)["sha256"] == hashlib.sha256(b"b" * 64).hexdigest()
+    weights.write_bytes(b"c" * 65)
+    os.utime(weights, ns=(stamp, stamp))
+    assert file_sha256(weights) == hashlib.sha256(b"c" * 65).hexdigest()
 
 
 @pytest.mark.slow

