@@ -15,12 +15,29 @@ from pathlib import Path
 import torch
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``; elsewhere what ``platform`` knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_info() -> dict:
-    """Versions, cores, torch threads, the 1-minute load average (shared machines are noisy) and
-    the GPU, where there is one."""
+    """Versions, the CPU (model, the instruction set torch uses, whether it computes bfloat16
+    natively: on other CPUs ``model.autocast: bf16`` is emulated and far slower), cores, torch
+    threads, the 1-minute load average (shared machines are noisy) and the GPU, where there is one."""
+    from sdar.models.loading import native_bf16
+
     info = {
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": native_bf16("cpu"),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average_1m": os.getloadavg()[0],

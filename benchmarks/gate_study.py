@@ -19,7 +19,7 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
    Its validation (``start_eval.json``, with the config and checkpoint it evaluated) is iteration 0.
 2. **Runs** (``RUNS`` below), each for every seed: GRPO; SDAR at lambda 0.01 / 0.1 / 1; the
    released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
-   seed); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
+   seed) at the released lambda 0.01 and at lambda 1 (SDAR lambda 1 without its gate); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
    hints and with half and all of them corrupted. The core comparisons (``CORE``) run first, seed
    by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs
    are skipped, interrupted ones resumed; on a new machine the warm start is remade, checked against
@@ -56,13 +56,18 @@ from _results import run_logged
 
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)
-# (run name, overrides), most telling first; every run name ends in -c<corruption>.
+# (run name, overrides), most telling first; the name of every run whose gradient reads the teacher
+# ends in -c<corruption>; GRPO and GRPO+OPSD (beta 0) do not read it and run once per seed.
 RUNS: list[tuple[str, list[str]]] = [
     ("grpo", ["method=grpo"]),
     ("sdar-l1-c0", ["method=sdar", "loss.sdar_lambda=1.0"]),
     ("opsd_sampled-c0", ["method=opsd_sampled", "loss.opsd_coef=0.1"]),
     ("sdar-l1-c1", ["method=sdar", "loss.sdar_lambda=1.0", "env.options.hint_corruption=1.0"]),
     ("opsd_sampled-c1", ["method=opsd_sampled", "loss.opsd_coef=0.1", "env.options.hint_corruption=1.0"]),
+    # SDAR lambda 1 with the gate held at 0.5 (beta 0): the same weight on the same sampled tokens,
+    # but the teacher no longer enters the gradient, so it isolates what the gate's reading of the
+    # teacher does at the weight where SDAR learned
+    ("grpo_opsd-l1", ["method=grpo_opsd", "loss.sdar_lambda=1.0"]),
     ("sdar-l0.1-c0", ["method=sdar", "loss.sdar_lambda=0.1"]),
     ("grpo_opsd", ["method=grpo_opsd"]),
     ("sdar-l0.1-c1", ["method=sdar", "loss.sdar_lambda=0.1", "env.options.hint_corruption=1.0"]),
@@ -74,8 +79,8 @@ RUNS: list[tuple[str, list[str]]] = [
     ("sdar-l0.01-c0.5", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=0.5"]),
 ]
 # the comparisons the study is about: GRPO, gated (SDAR lambda 1) and ungated (textbook OPSD)
-# distillation with correct and with corrupted hints
-CORE = ("grpo", "sdar-l1-c0", "opsd_sampled-c0", "sdar-l1-c1", "opsd_sampled-c1")
+# distillation with correct and with corrupted hints, and SDAR lambda 1 without its gate
+CORE = ("grpo", "sdar-l1-c0", "opsd_sampled-c0", "sdar-l1-c1", "opsd_sampled-c1", "grpo_opsd-l1")
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1", "rollout.tasks_per_iteration=2",
          "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=4"]
 GATE_KEYS = ("teacher/gate_pos_adv", "teacher/gate_neg_adv", "teacher/gap_pos_adv", "teacher/gap_neg_adv",
@@ -347,7 +352,7 @@ def plot(curves: dict[str, dict[int, list[float]]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
     for ax, corruption in zip(axes, ("c0", "c0.5", "c1")):
         for name, curve in curves.items():
-            if not (name.endswith(corruption) or name in ("grpo", "grpo_opsd")):
+            if not (name.endswith(corruption) or "-c" not in name):  # runs blind to the hints: every panel
                 continue
             its = sorted(curve)
             means = [100 * statistics.fmean(curve[i]) for i in its]

@@ -103,3 +103,22 @@ def test_code_commit_marks_changed_source_but_not_results(tmp_path, monkeypatch)
         else:
             target.write_text(before)
     assert code_commit(repo) == head
+
+
+def test_results_record_the_cpu_and_whether_it_computes_bfloat16(monkeypatch):
+    """A CPU timing or a bfloat16 run means little without the CPU: AVX2-only CPUs emulate bfloat16."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from _results import machine_info
+
+    info = machine_info()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(encoding="utf-8").splitlines()
+                 if line.startswith("model name")]
+        assert info["cpu"] == names[0]
+        flags = next(line for line in cpuinfo.read_text(encoding="utf-8").splitlines() if line.startswith("flags"))
+        native = {"avx512_bf16", "amx_bf16"} & set(flags.split(":", 1)[1].split())
+        assert info["cpu_native_bf16"] is bool(native)
+    assert info["cpu"]
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()

@@ -242,14 +242,21 @@ def test_learning_writes_repository_paths_relative_to_the_repository():
 def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "out"
     args = [str(BENCH / "gate_study.py"), "--smoke", "--runs-dir", str(runs), "--out", str(out),
-            "--only", "grpo", "sdar-l1-c1", "--seeds", "0"]
+            "--only", "grpo", "sdar-l1-c1", "grpo_opsd-l1", "--seeds", "0"]
     first = _run(args)
     assert "grpo-seed0: trained" in first.stdout and "sdar-l1-c1-seed0: trained" in first.stdout
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["run"]: r for r in summary["rows"]}
     assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]
     assert rows["opsd_sampled-c0"]["seeds"] == []  # not asked for: reported as missing, not invented
-    assert summary["state"].startswith("2 of 42 ")  # the whole grid, not only the seeds trained here
+    assert summary["state"].startswith("3 of 45 ")  # the whole grid, not only the seeds trained here
+    # SDAR lambda 1 without its gate: the released beta-0 method at lambda 1, its gate 0.5 on every token
+    ungated = yaml.safe_load((runs / "grpo_opsd-l1-seed0" / "config.yaml").read_text())
+    assert ungated["loss"]["method"] == "grpo_opsd" and ungated["loss"]["sdar_lambda"] == 1.0
+    assert ungated["loss"]["beta"] == 0.0
+    logged = [json.loads(line) for line in (runs / "grpo_opsd-l1-seed0" / "metrics.jsonl").read_text().splitlines()]
+    gates = [m["sdar/gate_mean"] for m in logged if "sdar/gate_mean" in m]
+    assert gates and all(g == 0.5 for g in gates)
     # the corrupted run really ran with corrupted hints, from the shared warm start
     config = yaml.safe_load((runs / "sdar-l1-c1-seed0" / "config.yaml").read_text())
     assert config["env"]["options"]["hint_corruption"] == 1.0 and config["teacher"]["context"] == "hint"
@@ -274,12 +281,12 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     shutil.rmtree(runs)
     moved = _run(args)
     assert "grpo-seed0: finished earlier" in moved.stdout and "sdar-l1-c1-seed0: finished earlier" in moved.stdout
-    assert json.loads((out / "summary.json").read_text())["state"].startswith("2 of ")
+    assert json.loads((out / "summary.json").read_text())["state"].startswith("3 of ")
     # tables only on a machine without the warm start: the committed start record serves, nothing is trained
     shutil.rmtree(runs)
     tables = _run([*args, "--aggregate-only"])
     assert "no warm start here" in tables.stdout and not (runs / "warm").exists()
-    assert json.loads((out / "summary.json").read_text())["state"].startswith("2 of ")
+    assert json.loads((out / "summary.json").read_text())["state"].startswith("3 of ")
     # a warm start that differs from the committed one is refused, not mixed with the committed runs
     record = json.loads((out / "summary.json").read_text())
     record["before_rl"]["warm_start_sha256"] = "0" * 64
