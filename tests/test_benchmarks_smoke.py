@@ -406,10 +406,12 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     assert str(ROOT) not in cell["command"]
     table = (out / "README.md").read_text()
     assert table.count("| tiny-random | none | gate_study | hint |") == 2
+    assert "| tiny-random | none | gate_study | hint | user | bf16 |" in table  # the precision it ran in
 
 
 def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):
-    # --init: the cells load the warm start and go to warm_start/, named after its run folder
+    # --init: the cells load the warm start and go to warm_start/, named after its run folder;
+    # --float32: forward passes without autocast, the cell named and tabulated as such
     from sdar.envs import make_env
     from sdar.envs.play import play_episodes
     from sdar.trainer.config import load_config
@@ -422,8 +424,10 @@ def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):
     run_sft(config, demos, warm)
     out = tmp_path / "check"
     _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",
-          "--layouts", "user", "--episodes", "2", "--max-states", "4", "--out", str(out), "--init", str(warm)])
+          "--layouts", "user", "--episodes", "2", "--max-states", "4", "--out", str(out), "--init", str(warm),
+          "--float32"])
     assert not list(out.glob("*.json"))
-    cell = json.loads((out / "warm_start" / "tiny-random-toy_panels-user-tiny_warm.json").read_text())
+    cell = json.loads((out / "warm_start" / "tiny-random-toy_panels-user-tiny_warm-fp32.json").read_text())
     assert cell["init_checkpoint"] == str(warm) and cell["states"] >= 2
-    assert "| tiny-random | tiny_warm/warm | gate_study | hint | user |" in (out / "README.md").read_text()
+    assert cell["autocast"] == "none" and cell["autocast_ran"] == "none" and "model.autocast=none" in cell["command"]
+    assert "| tiny-random | tiny_warm/warm | gate_study | hint | user | none |" in (out / "README.md").read_text()
