@@ -61,13 +61,13 @@ SEEDS = (0, 1, 2)
 RUNS: list[tuple[str, list[str]]] = [
     ("grpo", ["method=grpo"]),
     ("sdar-l1-c0", ["method=sdar", "loss.sdar_lambda=1.0"]),
-    ("opsd_sampled-c0", ["method=opsd_sampled", "loss.opsd_coef=0.1"]),
-    ("sdar-l1-c1", ["method=sdar", "loss.sdar_lambda=1.0", "env.options.hint_corruption=1.0"]),
-    ("opsd_sampled-c1", ["method=opsd_sampled", "loss.opsd_coef=0.1", "env.options.hint_corruption=1.0"]),
     # SDAR lambda 1 with the gate held at 0.5 (beta 0): the same weight on the same sampled tokens,
     # but the teacher no longer enters the gradient, so it isolates what the gate's reading of the
     # teacher does at the weight where SDAR learned
     ("grpo_opsd-l1", ["method=grpo_opsd", "loss.sdar_lambda=1.0"]),
+    ("opsd_sampled-c0", ["method=opsd_sampled", "loss.opsd_coef=0.1"]),
+    ("sdar-l1-c1", ["method=sdar", "loss.sdar_lambda=1.0", "env.options.hint_corruption=1.0"]),
+    ("opsd_sampled-c1", ["method=opsd_sampled", "loss.opsd_coef=0.1", "env.options.hint_corruption=1.0"]),
     ("sdar-l0.1-c0", ["method=sdar", "loss.sdar_lambda=0.1"]),
     ("grpo_opsd", ["method=grpo_opsd"]),
     ("sdar-l0.1-c1", ["method=sdar", "loss.sdar_lambda=0.1", "env.options.hint_corruption=1.0"]),
@@ -80,7 +80,7 @@ RUNS: list[tuple[str, list[str]]] = [
 ]
 # the comparisons the study is about: GRPO, gated (SDAR lambda 1) and ungated (textbook OPSD)
 # distillation with correct and with corrupted hints, and SDAR lambda 1 without its gate
-CORE = ("grpo", "sdar-l1-c0", "opsd_sampled-c0", "sdar-l1-c1", "opsd_sampled-c1", "grpo_opsd-l1")
+CORE = ("grpo", "sdar-l1-c0", "grpo_opsd-l1", "opsd_sampled-c0", "sdar-l1-c1", "opsd_sampled-c1")
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1", "rollout.tasks_per_iteration=2",
          "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=4"]
 GATE_KEYS = ("teacher/gate_pos_adv", "teacher/gate_neg_adv", "teacher/gap_pos_adv", "teacher/gap_neg_adv",
