@@ -81,6 +81,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from gate_study import (
+    RECORD_FILES,
     _commit,
     check_same_start,
     finished_run,
@@ -89,6 +90,7 @@ from gate_study import (
     read_metrics,
     repo_relative,
     run,
+    run_machines,
     sdar,
     tagged_action,
     train_one,
@@ -307,7 +309,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
     planned = [("grpo", s, 0) for s in regime.settings()]
     if choice is not None:
         planned += [(arm, choice["setting"], seed) for arm, _, seeds in regime.arms for seed in seeds]
-    runs, commits = [], {}
+    runs, commits, machines = [], {}, {}
     for arm, setting, seed in planned:
         name = run_name(arm, setting, seed)
         where = finished_run(name.rsplit("-seed", 1)[0], seed, runs_dir, out, iterations)
@@ -335,6 +337,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
         if earlier is not None and earlier["first_difference"] is not None and where == runs_dir / name:
             keep_earlier_record(out / "runs" / name)  # the restart passed a record it did not reproduce
         commits[name] = keep_run_record(where, out / "runs" / name)
+        machines[name] = run_machines(where)
         if (where / "final_eval.json").is_file() and where != out / "runs" / name:
             (out / "runs" / name / "final_eval.json").write_text(
                 repo_relative((where / "final_eval.json").read_text(encoding="utf-8")), encoding="utf-8")
@@ -352,7 +355,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
                "search": [{"setting": s, "overrides": o} for s, o in regime.search], "choice": choice,
                "target": f"every seed +{100 * TARGET_GAIN:.0f} points or more on the panel, mean gain > 2 std",
                "passes": PASSES,
-               "runs": runs, "arms": arms, "run_commits": commits, "machine": machine_info(), "commit": _commit(),
+               "runs": runs, "arms": arms, "run_commits": commits, "run_machines": machines, "machine": machine_info(), "commit": _commit(),
                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
@@ -408,7 +411,7 @@ def keep_earlier_record(record: Path) -> None:
     if earlier.is_dir():
         return
     earlier.mkdir()
-    for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
+    for f in RECORD_FILES:
         if (record / f).is_file():
             (record / f).rename(earlier / f)
 
@@ -559,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
     iterations = load_config(regime.config, overrides).iterations
     runs_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: see gate_study.py
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # so machine records show the lanes' threads
     committed = out / "summary.json"
     has_runs = committed.is_file() and any((out / "runs").glob("*/metrics.jsonl"))
     committed_start = json.loads(committed.read_text(encoding="utf-8"))["before_rl"] if has_runs else None

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import machine_info, write_result  # noqa: E402
+from _results import machine_info, write_result
 
-from sdar.models.loading import ModelConfig, autocast_dtype, native_bf16  # noqa: E402
+from sdar.models.loading import ModelConfig, autocast_dtype, native_bf16
 
 
 def product_gflops(dtype: torch.dtype, size: int, repeats: int, budget: float) -> dict:

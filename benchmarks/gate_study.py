@@ -215,6 +215,7 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     if resumable:
         with (run_dir / "commit.txt").open("a", encoding="utf-8") as f:  # the code of each part
             f.write(f"{_commit()} (resumed)\n")
+        record_machine(run_dir, "resumed")
         run(sdar("train", "--resume", str(run_dir), "--no-report"), log)
         what = "resumed"
     else:
@@ -222,10 +223,32 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
             shutil.rmtree(run_dir)  # stopped before its first checkpoint: nothing to resume
         run_dir.mkdir(parents=True)
         (run_dir / "commit.txt").write_text(_commit() + "\n", encoding="utf-8")  # the code that trains it
+        record_machine(run_dir, "trained")
         run(sdar("train", "--config", str(config), *overrides, *run_overrides, f"seed={seed}",
                  f"init_checkpoint={sft_dir}", "--output-dir", str(run_dir), "--no-report"), log)
         what = "trained"
     return f"{run_dir.name}: {what} in {time.perf_counter() - started:.0f} s"
+
+
+def record_machine(run_dir: Path, part: str) -> None:
+    """Append the machine that trains this part of a run (``trained`` or ``resumed``) to its
+    ``machine.jsonl``: the run's own record of where it ran, kept when tables are drawn elsewhere."""
+    from _results import machine_info
+
+    line = {"part": part, "started": time.strftime("%Y-%m-%d %H:%M:%S"), **machine_info()}
+    with (run_dir / "machine.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def run_machines(run_dir: Path) -> list[str]:
+    """Where each part of a run trained (:func:`record_machine`), one short line per part; empty for
+    runs trained before machines were recorded (the summary's ``machine`` then names only the
+    machine that drew the tables)."""
+    path = run_dir / "machine.jsonl"
+    parts = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
+    return [f"{m['part']} {m['started']}: {m['cpu']} ({m['cpu_capability']}, bfloat16 "
+            f"{'native' if m['cpu_native_bf16'] else 'emulated'}{', ' + m['gpu'] if 'gpu' in m else ''}), "
+            f"{m['torch_threads']} thread(s)" for m in parts]
 
 
 def mean_std(values: list[float]) -> dict:
@@ -241,6 +264,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     rows = []
     curves: dict[str, dict[int, list[float]]] = {}
     commits: dict[str, str] = {}  # run -> the commit(s) whose code trained it
+    machines: dict[str, list[str]] = {}  # run -> where each part of it trained
     for name, run_overrides in RUNS:
         finals, mids, signals = [], [], {k: [] for k in GATE_KEYS}
         done_seeds = []
@@ -266,6 +290,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
                 if vals:
                     signals[key].append(statistics.fmean(vals))
             commits[run_dir.name] = keep_run_record(run_dir, out / "runs" / run_dir.name)
+            machines[run_dir.name] = run_machines(run_dir)
             train_success = [m["train/success"] for m in train_rows if "train/success" in m]
             mids.append(statistics.fmean(train_success) if train_success else float("nan"))
         curve = curves.get(name, {})
@@ -277,7 +302,7 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     summary = {
         "state": state, "before_rl": start, "iterations": iterations, "seeds": seeds,
         "config": str(CONFIG.relative_to(ROOT)), "overrides": list(overrides or []), "rows": rows,
-        "machine": machine_info(),
+        "machine": machine_info(), "run_machines": machines,
         "run_commits": commits, "commit": _commit(), "written": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
@@ -286,14 +311,17 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     return summary
 
 
+RECORD_FILES = ("config.yaml", "metrics.jsonl", "commit.txt", "machine.jsonl")  # a run's committed record
+
+
 def keep_run_record(run_dir: Path, dest: Path) -> str:
-    """Copy a run's record (``config.yaml``, ``metrics.jsonl``, ``commit.txt``) into ``dest`` with this
-    checkout's paths made repository-relative (nothing to copy when ``dest`` is ``run_dir``); return
-    the commit(s) whose code trained it, one per resumed part, or "not recorded"."""
+    """Copy a run's record (:data:`RECORD_FILES`) into ``dest`` with this checkout's paths made
+    repository-relative (nothing to copy when ``dest`` is ``run_dir``); return the commit(s) whose
+    code trained it, one per resumed part, or "not recorded"."""
     if dest.resolve() != run_dir.resolve():
         dest.mkdir(parents=True, exist_ok=True)
-        for f in ("config.yaml", "metrics.jsonl", "commit.txt"):
-            if (run_dir / f).is_file():  # commit.txt: runs trained before it was recorded have none
+        for f in RECORD_FILES:
+            if (run_dir / f).is_file():  # commit.txt, machine.jsonl: runs trained before they were recorded have none
                 (dest / f).write_text(repo_relative((run_dir / f).read_text(encoding="utf-8")), encoding="utf-8")
     commit_file = run_dir / "commit.txt"
     parts = commit_file.read_text(encoding="utf-8").splitlines() if commit_file.is_file() else []
@@ -396,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     # One thread per process: two torch processes with two threads each on 2 cores slow each other
     # several-fold. Set OMP_NUM_THREADS yourself to override (e.g. on a machine with more cores).
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # so machine records show the lanes' threads
     committed = out / "summary.json"
     has_committed = committed.is_file() and any((out / "runs").glob("*/metrics.jsonl"))
     if args.aggregate_only and has_committed and not (runs_dir / "warm" / "checkpoints").is_dir():

@@ -273,6 +273,11 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     # the code that trained each run is recorded with it and in the summary
     commit = (out / "runs" / "grpo-seed0" / "commit.txt").read_text().strip()
     assert commit and summary["run_commits"]["grpo-seed0"] == commit
+    # and the machine it trained on, in the run's own record (kept when tables are drawn elsewhere)
+    part = json.loads((out / "runs" / "grpo-seed0" / "machine.jsonl").read_text())
+    assert part["part"] == "trained" and part["cpu"] == summary["machine"]["cpu"] and part["torch_threads"] == 1
+    assert len(summary["run_machines"]["grpo-seed0"]) == 1
+    assert summary["run_machines"]["grpo-seed0"][0].startswith(f"trained {part['started']}: {part['cpu']} (")
     again = _run(args)
     assert "grpo-seed0: finished earlier" in again.stdout
     # a new machine: the run folders are gone, the committed records stay; the warm start is remade,
@@ -282,6 +287,7 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     moved = _run(args)
     assert "grpo-seed0: finished earlier" in moved.stdout and "sdar-l1-c1-seed0: finished earlier" in moved.stdout
     assert json.loads((out / "summary.json").read_text())["state"].startswith("3 of ")
+    assert json.loads((out / "summary.json").read_text())["run_machines"] == summary["run_machines"]
     # tables only on a machine without the warm start: the committed start record serves, nothing is trained
     shutil.rmtree(runs)
     tables = _run([*args, "--aggregate-only"])
