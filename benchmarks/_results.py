@@ -47,6 +47,20 @@ def machine_info() -> dict:
     return info
 
 
+def lane_threads(default: int = 1) -> int:
+    """Set the threads of one grid lane and return them.
+
+    ``OMP_NUM_THREADS`` (``default`` where unset) goes into the environment, so the runs a grid
+    starts inherit it, and into this process's torch, so its machine records show the lanes'
+    threads. One thread per run is the default: two torch processes with two threads each on two
+    cores slow each other several-fold. Set ``OMP_NUM_THREADS`` yourself on a machine with more cores.
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(default))
+    threads = int(os.environ["OMP_NUM_THREADS"])
+    torch.set_num_threads(threads)
+    return threads
+
+
 def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseException] = RuntimeError,
                echo: bool = False) -> None:
     """Run ``cmd`` in ``cwd`` with its output appended to ``log_path`` (after a ``$ cmd`` line;

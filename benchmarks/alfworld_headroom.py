@@ -66,7 +66,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -80,6 +79,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from _results import lane_threads
 from gate_study import (
     RECORD_FILES,
     _commit,
@@ -355,7 +355,8 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
                "search": [{"setting": s, "overrides": o} for s, o in regime.search], "choice": choice,
                "target": f"every seed +{100 * TARGET_GAIN:.0f} points or more on the panel, mean gain > 2 std",
                "passes": PASSES,
-               "runs": runs, "arms": arms, "run_commits": commits, "run_machines": machines, "machine": machine_info(), "commit": _commit(),
+               "runs": runs, "arms": arms, "run_commits": commits, "run_machines": machines,
+               "machine": machine_info(), "commit": _commit(),
                "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out / "summary.json").write_text(repo_relative(json.dumps(summary, indent=1)) + "\n", encoding="utf-8")
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
@@ -561,10 +562,7 @@ def main(argv: list[str] | None = None) -> int:
 
     iterations = load_config(regime.config, overrides).iterations
     runs_dir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")  # one thread per run: see gate_study.py
-    import torch
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # so machine records show the lanes' threads
+    lane_threads()  # one thread per run unless OMP_NUM_THREADS says otherwise
     committed = out / "summary.json"
     has_runs = committed.is_file() and any((out / "runs").glob("*/metrics.jsonl"))
     committed_start = json.loads(committed.read_text(encoding="utf-8"))["before_rl"] if has_runs else None

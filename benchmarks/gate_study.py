@@ -19,8 +19,9 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
    Its validation (``start_eval.json``, with the config and checkpoint it evaluated) is iteration 0.
 2. **Runs** (``RUNS`` below), each for every seed: GRPO; SDAR at lambda 0.01 / 0.1 / 1; the
    released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
-   seed) at the released lambda 0.01 and at lambda 1 (SDAR lambda 1 without its gate); textbook OPSD (``opsd_sampled``, coefficient 0.1), each distillation method with correct
-   hints and with half and all of them corrupted. The core comparisons (``CORE``) run first, seed
+   seed) at the released lambda 0.01 and at lambda 1 (SDAR lambda 1 without its gate); textbook
+   OPSD (``opsd_sampled``, coefficient 0.1); each distillation method with correct hints and with
+   half and all of them corrupted. The core comparisons (``CORE``) run first, seed
    by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs
    are skipped, interrupted ones resumed; on a new machine the warm start is remade, checked against
    the committed one (weights digest, or its validation record), and the committed runs count.
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from _results import code_commit as _commit  # benchmarks/_results.py
-from _results import run_logged
+from _results import lane_threads, run_logged
 
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)
@@ -421,12 +421,7 @@ def main(argv: list[str] | None = None) -> int:
 
     iterations = load_config(CONFIG, overrides).iterations
     runs_dir.mkdir(parents=True, exist_ok=True)
-    # One thread per process: two torch processes with two threads each on 2 cores slow each other
-    # several-fold. Set OMP_NUM_THREADS yourself to override (e.g. on a machine with more cores).
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # so machine records show the lanes' threads
+    lane_threads()  # one thread per run unless OMP_NUM_THREADS says otherwise
     committed = out / "summary.json"
     has_committed = committed.is_file() and any((out / "runs").glob("*/metrics.jsonl"))
     if args.aggregate_only and has_committed and not (runs_dir / "warm" / "checkpoints").is_dir():

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                 if path.is_file():
                     continue
                 cmd = [sys.executable, "-m", "sdar.cli", "teacher-check", "--config", config, *extra,
-                       f"model.name={model}", f"model.autocast={'none' if args.float32 else 'bf16'}", f"teacher.layout={layout}",
+                       f"model.name={model}", f"model.autocast={'none' if args.float32 else 'bf16'}",
+                       f"teacher.layout={layout}",
                        f"init_checkpoint={args.init or 'null'}", "--episodes", str(args.episodes), "--max-states",
                        str(args.max_states), "--output", str(path)]
                 print("$", " ".join(cmd), flush=True)

@@ -122,3 +122,25 @@ def test_results_record_the_cpu_and_whether_it_computes_bfloat16(monkeypatch):
         assert info["cpu_native_bf16"] is bool(native)
     assert info["cpu"]
     assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+
+
+def test_grid_lanes_take_their_threads_from_omp_num_threads(monkeypatch):
+    """A grid's runs inherit OMP_NUM_THREADS, and the parent's torch (whose machine records the
+    grid writes) uses the same count: one thread by default, the user's value where set."""
+    import os
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import torch
+    from _results import lane_threads, machine_info
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert lane_threads() == 1
+        assert os.environ["OMP_NUM_THREADS"] == "1"
+        assert machine_info()["torch_threads"] == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert lane_threads() == 2
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
