@@ -163,7 +163,10 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path:
 
 def weights_sha256(sft_dir: Path) -> str:
     """A digest of the warm start's weights (every tensor of its last checkpoint, in name order):
-    the identity of the warm start, stable across machines where the same weights come out."""
+    the identity of the warm start, stable across machines where the same weights come out. It
+    digests the tensors, not the file (``sdar.models.packaged.file_sha256``, which the trainer
+    records to check that a resume reads the same weights file): the file's bytes also hold
+    serialisation details that need not match where the weights do."""
     import hashlib
 
     import torch
