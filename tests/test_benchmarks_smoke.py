@@ -250,6 +250,7 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]
     assert rows["opsd_sampled-c0"]["seeds"] == []  # not asked for: reported as missing, not invented
     assert summary["state"].startswith("3 of 45 ")  # the whole grid, not only the seeds trained here
+    assert summary["state"].endswith("; core comparisons (CORE): 3 of 18")  # grpo, sdar-l1-c1, grpo_opsd-l1
     # SDAR lambda 1 without its gate: the released beta-0 method at lambda 1, its gate 0.5 on every token
     ungated = yaml.safe_load((runs / "grpo_opsd-l1-seed0" / "config.yaml").read_text())
     assert ungated["loss"]["method"] == "grpo_opsd" and ungated["loss"]["sdar_lambda"] == 1.0
