@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -48,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny random model, 1 iteration: plumbing only, exit status 0 whatever the success")
     args = parser.parse_args(argv)
-    from _results import machine_info
+    from _results import lane_threads, machine_info
 
     from sdar.trainer.config import load_config
 
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    lane_threads(2)  # the run's threads, unless OMP_NUM_THREADS says otherwise; its record shows them
     runs_dir = ROOT / args.runs_dir
     run_dir = runs_dir / f"grpo-seed{args.seed}"
     if args.fresh and runs_dir.exists():

@@ -458,10 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     # the tables cover the whole grid (every seed of SEEDS), whichever part this call trained
     seeds = sorted(set(SEEDS) | set(args.seeds))
     total = len(RUNS) * len(seeds)
-    done = sum(finished_run(n, s, runs_dir, out, iterations) is not None for n, _ in RUNS for s in seeds)
+    finished = {(n, s) for n, _ in RUNS for s in seeds if finished_run(n, s, runs_dir, out, iterations) is not None}
+    done = len(finished)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")
     if done < total:  # a study run with --only CORE is complete for what it set out to compare
-        core_done = sum(finished_run(n, s, runs_dir, out, iterations) is not None for n in CORE for s in seeds)
+        core_done = sum((n, s) in finished for n in CORE for s in seeds)
         state += f"; core comparisons (CORE): {core_done} of {len(CORE) * len(seeds)}"
     aggregate(runs_dir, out, start, iterations, seeds, state, overrides)
     print(f"{state}; tables in {out}", flush=True)
