@@ -84,6 +84,8 @@ CORE = ("grpo", "sdar-l1-c0", "grpo_opsd-l1", "opsd_sampled-c0", "sdar-l1-c1", "
 SMOKE = ["model={name: tiny-random, lora: null, autocast: none}", "iterations=1", "rollout.tasks_per_iteration=2",
          "rollout.group_size=2", "eval.every=1", "eval.num_tasks=2", "optim.mini_batch_size=4"]
 GATE_KEYS = ("teacher/gate_pos_adv", "teacher/gate_neg_adv", "teacher/gap_pos_adv", "teacher/gap_neg_adv",
+             "teacher/gate_disagree_pos_adv", "teacher/gate_disagree_neg_adv", "teacher/disagree_pos_adv",
+             "teacher/disagree_neg_adv",
              "train/groups_with_signal", "actor/kl", "actor/pg_clipfrac", "actor/entropy")
 
 
@@ -355,19 +357,21 @@ def summary_markdown(summary: dict) -> str:
               f"(before RL: {100 * summary['before_rl']['success']:.1f}), mean +- std over the seeds that "
               f"finished (one seed: its value); validation curve: iteration: mean success; train success: mean "
               f"over iterations; gate / gap: mean over iterations of the token mean on step samples with "
-              f"positive (+) and negative (-) advantage."), "",
+              f"positive (+) and negative (-) advantage; on disagreement: the same on the tokens where teacher "
+              f"and student log-probs differ by 1 nat or more (runs trained before this was logged: -)."), "",
              *([(f"Every run, the warm start included, with these overrides of {summary['config']}: "
                  f"`{' '.join(summary['overrides'])}`."), ""] if summary.get("overrides") else []),
              ("| run | seeds | final success | per seed | validation curve (mean) | train success | gate + | gate - "
-              "| gap + | gap - | groups with signal |"),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| gate + on disagreement | gate - on disagreement | gap + | gap - | groups with signal |"),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in summary["rows"]:
         s = r["signals"]
         per_seed = " / ".join(f"{100 * v:.1f}" for v in r["per_seed_final"]) or "-"
         curve = " / ".join(f"{it}: {100 * v:.0f}" for it, v in r["validation_curve_mean"].items()) or "-"
         lines.append(f"| {r['run']} | {len(r['seeds'])} | {_fmt(r['final_val_success'])} | {per_seed} | {curve} | "
                      f"{_fmt(r['train_success_mean'])} | {_num(s['teacher/gate_pos_adv'])} | "
-                     f"{_num(s['teacher/gate_neg_adv'])} | {_num(s['teacher/gap_pos_adv'])} | "
+                     f"{_num(s['teacher/gate_neg_adv'])} | {_num(s.get('teacher/gate_disagree_pos_adv'))} | "
+                     f"{_num(s.get('teacher/gate_disagree_neg_adv'))} | {_num(s['teacher/gap_pos_adv'])} | "
                      f"{_num(s['teacher/gap_neg_adv'])} | {_num(s['train/groups_with_signal'])} |")
     return "\n".join(lines) + "\n"
 

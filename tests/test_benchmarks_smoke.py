@@ -249,6 +249,9 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
     rows = {r["run"]: r for r in summary["rows"]}
     assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]
     assert rows["opsd_sampled-c0"]["seeds"] == []  # not asked for: reported as missing, not invented
+    # the gate split on the tokens where teacher and student disagree is tabulated too
+    assert "teacher/gate_disagree_pos_adv" in rows["sdar-l1-c1"]["signals"]
+    assert "| gate + on disagreement | gate - on disagreement |" in (out / "summary.md").read_text()
     assert summary["state"].startswith("3 of 45 ")  # the whole grid, not only the seeds trained here
     assert summary["state"].endswith("; core comparisons (CORE): 3 of 18")  # grpo, sdar-l1-c1, grpo_opsd-l1
     # SDAR lambda 1 without its gate: the released beta-0 method at lambda 1, its gate 0.5 on every token

@@ -115,6 +115,39 @@ def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
     assert set(Trainer.signal_metrics(fake, samples, advantages, no_teacher, None)) == {"train/groups_with_signal"}
 
 
+def test_signal_metrics_on_disagreement_tokens_by_hand():
+    """Tokens with |gap| >= 1 nat: their share of each advantage sign's tokens and the gate on them."""
+    from sdar.methods import LossConfig
+    from sdar.trainer.distributed import SINGLE
+    from sdar.trainer.trainer import DISAGREEMENT_NATS, RolloutLogProbs, Trainer
+
+    assert DISAGREEMENT_NATS == 1.0
+    fake = SimpleNamespace(config=SimpleNamespace(loss=LossConfig(method="sdar", beta=5.0)), dist=SINGLE)
+    samples = [SimpleNamespace(group_id=0, response_ids=[1] * n) for n in (2, 3, 1)]
+    advantages = torch.tensor([1.0, 1.0, -1.0])
+    old = [torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -0.5, -0.1]), torch.tensor([-1.0])]
+    # gaps: [+0.5, -0.5], [+1.5, 0.0, -3.0] (positive advantage); [-0.2] (negative)
+    teacher = SimpleNamespace(log_probs=[torch.tensor([-0.5, -2.5]), torch.tensor([-0.5, -0.5, -3.1]),
+                                         torch.tensor([-1.2])], entropy=None)
+    scores = RolloutLogProbs(old_log_probs=old, old_entropy=None, ref_log_probs=None, teacher=teacher)
+    out = Trainer.signal_metrics(fake, samples, advantages, scores, Trainer.sample_gates(fake, samples, scores))
+    def sig(x: float) -> float:
+        return float(torch.sigmoid(torch.tensor(x)))
+
+    assert math.isclose(out["teacher/gap_pos_adv"], -1.5 / 5, rel_tol=1e-6)
+    assert math.isclose(out["teacher/gate_pos_adv"], (sig(2.5) + sig(-2.5) + sig(7.5) + sig(0.0) + sig(-15.0)) / 5,
+                        rel_tol=1e-6)
+    assert math.isclose(out["teacher/disagree_pos_adv"], 2 / 5)  # the +1.5 and the -3.0
+    assert math.isclose(out["teacher/gate_disagree_pos_adv"], (sig(7.5) + sig(-15.0)) / 2, rel_tol=1e-6)
+    assert out["teacher/disagree_neg_adv"] == 0.0
+    assert "teacher/gate_disagree_neg_adv" not in out  # no disagreement token on that side
+    # a method without a gate: the share still, no gate on them
+    fake.config.loss = LossConfig(method="opsd_sampled")
+    no_gate = Trainer.signal_metrics(fake, samples, advantages, scores, None)
+    assert math.isclose(no_gate["teacher/disagree_pos_adv"], 2 / 5)
+    assert not any(k.startswith("teacher/gate") for k in no_gate)
+
+
 @pytest.mark.parametrize("context", ["hint", "sibling"])
 def test_training_with_a_hint_or_sibling_teacher_in_bf16(tmp_path, context):
     import json

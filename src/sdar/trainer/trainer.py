@@ -124,6 +124,9 @@ logger = logging.getLogger(__name__)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# |teacher - student| log-prob gap (nats) from which a response token counts as one the two disagree on,
+# for the signal metrics (Trainer.signal_metrics); the gap gate at beta 5 is below 0.007 or above 0.993 there
+DISAGREEMENT_NATS = 1.0
 """Signals that stop a run cleanly: Ctrl-C, and what schedulers, Kubernetes and docker send."""
 
 
@@ -836,22 +839,33 @@ class Trainer:
         advantages are not all 0 (GRPO learns nothing from the others), and, with a teacher, the
         gap ``l_T - l_old`` and (methods with a gate) the gate ``gates`` of :meth:`sample_gates` on
         the tokens of step samples with positive and with negative advantage, token means
-        (``teacher/gap_pos_adv``, ``teacher/gate_neg_adv``, ...).
-        Over the step samples of all ranks (every rank returns the same values)."""
+        (``teacher/gap_pos_adv``, ``teacher/gate_neg_adv``, ...). Most response tokens are format
+        that teacher and student agree on (gap about 0, gate about 0.5), which pulls those means
+        toward 0.5; so the same split is also logged on the *disagreement tokens* alone, those
+        with ``|gap| >= DISAGREEMENT_NATS``: their share of the sign's tokens
+        (``teacher/disagree_pos_adv``, ...) and the gate's mean on them
+        (``teacher/gate_disagree_pos_adv``, ...; with the gap gate at beta 5 about the share of
+        them the teacher endorses). Over the step samples of all ranks (every rank returns the
+        same values)."""
         teacher, old_lp = rollout_lp.teacher, rollout_lp.old_log_probs
         flags = [(s.group_id, a != 0.0) for s, a in zip(samples, advantages.tolist())]
-        sums: dict[str, list] = {}  # sign -> [gap sum, gate sum (None without a gate), tokens]
+        # sign -> [gap sum, gate sum (None without a gate), tokens, gate sum on disagreement tokens
+        # (None without a gate), disagreement tokens]
+        sums: dict[str, list] = {}
         if teacher is not None:
             for i, a in enumerate(advantages.tolist()):
                 sign = "pos" if a > 0 else "neg" if a < 0 else None
                 if sign is None or not old_lp[i].numel() == len(samples[i].response_ids) > 0:
                     continue
                 gap = teacher.log_probs[i] - old_lp[i]
-                acc = sums.setdefault(sign, [0.0, 0.0 if gates is not None else None, 0])
+                disagree = gap.abs() >= DISAGREEMENT_NATS
+                acc = sums.setdefault(sign, [0.0, None, 0, None, 0] if gates is None else [0.0, 0.0, 0, 0.0, 0])
                 acc[0] += float(gap.sum())
                 if gates is not None:
                     acc[1] += float(gates[i].sum())
+                    acc[3] += float(gates[i][disagree].sum())
                 acc[2] += gap.numel()
+                acc[4] += int(disagree.sum())
         parts = all_gather_objects(self.dist, (flags, sums))
         groups: dict[int, bool] = {}
         for part_flags, _ in parts:
@@ -864,9 +878,14 @@ class Trainer:
             rows = [part_sums[sign] for _, part_sums in parts if sign in part_sums]
             tokens = sum(r[2] for r in rows)
             if tokens:
+                gated = all(r[1] is not None for r in rows)
                 out[f"teacher/gap_{sign}_adv"] = sum(r[0] for r in rows) / tokens
-                if all(r[1] is not None for r in rows):
+                if gated:
                     out[f"teacher/gate_{sign}_adv"] = sum(r[1] for r in rows) / tokens
+                disagree = sum(r[4] for r in rows)
+                out[f"teacher/disagree_{sign}_adv"] = disagree / tokens
+                if gated and disagree:
+                    out[f"teacher/gate_disagree_{sign}_adv"] = sum(r[3] for r in rows) / disagree
         return out
 
     def compute_advantages(self, samples: list[StepSample]) -> torch.Tensor:
