@@ -370,8 +370,8 @@ def summary_markdown(summary: dict) -> str:
         curve = " / ".join(f"{it}: {100 * v:.0f}" for it, v in r["validation_curve_mean"].items()) or "-"
         lines.append(f"| {r['run']} | {len(r['seeds'])} | {_fmt(r['final_val_success'])} | {per_seed} | {curve} | "
                      f"{_fmt(r['train_success_mean'])} | {_num(s['teacher/gate_pos_adv'])} | "
-                     f"{_num(s['teacher/gate_neg_adv'])} | {_num(s.get('teacher/gate_disagree_pos_adv'))} | "
-                     f"{_num(s.get('teacher/gate_disagree_neg_adv'))} | {_num(s['teacher/gap_pos_adv'])} | "
+                     f"{_num(s['teacher/gate_neg_adv'])} | {_num(s['teacher/gate_disagree_pos_adv'])} | "
+                     f"{_num(s['teacher/gate_disagree_neg_adv'])} | {_num(s['teacher/gap_pos_adv'])} | "
                      f"{_num(s['teacher/gap_neg_adv'])} | {_num(s['train/groups_with_signal'])} |")
     return "\n".join(lines) + "\n"
 

@@ -117,6 +117,9 @@ def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
 
 def test_signal_metrics_on_disagreement_tokens_by_hand():
     """Tokens with |gap| >= 1 nat: their share of each advantage sign's tokens and the gate on them."""
+    def sig(x: float) -> float:
+        return float(torch.sigmoid(torch.tensor(x)))
+
     from sdar.methods import LossConfig
     from sdar.trainer.distributed import SINGLE
     from sdar.trainer.trainer import DISAGREEMENT_NATS, RolloutLogProbs, Trainer
@@ -131,8 +134,6 @@ def test_signal_metrics_on_disagreement_tokens_by_hand():
                                          torch.tensor([-1.2])], entropy=None)
     scores = RolloutLogProbs(old_log_probs=old, old_entropy=None, ref_log_probs=None, teacher=teacher)
     out = Trainer.signal_metrics(fake, samples, advantages, scores, Trainer.sample_gates(fake, samples, scores))
-    def sig(x: float) -> float:
-        return float(torch.sigmoid(torch.tensor(x)))
 
     assert math.isclose(out["teacher/gap_pos_adv"], -1.5 / 5, rel_tol=1e-6)
     assert math.isclose(out["teacher/gate_pos_adv"], (sig(2.5) + sig(-2.5) + sig(7.5) + sig(0.0) + sig(-15.0)) / 5,

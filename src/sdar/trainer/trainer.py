@@ -124,10 +124,11 @@ logger = logging.getLogger(__name__)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals that stop a run cleanly: Ctrl-C, and what schedulers, Kubernetes and docker send."""
+
 # |teacher - student| log-prob gap (nats) from which a response token counts as one the two disagree on,
 # for the signal metrics (Trainer.signal_metrics); the gap gate at beta 5 is below 0.007 or above 0.993 there
 DISAGREEMENT_NATS = 1.0
-"""Signals that stop a run cleanly: Ctrl-C, and what schedulers, Kubernetes and docker send."""
 
 
 def seed_everything(seed: int) -> None:
