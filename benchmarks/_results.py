@@ -82,12 +82,18 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
 def code_commit(root: Path | None = None) -> str:
     """The commit of the checkout at ``root`` (default: this repository) as a short hash, with
     ``+uncommitted`` when source files (``src/``, the benchmark scripts, ``configs/``) differ from
-    it or are new; ``unknown`` outside git. Result files and docs do not count."""
+    it or are new. Outside git (a copy of the tree on another machine, say a lent GPU) it is
+    ``$SDAR_COMMIT`` with ``+copied`` when that names the commit the copy was made from, else
+    ``unknown``. Result files and docs do not count."""
     root = root or Path(__file__).resolve().parent.parent
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                          check=False).stdout.strip()
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=False).stdout.strip()
+    except FileNotFoundError:  # no git on this machine
+        head = ""
     if not head:
-        return "unknown"
+        named = os.environ.get("SDAR_COMMIT", "").strip()
+        return f"{named}+copied" if named else "unknown"
     changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal", "--", "src", "benchmarks/*.py",
                               "configs"], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
     return head + ("+uncommitted" if changed else "")

@@ -75,7 +75,10 @@ def test_code_commit_marks_changed_source_but_not_results(tmp_path, monkeypatch)
     from _results import code_commit
 
     repo = tmp_path / "repo"
+    monkeypatch.delenv("SDAR_COMMIT", raising=False)
     assert code_commit(tmp_path) == "unknown"  # not a git checkout
+    monkeypatch.setenv("SDAR_COMMIT", "abc1234")  # a copied tree names the commit it was made from
+    assert code_commit(tmp_path) == "abc1234+copied"
 
     def git(*args):
         return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
@@ -88,7 +91,7 @@ def test_code_commit_marks_changed_source_but_not_results(tmp_path, monkeypatch)
     git("add", "-A")
     git("commit", "-qm", "first")
     head = git("rev-parse", "--short", "HEAD")
-    assert code_commit(repo) == head
+    assert code_commit(repo) == head  # in git, $SDAR_COMMIT plays no part
     (repo / "benchmarks/results/r.json").write_text("y\n")  # results and docs are not code
     (repo / "README.md").write_text("y\n")
     (repo / "benchmarks/results/new.json").write_text("y\n")
