@@ -1,0 +1,187 @@
+"""The gate study pooled over its warm starts: how often each setting learns, over every seed run.
+
+Each folder of ``gate_study.py`` (``--out``) holds one warm start's grid: the same config, the same
+12 iterations and 32 test tasks, 3 seeds per setting, a warm start made on one machine in one
+precision. Warm starts remade on another CPU differ (weights digest), so each folder is an
+independent replication of the study, and pooling them is the honest way to say how often a setting
+learns. This script reads the folders' ``summary.json`` (never the runs), checks that they describe
+the same study, and writes ``summary.json`` / ``summary.md`` into ``--out``:
+
+- one row per setting of ``gate_study.RUNS``: each warm start's validation success per seed after
+  the last iteration, the seeds that *learned* (final validation success of at least
+  :data:`LEARNED`, half the test tasks), the mean +- std
+  over every seed, and the gate on disagreement tokens (positive / negative advantage) averaged
+  over the folders that logged it;
+- one line per folder: its state (how many of its runs finished), precision, CPU, warm-start
+  digest and validation success before RL.
+
+The README's pooled table is this ``summary.md`` table, copied between the markers
+``<!-- gate-pool -->`` and ``<!-- /gate-pool -->``; ``--readme`` rewrites that block, and a test
+fails when it differs from what the committed folders give.
+
+    python benchmarks/gate_pool.py                  # the committed folders -> benchmarks/results/gate_pool/
+    python benchmarks/gate_pool.py --readme         # also rewrite README.md's block
+    python benchmarks/gate_pool.py --studies benchmarks/results/gate_study benchmarks/results/gate_study_fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from _results import write_result  # benchmarks/_results.py
+from gate_study import RUNS
+
+# the committed folders of gate_study.py, in the order they were made
+STUDIES = ("gate_study", "gate_study_fp32", "gate_study_avx512")
+LEARNED = 0.5
+# what every pooled folder must share (the warm start, machine and precision may differ)
+SAME = ("config", "iterations", "seeds")
+SAME_START = ("env_name", "env_options", "num_tasks", "split", "model")
+MARK_START, MARK_END = "<!-- gate-pool -->", "<!-- /gate-pool -->"
+
+
+class PoolError(ValueError):
+    """The folders given do not describe the same study."""
+
+
+def read_study(folder: Path) -> dict:
+    path = folder / "summary.json"
+    if not path.is_file():
+        raise PoolError(f"{folder}: no summary.json (run benchmarks/gate_study.py --out {folder} first)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def check_same(studies: dict[str, dict]) -> None:
+    """Raise :class:`PoolError` naming the first field where a folder differs from the first one."""
+    (first_name, first), *rest = studies.items()
+    for name, study in rest:
+        for key in SAME:
+            if study.get(key) != first.get(key):
+                raise PoolError(f"{name}: {key} {study.get(key)!r} differs from {first_name}'s {first.get(key)!r}")
+        for key in SAME_START:
+            if study["before_rl"].get(key) != first["before_rl"].get(key):
+                raise PoolError(f"{name}: warm start {key} {study['before_rl'].get(key)!r} differs from "
+                                f"{first_name}'s {first['before_rl'].get(key)!r}")
+
+
+def precision(study: dict) -> str:
+    return "float32" if "model.autocast=none" in study.get("overrides", []) else "bfloat16"
+
+
+def describe(name: str, study: dict) -> dict:
+    machine = study.get("machine", {})
+    cpu = " ".join(str(machine[k]) for k in ("cpu", "cpu_capability") if machine.get(k)) or "not recorded"
+    return {"folder": name, "state": study["state"], "precision": precision(study), "cpu": cpu,
+            "warm_start_sha256": study["before_rl"].get("warm_start_sha256"),
+            "before_rl": study["before_rl"]["success"]}
+
+
+def pool(studies: dict[str, dict]) -> dict:
+    """The pooled rows (see the module docstring) of folders already checked by :func:`check_same`."""
+    rows = []
+    for run, overrides in RUNS:
+        per_study, finals, gate_pos, gate_neg = {}, [], [], []
+        for name, study in studies.items():
+            row = next((r for r in study["rows"] if r["run"] == run), None)
+            if row is None or not row["per_seed_final"]:
+                continue
+            per_study[name] = dict(zip(row["seeds"], row["per_seed_final"]))
+            finals += row["per_seed_final"]
+            signals = row["signals"]
+            if signals.get("teacher/gate_disagree_pos_adv") is not None:
+                gate_pos.append(signals["teacher/gate_disagree_pos_adv"])
+                gate_neg.append(signals["teacher/gate_disagree_neg_adv"])
+        rows.append({
+            "run": run, "overrides": overrides, "per_study": per_study, "seeds": len(finals),
+            "learned": sum(v >= LEARNED for v in finals),
+            "mean": statistics.fmean(finals) if finals else None,
+            "std": statistics.stdev(finals) if len(finals) > 1 else None,
+            "gate_disagree_pos_adv": statistics.fmean(gate_pos) if gate_pos else None,
+            "gate_disagree_neg_adv": statistics.fmean(gate_neg) if gate_neg else None,
+            "gate_disagree_folders": len(gate_pos),
+        })
+    return {"learned_threshold": LEARNED, "studies": [describe(n, s) for n, s in studies.items()], "rows": rows}
+
+
+def table(summary: dict) -> str:
+    """The pooled table in Markdown (what the README's block holds)."""
+    names = [s["folder"] for s in summary["studies"]]
+    head = ["setting", *names, f"learned (>= {100 * summary['learned_threshold']:.0f}%)", "mean +- std",
+            "gate + / - on disagreement"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in summary["rows"]:
+        cells = [" / ".join(f"{100 * v:.1f}" for _, v in sorted(r["per_study"][n].items())) if n in r["per_study"]
+                 else "-" for n in names]
+        spread = f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}" if r["std"] is not None else (
+            f"{100 * r['mean']:.1f}" if r["mean"] is not None else "-")
+        gate = (f"{r['gate_disagree_pos_adv']:.2f} / {r['gate_disagree_neg_adv']:.2f}"
+                if r["gate_disagree_folders"] else "-")
+        lines.append(f"| {r['run']} | " + " | ".join(cells) + f" | {r['learned']} of {r['seeds']} | {spread} | {gate} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(summary: dict) -> str:
+    folders = [f"- `{s['folder']}`: {s['state']}; {s['precision']}, CPU {s['cpu']}, warm start "
+               f"{(s['warm_start_sha256'] or 'digest not recorded')[:12]}, {100 * s['before_rl']:.1f}% before RL"
+               for s in summary["studies"]]
+    return "\n".join([
+        "# The gate study pooled over its warm starts", "",
+        "Written by `python benchmarks/gate_pool.py` from each folder's `summary.json`; the folders:", "",
+        *folders, "",
+        ("Validation success in % on the 32 test tasks after the last iteration, per seed (seeds 0 / 1 / 2) "
+         "in each folder; learned: seeds at or above the threshold, over every folder; mean +- std over every "
+         "seed; gate on disagreement: the gate's token mean where teacher and student log-probs differ by 1 "
+         "nat or more, on samples with positive / negative advantage, averaged over the folders that logged "
+         "it (`-`: none did). Settings: `sdar-l<lambda>-c<share of tasks with corrupted hints>`, "
+         "`opsd_sampled` at coefficient 0.1, `grpo_opsd` the released naive GRPO+OPSD (gate held at 0.5) at "
+         "lambda 0.01 or, `-l1`, 1."), "",
+        table(summary)])
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with the part between :data:`MARK_START` and :data:`MARK_END` replaced by ``block``."""
+    if text.count(MARK_START) != 1 or text.count(MARK_END) != 1 or text.index(MARK_START) > text.index(MARK_END):
+        raise PoolError(f"expected one {MARK_START} ... {MARK_END} block")
+    head, rest = text.split(MARK_START)
+    _, tail = rest.split(MARK_END)
+    return f"{head}{MARK_START}\n{block}{MARK_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", nargs="+", help="gate_study.py output folders (default: the committed ones)")
+    parser.add_argument("--out", default="benchmarks/results/gate_pool", help="where summary.json / .md go")
+    parser.add_argument("--readme", action="store_true", help="also rewrite README.md's pooled-table block")
+    args = parser.parse_args(argv)
+    folders = [Path(p) for p in args.studies] if args.studies else [ROOT / "benchmarks" / "results" / s
+                                                                      for s in STUDIES]
+    try:
+        studies = {f.name: read_study(f) for f in folders}
+        if len(studies) != len(folders):
+            raise PoolError("two folders of the same name: pool folders with different names")
+        check_same(studies)
+    except PoolError as err:
+        parser.error(str(err))
+    summary = pool(studies)
+    out = ROOT / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_result(summary, out / "summary.json")
+    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    if args.readme:
+        readme = ROOT / "README.md"
+        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), table(summary)), encoding="utf-8")
+    print(table(summary), end="")
+    print(f"written to {out}" + (" and README.md" if args.readme else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
