@@ -194,6 +194,62 @@ def test_train_and_sft_into_an_existing_run_are_refused_before_writing(tmp_path)
     assert snapshot(sft_run) == before
 
 
+# ---- 12. one trainer per run directory ---------------------------------------------------------------
+def test_run_lock_names_its_holder_and_the_os_drops_it_when_the_holder_dies(tmp_path):
+    from sdar.trainer.run_dir import LOCK_FILE, RunDirError, RunLock
+
+    run = tmp_path / "run"
+    first = RunLock(run)  # creates the directory
+    assert first.held and (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    with pytest.raises(RunDirError, match=f"in use: another sdar process \\(pid {os.getpid()}\\)"):
+        RunLock(run)  # a second lock in this same process is refused too
+    assert first.held
+    first.release()
+    first.release()  # idempotent
+    RunLock(run).release()
+    # a real process holds it, is killed with SIGKILL (no clean-up of its own), and the lock is gone
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from sdar.trainer.run_dir import RunLock; lock = RunLock(Path(sys.argv[1])); "
+                               "print('held', flush=True); time.sleep(600)", str(run)],
+                              stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match=f"pid {holder.pid}\\)"):
+            RunLock(run)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+    after = RunLock(run)
+    assert after.held and (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+    after.release()
+
+
+@pytest.mark.slow
+def test_a_second_trainer_on_a_live_run_is_refused_and_resumes_once_the_first_stops(tmp_path):
+    path = write_config(tmp_path)
+    run = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir",
+                              str(run), "iterations=50", "save_every=1", "--no-report"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and latest_checkpoint(run) is None:
+            time.sleep(0.1)
+        assert latest_checkpoint(run) is not None
+        # a resume of the live run loads its checkpoint, then finds the directory locked
+        second = sdar("train", "--resume", str(run), "--no-report")
+        assert second.returncode == 2, second.stderr[-2000:]
+        assert f"is in use: another sdar process (pid {first.pid}) is training there" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM
+    done = int(latest_checkpoint(run).name.split("_")[1])
+    resumed = sdar("train", "--resume", str(run), f"iterations={done + 1}", "--no-report")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [m["iteration"] for m in read_jsonl(run / "metrics.jsonl")] == list(range(done + 2))
+
+
 # ---- 4. a run killed before its first checkpoint can be restarted -----------------------------------
 @pytest.mark.slow
 def test_run_killed_before_its_first_checkpoint_restarts_with_the_flag(tmp_path):

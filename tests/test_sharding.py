@@ -165,6 +165,7 @@ def _checkpoint_worker(rank: int, port: int, config_path: str, out_dir: str, mod
             trainer.save(1)
             trainer.learn(2, mine)
             results = {"uninterrupted": whole_trainable(trainer.model)}
+            trainer.close()  # driven by hand: it holds the run directory until closed
             resumed = Trainer(load_config(config_path, FSDP), out / "run", resume=True)
         else:
             resumed = Trainer(load_config(config_path, ["distributed.strategy=ddp"]), out / "run",
@@ -211,6 +212,7 @@ def test_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(tmp_path, one_thre
     assert resumed.start_iteration == 2
     resumed.learn(2, scripted_samples(resumed))
     assert_close_weights(trainable(resumed.model), expected, 1)
+    resumed.close()  # driven by hand: it holds the run directory until closed
 
     # two ddp processes from the same checkpoint (rewritten by nobody: the one-process resume
     # above wrote no checkpoint)

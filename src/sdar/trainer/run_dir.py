@@ -1,9 +1,10 @@
-"""Checks on a run directory that happen before anything is loaded or written.
+"""Checks on a run directory that happen before anything is loaded or written, and its lock.
 
 A command that refuses a run directory must leave it exactly as it was, so every check here only
 reads. :func:`check_new_run` decides whether a new run may start in a directory;
 :func:`clear_unresumable_run` is the one deletion, done only when the user asked for it
 (``sdar train --restart``) and only for a run that has no checkpoint to resume from.
+:class:`RunLock` keeps a second trainer out of a directory one is training in.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (the checks above still hold)
+    fcntl = None
 
 from sdar.errors import UserError
 from sdar.reporting.run_log import METRICS_FILE, SAMPLES_FILE, SKILLS_FILE, TENSORBOARD_DIR
@@ -85,3 +91,50 @@ def clear_unresumable_run(run_dir: Path) -> list[str]:
             removed.append(name + "/")
     removed += [p.name for p in remove_partial_checkpoints(run_dir)]
     return removed
+
+
+LOCK_FILE = ".sdar-lock"
+"""Hidden file in the run directory that the training process holds an exclusive ``flock`` on; it
+holds that process's pid. The file stays after the run: only a live process's lock counts."""
+
+
+class RunLock:
+    """An exclusive lock on ``run_dir`` (created if missing) for as long as this process trains there.
+
+    A second trainer on the same directory, in another process or this one, raises
+    :class:`RunDirError` naming the holder's pid instead of mixing its checkpoints and log lines
+    into the first one's. The operating system drops the lock when the holder exits, killed or not,
+    so no stale lock ever needs clearing. :meth:`release` (idempotent) drops it sooner.
+    """
+
+    def __init__(self, run_dir: Path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = run_dir / LOCK_FILE
+        self._file = None
+        if fcntl is None:
+            return
+        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise RunDirError(
+                f"{run_dir} is in use: another sdar process (pid {holder}) is training there; let it finish or "
+                f"stop it (SIGINT or SIGTERM writes a checkpoint) and resume, or choose another --output-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None

@@ -90,6 +90,7 @@ from sdar.trainer.checkpoint import (
     apply_checkpoint,
     apply_warm_start,
     latest_checkpoint,
+    list_checkpoints,
     load_trainable_state_dict,
     optimizer_state_dict,
     read_latest_checkpoint,
@@ -116,7 +117,7 @@ from sdar.trainer.distributed import (
     sum_dicts,
 )
 from sdar.trainer.evaluation import run_panel
-from sdar.trainer.run_dir import check_new_run, check_writable, clear_unresumable_run
+from sdar.trainer.run_dir import RunDirError, RunLock, check_new_run, check_writable, clear_unresumable_run
 from sdar.trainer.sharding import full_weights, shard_model, whole
 from sdar.trainer.teacher import TeacherScores, teacher_log_probs, teacher_prompts
 
@@ -304,7 +305,9 @@ class Trainer:
 
     Nothing is written, and nothing is loaded into the model, before the run directory, the
     checkpoint to resume, the warm start and the environments have passed their checks: a refused
-    run leaves ``run_dir`` as it was.
+    run leaves ``run_dir`` as it was. From its first write until :meth:`close` (which ``train()``
+    calls when it returns), the trainer holds ``run_dir``'s lock (:class:`RunLock`, rank 0 only): a
+    second trainer there raises :class:`RunDirError` naming this process.
 
     Under a launcher (``WORLD_SIZE`` > 1 in the environment) every rank builds its own Trainer and
     joins the process group here; all ranks must call the same methods in the same order.
@@ -335,6 +338,7 @@ class Trainer:
         if resume:
             check_writable(self.run_dir)
             checkpoint = read_latest_checkpoint(self.run_dir)  # skips an unreadable newest one
+            self._read_checkpoints = [p.name for p in list_checkpoints(self.run_dir)]
         else:
             check_new_run(self.run_dir, restart=restart)
         if config.init_checkpoint:
@@ -401,18 +405,31 @@ class Trainer:
         self._sync_engine()
         # Only rank 0 writes the run directory; the others keep no logger.
         self.log: RunLogger | None = None
+        self._run_lock: RunLock | None = None
         if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if restart and not resume:
-                removed = clear_unresumable_run(self.run_dir)
-                if removed:
-                    logger.warning("--restart: removed %s of the earlier run in %s", ", ".join(removed),
-                                   self.run_dir)
-            remove_partial_checkpoints(self.run_dir)
-            save_config(config, self.run_dir / "config.yaml")
-            self.log = RunLogger(self.run_dir, tensorboard=config.tensorboard, resume=resume)
-            if resume:
-                self.log.truncate_after(self.start_iteration - 1)
+            # one trainer per run directory, held until ``train`` returns; the checks above ran
+            # before the model loaded, so they run again under the lock (another process may have
+            # started, checkpointed or finished here meanwhile)
+            self._run_lock = RunLock(self.run_dir)
+            try:
+                if resume and [p.name for p in list_checkpoints(self.run_dir)] != self._read_checkpoints:
+                    raise RunDirError(f"{self.run_dir} changed while this process loaded its checkpoint (another "
+                                      f"process wrote there); run the same command again")
+                if not resume:
+                    check_new_run(self.run_dir, restart=restart)
+                if restart and not resume:
+                    removed = clear_unresumable_run(self.run_dir)
+                    if removed:
+                        logger.warning("--restart: removed %s of the earlier run in %s", ", ".join(removed),
+                                       self.run_dir)
+                remove_partial_checkpoints(self.run_dir)
+                save_config(config, self.run_dir / "config.yaml")
+                self.log = RunLogger(self.run_dir, tensorboard=config.tensorboard, resume=resume)
+                if resume:
+                    self.log.truncate_after(self.start_iteration - 1)
+            except BaseException:
+                self._run_lock.release()
+                raise
 
     def _restore_rng(self, state: dict[str, Any]) -> None:
         """Same world size as the checkpoint: every rank's own RNG states (bit-exact resume).
@@ -561,9 +578,17 @@ class Trainer:
             for signum, handler in previous_handlers.items():
                 if handler is not None:  # None: a handler not set from Python, which cannot be put back
                     signal.signal(signum, handler)
-            if self.log is not None:
-                self.log.close()
+            self.close()
         return last_val
+
+    def close(self) -> None:
+        """Close the run's logs and release the run directory's lock; :meth:`train` does this when
+        it returns. A trainer driven by hand (:meth:`learn`, :meth:`validate`) holds its run
+        directory until this is called or the trainer is freed. Safe to call twice."""
+        if self.log is not None:
+            self.log.close()
+        if self._run_lock is not None:
+            self._run_lock.release()
 
     def _finish_interrupted_iteration(self, iteration: int) -> dict[str, float]:
         """Validate the resumed checkpoint's iteration, whose validation a stop cut short, log its
