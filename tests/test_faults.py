@@ -149,23 +149,36 @@ def test_a_second_sigterm_aborts_without_a_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_cli_sigterm_exits_143_resumable_and_the_resumed_run_logs_each_iteration_once(tmp_path):
-    path = write_config(tmp_path)
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir",
-                             str(run), "iterations=50", "save_every=100", "--no-report"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     metrics = run / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 2):
-        time.sleep(0.1)
+    proc = _long_run(tmp_path, run, "save_every=100",
+                     until=lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
     assert "SIGTERM: stopping" in err and f"resume with: sdar train --resume {run}" in err
+    _resume_one_more_iteration(run)
+
+
+def _long_run(tmp_path: Path, run: Path, *overrides: str, until) -> subprocess.Popen:
+    """``sdar train`` of 50 iterations into ``run`` in the background, returned once ``until()`` holds."""
+    path = write_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir",
+                             str(run), "iterations=50", *overrides, "--no-report"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 300
+    while time.time() < deadline and not until():
+        time.sleep(0.1)
+    assert until(), "the background run did not get there in 300 s"
+    return proc
+
+
+def _resume_one_more_iteration(run: Path) -> None:
+    """Resume the stopped ``run`` for one more iteration; every iteration is then logged once."""
     done = int(latest_checkpoint(run).name.split("_")[1])
     resumed = sdar("train", "--resume", str(run), f"iterations={done + 1}", "--no-report")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m["iteration"] for m in read_jsonl(metrics)] == list(range(done + 2))
+    assert [m["iteration"] for m in read_jsonl(run / "metrics.jsonl")] == list(range(done + 2))
 
 
 # ---- 2. a refused command changes nothing ----------------------------------------------------------
@@ -226,16 +239,9 @@ def test_run_lock_names_its_holder_and_the_os_drops_it_when_the_holder_dies(tmp_
 
 @pytest.mark.slow
 def test_a_second_trainer_on_a_live_run_is_refused_and_resumes_once_the_first_stops(tmp_path):
-    path = write_config(tmp_path)
     run = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "sdar.cli", "train", "--config", str(path), "--output-dir",
-                              str(run), "iterations=50", "save_every=1", "--no-report"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    first = _long_run(tmp_path, run, "save_every=1", until=lambda: latest_checkpoint(run) is not None)
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and latest_checkpoint(run) is None:
-            time.sleep(0.1)
-        assert latest_checkpoint(run) is not None
         # a resume of the live run loads its checkpoint, then finds the directory locked
         second = sdar("train", "--resume", str(run), "--no-report")
         assert second.returncode == 2, second.stderr[-2000:]
@@ -244,10 +250,7 @@ def test_a_second_trainer_on_a_live_run_is_refused_and_resumes_once_the_first_st
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=300)
     assert first.returncode == 128 + signal.SIGTERM
-    done = int(latest_checkpoint(run).name.split("_")[1])
-    resumed = sdar("train", "--resume", str(run), f"iterations={done + 1}", "--no-report")
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert [m["iteration"] for m in read_jsonl(run / "metrics.jsonl")] == list(range(done + 2))
+    _resume_one_more_iteration(run)
 
 
 # ---- 4. a run killed before its first checkpoint can be restarted -----------------------------------
