@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from _results import write_result  # benchmarks/_results.py
-from gate_study import RUNS
+from gate_study import RUNS, _fmt, mean_std
 
 # the committed folders of gate_study.py, in the order they were made
 STUDIES = ("gate_study", "gate_study_fp32", "gate_study_avx512")
@@ -99,11 +99,10 @@ def pool(studies: dict[str, dict]) -> dict:
             if signals.get("teacher/gate_disagree_pos_adv") is not None:
                 gate_pos.append(signals["teacher/gate_disagree_pos_adv"])
                 gate_neg.append(signals["teacher/gate_disagree_neg_adv"])
+        stats = mean_std(finals)
         rows.append({
             "run": run, "overrides": overrides, "per_study": per_study, "seeds": len(finals),
-            "learned": sum(v >= LEARNED for v in finals),
-            "mean": statistics.fmean(finals) if finals else None,
-            "std": statistics.stdev(finals) if len(finals) > 1 else None,
+            "learned": sum(v >= LEARNED for v in finals), "mean": stats["mean"], "std": stats["std"],
             "gate_disagree_pos_adv": statistics.fmean(gate_pos) if gate_pos else None,
             "gate_disagree_neg_adv": statistics.fmean(gate_neg) if gate_neg else None,
             "gate_disagree_folders": len(gate_pos),
@@ -120,8 +119,7 @@ def table(summary: dict) -> str:
     for r in summary["rows"]:
         cells = [" / ".join(f"{100 * v:.1f}" for _, v in sorted(r["per_study"][n].items())) if n in r["per_study"]
                  else "-" for n in names]
-        spread = f"{100 * r['mean']:.1f} +- {100 * r['std']:.1f}" if r["std"] is not None else (
-            f"{100 * r['mean']:.1f}" if r["mean"] is not None else "-")
+        spread = _fmt({"mean": r["mean"], "std": r["std"], "n": r["seeds"]})
         gate = (f"{r['gate_disagree_pos_adv']:.2f} / {r['gate_disagree_neg_adv']:.2f}"
                 if r["gate_disagree_folders"] else "-")
         lines.append(f"| {r['run']} | " + " | ".join(cells) + f" | {r['learned']} of {r['seeds']} | {spread} | {gate} |")

@@ -338,7 +338,7 @@ class Trainer:
         if resume:
             check_writable(self.run_dir)
             checkpoint = read_latest_checkpoint(self.run_dir)  # skips an unreadable newest one
-            self._read_checkpoints = [p.name for p in list_checkpoints(self.run_dir)]
+            read_checkpoints = list_checkpoints(self.run_dir)
         else:
             check_new_run(self.run_dir, restart=restart)
         if config.init_checkpoint:
@@ -412,13 +412,13 @@ class Trainer:
             # started, checkpointed or finished here meanwhile)
             self._run_lock = RunLock(self.run_dir)
             try:
-                if resume and [p.name for p in list_checkpoints(self.run_dir)] != self._read_checkpoints:
-                    raise RunDirError(f"{self.run_dir} changed while this process loaded its checkpoint (another "
-                                      f"process wrote there); run the same command again")
-                if not resume:
+                if resume:
+                    if list_checkpoints(self.run_dir) != read_checkpoints:
+                        raise RunDirError(f"{self.run_dir} changed while this process loaded its checkpoint "
+                                          f"(another process wrote there); run the same command again")
+                else:
                     check_new_run(self.run_dir, restart=restart)
-                if restart and not resume:
-                    removed = clear_unresumable_run(self.run_dir)
+                    removed = clear_unresumable_run(self.run_dir) if restart else []
                     if removed:
                         logger.warning("--restart: removed %s of the earlier run in %s", ", ".join(removed),
                                        self.run_dir)
