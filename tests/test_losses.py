@@ -407,3 +407,55 @@ def test_generalized_jsd_nan_on_response_position_is_named():
     teacher[0, 1, 0] = float("inf")
     with pytest.raises(ValueError, match=r"teacher_logits hold NaN/inf.*\(0, 1\)"):
         generalized_jsd_loss(logits, teacher, torch.tensor([[1, 1, 0]]))
+
+
+def expected_sdar_gradient(logits, sampling_logits, teacher_logits, beta):
+    """Exact expectation, over one token sampled from ``softmax(sampling_logits)``, of the
+    gradient of ``sdar_loss`` with respect to the student's ``logits`` (one response position)."""
+    logits = logits.clone().requires_grad_()
+    p_sample = torch.softmax(sampling_logits, -1)
+    student = torch.log_softmax(logits, -1)
+    teacher = torch.log_softmax(teacher_logits, -1)
+    mask = torch.ones(1, 1)
+    total = sum(
+        p_sample[y] * sdar_loss(student[y].view(1, 1), teacher[y].view(1, 1), mask, beta=beta)[0]
+        for y in range(len(logits))
+    )
+    (grad,) = torch.autograd.grad(total, logits)
+    return grad
+
+
+def test_sdar_expected_gradient_is_zero_when_the_teacher_equals_the_student():
+    # What docs/algorithm.md "When the teacher adds nothing" states: on the policy's own samples
+    # and with a teacher that scores like the student (gate 0.5 everywhere), the term's gradient
+    # has mean zero: it only adds sampling noise. Each single sample's gradient is not zero.
+    logits = torch.tensor([1.5, -0.3, 0.2, 2.0, -1.1, 0.0], dtype=torch.float64)
+    grad = expected_sdar_gradient(logits, logits, logits, beta=5.0)
+    assert grad.abs().max().item() < 1e-12
+    one = logits.clone().requires_grad_()
+    loss, metrics = sdar_loss(torch.log_softmax(one, -1)[3].view(1, 1),
+                              torch.log_softmax(logits, -1)[3].view(1, 1), torch.ones(1, 1))
+    (single,) = torch.autograd.grad(loss, one)
+    assert metrics["gate_mean"].item() == 0.5
+    assert single.abs().max().item() > 0.1
+    # A teacher that prefers token 2 makes the expected step raise token 2's probability.
+    teacher = logits.clone()
+    teacher[2] += 1.0
+    grad = expected_sdar_gradient(logits, logits, teacher, beta=5.0)
+    stepped = torch.softmax(logits - 0.1 * grad, -1)
+    assert stepped[2] > torch.softmax(logits, -1)[2]
+
+
+def test_sdar_expected_gradient_with_constant_gate_pulls_back_to_the_sampling_policy():
+    # After the first mini-batch the policy differs from the one that sampled: with the gate at
+    # 0.5 (beta 0, or a teacher equal to the student) the expected gradient is exactly that of
+    # 0.5 * KL(sampling policy || policy), an anchor to the rollout-time policy.
+    logits = torch.tensor([0.4, -0.3, 1.2, 0.9, -1.1], dtype=torch.float64)
+    old = torch.tensor([0.1, 0.2, 1.0, 1.3, -0.5], dtype=torch.float64)
+    grad = expected_sdar_gradient(logits, old, torch.zeros(5, dtype=torch.float64), beta=0.0)
+    at = logits.clone().requires_grad_()
+    p_old = torch.softmax(old, -1)
+    kl = (p_old * (torch.log(p_old) - torch.log_softmax(at, -1))).sum()
+    (kl_grad,) = torch.autograd.grad(0.5 * kl, at)
+    torch.testing.assert_close(grad, kl_grad)
+    assert kl_grad.abs().max().item() > 1e-3
