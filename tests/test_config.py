@@ -237,3 +237,55 @@ def test_a_bad_sft_flag_is_refused_at_load_time(tmp_path, no_loading):
         load_sft_config(sft_args("--config", path, "--epochs", "0"))
     with pytest.raises(ConfigError, match=r"^sft.max_demos must be >= 1, got 0$"):
         load_sft_config(sft_args("--config", path, "--max-demos", "0"))
+
+
+def documented_table_rows():
+    """The rows of docs/training.md's key table: (backticked names of the key cell, whole row)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| `") or line.startswith("| **"):
+            key_cell = line.split("|")[1]
+            rows.append((set(re.findall(r"`([^`]+)`", key_cell)), line))
+    return rows
+
+
+def config_keys(cls=TrainConfig, prefix=""):
+    """Every settable key of the config tree as a dotted name; nested config sections recurse,
+    except sub-configs documented as one row (``model.lora``) or one row of sub-keys
+    (``rollout.generation.*``, returned as ``rollout.generation.<field>``)."""
+    import dataclasses
+
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        name = prefix + f.name
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind) and name != "rollout.generation":
+            keys += config_keys(kind, name + ".")
+        elif name == "rollout.generation":
+            keys += [f"{name}.{g.name}" for g in dataclasses.fields(kind)]
+        else:
+            keys.append(name)
+    return keys
+
+
+def test_every_config_key_is_in_the_training_docs_table():
+    rows = documented_table_rows()
+    missing = []
+    for key in config_keys():
+        section, _, last = key.rpartition(".")
+        if section == "rollout.generation":
+            found = any("rollout.generation.*" in names and last in row for names, row in rows)
+        else:
+            # A row may name a key in full (`optim.lr`) or, after the first, by its last part
+            # (`optim.lr`, `weight_decay`, `grad_clip`).
+            found = any(key in names or (last in names and any(n.startswith(section + ".")
+                                                               for n in names))
+                        for names, row in rows)
+        if not found:
+            missing.append(key)
+    assert missing == [], f"keys missing from docs/training.md's table: {missing}"
+    assert "loss.sdar_lambda" in config_keys() and "rollout.generation.greedy" in config_keys()
