@@ -547,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train this setting's search run, then the arms at it, instead of waiting for the "
                              "search's choice (not recorded as the choice)")
     parser.add_argument("--search-only", action="store_true", help="train the search runs only")
-    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="train nothing: write the tables from the runs so far (unfinished runs: their iterations so far)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 iterations (plumbing only)")
     args = parser.parse_args(argv)
     regime = REGIMES[args.regime]

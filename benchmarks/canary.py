@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*",
                         help="config overrides for the warm start and the run, e.g. model.autocast=none "
                              "(give each setting its own --runs-dir and --out)")
-    parser.add_argument("--runs-dir", default="runs/canary")
-    parser.add_argument("--out", default="benchmarks/results/canary.json")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs-dir", default="runs/canary", help="where the warm start and the run go")
+    parser.add_argument("--out", default="benchmarks/results/canary.json", help="the result JSON")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the RL run (the warm start does not depend on it)")
     parser.add_argument("--demo-episodes", type=int, default=256, help="random-policy episodes of the warm start")
     parser.add_argument("--fresh", action="store_true", help="delete an earlier canary run first")
     parser.add_argument("--smoke", action="store_true",

@@ -415,8 +415,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seeds to train (default 0 1 2); the tables always cover every seed of the grid")
     parser.add_argument("--only", nargs="+", help="run names of RUNS to train (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
-    parser.add_argument("--demo-episodes", type=int, default=192)
-    parser.add_argument("--aggregate-only", action="store_true")
+    parser.add_argument("--demo-episodes", type=int, default=192, help="scripted episodes of the warm start")
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="train nothing: write the tables from the runs so far (unfinished runs: their iterations so far)")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 1 iteration (plumbing only)")
     args = parser.parse_args(argv)
     overrides = [*(SMOKE if args.smoke else []), *(["model.autocast=none"] if args.float32 else [])]

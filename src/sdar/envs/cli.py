@@ -15,7 +15,7 @@ def register(subparsers) -> None:
     play = env_sub.add_parser("play", help="play episodes with a scripted policy and print success as JSON")
     play.add_argument("--env", required=True, choices=sorted(ENVIRONMENTS))
     play.add_argument("--policy", required=True, help="expert / oracle / random (what the env offers)")
-    play.add_argument("--episodes", type=int, default=10)
+    play.add_argument("--episodes", type=int, default=10, help="episodes to play")
     play.add_argument("--split", default=None, help="task split (default: the environment's training split)")
     play.add_argument("--seed", type=int, default=0, help="first task seed; episode i uses seed + i")
     play.add_argument(

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
         help="train / valid_seen use the seen floorplans, valid_unseen the held-out ones",
     )
     gen.add_argument("--n", type=int, default=100, help="number of games")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="generator seed (the games are a function of it)")
     gen.add_argument("--preset", default="standard", help="easy / medium / standard")
     gen.add_argument(
         "--task-types",
@@ -48,8 +48,10 @@ def register(subparsers) -> None:
         action="store_true",
         help="leave closed receptacles out unless the task needs them",
     )
-    gen.add_argument("--min-plan-length", type=int, default=None)
-    gen.add_argument("--max-plan-length", type=int, default=None)
+    gen.add_argument("--min-plan-length", type=int, default=None,
+                     help="keep only games whose expert plan has at least this many steps")
+    gen.add_argument("--max-plan-length", type=int, default=None,
+                     help="keep only games whose expert plan has at most this many steps")
     gen.set_defaults(func=run_generate)
 
 

