@@ -212,6 +212,34 @@ def test_cast_frozen_weights_stores_the_lora_base_in_bf16_and_trains_the_adapter
     assert cast_frozen_weights(model, ModelConfig(name="tiny-random")) == 0  # autocast none: nothing
 
 
+def test_full_fine_tuning_reference_scores_as_the_policy_under_autocast():
+    # Full fine-tuning keeps a frozen reference copy. Cast whole, its embeddings and norms would put
+    # its residual stream in bfloat16 while the trainable policy's stays in float32, and the KL term
+    # would not start at 0. Cast as the trainer does (linear_only), the two score identically.
+    from sdar.models.loading import cast_frozen_weights, load_reference
+
+    config = ModelConfig(name="tiny-random", autocast="bf16")
+    policy, tok = load_policy(config)
+    prompts, responses = [[5, 6, 7, 8], [12, 13]], [[9, 10, 11], [14, 15, 16]]
+
+    def scores(model):
+        with torch.no_grad(), autocast_context(config, "cpu"):
+            return score_responses(model, prompts, responses, pad_id=tok.pad_token_id).log_probs
+
+    reference = load_reference(config, policy)
+    cast = cast_frozen_weights(reference, config, linear_only=True)
+    linear = {id(p) for m in reference.modules() if isinstance(m, torch.nn.Linear) for p in m.parameters()}
+    other = {id(p) for m in reference.modules() if not isinstance(m, torch.nn.Linear)
+             for p in m.parameters(recurse=False)}
+    assert cast == len(linear - other) > 0
+    embedding = reference.get_input_embeddings().weight
+    assert embedding.dtype == torch.float32  # tied to the head in tiny-random: kept in float32
+    assert torch.equal(scores(policy), scores(reference))
+    whole = load_reference(config, policy)
+    assert cast_frozen_weights(whole, config) > cast
+    assert not torch.equal(scores(policy), scores(whole))
+
+
 def test_native_bf16_reads_torchs_cpu_probes():
     from sdar.models.loading import native_bf16
 

@@ -370,6 +370,20 @@ def test_lora_reference_is_the_adapter_free_model(tmp_path):
     assert "actor/kl" in line
 
 
+def test_full_fine_tuning_reference_equals_the_policy_at_start_under_bf16_autocast(tmp_path):
+    from sdar.models.loading import autocast_context
+    from sdar.models.scoring import score_responses
+
+    config, _ = make_config(tmp_path, ["model.autocast=bf16", "model.lora=null"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.reference is not None
+    prompts, responses = [[5, 6, 7, 8]], [[9, 10, 11]]
+    with torch.no_grad(), autocast_context(config.model, "cpu"):
+        policy, reference = (score_responses(m, prompts, responses, pad_id=trainer.pad_id).log_probs
+                             for m in (trainer.model, trainer.reference))
+    assert torch.equal(policy, reference)  # the KL term starts at 0
+
+
 @pytest.mark.slow
 def test_cli_train_eval_report_and_ctrl_c(tmp_path):
     _, path = make_config(tmp_path, iterations=2)

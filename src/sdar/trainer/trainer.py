@@ -365,8 +365,8 @@ class Trainer:
             load_trainable_state_dict(self.reference, init_state)
         if not (config.distributed.strategy == "fsdp" and self.dist.enabled):  # FSDP shards one dtype
             cast_frozen_weights(self.model, config.model)  # model.autocast: frozen weights cast once
-            if self.reference is not None:
-                cast_frozen_weights(self.reference, config.model)
+            if self.reference is not None:  # full fine-tuning: score as the policy does under autocast
+                cast_frozen_weights(self.reference, config.model, linear_only=True)
         if self.sharded:  # every rank holds the same weights here; each keeps its shard
             shard_model(self.model, self.dist)
             if self.reference is not None:
