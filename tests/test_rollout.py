@@ -81,6 +81,28 @@ def test_history_window_and_flat_prompts(tokenizer):
     assert max(lengths[2:]) - min(lengths[2:]) <= 2
 
 
+def test_history_dropped_to_fit_the_student_budget_is_not_shown_to_the_teacher(tokenizer):
+    from sdar.trainer.teacher import teacher_prompts
+
+    env = make_env("toy", max_steps=6)
+    builder = PromptBuilder(env, tokenizer, None, think=False)
+    plans = [["<action>decrement</action>"] * 6]
+
+    def play(budget):
+        return collect_rollout(env, builder, scripted(tokenizer, env, plans, []), tokenizer, [3], 1,
+                               history_length=2, max_prompt_tokens=budget, invalid_action_penalty=0.1,
+                               progress=False).samples
+
+    roomy = play(512)
+    # a budget one token short of the full window's prompt: the student drops its oldest pair
+    tight = play(len(roomy[5].prompt_ids) - 1)
+    assert [len(s.history) for s in tight][2:] == [1, 1, 1, 1]
+    assert tight[5].history == roomy[5].history[1:]
+    # no context (a sibling group without a winner): the teacher prompt is the student's own
+    teacher = teacher_prompts(builder, tight, "sibling", max_prompt_tokens=4096, on_overflow="drop_history")
+    assert all(t.ids == s.prompt_ids for t, s in zip(teacher, tight))
+
+
 def test_student_with_skills_sees_the_routed_files(tokenizer):
     env = make_env("toy")
     builder = PromptBuilder(env, tokenizer, SkillLibrary("toy"), think=False)

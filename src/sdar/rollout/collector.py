@@ -47,7 +47,9 @@ class StepSample:
     state: EnvState
     """The state the action was taken in (kept to re-render the teacher prompt)."""
     history: list[tuple[str, str]]
-    """The (observation, action) pairs shown in the prompt, oldest first (already cut to H)."""
+    """The (observation, action) pairs shown in the student's prompt, oldest first: the last H,
+    less those dropped to fit ``rollout.max_prompt_tokens``. The teacher's prompt is built from
+    the same pairs."""
     prompt_ids: list[int]
     response_ids: list[int]
     response_text: str
@@ -136,10 +138,11 @@ def collect_rollout(
         if should_stop is not None and should_stop():
             bar.close()
             raise KeyboardInterrupt("rollout interrupted")
-        prompts = []
+        prompts, windows = [], []
         for i in live:
-            shown = histories[i][-history_length:] if history_length > 0 else []
-            prompts.append(builder.build(states[i], shown, max_prompt_tokens, with_skills=with_skills, role="student"))
+            windows.append(histories[i][-history_length:] if history_length > 0 else [])
+            prompts.append(builder.build(states[i], windows[-1], max_prompt_tokens, with_skills=with_skills,
+                                         role="student"))
         responses = generate([p.ids for p in prompts])
         texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
         parsed = [env.parse_action(t) for t in texts]
@@ -151,7 +154,8 @@ def collect_rollout(
             new = new_states[i]
             per_episode[i].append(StepSample(
                 group_id=i // group_size, traj_id=i, step=states[i].step, task=states[i].task,
-                state=states[i], history=histories[i][-history_length:] if history_length > 0 else [],
+                # the pairs the student's prompt kept (the oldest are dropped to fit its budget)
+                state=states[i], history=windows[j][len(windows[j]) - prompts[j].history_used:],
                 prompt_ids=prompts[j].ids, response_ids=list(responses[j]), response_text=texts[j],
                 action=parsed[j].action, valid_action=env.action_valid(parsed[j], new),
                 reward=float(new.reward), skill_files=prompts[j].skill_files,
