@@ -34,7 +34,11 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    trajectory inside the user turn at lambda 1 (the only weight that learned on every seed of the
    gate study), seeds 0, 1, 2. The long regime has no SDAR arm: ``sdar teacher-check`` found its
    warm start not reading that context (benchmarks/results/teacher_check/). A search of one
-   setting chooses it at once, and its run and the arms train together, seed by seed.
+   setting chooses it at once, and its run and the arms train together, seed by seed. Then the
+   regime's ``controls``, seed by seed: in the reader regime the SDAR arm with its gate held at
+   0.5 (``grpo_opsd`` at lambda 1, :data:`GATE_HALF_ARM`), which tells a teacher that reads nothing
+   from the distillation term's noise alone, and the SDAR arm that leaves the step samples of
+   groups without a winner out of the term (``teacher.no_winner: skip``, :data:`SKIP_ARM`).
 4. **Final passes**: each finished run's last checkpoint and the warm start play the panel
    :data:`PASSES` times (``sdar eval --passes``; ``final_eval.json`` in the run folder,
    ``start_eval_passes.json``), in the lane that trained the run (the warm start: the first free
@@ -134,13 +138,23 @@ SEARCH_READER: list[tuple[str, list[str]]] = SEARCH_LONG[:1]
 Arm = tuple[str, list[str], tuple[int, ...]]
 GRPO_ARM: Arm = ("grpo", ["method=grpo"], (1, 2))
 SDAR_ARM: Arm = ("sdar-sibling-l1", ["method=sdar", "loss.sdar_lambda=1.0"], SEEDS)
+# the SDAR arm with its gate held at 0.5 (the released GRPO+OPSD, beta 0) at the same weight: the term's
+# expected gradient is then zero on the policy's own samples, whatever the teacher says
+# (docs/algorithm.md, "When the teacher adds nothing"); it tells a teacher that reads nothing from the
+# term's noise alone, added after both reader-regime SDAR seeds fell where GRPO's rose
+GATE_HALF_ARM: Arm = ("grpo_opsd-sibling-l1", ["method=grpo_opsd", "loss.sdar_lambda=1.0"], SEEDS)
+# the SDAR arm without the step samples of groups that no copy won (gate 0 there, as SDPO masks them):
+# those are scored on their own prompt, so the term is pure noise on them (teacher.no_winner)
+SKIP_ARM: Arm = ("sdar-sibling-skip-l1", ["method=sdar", "loss.sdar_lambda=1.0", "teacher.no_winner=skip"], SEEDS)
 
 
 @dataclass(frozen=True)
 class Regime:
     """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
     its runs and tables (default: the config's file name), whether its warm start also imitates the
-    sibling-reading twins of its demonstrations, and the arms trained at the search's choice."""
+    sibling-reading twins of its demonstrations, the arms trained at the search's choice, and the
+    controls: arms trained after every run of ``arms``, tabulated the same way (they check a finding
+    and do not hold up the comparison the target asks for)."""
 
     name: str
     config: Path
@@ -148,6 +162,10 @@ class Regime:
     folder: str | None = None
     sibling_twins: bool = False
     arms: tuple[Arm, ...] = (GRPO_ARM, SDAR_ARM)
+    controls: tuple[Arm, ...] = ()
+
+    def all_arms(self) -> tuple[Arm, ...]:
+        return self.arms + self.controls
 
     def settings(self) -> list[str]:
         return [name for name, _ in self.search]
@@ -164,7 +182,7 @@ REGIMES = {regime.name: regime for regime in (
     Regime("long", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_LONG, arms=(GRPO_ARM,)),
     # the long regime with a warm start that reads a successful sibling's actions (results/alfworld_headroom_reader/)
     Regime("reader", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
-           folder="alfworld_headroom_reader", sibling_twins=True),
+           folder="alfworld_headroom_reader", sibling_twins=True, controls=(GATE_HALF_ARM, SKIP_ARM)),
 )}
 TARGET_GAIN = 0.15
 # the final figure of each run and of the warm start: the panel played PASSES times (`sdar eval --passes`,
@@ -291,6 +309,20 @@ def choose(runs: dict[str, list[dict]], iterations: int, search: list[tuple[str,
             "rule": "highest mean train/success over the last third of the iterations (ties: first listed)"}
 
 
+def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice: dict
+          ) -> list[tuple[str, list[str], int]]:
+    """The runs to train at the search's ``choice``, in order: ``search_runs`` and the arms seed by seed
+    (a comparison grows evenly), then the controls seed by seed; each as (name, overrides, seed)."""
+    def items(arms: tuple[Arm, ...]) -> list[tuple[str, list[str], int]]:
+        return [(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed)
+                for arm, ro, seeds in arms for seed in seeds]
+
+    def by_seed(item: tuple[str, list[str], int]) -> int:
+        return item[2]
+
+    return [*sorted([*search_runs, *items(regime.arms)], key=by_seed), *sorted(items(regime.controls), key=by_seed)]
+
+
 def run_name(arm: str, setting: str, seed: int) -> str:
     return f"{arm}-{setting}-seed{seed}"
 
@@ -308,7 +340,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
     out.mkdir(parents=True, exist_ok=True)
     planned = [("grpo", s, 0) for s in regime.settings()]
     if choice is not None:
-        planned += [(arm, choice["setting"], seed) for arm, _, seeds in regime.arms for seed in seeds]
+        planned += [(arm, choice["setting"], seed) for arm, _, seeds in regime.all_arms() for seed in seeds]
     runs, commits, machines = [], {}, {}
     for arm, setting, seed in planned:
         name = run_name(arm, setting, seed)
@@ -343,7 +375,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
                 repo_relative((where / "final_eval.json").read_text(encoding="utf-8")), encoding="utf-8")
     arms = []
     if choice is not None:
-        for arm, _, _ in regime.arms:
+        for arm, _, _ in regime.all_arms():
             mine = [r for r in runs if r["arm"] == arm and r["setting"] == choice["setting"] and r["finished"]]
             gains = [r["gain"] for r in mine]
             gains_passes = [r["gain_passes"] for r in mine if r["gain_passes"] is not None]
@@ -611,10 +643,6 @@ def main(argv: list[str] | None = None) -> int:
     search_runs = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in search if args.setting in (None, s)]
     choice_path = out / "choice.json"
 
-    def arm_items(choice: dict) -> list[tuple[str, list[str], int]]:
-        return [(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed)
-                for arm, ro, seeds in regime.arms for seed in seeds]
-
     only = len(search) == 1 and not args.setting  # a search of one setting: chosen at once
     if only and not choice_path.is_file():
         out.mkdir(parents=True, exist_ok=True)
@@ -625,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.aggregate_only:
         if only and not args.search_only:  # the search run and the arms together, seed by seed
             choice = json.loads(choice_path.read_text(encoding="utf-8"))
-            train(sorted([*search_runs, *arm_items(choice)], key=lambda item: item[2]), start_passes=play_start)
+            train(queue(regime, search_runs, choice), start_passes=play_start)
         else:
             train(search_runs, start_passes=play_start)
     search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
@@ -639,11 +667,11 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         choice_path.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
     if choice is not None and not args.aggregate_only and not args.search_only and not only:
-        train(arm_items(choice))
-    arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in regime.arms
+        train(queue(regime, [], choice))
+    arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in regime.all_arms()
                                           for seed in seeds]
     searched = [s for s, _ in search if args.setting in (None, s)]
-    total = len(searched) + sum(len(seeds) for _, _, seeds in regime.arms)
+    total = len(searched) + sum(len(seeds) for _, _, seeds in regime.all_arms())
     done = sum(search_done[s] is not None for s in searched) + sum(
         finished_run(n, s, runs_dir, out, iterations) is not None for n, s in arm_runs)
     state = f"{done} of {total} runs finished" + (" (complete)" if done == total else " (partial: rerun to continue)")

@@ -249,3 +249,32 @@ def test_aggregate_only_on_a_new_machine_tabulates_the_committed_records_without
     assert after["choice"] == before["choice"] and after["state"] == before["state"]
     assert [(r["run"], r["finished"], r["iterations_done"], r["gain"], r["gain_passes"]) for r in after["runs"]] == [
         (r["run"], r["finished"], r["iterations_done"], r["gain"], r["gain_passes"]) for r in before["runs"]]
+
+
+def test_the_reader_regime_trains_its_two_controls_after_the_comparison(headroom):
+    regime = headroom.REGIMES["reader"]
+    choice = {"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}
+    search_runs = [("grpo-lr1e-4", ["method=grpo", "optim.lr=1e-4"], 0)]
+    order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice)]
+    assert order == [("grpo-lr1e-4", 0), ("sdar-sibling-l1-lr1e-4", 0), ("grpo-lr1e-4", 1),
+                     ("sdar-sibling-l1-lr1e-4", 1), ("grpo-lr1e-4", 2), ("sdar-sibling-l1-lr1e-4", 2),
+                     *((f"{arm}-lr1e-4", seed) for seed in (0, 1, 2)
+                       for arm in ("grpo_opsd-sibling-l1", "sdar-sibling-skip-l1"))]
+    runs = {(name, seed): overrides for name, overrides, seed in headroom.queue(regime, [], choice)}
+    control = runs[("grpo_opsd-sibling-l1-lr1e-4", 2)]
+    assert control == ["method=grpo_opsd", "loss.sdar_lambda=1.0", "optim.lr=1e-4"]
+    # the method fixes the gate at 0.5 on this config: beta 0, the SDAR arm's lambda and teacher context
+    from sdar.trainer.config import load_config
+
+    config = load_config(regime.config, control)
+    sdar = load_config(regime.config, runs[("sdar-sibling-l1-lr1e-4", 0)])
+    skip = load_config(regime.config, runs[("sdar-sibling-skip-l1-lr1e-4", 1)])
+    assert config.loss.method == "grpo_opsd" and config.loss.beta == 0.0 and sdar.loss.beta == 5.0
+    assert config.loss.sdar_lambda == sdar.loss.sdar_lambda == 1.0
+    assert config.teacher == sdar.teacher and sdar.teacher.no_winner == "self"
+    # the other control: the SDAR arm, its no-winner step samples left out of the term
+    assert skip.teacher.no_winner == "skip" and skip.loss == sdar.loss
+    assert skip.teacher.context == sdar.teacher.context == "sibling"
+    # the other regimes have no control; the long regime trains GRPO only
+    assert headroom.REGIMES["short"].controls == headroom.REGIMES["long"].controls == ()
+    assert [arm for arm, _, _ in headroom.REGIMES["long"].all_arms()] == ["grpo"]

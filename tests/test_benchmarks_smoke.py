@@ -397,10 +397,20 @@ def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twin
     assert all(t["prompt"].startswith("[Privileged Skill Information]\nA successful attempt") for t in twins)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["before_rl"]["sibling_reading_twins"] is True and summary["regime"] == "reader"
-    assert summary["state"] == "6 of 6 runs finished (complete)"
+    assert summary["state"] == "12 of 12 runs finished (complete)"
     assert summary["choice"]["rule"] == "the only setting of this regime's search"
     order = [line.split(": trained in ")[0] for line in done.stdout.splitlines() if ": trained in " in line]
-    assert order == [f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in ("grpo", "sdar-sibling-l1")]
+    # the comparison seed by seed, then the two controls seed by seed
+    assert order == [*(f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in ("grpo", "sdar-sibling-l1")),
+                     *(f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2)
+                       for arm in ("grpo_opsd-sibling-l1", "sdar-sibling-skip-l1"))]
+    assert [a["arm"] for a in summary["arms"]] == ["grpo", "sdar-sibling-l1", "grpo_opsd-sibling-l1",
+                                                   "sdar-sibling-skip-l1"]
+    skip = yaml.safe_load((runs / "sdar-sibling-skip-l1-lr1e-4-seed0" / "config.yaml").read_text())
+    assert skip["teacher"]["no_winner"] == "skip" and skip["loss"]["method"] == "sdar"
+    control = yaml.safe_load((runs / "grpo_opsd-sibling-l1-lr1e-4-seed0" / "config.yaml").read_text())
+    assert control["loss"]["method"] == "grpo_opsd" and control["loss"]["sdar_lambda"] == 1.0
+    assert control["teacher"]["context"] == "sibling"
     config = yaml.safe_load((runs / "sdar-sibling-l1-lr1e-4-seed0" / "config.yaml").read_text())
     assert config["teacher"]["context"] == "sibling" and config["optim"]["lr"] == 1e-4
 

@@ -161,6 +161,36 @@ def test_released_grpo_opsd_gradient_ignores_the_teacher():
     torch.testing.assert_close(grad, grpo_grad - torch.where(mask, 0.01 * 0.5 / n_tokens, 0.0))
 
 
+def test_distill_mask_sets_the_gate_to_zero_on_its_rows_and_keeps_the_token_mean():
+    # teacher.no_winner=skip: row 1 has no context; its tokens keep GRPO's gradient only, the
+    # other rows keep -lambda * g / n_tokens with n_tokens over every response token
+    config = LossConfig.for_method("sdar", sdar_lambda=0.5)
+    inputs = make_inputs()
+    full = grad_of(config, inputs)
+    grpo = grad_of(LossConfig.for_method("grpo"), inputs)
+    inputs.distill_mask = torch.tensor([[True], [False], [True]])
+    skipped = grad_of(config, inputs)
+    torch.testing.assert_close(skipped[1], grpo[1])
+    torch.testing.assert_close(skipped[[0, 2]], full[[0, 2]])
+    # the loss by hand: the term's sum over the kept rows, divided by all response tokens
+    mask = inputs.response_mask.bool()
+    gate = torch.sigmoid(5.0 * (inputs.teacher_log_probs - inputs.log_probs.detach()))
+    term = torch.where(mask & inputs.distill_mask, gate * (inputs.teacher_log_probs - inputs.log_probs.detach()),
+                       0.0).sum() / mask.sum()
+    loss, metrics = actor_loss(config, inputs)
+    assert loss.item() == pytest.approx((grpo_by_hand(config, inputs) + 0.5 * term).item(), rel=1e-6)
+    assert metrics["sdar/gate_mean"] == pytest.approx(
+        (torch.where(mask & inputs.distill_mask, gate, 0.0).sum() / mask.sum()).item(), rel=1e-6)
+    # a per-token mask works the same; methods without the gated term and bad shapes are refused
+    inputs.distill_mask = torch.tensor([[True], [False], [True]]).expand(3, 5)
+    torch.testing.assert_close(grad_of(config, inputs), skipped)
+    with pytest.raises(ValueError, match="distill_mask sets the gate of L_SDAR, which method 'opsd_sampled'"):
+        actor_loss(LossConfig.for_method("opsd_sampled"), inputs)
+    inputs.distill_mask = torch.ones(3, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match=r"distill_mask must be \[3, 1\] or \[3, 5\], got \[3, 2\]"):
+        actor_loss(config, inputs)
+
+
 def test_opsd_gradient_does_not_depend_on_advantages():
     config = LossConfig.for_method("opsd", c_ent=0.0, c_kl=0.0)
     inputs = make_inputs()

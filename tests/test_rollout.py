@@ -91,13 +91,20 @@ def test_history_dropped_to_fit_the_student_budget_is_not_shown_to_the_teacher(t
     def play(budget):
         return collect_rollout(env, builder, scripted(tokenizer, env, plans, []), tokenizer, [3], 1,
                                history_length=2, max_prompt_tokens=budget, invalid_action_penalty=0.1,
-                               progress=False).samples
+                               progress=False)
 
-    roomy = play(512)
+    roomy_rollout = play(512)
+    roomy = roomy_rollout.samples
     # a budget one token short of the full window's prompt: the student drops its oldest pair
-    tight = play(len(roomy[5].prompt_ids) - 1)
+    tight_rollout = play(len(roomy[5].prompt_ids) - 1)
+    tight = tight_rollout.samples
     assert [len(s.history) for s in tight][2:] == [1, 1, 1, 1]
     assert tight[5].history == roomy[5].history[1:]
+    # each drop is counted, per step sample and in the rollout metrics
+    assert [s.history_dropped for s in tight] == [0, 0, 1, 1, 1, 1]
+    assert rollout_metrics(tight_rollout, "train")["train/history_dropped"] == 4.0
+    assert rollout_metrics(roomy_rollout, "train")["train/history_dropped"] == 0.0
+    assert not any(s.prompt_truncated for s in tight)
     # no context (a sibling group without a winner): the teacher prompt is the student's own
     teacher = teacher_prompts(builder, tight, "sibling", max_prompt_tokens=4096, on_overflow="drop_history")
     assert all(t.ids == s.prompt_ids for t, s in zip(teacher, tight))

@@ -89,10 +89,12 @@ def test_bf16_autocast_scores_close_to_float32_and_is_validated():
 
 def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
     from sdar.methods import LossConfig
+    from sdar.trainer.config import TeacherConfig
     from sdar.trainer.distributed import SINGLE
     from sdar.trainer.trainer import RolloutLogProbs, Trainer
 
-    fake = SimpleNamespace(config=SimpleNamespace(loss=LossConfig(method="sdar", beta=5.0)), dist=SINGLE)
+    fake = SimpleNamespace(config=SimpleNamespace(loss=LossConfig(method="sdar", beta=5.0), teacher=TeacherConfig()),
+                           dist=SINGLE)
     samples = [SimpleNamespace(group_id=g, response_ids=[1] * n) for g, n in ((0, 2), (0, 1), (1, 1), (2, 1))]
     advantages = torch.tensor([1.0, -1.0, 0.0, 0.0])  # groups 1 and 2 carry no signal
     old = [torch.tensor([-1.0, -2.0]), torch.tensor([-1.0]), torch.tensor([-1.0]), torch.tensor([-1.0])]
@@ -107,6 +109,12 @@ def test_signal_metrics_split_gap_and_gate_by_advantage_sign_by_hand():
     gate_pos = (torch.sigmoid(torch.tensor(2.5)) + torch.sigmoid(torch.tensor(-2.5))) / 2
     assert math.isclose(out["teacher/gate_pos_adv"], float(gate_pos), rel_tol=1e-6)
     assert math.isclose(out["teacher/gate_neg_adv"], float(torch.sigmoid(torch.tensor(-1.0))), rel_tol=1e-6)
+    # teacher.no_winner=skip: a step sample whose teacher had no context gets gate 0, the others keep theirs
+    fake.config.teacher = TeacherConfig(context="sibling", no_winner="skip")
+    teacher.has_context = [True, False, True, True]
+    skipped = Trainer.sample_gates(fake, samples, scores)
+    assert torch.equal(skipped[1], torch.zeros(1)) and torch.equal(skipped[0], gates[0])
+    assert Trainer.signal_metrics(fake, samples, advantages, scores, skipped)["teacher/gate_neg_adv"] == 0.0
     # a method without a gate logs gaps only; no teacher: the group share only
     fake.config.loss = LossConfig(method="opsd_sampled")
     assert Trainer.sample_gates(fake, samples, scores) is None
@@ -121,11 +129,13 @@ def test_signal_metrics_on_disagreement_tokens_by_hand():
         return float(torch.sigmoid(torch.tensor(x)))
 
     from sdar.methods import LossConfig
+    from sdar.trainer.config import TeacherConfig
     from sdar.trainer.distributed import SINGLE
     from sdar.trainer.trainer import DISAGREEMENT_NATS, RolloutLogProbs, Trainer
 
     assert DISAGREEMENT_NATS == 1.0
-    fake = SimpleNamespace(config=SimpleNamespace(loss=LossConfig(method="sdar", beta=5.0)), dist=SINGLE)
+    fake = SimpleNamespace(config=SimpleNamespace(loss=LossConfig(method="sdar", beta=5.0), teacher=TeacherConfig()),
+                           dist=SINGLE)
     samples = [SimpleNamespace(group_id=0, response_ids=[1] * n) for n in (2, 3, 1)]
     advantages = torch.tensor([1.0, 1.0, -1.0])
     old = [torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -0.5, -0.1]), torch.tensor([-1.0])]
@@ -175,6 +185,39 @@ def test_training_with_a_hint_or_sibling_teacher_in_bf16(tmp_path, context):
     samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
     expected = ["hint"] if context == "hint" else []  # the random model wins nothing: no sibling
     assert samples and all(s["skill_files"] == expected for s in samples)
+    assert rows[-1]["teacher/context_share"] == (1.0 if context == "hint" else 0.0)
+
+
+def test_sibling_teacher_without_a_winner_is_left_out_of_the_term_with_no_winner_skip(tmp_path):
+    import json
+
+    import yaml
+
+    from sdar.trainer.config import ConfigError, load_config
+    from sdar.trainer.trainer import Trainer
+
+    data = {"method": "sdar", "model": {"name": "tiny-random", "lora": {"r": 4}},
+            "env": {"name": "toy_panels", "prompt_mode": "action_only", "train_split": "train", "val_split": "test"},
+            "rollout": {"tasks_per_iteration": 2, "group_size": 2, "max_prompt_tokens": 256,
+                        "generation": {"max_new_tokens": 6}},
+            "teacher": {"max_prompt_tokens": 512, "context": "sibling", "layout": "user", "no_winner": "skip"},
+            "optim": {"lr": 1.0e-3, "mini_batch_size": 4, "micro_batch_size": 2},
+            "eval": {"every": 0, "before_training": False},
+            "iterations": 1, "log_samples": 4, "tensorboard": False}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    Trainer(load_config(path), tmp_path / "run").train()
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    # the random model wins nothing: no step sample has a sibling, so the term's gate is 0 everywhere
+    assert row["teacher/context_share"] == 0.0
+    assert row["sdar/gate_mean"] == 0.0 and row["sdar/loss"] == 0.0
+    samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(g == 0.0 for s in samples for g in s["gate"])
+    # the switch is refused where it means nothing
+    with pytest.raises(ConfigError, match="applies to teacher.context=sibling"):
+        load_config(path, ["teacher.context=hint"])
+    with pytest.raises(ConfigError, match="'opsd_sampled' does not have"):
+        load_config(path, ["method=opsd_sampled"])
 
 
 def test_teacher_check_plays_each_environments_own_expert():
@@ -286,3 +329,34 @@ def test_autocast_auto_runs_bf16_only_where_the_cpu_computes_it_natively(monkeyp
     if not native:
         assert "without native bfloat16" in warnings[0].getMessage()
         assert "model.autocast=auto or none" in warnings[0].getMessage()
+
+
+def test_no_winner_skip_masks_each_row_of_a_micro_batch_by_its_own_step_sample(tmp_path):
+    from test_distributed import scripted_samples
+    from test_trainer import make_config
+
+    from sdar.trainer.trainer import Trainer
+
+    # opsd with no KL and no entropy bonus: the loss is the SDAR term alone, lambda * token_mean(g * (l_T - l))
+    config, _ = make_config(tmp_path, ["method=opsd", "loss.sdar_lambda=1.0", "loss.c_kl=0", "loss.c_ent=0",
+                                       "teacher.context=sibling"])
+    trainer = Trainer(config, tmp_path / "run")
+    samples = scripted_samples(trainer)  # trajectories 0 and 2 win: each group has a winner
+    trainer._sibling_pool = samples
+    rollout_lp = trainer._rollout_log_probs(1, samples, len(samples), {})
+    assert all(rollout_lp.teacher.has_context)
+    batch = trainer._update_batch(samples, trainer.compute_advantages(samples), rollout_lp)
+
+    def loss(micro: list[int]) -> float:
+        with torch.no_grad():
+            return float(trainer._micro_batch_loss(1, batch, micro)[0])
+
+    tokens = [len(s.response_ids) for s in samples]
+    alone = {i: loss([i]) for i in (0, 5)}  # each row's term over its own tokens
+    assert alone[0] != 0.0 and alone[5] != 0.0
+    trainer.config.teacher.no_winner = "skip"
+    rollout_lp.teacher.has_context = [i != 5 for i in range(len(samples))]
+    # the micro-batch [5, 0], not in index order: row 5 is left out, row 0's sum is divided by both rows' tokens
+    assert loss([5, 0]) == pytest.approx(alone[0] * tokens[0] / (tokens[0] + tokens[5]), rel=1e-5)
+    rollout_lp.teacher.has_context = [i != 0 for i in range(len(samples))]
+    assert loss([5, 0]) == pytest.approx(alone[5] * tokens[5] / (tokens[0] + tokens[5]), rel=1e-5)

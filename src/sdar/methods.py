@@ -300,6 +300,12 @@ class LossInputs:
     """``[B, T, V]`` teacher logits at the same positions (``opsd_jsd`` only)."""
     iteration: int = 0
     """Training iteration, for the RLSD schedule."""
+    distill_mask: Tensor | None = None
+    """0/1 or bool, ``[B, T]`` or ``[B, 1]``: where the gate of ``L_SDAR`` applies; elsewhere it
+    is 0, so those tokens add nothing to the term (still counted in its token mean, so every
+    distilled token keeps the weight ``lambda / tokens``). ``None``: every response token. The
+    trainer fills it under ``teacher.no_winner: skip``; methods whose distillation term is not
+    ``L_SDAR`` (all but sdar, grpo_opsd and opsd) refuse it."""
 
 
 def required_inputs(config: LossConfig) -> set[str]:
@@ -330,6 +336,7 @@ def distillation_gate(
     teacher_log_probs: Tensor,
     entropy: Tensor | None = None,
     teacher_entropy: Tensor | None = None,
+    keep: Tensor | None = None,
 ) -> Tensor | None:
     """The gate ``g`` that ``L_SDAR`` applies under ``config`` (sections "The SDAR term" and
     "Gate variants"); ``None`` for a method without one (its distillation term is not ``L_SDAR``).
@@ -344,6 +351,9 @@ def distillation_gate(
         teacher_log_probs: same shape, the teacher's.
         entropy, teacher_entropy: same shape, student and teacher next-token entropies; read
             only by the ``entropy`` and ``soft_or`` gates.
+        keep: 0/1 or bool, ``log_probs``' shape or ``[batch, 1]``: where the gate applies; 0
+            elsewhere (a NaN gate stays NaN). ``LossInputs.distill_mask``, from
+            ``teacher.no_winner: skip``.
 
     Returns:
         Detached gate in ``[0, 1]`` of ``log_probs``' shape (padding positions meaningless), or
@@ -354,11 +364,12 @@ def distillation_gate(
         return None
     gate = config.gate if spec.gated else "gap"
     if gate == "gap":
-        return gap_gate(log_probs, teacher_log_probs, config.beta)
-    g_entropy = entropy_gate(entropy, teacher_entropy, config.beta_entropy)
-    if gate == "entropy":
-        return g_entropy
-    return soft_or_gate(gap_gate(log_probs, teacher_log_probs, config.beta), g_entropy)
+        g = gap_gate(log_probs, teacher_log_probs, config.beta)
+    else:
+        g_entropy = entropy_gate(entropy, teacher_entropy, config.beta_entropy)
+        g = g_entropy if gate == "entropy" else soft_or_gate(gap_gate(log_probs, teacher_log_probs, config.beta),
+                                                              g_entropy)
+    return g if keep is None else g * keep.to(g.dtype)
 
 
 def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str, float]]:
@@ -404,6 +415,15 @@ def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str
     }
     check_same_shape(where, "log_probs", inputs.log_probs, **per_token)
     mask = check_mask(where, inputs.response_mask, inputs.log_probs.shape)
+    if inputs.distill_mask is not None:
+        if spec.distillation != "sdar":
+            raise ValueError(f"{where}: distill_mask sets the gate of L_SDAR, which method {config.method!r} "
+                             "does not have")
+        rows = inputs.log_probs.shape[0]
+        if inputs.distill_mask.dim() != 2 or inputs.distill_mask.shape[0] != rows or \
+                inputs.distill_mask.shape[1] not in (1, inputs.log_probs.shape[1]):
+            raise ValueError(f"{where}: distill_mask must be [{rows}, 1] or {list(inputs.log_probs.shape)}, "
+                             f"got {list(inputs.distill_mask.shape)}")
     check_finite(where, "log_probs", inputs.log_probs, mask)
 
     metrics: dict[str, Tensor] = {}
@@ -441,11 +461,11 @@ def actor_loss(config: LossConfig, inputs: LossInputs) -> tuple[Tensor, dict[str
     coef = config.distillation_coef()
     if coef > 0:
         if spec.distillation == "sdar":
+            gate = distillation_gate(config, inputs.log_probs, inputs.teacher_log_probs,
+                                     inputs.entropy, inputs.teacher_entropy, keep=inputs.distill_mask)
             term, term_metrics = sdar_loss(
                 inputs.log_probs, inputs.teacher_log_probs, mask, beta=float(config.beta),
-                gate=distillation_gate(config, inputs.log_probs, inputs.teacher_log_probs,
-                                       inputs.entropy, inputs.teacher_entropy),
-                old_log_probs=inputs.old_log_probs,
+                gate=gate, old_log_probs=inputs.old_log_probs,
             )
             metrics.update({f"sdar/{key.removeprefix('sdar_')}": v
                             for key, v in term_metrics.items()})

@@ -60,6 +60,9 @@ class StepSample:
     skill_files: tuple[str, ...] = ()
     """Skill files in the student's own prompt (Skill-GRPO / Skill-Prompt only)."""
     prompt_truncated: bool = False
+    """The student's prompt was left-truncated after dropping all history (over budget without it)."""
+    history_dropped: int = 0
+    """History pairs of the last H left out of the student's prompt to fit ``rollout.max_prompt_tokens``."""
     episode_return: float = 0.0
     won: bool = False
     score: float = 0.0
@@ -159,7 +162,7 @@ def collect_rollout(
                 prompt_ids=prompts[j].ids, response_ids=list(responses[j]), response_text=texts[j],
                 action=parsed[j].action, valid_action=env.action_valid(parsed[j], new),
                 reward=float(new.reward), skill_files=prompts[j].skill_files,
-                prompt_truncated=prompts[j].truncated,
+                prompt_truncated=prompts[j].truncated, history_dropped=prompts[j].history_dropped,
             ))
             histories[i].append((states[i].observation, parsed[j].action))
             if new.done:
@@ -188,8 +191,9 @@ def collect_rollout(
 
 def rollout_metrics(rollout: Rollout, prefix: str) -> dict[str, float]:
     """Success overall and per task type, returns, lengths, invalid-action rate, env metrics over
-    every episode played (dropped ones included); response and prompt lengths and the step-sample
-    count over the step samples kept."""
+    every episode played (dropped ones included); response and prompt lengths, the student's
+    truncated prompts and dropped history pairs, and the step-sample count over the step samples
+    kept."""
     eps = rollout.episodes + rollout.dropped_episodes
     out: dict[str, float] = {}
     if not eps:
@@ -214,6 +218,7 @@ def rollout_metrics(rollout: Rollout, prefix: str) -> dict[str, float]:
         out[f"{prefix}/response_length"] = sum(len(s.response_ids) for s in rollout.samples) / len(rollout.samples)
         out[f"{prefix}/prompt_length"] = sum(len(s.prompt_ids) for s in rollout.samples) / len(rollout.samples)
         out[f"{prefix}/prompt_truncated"] = float(sum(s.prompt_truncated for s in rollout.samples))
+        out[f"{prefix}/history_dropped"] = float(sum(s.history_dropped for s in rollout.samples))
         out[f"{prefix}/step_samples"] = float(len(rollout.samples))
     return out
 

@@ -132,6 +132,13 @@ class TeacherConfig:
     (the environment's per-state hint, e.g. ``toy_panels``), or ``sibling`` (the actions of a
     successful trajectory of the same group, as SDPO's self-teacher; none when no copy won).
     Validation with skills and Skill-GRPO students always use the skills."""
+    no_winner: Literal["self", "skip"] = "self"
+    """With ``context: sibling``, the step samples of a group that no copy won (no context to
+    read): ``self`` scores them on the student's own prompt (gap about 0, so the gate is about 0.5
+    and the term is noise with no expected direction; docs/algorithm.md, "When the teacher adds
+    nothing"); ``skip`` sets their gate to 0, so the distillation term leaves them out (as SDPO
+    masks its self-distillation loss where a group has no solution). Methods with the gated term
+    only (sdar, grpo_opsd, opsd)."""
     student_layout: Literal["prefix", "system", "user"] | None = None
     """Where a student that sees skills (Skill-GRPO, Skill-Prompt, ``eval.with_skills``) reads them,
     as ``layout`` (None: the same as ``layout``). The released code opens the user message with
@@ -335,6 +342,13 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError("rollout.filter_groups drops groups whose episode returns are all equal, which a group "
                           f"of rollout.group_size={config.rollout.group_size} always is; use group_size >= 2")
     check_env(config.env)
+    if config.teacher.no_winner == "skip":
+        if config.teacher.context != "sibling":
+            raise ConfigError(f"teacher.no_winner=skip applies to teacher.context=sibling (every step sample has "
+                              f"a {config.teacher.context} context); remove it or use context=sibling")
+        if config.loss.spec.distillation != "sdar":
+            raise ConfigError(f"teacher.no_winner=skip sets the gate of the SDAR term to 0, which method "
+                              f"{config.loss.method!r} does not have; use sdar, grpo_opsd or opsd, or no_winner=self")
     if (config.env.action_rule == "released" and config.env.prompt_mode == "action_only"
             and config.env.name in ("alfworld", "webshop")):
         raise ConfigError(

@@ -15,7 +15,8 @@ The privileged context (``teacher.context``):
 * ``sibling``: the actions of a successful trajectory of the same group (the self-teacher of SDPO,
   arXiv 2601.20802): another winner of the group when there is one, else the sample's own
   trajectory when it won. A step sample whose group has no winner gets no context: its teacher
-  prompt is the student prompt, so its gap is about 0 (gate 0.5).
+  prompt is the student prompt, so its gap is about 0 (gate 0.5), unless ``teacher.no_winner:
+  skip`` leaves it out of the distillation term (:attr:`TeacherScores.has_context`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class TeacherScores:
     history_dropped: int
     """History pairs dropped in total."""
     distinct_skill_texts: int
+    has_context: list[bool]
+    """Per step sample: whether a context was chosen for its teacher prompt (False: a ``sibling``
+    step sample of a group without a winner, scored on the student's own prompt). With
+    ``teacher.on_overflow: truncate_left`` the chosen context may still be cut from the prompt."""
 
 
 CONTEXTS = ("skills", "hint", "sibling")
@@ -107,7 +112,12 @@ def teacher_prompts(builder: PromptBuilder, samples: list[StepSample], context: 
     """The teacher's prompt of every step sample: its state and history with the privileged
     ``context`` (:func:`teacher_contexts`) in ``builder``'s teacher layout, within
     ``max_prompt_tokens`` (``on_overflow`` as ``teacher.on_overflow``)."""
-    contexts = teacher_contexts(context, builder, samples, group_samples)
+    return _build(builder, samples, teacher_contexts(context, builder, samples, group_samples), max_prompt_tokens,
+                  on_overflow)
+
+
+def _build(builder: PromptBuilder, samples: list[StepSample], contexts: list[SkillSelection], max_prompt_tokens: int,
+           on_overflow: str) -> list[PromptIds]:
     return [builder.build(s.state, s.history, max_prompt_tokens, with_skills=True, on_overflow=on_overflow,
                           context=c) for s, c in zip(samples, contexts)]
 
@@ -120,7 +130,8 @@ def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], 
     """Score every step sample's response under the context-conditioned teacher prompt
     (``context``: one of :data:`CONTEXTS`; ``group_samples`` as in :func:`teacher_contexts`), from
     ``log_softmax(logits / temperature)`` (1: the model's own distribution)."""
-    prompts = teacher_prompts(builder, samples, context, max_prompt_tokens, on_overflow, group_samples)
+    contexts = teacher_contexts(context, builder, samples, group_samples)
+    prompts = _build(builder, samples, contexts, max_prompt_tokens, on_overflow)
     by_prefix: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, p in enumerate(prompts):
         by_prefix[tuple(p.prefix_ids)].append(i)
@@ -144,4 +155,5 @@ def teacher_log_probs(model, builder: PromptBuilder, samples: list[StepSample], 
         truncated=sum(p.history_dropped > 0 or p.truncated for p in prompts),
         history_dropped=sum(p.history_dropped for p in prompts),
         distinct_skill_texts=len(by_prefix),
+        has_context=[bool(c.text) for c in contexts],
     )

@@ -825,10 +825,13 @@ class Trainer:
             group_samples=self._sibling_pool, temperature=self.score_temperature,
         )
         metrics["timing/teacher_s"] = time.perf_counter() - t0
-        parts = all_gather_objects(self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files))
-        skill_files = [files for _, _, part in parts for files in part]
+        parts = all_gather_objects(self.dist, (teacher.truncated, teacher.history_dropped, teacher.skill_files,
+                                               teacher.has_context))
+        skill_files = [files for _, _, part, _ in parts for files in part]
+        has_context = [flag for *_, part in parts for flag in part]
         metrics["teacher/truncated"] = float(sum(p[0] for p in parts))
         metrics["teacher/history_dropped"] = float(sum(p[1] for p in parts))
+        metrics["teacher/context_share"] = sum(has_context) / max(len(has_context), 1)
         # across ranks the skill text is told apart by its files (one text per file combination)
         metrics["teacher/distinct_skill_texts"] = float(
             teacher.distinct_skill_texts if not self.dist.enabled else len(set(skill_files)))
@@ -840,12 +843,14 @@ class Trainer:
                      rollout_lp: RolloutLogProbs) -> list[torch.Tensor] | None:
         """The gate ``L_SDAR`` applies to each step sample's tokens under the rollout-time weights
         (at the first optimizer step of the iteration the policy still has them), from
-        :func:`sdar.methods.distillation_gate` with the configured ``loss.gate``; ``None`` for a
-        method without a gate. A step sample whose old log-probs are missing (its optimizer step
-        was skipped) gets NaN."""
+        :func:`sdar.methods.distillation_gate` with the configured ``loss.gate`` (0 on a step
+        sample without a context under ``teacher.no_winner: skip``); ``None`` for a method without
+        a gate. A step sample whose old log-probs are missing (its optimizer step was skipped)
+        gets NaN."""
         if rollout_lp.teacher is None:
             return None
         teacher, old_entropy = rollout_lp.teacher, rollout_lp.old_entropy
+        skip = self.config.teacher.no_winner == "skip"
         gates = []
         for i, sample in enumerate(samples):
             n = len(sample.response_ids)
@@ -853,6 +858,7 @@ class Trainer:
                 self.config.loss, _row_or_nan(rollout_lp.old_log_probs[i], n), teacher.log_probs[i][None],
                 _row_or_nan(old_entropy[i], n) if old_entropy is not None else None,
                 teacher.entropy[i][None] if teacher.entropy is not None else None,
+                keep=torch.tensor([[teacher.has_context[i]]]) if skip else None,
             )
             if gate is None:
                 return None
@@ -1115,6 +1121,8 @@ class Trainer:
             inputs["ref_log_probs"] = dev(pad_rows([ref_lp[i] for i in micro], width))
         if teacher is not None:
             inputs["teacher_log_probs"] = dev(pad_rows([teacher.log_probs[i] for i in micro], width))
+            if self.config.teacher.no_winner == "skip":
+                inputs["distill_mask"] = dev(torch.tensor([[teacher.has_context[i]] for i in micro]))
             if teacher.entropy is not None:
                 inputs["teacher_entropy"] = dev(pad_rows([teacher.entropy[i] for i in micro], width))
         if want_logits:
