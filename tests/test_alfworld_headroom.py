@@ -196,6 +196,30 @@ def test_a_restart_from_scratch_never_hides_the_longer_committed_record_and_is_c
     assert (committed / "earlier" / "metrics.jsonl").read_text() == moved
 
 
+def test_a_metric_added_to_the_trainer_between_two_starts_is_not_a_difference(headroom):
+    earlier = _rows([0.5, 0.4, 0.3], 7.0)
+    here = [{**r, "train/history_dropped": 0.0} for r in _rows([0.5, 0.4], 9.0)]  # logged since the restart only
+    assert headroom.same_iterations(earlier, here) == (2, None)
+    # a value both log still counts, wherever it differs
+    here[1]["actor/loss"] = 0.41
+    assert headroom.same_iterations(earlier, here) == (2, 2)
+    # a metric both log somewhere but one of them skipped at an iteration is a difference there
+    earlier = [{**r, "val/success": 0.25} for r in _rows([0.5, 0.4, 0.3], 7.0)]
+    here = [{**r, "val/success": 0.25} for r in _rows([0.5, 0.4], 9.0)]
+    del here[1]["val/success"]
+    assert headroom.same_iterations(earlier, here) == (2, 2)
+
+
+def test_a_warm_start_check_ignores_metrics_logged_since_the_committed_record_only(headroom):
+    committed = {"warm_start_sha256": "aa", "success": 0.25, "metrics": {"val/success": 0.25, "val/won": 0.25}}
+    fresh = {**committed, "metrics": {**committed["metrics"], "val/history_dropped": 0.0}}
+    headroom.check_same_start(fresh, committed)  # the new metric alone: the same warm start
+    with pytest.raises(SystemExit, match=r"differs from the one the committed runs started from \(metrics\)"):
+        headroom.check_same_start({**fresh, "metrics": {"val/success": 0.25, "val/won": 0.2}}, committed)
+    with pytest.raises(SystemExit, match=r"\(warm_start_sha256\)"):
+        headroom.check_same_start({**fresh, "warm_start_sha256": "bb"}, committed)
+
+
 def test_summary_labels_a_run_restarted_from_scratch_with_its_comparison(headroom):
     start = {"success": 0.125, "num_tasks": 48}
     run = {"run": "grpo-a-seed0", "finished": False, "iterations_done": 24, "gain": None,
