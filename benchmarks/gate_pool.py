@@ -52,21 +52,23 @@ class PoolError(ValueError):
     """The folders given do not describe the same study."""
 
 
-def read_study(folder: Path) -> dict:
+def read_study(folder: Path, script: str = "gate_study.py") -> dict:
+    """``folder``'s ``summary.json``, written by ``benchmarks/<script> --out folder``."""
     path = folder / "summary.json"
     if not path.is_file():
-        raise PoolError(f"{folder}: no summary.json (run benchmarks/gate_study.py --out {folder} first)")
+        raise PoolError(f"{folder}: no summary.json (run benchmarks/{script} --out {folder} first)")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def check_same(studies: dict[str, dict]) -> None:
-    """Raise :class:`PoolError` naming the first field where a folder differs from the first one."""
+def check_same(studies: dict[str, dict], same: tuple[str, ...] = SAME, same_start: tuple[str, ...] = SAME_START) -> None:
+    """Raise :class:`PoolError` naming the first field of ``same`` (the summary's) or ``same_start``
+    (its warm start's, ``before_rl``) where a folder differs from the first one."""
     (first_name, first), *rest = studies.items()
     for name, study in rest:
-        for key in SAME:
+        for key in same:
             if study.get(key) != first.get(key):
                 raise PoolError(f"{name}: {key} {study.get(key)!r} differs from {first_name}'s {first.get(key)!r}")
-        for key in SAME_START:
+        for key in same_start:
             if study["before_rl"].get(key) != first["before_rl"].get(key):
                 raise PoolError(f"{name}: warm start {key} {study['before_rl'].get(key)!r} differs from "
                                 f"{first_name}'s {first['before_rl'].get(key)!r}")
@@ -144,13 +146,15 @@ def summary_markdown(summary: dict) -> str:
         table(summary)])
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with the part between :data:`MARK_START` and :data:`MARK_END` replaced by ``block``."""
-    if text.count(MARK_START) != 1 or text.count(MARK_END) != 1 or text.index(MARK_START) > text.index(MARK_END):
-        raise PoolError(f"expected one {MARK_START} ... {MARK_END} block")
-    head, rest = text.split(MARK_START)
-    _, tail = rest.split(MARK_END)
-    return f"{head}{MARK_START}\n{block}{MARK_END}{tail}"
+def replace_block(text: str, block: str, marks: tuple[str, str] = (MARK_START, MARK_END)) -> str:
+    """``text`` with the part between the two ``marks`` (default :data:`MARK_START` and
+    :data:`MARK_END`) replaced by ``block``."""
+    start, end = marks
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise PoolError(f"expected one {start} ... {end} block")
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{block}{end}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:

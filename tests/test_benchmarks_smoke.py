@@ -55,8 +55,8 @@ SCRIPTS = {
 LEARNING = "learning.py"
 # grids with their own tests below (their --out is a folder)
 GRIDS = {"gate_study.py", "teacher_check_grid.py", "alfworld_headroom.py"}
-# reads committed result folders and trains nothing (tests/test_gate_pool.py)
-REPORTS = {"gate_pool.py"}
+# read committed result folders and train nothing (tests/test_gate_pool.py, tests/test_alfworld_pool.py)
+REPORTS = {"gate_pool.py", "alfworld_pool.py"}
 
 pytestmark = pytest.mark.slow
 
