@@ -1,5 +1,6 @@
 """What every side-by-side benchmark records besides its numbers: the machine and the result file;
-and the peak-memory reading that the memory benchmarks share."""
+the peak-memory reading that the memory benchmarks share; and how the grids run their runs
+(:func:`run_logged`, :func:`run_lanes`) and stop them cleanly on SIGINT / SIGTERM."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import os
 import platform
 import resource
+import signal
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,11 +65,95 @@ def lane_threads(default: int = 1) -> int:
     return threads
 
 
+class Stopped(SystemExit):
+    """A grid stopped by SIGINT / SIGTERM (:func:`stop_on_signals`): raised where a run it was
+    waiting for exited after the signal, and by :func:`run_lanes` once its lanes are done; exits
+    with status 128 + the signal's number, as a process killed by it would."""
+
+
+_STOP_SIGNAL: list[int] = []  # the first stop signal this process received, once it has
+_CHILDREN: set[subprocess.Popen] = set()  # the runs run_logged is waiting for, in any lane
+_CHILDREN_LOCK = threading.RLock()  # re-entrant: the signal handler runs on the main thread, maybe inside
+
+
+def stop_on_signals() -> None:
+    """From now on SIGINT (Ctrl-C) and SIGTERM stop this grid cleanly instead of killing it at once:
+    each signal is passed on once to every run it is waiting for (``sdar train`` then stops after its
+    current step and saves a checkpoint; a second signal aborts it, as a second Ctrl-C does), and
+    no run starts after the first (:func:`run_lanes`); rerunning the same command continues. Its
+    runs live in their own sessions (:func:`run_logged`), so a terminal's Ctrl-C or a signal to the
+    grid's process group reaches each of them once, through the grid. Call from the main thread;
+    calling again changes nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is _on_stop_signal:
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _on_stop_signal)
+
+
+def _on_stop_signal(signum, frame) -> None:
+    first = not _STOP_SIGNAL
+    if first:
+        _STOP_SIGNAL.append(signum)
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signum)
+    name = signal.Signals(signum).name
+    if first:
+        print(f"{name}: {len(children)} running run(s) stop after their current step and save a checkpoint, no "
+              f"new run starts (a second signal aborts them); rerun the same command to continue", flush=True)
+    else:
+        print(f"{name} again: the running runs abort without a checkpoint for their current iteration", flush=True)
+
+
+def stopping() -> bool:
+    """Whether this grid received a stop signal (:func:`stop_on_signals`)."""
+    return bool(_STOP_SIGNAL)
+
+
+def stopped_exit() -> Stopped:
+    """The :class:`Stopped` exception for the signal that stopped this grid."""
+    return Stopped(128 + _STOP_SIGNAL[0])
+
+
+def run_lanes(fn: Callable, items: list, jobs: int) -> list:
+    """``[fn(item) for item in items]`` in ``jobs`` lanes (threads, each waiting for the run that
+    ``fn`` starts with :func:`run_logged`), in order, stopping cleanly on SIGINT / SIGTERM
+    (:func:`stop_on_signals`): an item whose lane frees up after the signal does not start (its
+    result is None), and once the running ones have saved their checkpoints :class:`Stopped` ends
+    the grid before anything else (tables included) happens."""
+    stop_on_signals()
+
+    def lane(item):
+        if stopping():
+            return None
+        try:
+            return fn(item)
+        except Stopped:
+            return None
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(lane, items))
+    if stopping():
+        raise stopped_exit()
+    return results
+
+
 def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseException] = RuntimeError,
                echo: bool = False) -> None:
     """Run ``cmd`` in ``cwd`` with its output appended to ``log_path`` (after a ``$ cmd`` line;
     ``echo`` also prints that line). When it fails, raise ``error`` (``SystemExit`` ends a script,
-    ``RuntimeError`` lets a grid go on with its other runs) naming the command and the log's end."""
+    ``RuntimeError`` lets a grid go on with its other runs) naming the command and the log's end;
+    when it exits after a stop signal (:func:`stop_on_signals`, installed here from the main
+    thread), raise :class:`Stopped` instead. The command runs in its own session, so signals reach
+    it only through this process, once each; a grid killed with SIGKILL leaves it running to its
+    end (``sdar train`` refuses a second process in the same run folder)."""
+    stop_on_signals()
+    if stopping():
+        raise stopped_exit()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     line = "$ " + " ".join(cmd)
     if echo:
@@ -73,10 +161,19 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
     with log_path.open("a", encoding="utf-8") as log:
         log.write(f"\n{line}\n")
         log.flush()
-        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, check=False)
-    if done.returncode != 0:
+        with _CHILDREN_LOCK:
+            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+            _CHILDREN.add(child)
+        try:
+            returncode = child.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(child)
+    if returncode != 0 and stopping():
+        raise stopped_exit()
+    if returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-        raise error(f"command failed ({done.returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
+        raise error(f"command failed ({returncode}): {' '.join(cmd)}\n--- {log_path} (end) ---\n{tail}")
 
 
 def code_commit(root: Path | None = None) -> str:

@@ -49,7 +49,8 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    groups with advantage spread, clip fraction, KL to the warm start, entropy, optimizer steps per
    iteration), ``curves.png`` and each run's config and metrics under ``runs/``.
 
-Resumable like the gate study (``gate_study.train_one``): finished runs are skipped, interrupted
+Stopped cleanly by Ctrl-C or SIGTERM (``_results.run_lanes``: each running run saves a checkpoint,
+no new run starts). Resumable like the gate study (``gate_study.train_one``): finished runs are skipped, interrupted
 ones resumed from their last checkpoint; on another machine the warm start is remade and compared
 with the committed one (weights digest) before the committed runs count, and its committed passes
 are kept. An unfinished run whose checkpoints stayed on another machine starts again from scratch;
@@ -75,7 +76,6 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import lane_threads
+from _results import lane_threads, run_lanes
 from gate_study import (
     RECORD_FILES,
     _commit,
@@ -639,8 +639,7 @@ def main(argv: list[str] | None = None) -> int:
                 msg = f"{name}-seed{seed}: FAILED"
             print(msg, flush=True)
 
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, [None, *items] if start_passes else items))
+        run_lanes(one, [None, *items] if start_passes else items, args.jobs)
 
     # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)
     search_runs = [(f"grpo-{s}", ["method=grpo", *o], 0) for s, o in search if args.setting in (None, s)]

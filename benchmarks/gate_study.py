@@ -44,7 +44,6 @@ import shutil
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from _results import code_commit as _commit  # benchmarks/_results.py
-from _results import lane_threads, run_logged
+from _results import lane_threads, run_lanes, run_logged
 
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)
@@ -471,8 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 msg = f"{name}-seed{seed}: FAILED"
             print(msg, flush=True)
 
-        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(one, planned))
+        run_lanes(one, planned, args.jobs)
     # the tables cover the whole grid (every seed of SEEDS), whichever part this call trained
     seeds = sorted(set(SEEDS) | set(args.seeds))
     total = len(RUNS) * len(seeds)

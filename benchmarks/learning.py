@@ -55,13 +55,12 @@ import re
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import run_logged  # benchmarks/_results.py
+from _results import run_lanes, run_logged  # benchmarks/_results.py
 
 CONFIGS = ROOT / "configs" / "bench"
 GRID = {
@@ -377,8 +376,7 @@ def train_grid(planned: list[tuple], jobs: int) -> dict:
         except (SystemExit, OSError, ValueError) as err:  # run(): SystemExit with the log end
             return err
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        outcomes = list(pool.map(one, planned))
+    outcomes = run_lanes(one, planned, jobs)
     return {args[:3]: outcome for args, outcome in zip(planned, outcomes)}
 
 

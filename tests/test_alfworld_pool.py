@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import alfworld_pool  # noqa: E402
+import alfworld_pool
 
 
 def _run(arm: str, seed: int, gain: float | None, gain_passes: float | None, finished: bool = True) -> dict:
@@ -44,10 +44,9 @@ def test_pool_counts_finished_seeds_only_and_the_target_by_both_measures():
     studies = {
         "a": _study([_run("grpo", 0, 0.10, 0.16), _run("grpo", 1, 0.17, 0.22),
                      _run("grpo", 2, None, None, finished=False), _run("sdar-sibling-l1", 0, -0.29, -0.22)],
-                    "aa" * 32, {"grpo-lr1e-4-seed0": ["trained 2026-12-04 22:08:06: AMD EPYC (AVX512, bfloat16 "
-                                                      "native), 1 thread(s)",
-                                                      "resumed 2026-12-05 00:42:43: AMD EPYC (AVX512, bfloat16 "
-                                                      "native), 1 thread(s)"]}),
+                    "aa" * 32, {"grpo-lr1e-4-seed0": [
+                        "trained 2026-12-04 22:08:06: AMD EPYC (AVX512, bfloat16 native), 1 thread(s)",
+                        "resumed 2026-12-05 00:42:43: AMD EPYC (AVX512, bfloat16 native), 1 thread(s)"]}),
         "b": _study([_run("grpo", 0, 0.15, 0.14)], "bb" * 32),
     }
     alfworld_pool.check_same(studies, alfworld_pool.SAME, alfworld_pool.SAME_START)
@@ -72,8 +71,8 @@ def test_pool_counts_finished_seeds_only_and_the_target_by_both_measures():
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells == ["grpo", "s0 +16.0 / s1 +22.0", "s0 +14.0", "3", "2 / 2",
                      f"+{100 * grpo['gain_passes']['mean']:.1f} +- {100 * grpo['gain_passes']['std']:.1f}",
-                     f"+{100 * grpo['gain_last_validation']['mean']:.1f} +- "
-                     f"{100 * grpo['gain_last_validation']['std']:.1f}"]
+                     (f"+{100 * grpo['gain_last_validation']['mean']:.1f} +- "
+                      f"{100 * grpo['gain_last_validation']['std']:.1f}")]
     sdar = next(x for x in text.splitlines() if x.startswith("| sdar-sibling-l1 |"))
     assert [c.strip() for c in sdar.strip("|").split("|")] == ["sdar-sibling-l1", "s0 -22.0", "-", "1", "0 / 0",
                                                                 "-22.0", "-29.0"]

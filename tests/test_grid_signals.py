@@ -1,0 +1,143 @@
+"""A grid stopped by SIGINT / SIGTERM (``benchmarks/_results.py``: ``run_logged``, ``run_lanes``):
+real signals sent to a real grid process whose lanes wait for real child processes.
+
+Each child stands for ``sdar train``: it records every signal it receives, then exits the way the
+trainer does after saving its checkpoint (status 128 + signal). The grid runs 3 of them in 2 lanes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = """\
+import signal, sys, time
+from pathlib import Path
+
+marker = Path(sys.argv[1])
+received = []
+
+def record(signum, frame):
+    with marker.open("a") as f:
+        f.write(signal.Signals(signum).name + "\\n")
+    received.append(signum)
+
+signal.signal(signal.SIGTERM, record)
+signal.signal(signal.SIGINT, record)
+marker.with_suffix(".ready").write_text(str(__import__("os").getpid()))
+deadline = time.time() + 60
+while not received and time.time() < deadline:
+    time.sleep(0.02)
+time.sleep(0.5)  # the checkpoint; a second signal arriving now is recorded too
+sys.exit(128 + received[0] if received else 0)
+"""
+
+GRID = """\
+import sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[2])
+from _results import run_lanes, run_logged
+
+tmp = Path(sys.argv[1])
+
+def one(i):
+    run_logged([sys.executable, str(tmp / "child.py"), str(tmp / f"run{i}.signals")], tmp / "grid.log", tmp)
+    return i
+
+print("results", run_lanes(one, [0, 1, 2], 2), flush=True)
+"""
+
+
+def _start_grid(tmp_path: Path) -> subprocess.Popen:
+    (tmp_path / "child.py").write_text(CHILD, encoding="utf-8")
+    (tmp_path / "grid.py").write_text(GRID, encoding="utf-8")
+    # its own session, so that signalling its process group reaches nothing of pytest's
+    return subprocess.Popen([sys.executable, str(tmp_path / "grid.py"), str(tmp_path), str(ROOT / "benchmarks")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _wait_for(paths: list[Path], grid: subprocess.Popen, seconds: float = 60.0) -> None:
+    deadline = time.time() + seconds
+    while not all(p.exists() for p in paths):
+        assert grid.poll() is None, grid.communicate()[0]
+        assert time.time() < deadline, "the grid's runs did not start"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM to the grid", "SIGINT to its process group (a terminal's Ctrl-C)"])
+def test_a_stop_signal_reaches_each_running_run_once_and_starts_nothing_new(tmp_path, signum, to_group):
+    grid = _start_grid(tmp_path)
+    ready = [tmp_path / "run0.ready", tmp_path / "run1.ready"]
+    _wait_for(ready, grid)
+    if to_group:
+        os.killpg(grid.pid, signum)
+    else:
+        grid.send_signal(signum)
+    out, _ = grid.communicate(timeout=60)
+    name = signal.Signals(signum).name
+    assert grid.returncode == 128 + signum, out
+    # both running runs got the signal exactly once (the runs live in their own sessions: a group
+    # signal reaches them only through the grid) and ended before the grid did
+    for i in (0, 1):
+        assert (tmp_path / f"run{i}.signals").read_text() == name + "\n"
+        assert not _alive(int((tmp_path / f"run{i}.ready").read_text()))
+    # the third run never started, and nothing after the lanes ran
+    assert not (tmp_path / "run2.ready").exists()
+    assert "results" not in out
+    assert f"{name}: 2 running run(s) stop after their current step" in out
+    assert "rerun the same command to continue" in out
+
+
+def test_a_second_signal_is_passed_on_too_so_the_runs_abort(tmp_path):
+    grid = _start_grid(tmp_path)
+    _wait_for([tmp_path / "run0.ready", tmp_path / "run1.ready"], grid)
+    grid.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    grid.send_signal(signal.SIGTERM)
+    out, _ = grid.communicate(timeout=60)
+    assert grid.returncode == 128 + signal.SIGTERM, out
+    for i in (0, 1):
+        assert (tmp_path / f"run{i}.signals").read_text() == "SIGTERM\nSIGTERM\n"
+    assert "SIGTERM again" in out
+
+
+@pytest.fixture
+def pytest_signal_handlers():
+    """run_lanes installs its stop handlers in this (pytest's) process: put pytest's back after."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_without_a_signal_every_run_runs_and_a_failure_still_names_the_log(tmp_path, pytest_signal_handlers):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _results import run_lanes, run_logged
+
+    def one(i):
+        code = "import sys; print('ran', sys.argv[1]); sys.exit(int(sys.argv[1] == '1'))"
+        run_logged([sys.executable, "-c", code, str(i)], tmp_path / f"run{i}.log", tmp_path)
+        return i
+
+    assert run_lanes(lambda i: one(i) if i != 1 else i, [0, 1, 2], 2) == [0, 1, 2]
+    assert [(tmp_path / f"run{i}.log").read_text().splitlines()[-1] for i in (0, 2)] == ["ran 0", "ran 2"]
+    with pytest.raises(RuntimeError, match=r"(?s)command failed \(1\).*run1\.log \(end\).*ran 1"):
+        one(1)
