@@ -36,8 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import write_result  # benchmarks/_results.py
-from gate_pool import PoolError, check_same, read_study, replace_block
+from gate_pool import PoolError, check_same, read_studies, write_pool
 from gate_study import mean_std
 
 # the committed replicates of the reader regime, in the order they were made
@@ -147,24 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     folders = [Path(p) for p in args.folders] if args.folders else [ROOT / "benchmarks" / "results" / f
                                                                      for f in FOLDERS]
     try:
-        studies = {f.name: read_study(f, "alfworld_headroom.py --regime reader") for f in folders}
-        if len(studies) != len(folders):
-            raise PoolError("two folders of the same name: pool folders with different names")
+        studies = read_studies(folders, "alfworld_headroom.py --regime reader")
         check_same(studies, SAME, SAME_START)
         if any(s["regime"] != "reader" for s in studies.values()):
             raise PoolError("only folders of the reader regime pool here")
     except PoolError as err:
         parser.error(str(err))
     summary = pool(studies)
-    out = ROOT / args.out
-    out.mkdir(parents=True, exist_ok=True)
-    write_result(summary, out / "summary.json")
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
-    if args.readme:
-        readme = ROOT / "README.md"
-        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), table(summary), MARKS), encoding="utf-8")
-    print(table(summary), end="")
-    print(f"written to {out}" + (" and README.md" if args.readme else ""))
+    write_pool(summary, ROOT / args.out, table(summary), summary_markdown(summary), args.readme, MARKS)
     return 0
 
 

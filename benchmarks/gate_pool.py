@@ -166,23 +166,35 @@ def main(argv: list[str] | None = None) -> int:
     folders = [Path(p) for p in args.studies] if args.studies else [ROOT / "benchmarks" / "results" / s
                                                                       for s in STUDIES]
     try:
-        studies = {f.name: read_study(f) for f in folders}
-        if len(studies) != len(folders):
-            raise PoolError("two folders of the same name: pool folders with different names")
+        studies = read_studies(folders)
         check_same(studies)
     except PoolError as err:
         parser.error(str(err))
     summary = pool(studies)
-    out = ROOT / args.out
+    write_pool(summary, ROOT / args.out, table(summary), summary_markdown(summary), args.readme)
+    return 0
+
+
+def read_studies(folders: list[Path], script: str = "gate_study.py") -> dict[str, dict]:
+    """Each folder's ``summary.json`` (:func:`read_study`) by folder name; two folders of one name refused."""
+    studies = {f.name: read_study(f, script) for f in folders}
+    if len(studies) != len(folders):
+        raise PoolError("two folders of the same name: pool folders with different names")
+    return studies
+
+
+def write_pool(summary: dict, out: Path, table_text: str, markdown: str, readme: bool,
+               marks: tuple[str, str] = (MARK_START, MARK_END)) -> None:
+    """Write a pool's ``summary.json`` and ``summary.md`` into ``out``, with ``readme`` also README.md's
+    block between ``marks`` (:func:`replace_block`), and print its table."""
     out.mkdir(parents=True, exist_ok=True)
     write_result(summary, out / "summary.json")
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
-    if args.readme:
-        readme = ROOT / "README.md"
-        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), table(summary)), encoding="utf-8")
-    print(table(summary), end="")
-    print(f"written to {out}" + (" and README.md" if args.readme else ""))
-    return 0
+    (out / "summary.md").write_text(markdown, encoding="utf-8")
+    if readme:
+        path = ROOT / "README.md"
+        path.write_text(replace_block(path.read_text(encoding="utf-8"), table_text, marks), encoding="utf-8")
+    print(table_text, end="")
+    print(f"written to {out}" + (" and README.md" if readme else ""))
 
 
 if __name__ == "__main__":

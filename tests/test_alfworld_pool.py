@@ -124,8 +124,7 @@ def test_main_writes_the_pool_and_reads_back(tmp_path):
 
 def test_readme_block_and_committed_pool_are_what_the_committed_folders_give():
     """Hand edits, or a replicate folder updated without rerunning ``alfworld_pool.py --readme``, fail here."""
-    studies = {name: alfworld_pool.read_study(ROOT / "benchmarks" / "results" / name)
-               for name in alfworld_pool.FOLDERS}
+    studies = alfworld_pool.read_studies([ROOT / "benchmarks" / "results" / name for name in alfworld_pool.FOLDERS])
     alfworld_pool.check_same(studies, alfworld_pool.SAME, alfworld_pool.SAME_START)
     summary = alfworld_pool.pool(studies)
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
