@@ -66,62 +66,80 @@ def lane_threads(default: int = 1) -> int:
 
 
 class Stopped(SystemExit):
-    """A grid stopped by SIGINT / SIGTERM (:func:`stop_on_signals`): raised where a run it was
-    waiting for exited after the signal, and by :func:`run_lanes` once its lanes are done; exits
-    with status 128 + the signal's number, as a process killed by it would."""
+    """A grid stopped by a stop signal (:func:`stop_on_signals`): raised where a run it was waiting
+    for exited after the signal, where a run was about to start, by :func:`run_lanes` once its
+    lanes are done, and by the signal itself when the grid was running no run (its own work then
+    stops at once); exits with status 128 + the signal's number, as a process killed by it would."""
 
 
-_STOP_SIGNAL: list[int] = []  # the first stop signal this process received, once it has
-_CHILDREN: set[subprocess.Popen] = set()  # the runs run_logged is waiting for, in any lane
-_CHILDREN_LOCK = threading.RLock()  # re-entrant: the signal handler runs on the main thread, maybe inside
+_RECEIVED: list[int] = []  # every stop signal this process received, in order
+_CHILDREN: dict[subprocess.Popen, int] = {}  # the runs run_logged waits for -> how many of _RECEIVED each got
+_LAUNCHING: list[int] = []  # one entry per run_logged call between its last check and its run's registration
+# re-entrant: the signal handler runs on the main thread, which may hold it (a run_logged call there)
+_CHILDREN_LOCK = threading.RLock()
+# SIGHUP (the terminal closed) stops a grid as SIGTERM does, unless it is ignored (nohup)
+_HANGUP_AS = {signal.SIGHUP: signal.SIGTERM}
 
 
 def stop_on_signals() -> None:
-    """From now on SIGINT (Ctrl-C) and SIGTERM stop this grid cleanly instead of killing it at once:
-    each signal is passed on once to every run it is waiting for (``sdar train`` then stops after its
-    current step and saves a checkpoint; a second signal aborts it, as a second Ctrl-C does), and
-    no run starts after the first (:func:`run_lanes`); rerunning the same command continues. Its
-    runs live in their own sessions (:func:`run_logged`), so a terminal's Ctrl-C or a signal to the
-    grid's process group reaches each of them once, through the grid. Call from the main thread;
-    calling again changes nothing."""
+    """From now on SIGINT (Ctrl-C), SIGTERM and SIGHUP (unless ignored, as under ``nohup``) stop this
+    grid cleanly instead of killing it at once: each signal is passed on once to every run it is
+    waiting for (SIGHUP as SIGTERM; ``sdar train`` then stops after its current step and saves a
+    checkpoint, and a second signal aborts it, as a second Ctrl-C does), no run starts after the
+    first (:func:`run_lanes`), and when no run is running the grid stops at once (:class:`Stopped`);
+    rerunning the same command continues. Its runs live in their own sessions (:func:`run_logged`),
+    so a terminal's Ctrl-C or a signal to the grid's process group reaches each of them once,
+    through the grid. Call from the main thread; calling again changes nothing."""
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGTERM) is _on_stop_signal:
         return
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signum == signal.SIGHUP and signal.getsignal(signum) == signal.SIG_IGN:
+            continue
         signal.signal(signum, _on_stop_signal)
 
 
-def _on_stop_signal(signum, frame) -> None:
-    first = not _STOP_SIGNAL
-    if first:
-        _STOP_SIGNAL.append(signum)
-    with _CHILDREN_LOCK:
-        children = list(_CHILDREN)
-    for child in children:
+def _catch_up(child: subprocess.Popen) -> None:
+    """Send ``child`` the stop signals it has not been sent yet (call with the lock held)."""
+    while _CHILDREN[child] < len(_RECEIVED):
         if child.poll() is None:
-            child.send_signal(signum)
+            child.send_signal(_HANGUP_AS.get(_RECEIVED[_CHILDREN[child]], _RECEIVED[_CHILDREN[child]]))
+        _CHILDREN[child] += 1
+
+
+def _on_stop_signal(signum, frame) -> None:
+    with _CHILDREN_LOCK:
+        _RECEIVED.append(signum)
+        alive = [child for child in _CHILDREN if child.poll() is None]
+        for child in _CHILDREN:
+            _catch_up(child)
+        launching = bool(_LAUNCHING)
     name = signal.Signals(signum).name
-    if first:
-        print(f"{name}: {len(children)} running run(s) stop after their current step and save a checkpoint, no "
-              f"new run starts (a second signal aborts them); rerun the same command to continue", flush=True)
+    if not alive and not launching:  # the grid's own work (demonstrations, tables): nothing to wait for
+        # os.write: print() may be in use on this thread at this very moment
+        os.write(2, f"{name}: stopped; rerun the same command to continue\n".encode())
+        raise stopped_exit()
+    if len(_RECEIVED) == 1:
+        os.write(2, f"{name}: {len(alive)} running run(s) stop after their current step and save a checkpoint, no "
+                    f"new run starts (a second signal aborts them); rerun the same command to continue\n".encode())
     else:
-        print(f"{name} again: the running runs abort without a checkpoint for their current iteration", flush=True)
+        os.write(2, f"{name} again: the running runs abort without a checkpoint for their current iteration\n".encode())
 
 
 def stopping() -> bool:
     """Whether this grid received a stop signal (:func:`stop_on_signals`)."""
-    return bool(_STOP_SIGNAL)
+    return bool(_RECEIVED)
 
 
 def stopped_exit() -> Stopped:
-    """The :class:`Stopped` exception for the signal that stopped this grid."""
-    return Stopped(128 + _STOP_SIGNAL[0])
+    """The :class:`Stopped` exception for the first signal that stopped this grid."""
+    return Stopped(128 + _HANGUP_AS.get(_RECEIVED[0], _RECEIVED[0]))
 
 
 def run_lanes(fn: Callable, items: list, jobs: int) -> list:
     """``[fn(item) for item in items]`` in ``jobs`` lanes (threads, each waiting for the run that
-    ``fn`` starts with :func:`run_logged`), in order, stopping cleanly on SIGINT / SIGTERM
+    ``fn`` starts with :func:`run_logged`), in order, stopping cleanly on a stop signal
     (:func:`stop_on_signals`): an item whose lane frees up after the signal does not start (its
     result is None), and once the running ones have saved their checkpoints :class:`Stopped` ends
     the grid before anything else (tables included) happens."""
@@ -147,13 +165,13 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
     """Run ``cmd`` in ``cwd`` with its output appended to ``log_path`` (after a ``$ cmd`` line;
     ``echo`` also prints that line). When it fails, raise ``error`` (``SystemExit`` ends a script,
     ``RuntimeError`` lets a grid go on with its other runs) naming the command and the log's end;
-    when it exits after a stop signal (:func:`stop_on_signals`, installed here from the main
-    thread), raise :class:`Stopped` instead. The command runs in its own session, so signals reach
-    it only through this process, once each; a grid killed with SIGKILL leaves it running to its
-    end (``sdar train`` refuses a second process in the same run folder)."""
+    after a stop signal (:func:`stop_on_signals`, installed here from the main thread) start
+    nothing, and when the command exits after one, raise :class:`Stopped` instead. The command runs
+    in its own session, so signals reach it only through this process, once each (a signal that
+    arrives while it starts reaches it as soon as it is registered); a grid killed with SIGKILL
+    leaves it running to its end (``sdar train`` refuses a second process in the same run folder,
+    other commands do not)."""
     stop_on_signals()
-    if stopping():
-        raise stopped_exit()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     line = "$ " + " ".join(cmd)
     if echo:
@@ -162,13 +180,20 @@ def run_logged(cmd: list[str], log_path: Path, cwd: Path, error: type[BaseExcept
         log.write(f"\n{line}\n")
         log.flush()
         with _CHILDREN_LOCK:
-            child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
-            _CHILDREN.add(child)
+            _LAUNCHING.append(1)
+            try:
+                if stopping():
+                    raise stopped_exit()
+                child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+                _CHILDREN[child] = 0
+                _catch_up(child)  # a signal whose handler ran while this call held the lock
+            finally:
+                _LAUNCHING.pop()
         try:
             returncode = child.wait()
         finally:
             with _CHILDREN_LOCK:
-                _CHILDREN.discard(child)
+                _CHILDREN.pop(child, None)
     if returncode != 0 and stopping():
         raise stopped_exit()
     if returncode != 0:

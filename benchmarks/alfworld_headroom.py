@@ -401,19 +401,24 @@ def trained_iterations(metrics: list[dict]) -> int:
 
 
 def same_iterations(earlier: list[dict], here: list[dict]) -> tuple[int, int | None]:
-    """Compare a run's record with another record of the same run (a restart from scratch): how many
+    """Compare a run's record with a later record of the same run (a restart from scratch): how many
     training iterations both hold, and the first of them where any logged value other than a timing
-    differs (None: identical throughout). Only metrics that both records log somewhere count: one that
-    the trainer began logging between the two starts is not a difference, one that either record logs
-    at some iterations and not at others is."""
+    differs (None: identical throughout). A metric that ``here`` logs at every compared iteration and
+    ``earlier`` never logs is one the trainer began logging between the two starts and is left out;
+    any other metric that one record logs at an iteration and the other does not is a difference."""
     def by_iteration(metrics: list[dict]) -> dict[int, dict]:
         return {m["iteration"]: {k: v for k, v in m.items() if k != "time" and not k.startswith("timing/")}
                 for m in metrics if m.get("iteration", 0) >= 1}
 
     a, b = by_iteration(earlier), by_iteration(here)
-    names = set().union(*a.values()) & set().union(*b.values())
     both = sorted(set(a) & set(b))
-    return len(both), next((it for it in both if any(a[it].get(k) != b[it].get(k) for k in names)), None)
+    logged_before = set().union(*a.values())
+    new = {k for k in set().union(*b.values()) if k not in logged_before and all(k in b[it] for it in both)}
+
+    def kept(row: dict) -> dict:
+        return {k: v for k, v in row.items() if k not in new}
+
+    return len(both), next((it for it in both if a[it] != kept(b[it])), None)
 
 
 def first_logged(metrics: list[dict]) -> float | None:

@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
+from alfworld_headroom import TARGET_GAIN
 from gate_pool import PoolError, check_same, read_studies, write_pool
 from gate_study import mean_std
 
 # the committed replicates of the reader regime, in the order they were made
 FOLDERS = ("alfworld_headroom_reader", "alfworld_headroom_reader_avx512")
-TARGET_GAIN = 0.15  # alfworld_headroom.TARGET_GAIN: the issue's +15 points
 # what every pooled folder must share (the warm start and the machine may differ)
 SAME = ("regime", "config", "iterations", "search", "choice", "passes")
 SAME_START = ("env_name", "env_options", "num_tasks", "split", "model", "demo_options", "demo_episodes",
@@ -74,15 +74,16 @@ def pool(studies: dict[str, dict]) -> dict:
     for arm in arms(studies):
         per_study, passes, last = {}, [], []
         for name, study in studies.items():
-            done = sorted((r for r in study["runs"] if r["arm"] == arm and r["finished"]), key=lambda r: r["seed"])
+            done = sorted((r for r in study["runs"] if r["arm"] == arm and r["finished"]
+                           and r["setting"] == study["choice"]["setting"]), key=lambda r: r["seed"])
             if done:
                 per_study[name] = {r["seed"]: r["gain_passes"] for r in done}
             passes += [r["gain_passes"] for r in done if r["gain_passes"] is not None]
             last += [r["gain"] for r in done]
         stats, stats_last = mean_std(passes), mean_std(last)
         rows.append({"arm": arm, "per_study": per_study, "seeds": len(last),
-                     "reached_target_passes": sum(g >= TARGET_GAIN - 1e-9 for g in passes),
-                     "reached_target_last": sum(g >= TARGET_GAIN - 1e-9 for g in last),
+                     "reached_target_passes": sum(g >= TARGET_GAIN for g in passes),  # alfworld_headroom.target_met's rule
+                     "reached_target_last": sum(g >= TARGET_GAIN for g in last),
                      "gain_passes": stats, "gain_last_validation": stats_last})
     folders = [{"folder": name, "state": s["state"], "cpus": cpus(s),
                 "warm_start_sha256": s["before_rl"].get("warm_start_sha256"),
@@ -93,7 +94,7 @@ def pool(studies: dict[str, dict]) -> dict:
 
 
 def _points(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:+.1f}"
+    return "-" if value is None else f"{round(100 * value, 1) + 0.0:+.1f}"  # + 0.0: never "-0.0"
 
 
 def _spread(stats: dict) -> str:
@@ -147,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                      for f in FOLDERS]
     try:
         studies = read_studies(folders, "alfworld_headroom.py --regime reader")
+        if any(s.get("regime") != "reader" for s in studies.values()):
+            raise PoolError("only folders of alfworld_headroom.py --regime reader pool here")
         check_same(studies, SAME, SAME_START)
-        if any(s["regime"] != "reader" for s in studies.values()):
-            raise PoolError("only folders of the reader regime pool here")
     except PoolError as err:
         parser.error(str(err))
     summary = pool(studies)

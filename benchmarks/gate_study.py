@@ -187,21 +187,23 @@ def weights_sha256(sft_dir: Path) -> str:
 START_IDENTITY = ("warm_start_sha256", "success", "metrics", "env_name", "env_options", "eval_config")
 
 
-def shared_metrics(metrics: dict, other: dict) -> dict:
-    """``metrics`` restricted to the names ``other`` also holds."""
-    return {k: v for k, v in metrics.items() if k in other}
+def without_new_metrics(fresh: dict, committed: dict) -> dict:
+    """``fresh`` validation metrics without the names ``committed`` lacks: metrics the trainer began
+    logging after the committed record was made."""
+    return {k: v for k, v in fresh.items() if k in committed}
 
 
 def check_same_start(start: dict, committed: dict) -> None:
     """Refuse to continue a grid whose committed runs came from another warm start. A record from
     before the digest was kept is matched on its validation (every metric of 32 sampled episodes).
-    Validation metrics are compared on the names both records logged (:func:`shared_metrics`): a metric
-    the trainer began logging after the committed record was made is not a difference."""
+    A validation metric of the fresh record that the committed one lacks is one the trainer began
+    logging since (:func:`without_new_metrics`) and is left out; one the fresh record lacks differs."""
     keys = [k for k in START_IDENTITY if k in committed]
 
     def value(record: dict, key: str):
-        if key == "metrics" and isinstance(start.get(key), dict):
-            return shared_metrics(record[key], start[key] if record is committed else committed[key])
+        if record is start and key == "metrics" and isinstance(start.get(key), dict) \
+                and isinstance(committed.get(key), dict):
+            return without_new_metrics(start[key], committed[key])
         return record.get(key)
 
     differ = [k for k in keys if value(start, k) != value(committed, k)]

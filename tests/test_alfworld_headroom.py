@@ -208,6 +208,14 @@ def test_a_metric_added_to_the_trainer_between_two_starts_is_not_a_difference(he
     here = [{**r, "val/success": 0.25} for r in _rows([0.5, 0.4], 9.0)]
     del here[1]["val/success"]
     assert headroom.same_iterations(earlier, here) == (2, 2)
+    # a metric logged only where its samples exist (teacher/gap_neg_adv), by the earlier record only
+    earlier = _rows([0.5, 0.4, 0.3], 7.0)
+    earlier[0]["teacher/gap_neg_adv"] = 0.1
+    assert headroom.same_iterations(earlier, _rows([0.5, 0.4], 9.0)) == (2, 1)
+    # a new metric the restart logs at some compared iterations only is no new metric: a difference
+    here = _rows([0.5, 0.4], 9.0)
+    here[1]["train/history_dropped"] = 0.0
+    assert headroom.same_iterations(_rows([0.5, 0.4, 0.3], 7.0), here) == (2, 2)
 
 
 def test_a_warm_start_check_ignores_metrics_logged_since_the_committed_record_only(headroom):
@@ -218,6 +226,9 @@ def test_a_warm_start_check_ignores_metrics_logged_since_the_committed_record_on
         headroom.check_same_start({**fresh, "metrics": {"val/success": 0.25, "val/won": 0.2}}, committed)
     with pytest.raises(SystemExit, match=r"\(warm_start_sha256\)"):
         headroom.check_same_start({**fresh, "warm_start_sha256": "bb"}, committed)
+    # a metric of the committed record that the fresh one lacks is a difference, not a new metric
+    with pytest.raises(SystemExit, match=r"\(metrics\)"):
+        headroom.check_same_start({**fresh, "metrics": {"val/success": 0.25}}, committed)
 
 
 def test_summary_labels_a_run_restarted_from_scratch_with_its_comparison(headroom):

@@ -17,8 +17,8 @@ import alfworld_pool
 
 
 def _run(arm: str, seed: int, gain: float | None, gain_passes: float | None, finished: bool = True) -> dict:
-    return {"run": f"{arm}-lr1e-4-seed{seed}", "arm": arm, "seed": seed, "finished": finished, "gain": gain,
-            "gain_passes": gain_passes}
+    return {"run": f"{arm}-lr1e-4-seed{seed}", "arm": arm, "setting": "lr1e-4", "seed": seed, "finished": finished,
+            "gain": gain, "gain_passes": gain_passes}
 
 
 def _study(runs: list[dict], digest: str, machines: dict | None = None, iterations: int = 30) -> dict:
@@ -47,8 +47,8 @@ def test_pool_counts_finished_seeds_only_and_the_target_by_both_measures():
                     "aa" * 32, {"grpo-lr1e-4-seed0": [
                         "trained 2026-12-04 22:08:06: AMD EPYC (AVX512, bfloat16 native), 1 thread(s)",
                         "resumed 2026-12-05 00:42:43: AMD EPYC (AVX512, bfloat16 native), 1 thread(s)"]}),
-        "b": _study([_run("grpo", 0, 0.15, 0.14)], "bb" * 32),
-    }
+        "b": _study([_run("grpo", 0, 0.15, 0.14), {**_run("grpo", 0, 0.5, 0.5), "setting": "lr3e-4"}], "bb" * 32),
+    }  # b's lr3e-4 run: a search run of a setting not chosen, never pooled
     alfworld_pool.check_same(studies, alfworld_pool.SAME, alfworld_pool.SAME_START)
     summary = alfworld_pool.pool(studies)
     rows = {r["arm"]: r for r in summary["rows"]}
@@ -65,6 +65,8 @@ def test_pool_counts_finished_seeds_only_and_the_target_by_both_measures():
     assert folders["a"]["cpus"] == "AMD EPYC (AVX512, bfloat16 native)"  # two parts on one CPU: named once
     assert folders["b"]["cpus"] == "CPU not recorded"
     assert folders["a"]["before_rl_passes"] == 0.2361
+
+    assert alfworld_pool._points(-0.0001) == "+0.0" and alfworld_pool._points(-0.1875) == "-18.8"
 
     text = alfworld_pool.table(summary)
     line = next(x for x in text.splitlines() if x.startswith("| grpo |"))
@@ -103,7 +105,11 @@ def test_main_refuses_another_regime_or_panel_in_one_line_and_writes_nothing(tmp
     long = _write(tmp_path / "c", {**_study([], "cc" * 32), "regime": "long"})
     done = subprocess.run([sys.executable, script, "--folders", str(long), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, check=False)
-    assert done.returncode == 2 and "only folders of the reader regime" in done.stderr
+    assert done.returncode == 2 and "only folders of alfworld_headroom.py --regime reader" in done.stderr
+    gate = _write(tmp_path / "d", {"state": "0 of 45 runs finished", "rows": []})  # a gate_study folder: no regime
+    done = subprocess.run([sys.executable, script, "--folders", str(gate), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "only folders of alfworld_headroom.py --regime reader" in done.stderr
     assert not (tmp_path / "out").exists()
 
 

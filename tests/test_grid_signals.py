@@ -1,8 +1,9 @@
 """A grid stopped by SIGINT / SIGTERM (``benchmarks/_results.py``: ``run_logged``, ``run_lanes``):
 real signals sent to a real grid process whose lanes wait for real child processes.
 
-Each child stands for ``sdar train``: it records every signal it receives, then exits the way the
-trainer does after saving its checkpoint (status 128 + signal). The grid runs 3 of them in 2 lanes.
+Each child stands for ``sdar train``: it records every signal it receives and, once it has the
+number it waits for, exits the way the trainer does after saving its checkpoint (status 128 + the
+first signal). The grid runs 3 of them in 2 lanes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ CHILD = """\
 import signal, sys, time
 from pathlib import Path
 
-marker = Path(sys.argv[1])
+marker, expected = Path(sys.argv[1]), int(sys.argv[2])  # the stop signals to wait for before exiting
 received = []
 
 def record(signum, frame):
@@ -34,34 +35,41 @@ signal.signal(signal.SIGTERM, record)
 signal.signal(signal.SIGINT, record)
 marker.with_suffix(".ready").write_text(str(__import__("os").getpid()))
 deadline = time.time() + 60
-while not received and time.time() < deadline:
+while len(received) < expected and time.time() < deadline:
     time.sleep(0.02)
-time.sleep(0.5)  # the checkpoint; a second signal arriving now is recorded too
+time.sleep(0.3)  # the checkpoint; a signal arriving now is recorded too
 sys.exit(128 + received[0] if received else 0)
 """
 
 GRID = """\
-import sys
+import sys, time
 from pathlib import Path
 
 sys.path.insert(0, sys.argv[2])
 from _results import run_lanes, run_logged
 
-tmp = Path(sys.argv[1])
+tmp, expected = Path(sys.argv[1]), sys.argv[3]
 
 def one(i):
-    run_logged([sys.executable, str(tmp / "child.py"), str(tmp / f"run{i}.signals")], tmp / "grid.log", tmp)
+    run_logged([sys.executable, str(tmp / "child.py"), str(tmp / f"run{i}.signals"), expected], tmp / "grid.log", tmp)
     return i
 
-print("results", run_lanes(one, [0, 1, 2], 2), flush=True)
+if expected == "0":  # runs that end by themselves, then the grid's own work (its tables, say)
+    print("results", run_lanes(one, [0, 1], 2), flush=True)
+    (tmp / "tables.started").write_text("")
+    time.sleep(60)
+    print("tables written", flush=True)
+else:
+    print("results", run_lanes(one, [0, 1, 2], 2), flush=True)
 """
 
 
-def _start_grid(tmp_path: Path) -> subprocess.Popen:
+def _start_grid(tmp_path: Path, signals_per_run: int = 1) -> subprocess.Popen:
     (tmp_path / "child.py").write_text(CHILD, encoding="utf-8")
     (tmp_path / "grid.py").write_text(GRID, encoding="utf-8")
     # its own session, so that signalling its process group reaches nothing of pytest's
-    return subprocess.Popen([sys.executable, str(tmp_path / "grid.py"), str(tmp_path), str(ROOT / "benchmarks")],
+    return subprocess.Popen([sys.executable, str(tmp_path / "grid.py"), str(tmp_path), str(ROOT / "benchmarks"),
+                             str(signals_per_run)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
@@ -107,7 +115,7 @@ def test_a_stop_signal_reaches_each_running_run_once_and_starts_nothing_new(tmp_
 
 
 def test_a_second_signal_is_passed_on_too_so_the_runs_abort(tmp_path):
-    grid = _start_grid(tmp_path)
+    grid = _start_grid(tmp_path, signals_per_run=2)
     _wait_for([tmp_path / "run0.ready", tmp_path / "run1.ready"], grid)
     grid.send_signal(signal.SIGTERM)
     time.sleep(0.1)
@@ -117,6 +125,18 @@ def test_a_second_signal_is_passed_on_too_so_the_runs_abort(tmp_path):
     for i in (0, 1):
         assert (tmp_path / f"run{i}.signals").read_text() == "SIGTERM\nSIGTERM\n"
     assert "SIGTERM again" in out
+
+
+def test_a_signal_while_no_run_is_running_stops_the_grids_own_work_at_once(tmp_path):
+    grid = _start_grid(tmp_path, signals_per_run=0)
+    _wait_for([tmp_path / "tables.started"], grid)
+    started = time.time()
+    grid.send_signal(signal.SIGTERM)
+    out, _ = grid.communicate(timeout=30)
+    assert grid.returncode == 128 + signal.SIGTERM, out
+    assert time.time() - started < 20  # not after the 60 s of work
+    assert "results [0, 1]" in out and "tables written" not in out
+    assert "SIGTERM: stopped; rerun the same command to continue" in out
 
 
 @pytest.fixture
