@@ -403,9 +403,10 @@ def trained_iterations(metrics: list[dict]) -> int:
 def same_iterations(earlier: list[dict], here: list[dict]) -> tuple[int, int | None]:
     """Compare a run's record with a later record of the same run (a restart from scratch): how many
     training iterations both hold, and the first of them where any logged value other than a timing
-    differs (None: identical throughout). A metric that ``here`` logs at every compared iteration and
-    ``earlier`` never logs is one the trainer began logging between the two starts and is left out;
-    any other metric that one record logs at an iteration and the other does not is a difference."""
+    differs (None: identical throughout). A metric that ``earlier`` never logs is one the trainer
+    began logging between the two starts and is left out (some are logged only at iterations that
+    have their tokens, e.g. ``teacher/disagree_pos_adv``); a metric that ``earlier`` logs at an
+    iteration where ``here`` does not, or the reverse, is a difference."""
     def by_iteration(metrics: list[dict]) -> dict[int, dict]:
         return {m["iteration"]: {k: v for k, v in m.items() if k != "time" and not k.startswith("timing/")}
                 for m in metrics if m.get("iteration", 0) >= 1}
@@ -413,7 +414,7 @@ def same_iterations(earlier: list[dict], here: list[dict]) -> tuple[int, int | N
     a, b = by_iteration(earlier), by_iteration(here)
     both = sorted(set(a) & set(b))
     logged_before = set().union(*a.values())
-    new = {k for k in set().union(*b.values()) if k not in logged_before and all(k in b[it] for it in both)}
+    new = set().union(*b.values()) - logged_before
 
     def kept(row: dict) -> dict:
         return {k: v for k, v in row.items() if k not in new}
