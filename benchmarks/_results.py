@@ -100,12 +100,17 @@ def stop_on_signals() -> None:
         signal.signal(signum, _on_stop_signal)
 
 
+def _as_stop(signum: int) -> int:
+    """The signal a run is sent, and the grid exits by, for a stop signal the grid received."""
+    return _HANGUP_AS.get(signum, signum)
+
+
 def _catch_up(child: subprocess.Popen) -> None:
     """Send ``child`` the stop signals it has not been sent yet (call with the lock held)."""
-    while _CHILDREN[child] < len(_RECEIVED):
+    for signum in _RECEIVED[_CHILDREN[child]:]:
         if child.poll() is None:
-            child.send_signal(_HANGUP_AS.get(_RECEIVED[_CHILDREN[child]], _RECEIVED[_CHILDREN[child]]))
-        _CHILDREN[child] += 1
+            child.send_signal(_as_stop(signum))
+    _CHILDREN[child] = len(_RECEIVED)
 
 
 def _on_stop_signal(signum, frame) -> None:
@@ -134,7 +139,7 @@ def stopping() -> bool:
 
 def stopped_exit() -> Stopped:
     """The :class:`Stopped` exception for the first signal that stopped this grid."""
-    return Stopped(128 + _HANGUP_AS.get(_RECEIVED[0], _RECEIVED[0]))
+    return Stopped(128 + _as_stop(_RECEIVED[0]))
 
 
 def run_lanes(fn: Callable, items: list, jobs: int) -> list:

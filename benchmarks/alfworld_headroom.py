@@ -99,6 +99,7 @@ from gate_study import (
     tagged_action,
     train_one,
     weights_sha256,
+    without_new_metrics,
 )
 
 SEEDS = (0, 1, 2)
@@ -414,12 +415,7 @@ def same_iterations(earlier: list[dict], here: list[dict]) -> tuple[int, int | N
     a, b = by_iteration(earlier), by_iteration(here)
     both = sorted(set(a) & set(b))
     logged_before = set().union(*a.values())
-    new = set().union(*b.values()) - logged_before
-
-    def kept(row: dict) -> dict:
-        return {k: v for k, v in row.items() if k not in new}
-
-    return len(both), next((it for it in both if a[it] != kept(b[it])), None)
+    return len(both), next((it for it in both if a[it] != without_new_metrics(b[it], logged_before)), None)
 
 
 def first_logged(metrics: list[dict]) -> float | None:

@@ -187,9 +187,9 @@ def weights_sha256(sft_dir: Path) -> str:
 START_IDENTITY = ("warm_start_sha256", "success", "metrics", "env_name", "env_options", "eval_config")
 
 
-def without_new_metrics(fresh: dict, committed: dict) -> dict:
-    """``fresh`` validation metrics without the names ``committed`` lacks: metrics the trainer began
-    logging after the committed record was made."""
+def without_new_metrics(fresh: dict, committed: dict | set[str]) -> dict:
+    """``fresh`` metrics without the names ``committed`` (a record, or the set of names an earlier
+    record logged) lacks: metrics the trainer began logging after the committed record was made."""
     return {k: v for k, v in fresh.items() if k in committed}
 
 
@@ -198,15 +198,10 @@ def check_same_start(start: dict, committed: dict) -> None:
     before the digest was kept is matched on its validation (every metric of 32 sampled episodes).
     A validation metric of the fresh record that the committed one lacks is one the trainer began
     logging since (:func:`without_new_metrics`) and is left out; one the fresh record lacks differs."""
-    keys = [k for k in START_IDENTITY if k in committed]
-
-    def value(record: dict, key: str):
-        if record is start and key == "metrics" and isinstance(start.get(key), dict) \
-                and isinstance(committed.get(key), dict):
-            return without_new_metrics(start[key], committed[key])
-        return record.get(key)
-
-    differ = [k for k in keys if value(start, k) != value(committed, k)]
+    fresh = dict(start)
+    if isinstance(start.get("metrics"), dict) and isinstance(committed.get("metrics"), dict):
+        fresh["metrics"] = without_new_metrics(start["metrics"], committed["metrics"])
+    differ = [k for k in START_IDENTITY if k in committed and fresh.get(k) != committed[k]]
     if differ:
         raise SystemExit(f"the warm start here differs from the one the committed runs started from ({', '.join(differ)});"
                          f" continue with another --out, or delete the committed runs to start over")
