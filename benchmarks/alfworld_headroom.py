@@ -83,7 +83,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import lane_threads, run_lanes
+from _results import check_not_in_use, lane_threads, run_lanes
 from gate_study import (
     RECORD_FILES,
     _commit,
@@ -238,6 +238,7 @@ def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes
     made_path = runs_dir / "warm_start.json"  # how the warm start here was made (not how this call asks)
     demo_options = [*DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])]
     if not (sft_dir / "checkpoints").is_dir():
+        check_not_in_use(sft_dir, SystemExit)  # an earlier grid's `sdar sft`, still going
         start_path.unlink(missing_ok=True)  # it validated another warm start
         made_path.unlink(missing_ok=True)  # it described another warm start
         demos = runs_dir / "demos.jsonl"

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny random model, 1 iteration: plumbing only, exit status 0 whatever the success")
     args = parser.parse_args(argv)
-    from _results import lane_threads, machine_info
+    from _results import check_not_in_use, lane_threads, machine_info
 
     from sdar.trainer.config import load_config
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     iterations = load_config(CONFIG, overrides).iterations
     if not finished(run_dir, iterations):
         if run_dir.exists():
+            check_not_in_use(run_dir, SystemExit)  # an earlier canary's run, still going
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
         # the code that trains (a later commit may land while it runs)

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from _results import code_commit as _commit  # benchmarks/_results.py
-from _results import lane_threads, run_lanes, run_logged
+from _results import check_not_in_use, lane_threads, run_lanes, run_logged
 
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)
@@ -139,6 +139,7 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path:
     start_path = runs_dir / "start_eval.json"
     config = load_config(config_path, overrides)
     if not (sft_dir / "checkpoints").is_dir():
+        check_not_in_use(sft_dir, SystemExit)  # an earlier grid's `sdar sft`, still going
         demos = runs_dir / "demos.jsonl"
         with make_run_env(config.env, config.env.train_split) as env:
             play_episodes(env, "random", episodes, seed=0, demos_path=str(demos), think=False)
@@ -219,11 +220,14 @@ def finished_run(name: str, seed: int, runs_dir: Path, out: Path, iterations: in
 def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sft_dir: Path,
               overrides: list[str], iterations: int, out: Path, config: Path = CONFIG) -> str:
     """Train run ``name``/``seed`` from ``sft_dir`` into ``runs_dir``: skipped when it finished
-    (here or committed under ``out/runs``), resumed from its last checkpoint, else started anew."""
+    (here or committed under ``out/runs``), resumed from its last checkpoint, else started anew.
+    A folder that another process trains in (an earlier grid's run, still going) raises
+    ``RuntimeError`` naming that process, before anything there is written or deleted."""
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
     if finished_run(name, seed, runs_dir, out, iterations):
         return f"{run_dir.name}: finished earlier"
+    check_not_in_use(run_dir)
     started = time.perf_counter()
     resumable = (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("iter_*"))
     if resumable:

@@ -60,7 +60,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _results import run_lanes, run_logged  # benchmarks/_results.py
+from _results import check_not_in_use, run_lanes, run_logged  # benchmarks/_results.py
 
 CONFIGS = ROOT / "configs" / "bench"
 GRID = {
@@ -346,6 +346,7 @@ def train_run(
     if run_dir.exists():
         # Stopped before its first checkpoint (only the step-0 evaluation was logged) or without
         # its config.yaml: nothing can be resumed, so the run starts again from the warm start.
+        check_not_in_use(run_dir, SystemExit)  # an earlier grid's run, still before its first checkpoint
         print(f"{run_dir} has no checkpoint; starting it again", flush=True)
         shutil.rmtree(run_dir)
     run(

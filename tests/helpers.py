@@ -6,14 +6,19 @@
 * ``free_port``: a loopback port nothing listens on (a master port, or a dead server's address).
 * ``torchrun_command``: ``python -m torch.distributed.run ... -m sdar.cli ARGS`` on one node.
 * ``SEARCH_CORPUS``: six Wikipedia-style passages for the Search-QA tests.
+* ``lock_held_elsewhere``: another real process holding a run folder's lock, as a live trainer does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import signal
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +89,22 @@ SEARCH_CORPUS = [
     ),
     Document("5", '"Guitar"\nStringed musical instrument. The guitar has six strings.'),
 ]
+
+
+# ---- a run folder another process holds ---------------------------------------------------------------
+@contextlib.contextmanager
+def lock_held_elsewhere(folder: Path) -> Iterator[int]:
+    """Another Python process takes ``folder``'s lock (``RunLock``, as ``sdar train`` and
+    ``sdar sft`` do) and keeps it until the block ends, when it is killed with SIGKILL (no clean-up
+    of its own: the operating system drops the lock). Yields its pid."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from sdar.trainer.run_dir import RunLock; lock = RunLock(Path(sys.argv[1])); "
+                               "print('held', flush=True); time.sleep(600)", str(folder)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=60)
+        holder.stdout.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TOY_RUN, read_jsonl, write_run_config
+from helpers import TOY_RUN, lock_held_elsewhere, read_jsonl, write_run_config
 
 from sdar.trainer.checkpoint import (
     CheckpointError,
@@ -221,20 +221,46 @@ def test_run_lock_names_its_holder_and_the_os_drops_it_when_the_holder_dies(tmp_
     first.release()  # idempotent
     RunLock(run).release()
     # a real process holds it, is killed with SIGKILL (no clean-up of its own), and the lock is gone
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from sdar.trainer.run_dir import RunLock; lock = RunLock(Path(sys.argv[1])); "
-                               "print('held', flush=True); time.sleep(600)", str(run)],
-                              stdout=subprocess.PIPE, text=True, env=ENV)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RunDirError, match=f"pid {holder.pid}\\)"):
+    with lock_held_elsewhere(run) as pid:
+        with pytest.raises(RunDirError, match=f"pid {pid}\\)"):
             RunLock(run)
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(timeout=60)
     after = RunLock(run)
     assert after.held and (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"
     after.release()
+
+
+def test_sft_holds_its_folders_lock_while_it_trains_and_refuses_one_another_process_holds(tmp_path):
+    from sdar.trainer.run_dir import LOCK_FILE, RunDirError, RunLock
+
+    path = write_config(tmp_path)
+    demos = tmp_path / "demos.jsonl"
+    demos.write_text(json.dumps({"prompt": "Reach 1.", "response": "<action>increment</action>", "won": True}) + "\n")
+    warm = tmp_path / "warm"
+    with lock_held_elsewhere(warm) as pid:  # say, the `sdar sft` of a grid killed with SIGKILL
+        refused = sdar("sft", "--config", str(path), "--demos", str(demos), "--output-dir", str(warm))
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert f"is in use: another sdar process (pid {pid})" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+        assert sorted(p.name for p in warm.iterdir()) == [LOCK_FILE]  # nothing written
+    # a live sft holds the lock from its first write (here: while it is still training)
+    live = subprocess.Popen([sys.executable, "-m", "sdar.cli", "sft", "--config", str(path), "--demos", str(demos),
+                             "--output-dir", str(warm), "--epochs", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    try:
+        deadline = time.time() + 120
+        while not ((warm / "metrics.jsonl").is_file() and (warm / "metrics.jsonl").read_text().strip()):
+            assert live.poll() is None and time.time() < deadline, "sft did not start training"
+            time.sleep(0.05)
+        with pytest.raises(RunDirError, match=f"pid {live.pid}\\)"):
+            RunLock(warm)
+    finally:
+        live.kill()
+        live.wait(timeout=60)
+    shutil.rmtree(warm)
+    done = sdar("sft", "--config", str(path), "--demos", str(demos), "--output-dir", str(warm), "--epochs", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    RunLock(warm).release()  # released when it returned
+    assert latest_checkpoint(warm) is not None
 
 
 @pytest.mark.slow

@@ -161,3 +161,38 @@ def test_without_a_signal_every_run_runs_and_a_failure_still_names_the_log(tmp_p
     assert [(tmp_path / f"run{i}.log").read_text().splitlines()[-1] for i in (0, 2)] == ["ran 0", "ran 2"]
     with pytest.raises(RuntimeError, match=r"(?s)command failed \(1\).*run1\.log \(end\).*ran 1"):
         one(1)
+
+
+# ---- a grid leaves alone the folder of a run another process still trains -------------------------
+@pytest.mark.parametrize("resumable", [True, False])
+def test_a_grid_neither_appends_to_nor_deletes_a_folder_another_process_holds(tmp_path, resumable):
+    from helpers import lock_held_elsewhere
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_study import train_one
+
+    run_dir = tmp_path / "runs" / "grpo-seed0"
+    (run_dir / "checkpoints" / "iter_000003").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("the run's config\n")
+    if not resumable:  # stopped before its first checkpoint: a grid would start it again from scratch
+        (run_dir / "checkpoints" / "iter_000003").rmdir()
+    (run_dir / "commit.txt").write_text("abc1234\n")
+    with lock_held_elsewhere(run_dir) as pid:  # an earlier grid's `sdar train`, still going
+        before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
+        with pytest.raises(RuntimeError, match=f"is in use: another sdar process \\(pid {pid}\\)"):
+            train_one("grpo", [], 0, tmp_path / "runs", tmp_path / "warm", [], 30, tmp_path / "out")
+    assert (run_dir / "commit.txt").read_text() == "abc1234\n"  # no "(resumed)" line
+    assert sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) == before  # no machine.jsonl, not deleted
+    assert not (tmp_path / "runs" / "logs").exists()  # no command was started
+
+
+def test_a_grid_stops_before_remaking_a_warm_start_another_process_still_makes(tmp_path):
+    from helpers import lock_held_elsewhere
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_study import SMOKE, warm_start
+
+    with lock_held_elsewhere(tmp_path / "warm") as pid:  # the `sdar sft` of a grid killed with SIGKILL
+        with pytest.raises(SystemExit, match=f"is in use: another sdar process \\(pid {pid}\\)"):
+            warm_start(tmp_path, SMOKE, 2)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["warm"]  # no demonstrations written over

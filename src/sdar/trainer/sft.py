@@ -28,7 +28,7 @@ from sdar.models.scoring import score_responses
 from sdar.reporting import RunLogger
 from sdar.trainer.checkpoint import save_checkpoint
 from sdar.trainer.config import TrainConfig, save_config
-from sdar.trainer.run_dir import check_new_run
+from sdar.trainer.run_dir import RunLock, check_new_run
 
 logger = logging.getLogger(__name__)
 
@@ -86,12 +86,23 @@ def run_sft(config: TrainConfig, demos_path: str | Path, run_dir: str | Path) ->
 
     ``run_dir`` must not hold an earlier run (logs or a checkpoint); that and the demonstrations
     are checked before the model loads and before anything is written (the settings were
-    checked when the config was loaded)."""
-    epochs, batch_size = config.sft.epochs, config.sft.batch_size
+    checked when the config was loaded). From its first write until it returns, the process holds
+    ``run_dir``'s lock (:class:`~sdar.trainer.run_dir.RunLock`): a second ``sdar sft`` or
+    ``sdar train`` there raises :class:`~sdar.trainer.run_dir.RunDirError` naming this process."""
     run_dir = Path(run_dir)
     check_new_run(run_dir, resumable=False)
     demos = read_demonstrations(demos_path)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)  # creates the folder
+    try:
+        check_new_run(run_dir, resumable=False)  # again under the lock: another process may have written here
+        return _fine_tune(config, demos, demos_path, run_dir)
+    finally:
+        lock.release()
+
+
+def _fine_tune(config: TrainConfig, demos: list[dict], demos_path: str | Path, run_dir: Path) -> Path:
+    """The body of :func:`run_sft`, once ``run_dir`` is checked and locked."""
+    epochs, batch_size = config.sft.epochs, config.sft.batch_size
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     model, tokenizer = load_policy(config.model)
