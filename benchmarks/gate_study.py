@@ -222,14 +222,18 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     """Train run ``name``/``seed`` from ``sft_dir`` into ``runs_dir``: skipped when it finished
     (here or committed under ``out/runs``), resumed from its last checkpoint, else started anew.
     A folder that another process trains in (an earlier grid's run, still going) raises
-    ``RuntimeError`` naming that process, before anything there is written or deleted."""
+    ``RuntimeError`` naming that process, before anything there is written or deleted. Prints a
+    line when the run starts, naming the log that shows its progress."""
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
     if finished_run(name, seed, runs_dir, out, iterations):
         return f"{run_dir.name}: finished earlier"
     check_not_in_use(run_dir)
     started = time.perf_counter()
-    resumable = (run_dir / "config.yaml").is_file() and any((run_dir / "checkpoints").glob("iter_*"))
+    checkpoints = sorted((run_dir / "checkpoints").glob("iter_*")) if (run_dir / "config.yaml").is_file() else []
+    resumable = bool(checkpoints)
+    where = f"resuming after iteration {int(checkpoints[-1].name[5:])}" if resumable else "starting"
+    print(f"{run_dir.name}: {where} (progress: {log})", flush=True)
     if resumable:
         with (run_dir / "commit.txt").open("a", encoding="utf-8") as f:  # the code of each part
             f.write(f"{_commit()} (resumed)\n")

@@ -247,6 +247,7 @@ def test_gate_study_smoke_trains_skips_finished_runs_and_aggregates(tmp_path):
             "--only", "grpo", "sdar-l1-c1", "grpo_opsd-l1", "--seeds", "0"]
     first = _run(args)
     assert "grpo-seed0: trained" in first.stdout and "sdar-l1-c1-seed0: trained" in first.stdout
+    assert f"grpo-seed0: starting (progress: {runs / 'logs' / 'grpo-seed0.log'})" in first.stdout
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["run"]: r for r in summary["rows"]}
     assert rows["grpo"]["seeds"] == [0] and rows["sdar-l1-c1"]["seeds"] == [0]

@@ -196,3 +196,17 @@ def test_a_grid_stops_before_remaking_a_warm_start_another_process_still_makes(t
         with pytest.raises(SystemExit, match=f"is in use: another sdar process \\(pid {pid}\\)"):
             warm_start(tmp_path, SMOKE, 2)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["warm"]  # no demonstrations written over
+
+
+def test_a_grid_names_the_iteration_a_run_resumes_after_and_its_log(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gate_study import train_one
+
+    run_dir = tmp_path / "runs" / "grpo-seed0"
+    (run_dir / "checkpoints" / "iter_000002").mkdir(parents=True)  # not a readable checkpoint
+    (run_dir / "config.yaml").write_text("the run's config\n")
+    with pytest.raises(RuntimeError, match="failed"):  # `sdar train --resume` refuses the empty folder
+        train_one("grpo", [], 0, tmp_path / "runs", tmp_path / "warm", [], 30, tmp_path / "out")
+    log = tmp_path / "runs" / "logs" / "grpo-seed0.log"
+    assert capsys.readouterr().out == f"grpo-seed0: resuming after iteration 2 (progress: {log})\n"
+    assert "--resume" in log.read_text()
