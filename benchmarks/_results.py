@@ -300,15 +300,12 @@ def peak_memory(device: torch.device) -> Iterator[dict]:
 def check_not_in_use(run_dir: Path, error: type[BaseException] = RuntimeError) -> None:
     """Raise ``error`` (one line, naming the holder's pid; ``RuntimeError`` lets a grid go on with
     its other runs, ``SystemExit`` ends a script) when a live process holds ``run_dir``'s lock
-    (``sdar.trainer.run_dir.RunLock``, which ``sdar train`` and ``sdar sft`` take). The lock is
-    taken and dropped at once, so this only keeps a script from appending to, or deleting, the
-    folder of a run still going there (an earlier grid's, or one left by a grid killed with
-    SIGKILL); the command it starts takes the lock itself."""
-    from sdar.trainer.run_dir import RunDirError, RunLock
+    (``sdar.trainer.run_dir.lock_holder``). This only keeps a script from appending to, or deleting, the folder of
+    a run still going there (an earlier grid's, or one left by a grid killed with SIGKILL); the
+    command it starts takes the lock itself."""
+    from sdar.trainer.run_dir import lock_holder
 
-    if not run_dir.is_dir():
-        return
-    try:
-        RunLock(run_dir).release()
-    except RunDirError as err:
-        raise error(str(err)) from None
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise error(f"{run_dir} is in use: another sdar process (pid {holder}) is training there; let it "
+                    f"finish or stop it (SIGINT or SIGTERM writes a checkpoint), then run this again")

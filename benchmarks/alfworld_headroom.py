@@ -64,6 +64,7 @@ restart did not reproduce is moved to ``runs/<run>/earlier/`` before the restart
     python benchmarks/alfworld_headroom.py --regime reader --jobs 2  # the long regime, a context-reading warm start
     python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far;
                                                              # no warm start here: the committed records alone)
+    python benchmarks/alfworld_headroom.py --regime reader --status  # where the grid stands (reads only)
     python benchmarks/alfworld_headroom.py --smoke           # tiny random model, plumbing only
 """
 
@@ -323,6 +324,55 @@ def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice:
         return item[2]
 
     return [*sorted([*search_runs, *items(regime.arms)], key=by_seed), *sorted(items(regime.controls), key=by_seed)]
+
+
+def grid_runs(regime: Regime, choice: dict | None) -> list[tuple[str, int]]:
+    """Every run of the regime's grid as (name, seed), in the order the grid trains them: the search,
+    then (once chosen) the arms and the controls at the choice."""
+    search_runs = [(f"grpo-{s}", [], 0) for s, _ in regime.search]
+    if choice is None:
+        runs = search_runs
+    elif len(regime.search) == 1:  # a search of one setting: its run and the arms together
+        runs = queue(regime, search_runs, choice)
+    else:
+        runs = [*search_runs, *queue(regime, [], choice)]
+    return [(name, seed) for name, _, seed in runs]
+
+
+def status_lines(regime: Regime, runs_dir: Path, out: Path, iterations: int) -> list[str]:
+    """Where the grid stands, from what is on disk (run folders here, records committed in ``out``);
+    reads only: the warm start's validation, then one line per run in training order (finished,
+    training with the pid that holds its folder, stopped after an iteration, or not started), with
+    its validations so far and, once played, its final passes."""
+    from sdar.trainer.run_dir import lock_holder
+
+    choice_path = out / "choice.json"
+    choice = json.loads(choice_path.read_text(encoding="utf-8")) if choice_path.is_file() else None
+    start = runs_dir / "start_eval.json"
+    committed = out / "summary.json"
+    before = (json.loads(start.read_text(encoding="utf-8"))["success"] if start.is_file() else
+              json.loads(committed.read_text(encoding="utf-8"))["before_rl"]["success"] if committed.is_file() else None)
+    start_passes = runs_dir / "start_eval_passes.json"
+    passes = (f"; {PASSES} passes {_pct(json.loads(start_passes.read_text(encoding='utf-8'))['success'])}"
+              if start_passes.is_file() else "")
+    lines = [f"warm start: {_pct(before)}% of the panel{passes}" if before is not None else "warm start: not made yet"]
+    for name, seed in grid_runs(regime, choice):
+        run = f"{name}-seed{seed}"
+        records = [r for r in (runs_dir / run, out / "runs" / run) if read_metrics(r)]
+        record = max(records, key=lambda r: trained_iterations(read_metrics(r)), default=None)
+        metrics = read_metrics(record) if record is not None else []
+        done = trained_iterations(metrics)
+        holder = lock_holder(runs_dir / run)
+        state = (f"training (pid {holder}), {done} of {iterations}" if holder is not None
+                 else f"finished, {iterations} of {iterations}" if done >= iterations
+                 else f"stopped after iteration {done} of {iterations}" if done else "not started")
+        vals = " / ".join(f"{m['iteration']}: {_pct(m['val/success'])}" for m in metrics
+                          if "val/success" in m and m["iteration"] >= 1)
+        final = record / "final_eval.json" if record is not None else None
+        passes = (f"; {PASSES} passes {_pct(json.loads(final.read_text(encoding='utf-8'))['success'])}"
+                  if final is not None and final.is_file() else "")
+        lines.append(f"{run}: {state}" + (f"; validation (%) {vals}" if vals else "") + passes)
+    return lines
 
 
 def run_name(arm: str, setting: str, seed: int) -> str:
@@ -587,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-only", action="store_true", help="train the search runs only")
     parser.add_argument("--aggregate-only", action="store_true",
                         help="train nothing: write the tables from the runs so far (unfinished runs: their iterations so far)")
+    parser.add_argument("--status", action="store_true",
+                        help="print where the grid stands (each run: finished, training, stopped or not started, "
+                             "its validations so far) and exit; reads only, also while the grid runs")
     parser.add_argument("--smoke", action="store_true", help="tiny random model, 2 iterations (plumbing only)")
     args = parser.parse_args(argv)
     regime = REGIMES[args.regime]
@@ -600,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     from sdar.trainer.config import load_config
 
     iterations = load_config(regime.config, overrides).iterations
+    if args.status:
+        print("\n".join(status_lines(regime, runs_dir, out, iterations)), flush=True)
+        return 0
     runs_dir.mkdir(parents=True, exist_ok=True)
     lane_threads()  # one thread per run unless OMP_NUM_THREADS says otherwise
     committed = out / "summary.json"

@@ -313,3 +313,49 @@ def test_the_reader_regime_trains_its_two_controls_after_the_comparison(headroom
     # the other regimes have no control; the long regime trains GRPO only
     assert headroom.REGIMES["short"].controls == headroom.REGIMES["long"].controls == ()
     assert [arm for arm, _, _ in headroom.REGIMES["long"].all_arms()] == ["grpo"]
+
+
+def test_status_names_each_run_in_training_order_from_the_folders_and_writes_nothing(headroom, tmp_path):
+    import json
+
+    from helpers import lock_held_elsewhere
+
+    regime = headroom.REGIMES["reader"]
+    runs_dir, out = tmp_path / "runs", tmp_path / "out"
+
+    def write(folder: Path, rows: list[dict]) -> None:
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    out.mkdir()
+    # no choice yet: only the search run is known
+    assert headroom.status_lines(regime, runs_dir, out, 30) == ["warm start: not made yet", "grpo-lr1e-4-seed0: not started"]
+    (out / "choice.json").write_text(json.dumps({"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}))
+    runs_dir.mkdir()
+    (runs_dir / "start_eval.json").write_text(json.dumps({"success": 0.25}))
+    (runs_dir / "start_eval_passes.json").write_text(json.dumps({"success": 0.236}))
+    # GRPO seed 0: finished on another machine (its committed record), passes played
+    write(out / "runs" / "grpo-lr1e-4-seed0", [{"iteration": i, **({"val/success": i / 100} if i % 10 == 0 else {})}
+                                               for i in range(1, 31)])
+    (out / "runs" / "grpo-lr1e-4-seed0" / "final_eval.json").write_text(json.dumps({"success": 0.368}))
+    # SDAR seed 0: stopped here after iteration 12 (a shorter committed copy of its start too)
+    write(runs_dir / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": i, **({"val/success": 0.333} if i == 10 else {})}
+                                                      for i in range(1, 13)])
+    write(out / "runs" / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": 1}])
+    # GRPO seed 1: a live process holds its folder
+    write(runs_dir / "grpo-lr1e-4-seed1", [{"iteration": 1}, {"iteration": 2}])
+    with lock_held_elsewhere(runs_dir / "grpo-lr1e-4-seed1") as pid:
+        before = sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*"))
+        lines = headroom.status_lines(regime, runs_dir, out, 30)
+        assert sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")) == before
+    assert lines[:5] == [
+        "warm start: 25.0% of the panel; 3 passes 23.6",
+        "grpo-lr1e-4-seed0: finished, 30 of 30; validation (%) 10: 10.0 / 20: 20.0 / 30: 30.0; 3 passes 36.8",
+        "sdar-sibling-l1-lr1e-4-seed0: stopped after iteration 12 of 30; validation (%) 10: 33.3",
+        f"grpo-lr1e-4-seed1: training (pid {pid}), 2 of 30",
+        "sdar-sibling-l1-lr1e-4-seed1: not started",
+    ]
+    # then seed 2 of both arms, then the controls seed by seed
+    assert [line.split(":")[0] for line in lines[5:]] == [
+        "grpo-lr1e-4-seed2", "sdar-sibling-l1-lr1e-4-seed2",
+        *(f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in ("grpo_opsd-sibling-l1", "sdar-sibling-skip-l1"))]

@@ -373,6 +373,9 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
     assert "trained" in first.stdout
     again = _run(args)
     assert "trained" not in again.stdout and again.stdout.count("finished earlier") == len(SEARCH) + 5
+    status = _run([*args, "--status"]).stdout.splitlines()  # where the grid stands, from the folders alone
+    assert status[0].startswith("warm start: ") and "; 3 passes " in status[0]
+    assert len(status) == 1 + len(SEARCH) + 5 and all(": finished, 2 of 2; validation (%) " in s for s in status[1:])
     # the passes were made once each, in the first call
     finals = list((runs / "logs").glob("*-final.log"))
     assert len(finals) == len(SEARCH) + 5 and (runs / "warm.log").read_text().count("--passes") == 1

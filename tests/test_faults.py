@@ -229,6 +229,20 @@ def test_run_lock_names_its_holder_and_the_os_drops_it_when_the_holder_dies(tmp_
     after.release()
 
 
+def test_lock_holder_names_a_live_holder_only_and_writes_nothing(tmp_path):
+    from sdar.trainer.run_dir import LOCK_FILE, lock_holder
+
+    run = tmp_path / "run"
+    assert lock_holder(run) is None and not run.exists()  # no folder
+    run.mkdir()
+    assert lock_holder(run) is None and not (run / LOCK_FILE).exists()  # no lock file: never locked
+    with lock_held_elsewhere(run) as pid:
+        assert lock_holder(run) == str(pid)
+        assert lock_holder(run) == str(pid)  # the probe left the holder's lock and file as they were
+        assert (run / LOCK_FILE).read_text() == f"{pid}\n"
+    assert lock_holder(run) is None  # the holder was killed: the operating system dropped its lock
+
+
 def test_sft_holds_its_folders_lock_while_it_trains_and_refuses_one_another_process_holds(tmp_path):
     from sdar.trainer.run_dir import LOCK_FILE, RunDirError, RunLock
 

@@ -138,3 +138,19 @@ class RunLock:
         if self._file is not None:
             self._file.close()  # closing the descriptor drops the flock
             self._file = None
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """The pid, as its lock file names it, of a live process holding ``run_dir``'s lock
+    (:class:`RunLock`); None when none does. Writes nothing: a folder without a lock file has no
+    holder, and a free lock is taken and dropped at once."""
+    path = Path(run_dir) / LOCK_FILE
+    if fcntl is None or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None
