@@ -232,13 +232,14 @@ def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes
     (``start_eval.json``); made once, reused."""
     from learning import write_demonstrations
 
+    from sdar.trainer.checkpoint import list_checkpoints
     from sdar.trainer.config import load_config
 
     sft_dir = runs_dir / "warm"
     start_path = runs_dir / "start_eval.json"
     made_path = runs_dir / "warm_start.json"  # how the warm start here was made (not how this call asks)
     demo_options = [*DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])]
-    if not (sft_dir / "checkpoints").is_dir():
+    if not list_checkpoints(sft_dir):  # none yet, or an `sdar sft` stopped before its checkpoint was complete
         check_not_in_use(sft_dir, SystemExit)  # an earlier grid's `sdar sft`, still going
         start_path.unlink(missing_ok=True)  # it validated another warm start
         made_path.unlink(missing_ok=True)  # it described another warm start
@@ -341,9 +342,11 @@ def grid_runs(regime: Regime, choice: dict | None) -> list[tuple[str, int]]:
 
 def status_lines(regime: Regime, runs_dir: Path, out: Path, iterations: int) -> list[str]:
     """Where the grid stands, from what is on disk (run folders here, records committed in ``out``);
-    reads only: the warm start's validation, then one line per run in training order (finished,
-    training with the pid that holds its folder, stopped after an iteration, or not started), with
-    its validations so far and, once played, its final passes."""
+    writes nothing. The warm start's validation, then one line per run in training order: finished
+    (here or committed), training (with the pid that holds its folder), stopped after an iteration
+    (where the grid resumes it), or not started here; a committed record of an earlier start that
+    holds more iterations is named beside it. With the validations so far of the record shown and,
+    once played, its final passes."""
     from sdar.trainer.run_dir import lock_holder
 
     choice_path = out / "choice.json"
@@ -355,22 +358,29 @@ def status_lines(regime: Regime, runs_dir: Path, out: Path, iterations: int) -> 
     start_passes = runs_dir / "start_eval_passes.json"
     passes = (f"; {PASSES} passes {_pct(json.loads(start_passes.read_text(encoding='utf-8'))['success'])}"
               if start_passes.is_file() else "")
-    lines = [f"warm start: {_pct(before)}% of the panel{passes}" if before is not None else "warm start: not made yet"]
+    making = lock_holder(runs_dir / "warm")
+    lines = [f"warm start: being made (pid {making})" if making is not None else
+             f"warm start: {_pct(before)}% of the panel{passes}" if before is not None else "warm start: not made yet"]
     for name, seed in grid_runs(regime, choice):
         run = f"{name}-seed{seed}"
-        records = [r for r in (runs_dir / run, out / "runs" / run) if read_metrics(r)]
-        record = max(records, key=lambda r: trained_iterations(read_metrics(r)), default=None)
-        metrics = read_metrics(record) if record is not None else []
-        done = trained_iterations(metrics)
-        holder = lock_holder(runs_dir / run)
-        state = (f"training (pid {holder}), {done} of {iterations}" if holder is not None
-                 else f"finished, {iterations} of {iterations}" if done >= iterations
-                 else f"stopped after iteration {done} of {iterations}" if done else "not started")
+        here, kept = runs_dir / run, out / "runs" / run
+        done_here, done_kept = trained_iterations(read_metrics(here)), trained_iterations(read_metrics(kept))
+        holder = lock_holder(here)
+        if holder is None and max(done_here, done_kept) >= iterations:
+            record = here if done_here >= iterations else kept
+            state = f"finished, {iterations} of {iterations}"
+        else:
+            record = here if done_here else kept
+            state = (f"training (pid {holder}), {done_here} of {iterations}" if holder is not None
+                     else f"stopped after iteration {done_here} of {iterations}" if done_here else "not started here")
+            if done_kept > done_here:  # its checkpoints stayed on another machine: this grid trains it anew
+                state += f"; committed record of an earlier start: {done_kept} of {iterations}"
+        metrics = read_metrics(record)
         vals = " / ".join(f"{m['iteration']}: {_pct(m['val/success'])}" for m in metrics
                           if "val/success" in m and m["iteration"] >= 1)
-        final = record / "final_eval.json" if record is not None else None
+        final = record / "final_eval.json"
         passes = (f"; {PASSES} passes {_pct(json.loads(final.read_text(encoding='utf-8'))['success'])}"
-                  if final is not None and final.is_file() else "")
+                  if final.is_file() else "")
         lines.append(f"{run}: {state}" + (f"; validation (%) {vals}" if vals else "") + passes)
     return lines
 

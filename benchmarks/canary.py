@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = ROOT / args.runs_dir
     run_dir = runs_dir / f"grpo-seed{args.seed}"
     if args.fresh and runs_dir.exists():
+        for held in (runs_dir / "warm", run_dir):  # an earlier canary's `sdar sft` or run, still going
+            check_not_in_use(held, SystemExit)
         shutil.rmtree(runs_dir)
     runs_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

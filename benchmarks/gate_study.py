@@ -132,13 +132,14 @@ def warm_start(runs_dir: Path, overrides: list[str], episodes: int, config_path:
     """The shared warm start (random-policy format demonstrations, with ``hint_copying`` also their
     hinted twins, then ``sdar sft``) and its validation (``start_eval.json``); made once, reused."""
     from sdar.envs.play import play_episodes
+    from sdar.trainer.checkpoint import list_checkpoints
     from sdar.trainer.config import load_config
     from sdar.trainer.trainer import make_run_env
 
     sft_dir = runs_dir / "warm"
     start_path = runs_dir / "start_eval.json"
     config = load_config(config_path, overrides)
-    if not (sft_dir / "checkpoints").is_dir():
+    if not list_checkpoints(sft_dir):  # none yet, or an `sdar sft` stopped before its checkpoint was complete
         check_not_in_use(sft_dir, SystemExit)  # an earlier grid's `sdar sft`, still going
         demos = runs_dir / "demos.jsonl"
         with make_run_env(config.env, config.env.train_split) as env:
@@ -222,17 +223,20 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     """Train run ``name``/``seed`` from ``sft_dir`` into ``runs_dir``: skipped when it finished
     (here or committed under ``out/runs``), resumed from its last checkpoint, else started anew.
     A folder that another process trains in (an earlier grid's run, still going) raises
-    ``RuntimeError`` naming that process, before anything there is written or deleted. Prints a
-    line when the run starts, naming the log that shows its progress."""
+    ``RuntimeError`` naming that process, before anything there is written or deleted (two grids
+    started at the same instant can still both pass that check; the trainer's own lock then refuses
+    one). Prints a line when the run starts, naming the log that shows its progress."""
+    from sdar.trainer.checkpoint import list_checkpoints
+
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
     if finished_run(name, seed, runs_dir, out, iterations):
         return f"{run_dir.name}: finished earlier"
     check_not_in_use(run_dir)
     started = time.perf_counter()
-    checkpoints = sorted((run_dir / "checkpoints").glob("iter_*")) if (run_dir / "config.yaml").is_file() else []
+    checkpoints = list_checkpoints(run_dir) if (run_dir / "config.yaml").is_file() else []  # complete ones only
     resumable = bool(checkpoints)
-    where = f"resuming after iteration {int(checkpoints[-1].name[5:])}" if resumable else "starting"
+    where = f"resuming after iteration {int(checkpoints[-1].name.removeprefix('iter_'))}" if resumable else "starting"
     print(f"{run_dir.name}: {where} (progress: {log})", flush=True)
     if resumable:
         with (run_dir / "commit.txt").open("a", encoding="utf-8") as f:  # the code of each part

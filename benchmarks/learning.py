@@ -173,6 +173,7 @@ def warm_start(env_name: str, config_path: Path, overrides: list[str], env_dir: 
     if last_checkpoint_iteration(sft_dir) is not None:
         print(f"[{env_name}] warm start exists: {sft_dir}")
         return sft_dir
+    check_not_in_use(sft_dir, SystemExit)  # an earlier grid's `sdar sft`, still going
     config = load_config(config_path, overrides)
     demos = env_dir / "demos.jsonl"
     summary = write_demonstrations(

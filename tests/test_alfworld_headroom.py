@@ -329,7 +329,8 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
 
     out.mkdir()
     # no choice yet: only the search run is known
-    assert headroom.status_lines(regime, runs_dir, out, 30) == ["warm start: not made yet", "grpo-lr1e-4-seed0: not started"]
+    assert headroom.status_lines(regime, runs_dir, out, 30) == ["warm start: not made yet",
+                                                                "grpo-lr1e-4-seed0: not started here"]
     (out / "choice.json").write_text(json.dumps({"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}))
     runs_dir.mkdir()
     (runs_dir / "start_eval.json").write_text(json.dumps({"success": 0.25}))
@@ -342,8 +343,12 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
     write(runs_dir / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": i, **({"val/success": 0.333} if i == 10 else {})}
                                                       for i in range(1, 13)])
     write(out / "runs" / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": 1}])
-    # GRPO seed 1: a live process holds its folder
+    # GRPO seed 1: a live process holds its folder; a longer committed record of an earlier start
     write(runs_dir / "grpo-lr1e-4-seed1", [{"iteration": 1}, {"iteration": 2}])
+    write(out / "runs" / "grpo-lr1e-4-seed1", [{"iteration": i, **({"val/success": 0.5} if i == 10 else {})}
+                                               for i in range(1, 25)])
+    # SDAR seed 1: only a committed partial record (its checkpoints stayed on another machine)
+    write(out / "runs" / "sdar-sibling-l1-lr1e-4-seed1", [{"iteration": i} for i in range(1, 8)])
     with lock_held_elsewhere(runs_dir / "grpo-lr1e-4-seed1") as pid:
         before = sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*"))
         lines = headroom.status_lines(regime, runs_dir, out, 30)
@@ -352,9 +357,14 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
         "warm start: 25.0% of the panel; 3 passes 23.6",
         "grpo-lr1e-4-seed0: finished, 30 of 30; validation (%) 10: 10.0 / 20: 20.0 / 30: 30.0; 3 passes 36.8",
         "sdar-sibling-l1-lr1e-4-seed0: stopped after iteration 12 of 30; validation (%) 10: 33.3",
-        f"grpo-lr1e-4-seed1: training (pid {pid}), 2 of 30",
-        "sdar-sibling-l1-lr1e-4-seed1: not started",
+        f"grpo-lr1e-4-seed1: training (pid {pid}), 2 of 30; committed record of an earlier start: 24 of 30",
+        "sdar-sibling-l1-lr1e-4-seed1: not started here; committed record of an earlier start: 7 of 30",
     ]
+    # stopped, the restart is what the grid resumes
+    assert headroom.status_lines(regime, runs_dir, out, 30)[3] == (
+        "grpo-lr1e-4-seed1: stopped after iteration 2 of 30; committed record of an earlier start: 24 of 30")
+    with lock_held_elsewhere(runs_dir / "warm"):  # `sdar sft` making the warm start
+        assert headroom.status_lines(regime, runs_dir, out, 30)[0].startswith("warm start: being made (pid ")
     # then seed 2 of both arms, then the controls seed by seed
     assert [line.split(":")[0] for line in lines[5:]] == [
         "grpo-lr1e-4-seed2", "sdar-sibling-l1-lr1e-4-seed2",

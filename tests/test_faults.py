@@ -243,6 +243,23 @@ def test_lock_holder_names_a_live_holder_only_and_writes_nothing(tmp_path):
     assert lock_holder(run) is None  # the holder was killed: the operating system dropped its lock
 
 
+def test_a_trainer_taking_its_lock_during_a_probe_waits_for_the_probe(tmp_path):
+    import fcntl
+    import threading
+
+    from sdar.trainer.run_dir import LOCK_FILE, LOCK_WAIT, RunLock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK_FILE).write_text("")
+    probe = open(run / LOCK_FILE, encoding="utf-8")  # as lock_holder holds it for an instant
+    fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+    threading.Timer(LOCK_WAIT / 3, probe.close).start()
+    lock = RunLock(run)
+    assert lock.held and probe.closed
+    lock.release()
+
+
 def test_sft_holds_its_folders_lock_while_it_trains_and_refuses_one_another_process_holds(tmp_path):
     from sdar.trainer.run_dir import LOCK_FILE, RunDirError, RunLock
 
@@ -271,9 +288,10 @@ def test_sft_holds_its_folders_lock_while_it_trains_and_refuses_one_another_proc
         live.kill()
         live.wait(timeout=60)
     shutil.rmtree(warm)
-    done = sdar("sft", "--config", str(path), "--demos", str(demos), "--output-dir", str(warm), "--epochs", "1")
-    assert done.returncode == 0, done.stderr[-2000:]
-    RunLock(warm).release()  # released when it returned
+    from sdar.trainer.sft import run_sft
+
+    run_sft(load_config(path, ["sft.epochs=1"]), demos, warm)  # in this process: its lock is gone when it returns
+    RunLock(warm).release()  # a lock this process still held through another open file would refuse this
     assert latest_checkpoint(warm) is not None
 
 

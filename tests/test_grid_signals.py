@@ -203,9 +203,12 @@ def test_a_grid_names_the_iteration_a_run_resumes_after_and_its_log(tmp_path, ca
     from gate_study import train_one
 
     run_dir = tmp_path / "runs" / "grpo-seed0"
-    (run_dir / "checkpoints" / "iter_000002").mkdir(parents=True)  # not a readable checkpoint
+    for name in ("iter_000001", "iter_000002", "iter_000010.old"):  # the latter is no checkpoint's name
+        (run_dir / "checkpoints" / name).mkdir(parents=True)
+        (run_dir / "checkpoints" / name / "trainer_state.pt").write_bytes(b"not a checkpoint")
+    (run_dir / "checkpoints" / "iter_000003").mkdir()  # incomplete: no trainer state
     (run_dir / "config.yaml").write_text("the run's config\n")
-    with pytest.raises(RuntimeError, match="failed"):  # `sdar train --resume` refuses the empty folder
+    with pytest.raises(RuntimeError, match="failed"):  # `sdar train --resume` refuses what it reads there
         train_one("grpo", [], 0, tmp_path / "runs", tmp_path / "warm", [], 30, tmp_path / "out")
     log = tmp_path / "runs" / "logs" / "grpo-seed0.log"
     assert capsys.readouterr().out == f"grpo-seed0: resuming after iteration 2 (progress: {log})\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 try:
@@ -98,6 +99,25 @@ LOCK_FILE = ".sdar-lock"
 holds that process's pid. The file stays after the run: only a live process's lock counts."""
 
 
+LOCK_WAIT = 0.5
+"""Seconds :class:`RunLock` keeps trying before it refuses: a :func:`lock_holder` probe holds the
+lock for an instant, and a trainer starting then must not be refused for it."""
+
+
+def _flock_within(handle, seconds: float) -> None:
+    """An exclusive ``flock`` on ``handle``, retried for up to ``seconds``; ``BlockingIOError`` when
+    another holder keeps it that long."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class RunLock:
     """An exclusive lock on ``run_dir`` (created if missing) for as long as this process trains there.
 
@@ -115,7 +135,7 @@ class RunLock:
             return
         handle = open(self.path, "a+", encoding="utf-8")
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_within(handle, LOCK_WAIT)
         except OSError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
@@ -143,14 +163,15 @@ class RunLock:
 def lock_holder(run_dir: str | Path) -> str | None:
     """The pid, as its lock file names it, of a live process holding ``run_dir``'s lock
     (:class:`RunLock`); None when none does. Writes nothing: a folder without a lock file has no
-    holder, and a free lock is taken and dropped at once."""
+    holder, and a free lock is taken (shared) and dropped at once; a :class:`RunLock` taken in that
+    instant waits for it (``LOCK_WAIT`` seconds at most)."""
     path = Path(run_dir) / LOCK_FILE
     if fcntl is None or not path.is_file():
         return None
     with open(path, encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        try:  # shared: it conflicts with a holder's exclusive lock only, and a read-only file allows it
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
             return handle.read().strip() or "unknown"
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
     return None
