@@ -364,18 +364,18 @@ def status_lines(regime: Regime, runs_dir: Path, out: Path, iterations: int) -> 
     for name, seed in grid_runs(regime, choice):
         run = f"{name}-seed{seed}"
         here, kept = runs_dir / run, out / "runs" / run
-        done_here, done_kept = trained_iterations(read_metrics(here)), trained_iterations(read_metrics(kept))
+        metrics_here, metrics_kept = read_metrics(here), read_metrics(kept)
+        done_here, done_kept = trained_iterations(metrics_here), trained_iterations(metrics_kept)
         holder = lock_holder(here)
         if holder is None and max(done_here, done_kept) >= iterations:
-            record = here if done_here >= iterations else kept
+            record, metrics = (here, metrics_here) if done_here >= iterations else (kept, metrics_kept)
             state = f"finished, {iterations} of {iterations}"
         else:
-            record = here if done_here else kept
+            record, metrics = (here, metrics_here) if done_here else (kept, metrics_kept)
             state = (f"training (pid {holder}), {done_here} of {iterations}" if holder is not None
                      else f"stopped after iteration {done_here} of {iterations}" if done_here else "not started here")
             if done_kept > done_here:  # its checkpoints stayed on another machine: this grid trains it anew
                 state += f"; committed record of an earlier start: {done_kept} of {iterations}"
-        metrics = read_metrics(record)
         vals = " / ".join(f"{m['iteration']}: {_pct(m['val/success'])}" for m in metrics
                           if "val/success" in m and m["iteration"] >= 1)
         final = record / "final_eval.json"

@@ -226,7 +226,7 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     ``RuntimeError`` naming that process, before anything there is written or deleted (two grids
     started at the same instant can still both pass that check; the trainer's own lock then refuses
     one). Prints a line when the run starts, naming the log that shows its progress."""
-    from sdar.trainer.checkpoint import list_checkpoints
+    from learning import last_checkpoint_iteration
 
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
@@ -234,9 +234,9 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
         return f"{run_dir.name}: finished earlier"
     check_not_in_use(run_dir)
     started = time.perf_counter()
-    checkpoints = list_checkpoints(run_dir) if (run_dir / "config.yaml").is_file() else []  # complete ones only
-    resumable = bool(checkpoints)
-    where = f"resuming after iteration {int(checkpoints[-1].name.removeprefix('iter_'))}" if resumable else "starting"
+    done = last_checkpoint_iteration(run_dir) if (run_dir / "config.yaml").is_file() else None  # complete ones only
+    resumable = done is not None
+    where = f"resuming after iteration {done}" if resumable else "starting"
     print(f"{run_dir.name}: {where} (progress: {log})", flush=True)
     if resumable:
         with (run_dir / "commit.txt").open("a", encoding="utf-8") as f:  # the code of each part
