@@ -34,9 +34,11 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    trajectory inside the user turn at lambda 1 (the only weight that learned on every seed of the
    gate study), seeds 0, 1, 2. The long regime has no SDAR arm: ``sdar teacher-check`` found its
    warm start not reading that context (benchmarks/results/teacher_check/). A search of one
-   setting chooses it at once, and its run and the arms train together, seed by seed. Then the
-   regime's ``controls``, seed by seed: in the reader regime the SDAR arm with its gate held at
-   0.5 (``grpo_opsd`` at lambda 1, :data:`GATE_HALF_ARM`), which tells a teacher that reads nothing
+   setting chooses it at once, and its run and the arms train together, seed by seed, with the
+   regime's ``controls`` (each seed: the arms, then the controls; runs begun in ``--runs-dir`` come
+   first, so a restarted grid finishes them before it starts new ones): in the reader regime the
+   SDAR arm with its gate held at 0.5 (``grpo_opsd`` at lambda 1, :data:`GATE_HALF_ARM`), which
+   tells a teacher that reads nothing
    from the distillation term's noise alone, and the SDAR arm that leaves the step samples of
    groups without a winner out of the term (``teacher.no_winner: skip``, :data:`SKIP_ARM`).
 4. **Final passes**: each finished run's last checkpoint and the warm start play the panel
@@ -148,6 +150,9 @@ GATE_HALF_ARM: Arm = ("grpo_opsd-sibling-l1", ["method=grpo_opsd", "loss.sdar_la
 # the SDAR arm without the step samples of groups that no copy won (gate 0 there, as SDPO masks them):
 # those are scored on their own prompt, so the term is pure noise on them (teacher.no_winner)
 SKIP_ARM: Arm = ("sdar-sibling-skip-l1", ["method=sdar", "loss.sdar_lambda=1.0", "teacher.no_winner=skip"], SEEDS)
+# The controls first trained after all six runs of the comparison. Once SDAR had fallen on all three
+# finished seeds over two warm starts (results/alfworld_pool/) while GRPO rose, the controls' seed 0
+# said more per CPU-hour than the comparison's seed 2, so they now train with the arms, seed by seed
 
 
 @dataclass(frozen=True)
@@ -155,8 +160,8 @@ class Regime:
     """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
     its runs and tables (default: the config's file name), whether its warm start also imitates the
     sibling-reading twins of its demonstrations, the arms trained at the search's choice, and the
-    controls: arms trained after every run of ``arms``, tabulated the same way (they check a finding
-    and do not hold up the comparison the target asks for)."""
+    controls: arms that check a finding of ``arms``, trained with them seed by seed (:func:`queue`)
+    and tabulated the same way."""
 
     name: str
     config: Path
@@ -313,30 +318,37 @@ def choose(runs: dict[str, list[dict]], iterations: int, search: list[tuple[str,
             "rule": "highest mean train/success over the last third of the iterations (ties: first listed)"}
 
 
-def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice: dict
-          ) -> list[tuple[str, list[str], int]]:
-    """The runs to train at the search's ``choice``, in order: ``search_runs`` and the arms seed by seed
-    (a comparison grows evenly), then the controls seed by seed; each as (name, overrides, seed)."""
+def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice: dict,
+          runs_dir: Path | None = None) -> list[tuple[str, list[str], int]]:
+    """The runs to train at the search's ``choice``, in order, each as (name, overrides, seed):
+    ``search_runs``, the arms and the controls seed by seed (every arm grows evenly; within a seed
+    the search run, the arms, then the controls). With ``runs_dir``, runs begun there (a complete
+    checkpoint) come first, in that order: a restarted grid finishes what it started before it
+    starts anything new."""
+    from learning import last_checkpoint_iteration
+
     def items(arms: tuple[Arm, ...]) -> list[tuple[str, list[str], int]]:
         return [(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed)
                 for arm, ro, seeds in arms for seed in seeds]
 
-    def by_seed(item: tuple[str, list[str], int]) -> int:
-        return item[2]
+    def begun(item: tuple[str, list[str], int]) -> bool:
+        return runs_dir is not None and last_checkpoint_iteration(runs_dir / f"{item[0]}-seed{item[2]}") is not None
 
-    return [*sorted([*search_runs, *items(regime.arms)], key=by_seed), *sorted(items(regime.controls), key=by_seed)]
+    by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: item[2])
+    return sorted(by_seed, key=lambda item: not begun(item))
 
 
-def grid_runs(regime: Regime, choice: dict | None) -> list[tuple[str, int]]:
+def grid_runs(regime: Regime, choice: dict | None, runs_dir: Path | None = None) -> list[tuple[str, int]]:
     """Every run of the regime's grid as (name, seed), in the order the grid trains them: the search,
-    then (once chosen) the arms and the controls at the choice."""
+    then (once chosen) the arms and the controls at the choice (with ``runs_dir``: as :func:`queue`
+    orders them there)."""
     search_runs = [(f"grpo-{s}", [], 0) for s, _ in regime.search]
     if choice is None:
         runs = search_runs
     elif len(regime.search) == 1:  # a search of one setting: its run and the arms together
-        runs = queue(regime, search_runs, choice)
+        runs = queue(regime, search_runs, choice, runs_dir)
     else:
-        runs = [*search_runs, *queue(regime, [], choice)]
+        runs = [*search_runs, *queue(regime, [], choice, runs_dir)]
     return [(name, seed) for name, _, seed in runs]
 
 
@@ -361,7 +373,7 @@ def status_lines(regime: Regime, runs_dir: Path, out: Path, iterations: int) -> 
     making = lock_holder(runs_dir / "warm")
     lines = [f"warm start: being made (pid {making})" if making is not None else
              f"warm start: {_pct(before)}% of the panel{passes}" if before is not None else "warm start: not made yet"]
-    for name, seed in grid_runs(regime, choice):
+    for name, seed in grid_runs(regime, choice, runs_dir):
         run = f"{name}-seed{seed}"
         here, kept = runs_dir / run, out / "runs" / run
         metrics_here, metrics_kept = read_metrics(here), read_metrics(kept)
@@ -724,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.aggregate_only:
         if only and not args.search_only:  # the search run and the arms together, seed by seed
             choice = json.loads(choice_path.read_text(encoding="utf-8"))
-            train(queue(regime, search_runs, choice), start_passes=play_start)
+            train(queue(regime, search_runs, choice, runs_dir), start_passes=play_start)
         else:
             train(search_runs, start_passes=play_start)
     search_done = {s: finished_run(f"grpo-{s}", 0, runs_dir, out, iterations) for s, _ in search}
@@ -738,7 +750,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         choice_path.write_text(json.dumps(choice, indent=1) + "\n", encoding="utf-8")
     if choice is not None and not args.aggregate_only and not args.search_only and not only:
-        train(queue(regime, [], choice))
+        train(queue(regime, [], choice, runs_dir))
     arm_runs = [] if choice is None else [(f"{arm}-{choice['setting']}", seed) for arm, _, seeds in regime.all_arms()
                                           for seed in seeds]
     searched = [s for s, _ in search if args.setting in (None, s)]

@@ -286,15 +286,25 @@ def test_aggregate_only_on_a_new_machine_tabulates_the_committed_records_without
         (r["run"], r["finished"], r["iterations_done"], r["gain"], r["gain_passes"]) for r in before["runs"]]
 
 
-def test_the_reader_regime_trains_its_two_controls_after_the_comparison(headroom):
+def test_the_reader_regime_trains_its_controls_with_the_comparison_seed_by_seed_begun_runs_first(headroom, tmp_path):
     regime = headroom.REGIMES["reader"]
     choice = {"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}
     search_runs = [("grpo-lr1e-4", ["method=grpo", "optim.lr=1e-4"], 0)]
+    arms = ("grpo-lr1e-4", "sdar-sibling-l1-lr1e-4", "grpo_opsd-sibling-l1-lr1e-4", "sdar-sibling-skip-l1-lr1e-4")
     order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice)]
-    assert order == [("grpo-lr1e-4", 0), ("sdar-sibling-l1-lr1e-4", 0), ("grpo-lr1e-4", 1),
-                     ("sdar-sibling-l1-lr1e-4", 1), ("grpo-lr1e-4", 2), ("sdar-sibling-l1-lr1e-4", 2),
-                     *((f"{arm}-lr1e-4", seed) for seed in (0, 1, 2)
-                       for arm in ("grpo_opsd-sibling-l1", "sdar-sibling-skip-l1"))]
+    assert order == [(arm, seed) for seed in (0, 1, 2) for arm in arms]
+    # a restarted grid finishes what it began: runs with a complete checkpoint first, in grid order
+    runs_dir = tmp_path / "runs"
+    for run, complete in (("sdar-sibling-l1-lr1e-4-seed1", True), ("grpo-lr1e-4-seed1", True),
+                          ("grpo-lr1e-4-seed2", False)):  # no trainer state: nothing to resume
+        ckpt = runs_dir / run / "checkpoints" / "iter_000007"
+        ckpt.mkdir(parents=True)
+        if complete:
+            (ckpt / "trainer_state.pt").write_bytes(b"")
+    order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice, runs_dir)]
+    assert order[:2] == [("grpo-lr1e-4", 1), ("sdar-sibling-l1-lr1e-4", 1)]
+    assert order[2:] == [(arm, seed) for seed in (0, 1, 2) for arm in arms if (arm, seed) not in order[:2]]
+    assert headroom.grid_runs(regime, choice, runs_dir) == order
     runs = {(name, seed): overrides for name, overrides, seed in headroom.queue(regime, [], choice)}
     control = runs[("grpo_opsd-sibling-l1-lr1e-4", 2)]
     assert control == ["method=grpo_opsd", "loss.sdar_lambda=1.0", "optim.lr=1e-4"]
@@ -343,6 +353,8 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
     write(runs_dir / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": i, **({"val/success": 0.333} if i == 10 else {})}
                                                       for i in range(1, 13)])
     write(out / "runs" / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": 1}])
+    (runs_dir / "sdar-sibling-l1-lr1e-4-seed0" / "checkpoints" / "iter_000012").mkdir(parents=True)
+    (runs_dir / "sdar-sibling-l1-lr1e-4-seed0" / "checkpoints" / "iter_000012" / "trainer_state.pt").write_bytes(b"")
     # GRPO seed 1: a live process holds its folder; a longer committed record of an earlier start
     write(runs_dir / "grpo-lr1e-4-seed1", [{"iteration": 1}, {"iteration": 2}])
     write(out / "runs" / "grpo-lr1e-4-seed1", [{"iteration": i, **({"val/success": 0.5} if i == 10 else {})}
@@ -353,19 +365,23 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
         before = sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*"))
         lines = headroom.status_lines(regime, runs_dir, out, 30)
         assert sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")) == before
-    assert lines[:5] == [
-        "warm start: 25.0% of the panel; 3 passes 23.6",
+    # the run begun here first (the grid resumes it first), then every arm seed by seed
+    arms = ("grpo", "sdar-sibling-l1", "grpo_opsd-sibling-l1", "sdar-sibling-skip-l1")
+    begun = "sdar-sibling-l1-lr1e-4-seed0"
+    assert [line.split(":")[0] for line in lines[1:]] == [begun, *(
+        f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in arms if f"{arm}-lr1e-4-seed{seed}" != begun)]
+    by_run = {line.split(":")[0]: line for line in lines[1:]}
+    assert lines[0] == "warm start: 25.0% of the panel; 3 passes 23.6"
+    assert [by_run[run] for run in ("grpo-lr1e-4-seed0", begun, "grpo-lr1e-4-seed1", "sdar-sibling-l1-lr1e-4-seed1",
+                                    "grpo-lr1e-4-seed2")] == [
         "grpo-lr1e-4-seed0: finished, 30 of 30; validation (%) 10: 10.0 / 20: 20.0 / 30: 30.0; 3 passes 36.8",
         "sdar-sibling-l1-lr1e-4-seed0: stopped after iteration 12 of 30; validation (%) 10: 33.3",
         f"grpo-lr1e-4-seed1: training (pid {pid}), 2 of 30; committed record of an earlier start: 24 of 30",
         "sdar-sibling-l1-lr1e-4-seed1: not started here; committed record of an earlier start: 7 of 30",
+        "grpo-lr1e-4-seed2: not started here",
     ]
     # stopped, the restart is what the grid resumes
-    assert headroom.status_lines(regime, runs_dir, out, 30)[3] == (
+    assert headroom.status_lines(regime, runs_dir, out, 30)[5] == (
         "grpo-lr1e-4-seed1: stopped after iteration 2 of 30; committed record of an earlier start: 24 of 30")
     with lock_held_elsewhere(runs_dir / "warm"):  # `sdar sft` making the warm start
         assert headroom.status_lines(regime, runs_dir, out, 30)[0].startswith("warm start: being made (pid ")
-    # then seed 2 of both arms, then the controls seed by seed
-    assert [line.split(":")[0] for line in lines[5:]] == [
-        "grpo-lr1e-4-seed2", "sdar-sibling-l1-lr1e-4-seed2",
-        *(f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in ("grpo_opsd-sibling-l1", "sdar-sibling-skip-l1"))]
