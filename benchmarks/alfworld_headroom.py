@@ -38,9 +38,9 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    regime's ``controls`` (each seed: the arms, then the controls; runs begun in ``--runs-dir`` come
    first, so a restarted grid finishes them before it starts new ones): in the reader regime the
    SDAR arm with its gate held at 0.5 (``grpo_opsd`` at lambda 1, :data:`GATE_HALF_ARM`), which
-   tells a teacher that reads nothing
-   from the distillation term's noise alone, and the SDAR arm that leaves the step samples of
-   groups without a winner out of the term (``teacher.no_winner: skip``, :data:`SKIP_ARM`).
+   tells a teacher that reads nothing from the distillation term's noise alone, and the SDAR arm
+   that leaves the step samples of groups without a winner out of the term
+   (``teacher.no_winner: skip``, :data:`SKIP_ARM`).
 4. **Final passes**: each finished run's last checkpoint and the warm start play the panel
    :data:`PASSES` times (``sdar eval --passes``; ``final_eval.json`` in the run folder,
    ``start_eval_passes.json``), in the lane that trained the run (the warm start: the first free
