@@ -150,3 +150,31 @@ def test_teacher_scores_exactly_the_student_response_tokens(tokenizer):
             torch.testing.assert_close(teacher_lp, direct.log_probs[0, : len(sample.response_ids)].float(),
                                        rtol=1e-5, atol=1e-5)
             assert files[0] == "toy/general.md"
+
+
+def test_episode_rows_give_each_step_of_each_episode_as_played(tokenizer):
+    from sdar.trainer.evaluation import episode_rows
+
+    env = make_env("toy")
+    builder = PromptBuilder(env, tokenizer, None, think=False)
+    plans = [  # seeds 0 -> target 1, 1 -> target 2; group size 2, as above
+        ["<action>increment</action>", "<action>submit</action>"],
+        ["oops", "<action>submit</action>"],
+        ["<action>increment</action>", "<action>increment</action>", "<action>submit</action>"],
+        ["<action>submit</action>"],
+    ]
+    rollout = collect_rollout(env, builder, scripted(tokenizer, env, plans, []), tokenizer, [0, 1], 2,
+                              history_length=2, max_prompt_tokens=512, invalid_action_penalty=0.1,
+                              progress=False)
+    rows = episode_rows(rollout, panel_pass=2)
+    assert [(r["episode"], r["step"]) for r in rows] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2),
+                                                         (3, 0)]
+    assert {r["pass"] for r in rows} == {2}
+    assert [r["response"] for r in rows] == [a for plan in plans for a in plan]
+    assert [r["action"] for r in rows][:4] == ["increment", "submit", "", "submit"]
+    assert [r["valid_action"] for r in rows] == [True, True, False, True, True, True, True, True]
+    assert [r["won"] for r in rows] == [True, True, False, False, True, True, True, False]
+    assert [r["reward"] for r in rows] == [0.0, 10.0, 0.0, 0.0, 0.0, 0.0, 10.0, 0.0]
+    assert rows[0]["observation"] == "The counter shows 0." and rows[1]["observation"] == "The counter shows 1."
+    assert rows[0]["admissible_actions"] == env.reset([0])[0].admissible_actions
+    assert {r["task_id"] for r in rows[:4]} != {r["task_id"] for r in rows[4:]}

@@ -164,6 +164,26 @@ def test_checkpoints_record_their_warm_start_and_eval_and_resume_check_it(tmp_pa
     passes = evaluate(str(ckpt), "--passes", "3")
     assert passes["passes"] == 3 and passes["success_per_pass"][0] == own["success"]
     assert passes["success"] == pytest.approx(sum(passes["success_per_pass"]) / 3)
+    # every step of every pass's episodes written beside the result, read back against its metrics
+    steps_file = tmp_path / "episodes" / "steps.jsonl"
+    again = evaluate(str(ckpt), "--passes", "2", "--episodes", str(steps_file))
+    steps = [json.loads(line) for line in steps_file.read_text().splitlines()]
+    assert again["success_per_pass"] == passes["success_per_pass"][:2]
+    for k in (1, 2):
+        ours = [r for r in steps if r["pass"] == k]
+        episodes = sorted({r["episode"] for r in ours})
+        assert episodes == [0, 1, 2]  # eval.num_tasks
+        for e in episodes:
+            rows = [r for r in ours if r["episode"] == e]
+            assert [r["step"] for r in rows] == list(range(len(rows)))  # each episode's steps in order
+            assert len({(r["task_id"], r["won"]) for r in rows}) == 1
+            assert all(r["admissible_actions"] and r["observation"] for r in rows)
+            assert all(r["valid_action"] == (r["action"] in r["admissible_actions"]) for r in rows)
+        won = [next(r["won"] for r in ours if r["episode"] == e) for e in episodes]
+        assert sum(won) / 3 == again["success_per_pass"][k - 1]
+    rates = [sum(not r["valid_action"] for r in steps if r["pass"] == k) / sum(r["pass"] == k for r in steps)
+             for k in (1, 2)]
+    assert sum(rates) / 2 == pytest.approx(again["metrics"]["val/invalid_action_rate"])
 
     # other weights under the adapter are refused, by eval and by resume
     capsys.readouterr()

@@ -43,6 +43,10 @@ def register(subparsers) -> None:
                     help="play the panel N times, pass k (1..N) sampling from eval.seed + k - 1 (pass 1 samples as "
                          "training's validation does); success is the mean over passes (default 1)")
     ev.add_argument("--output", help="result JSON (default: RUN_DIR/eval/<name>.json or ./eval-<time>.json)")
+    ev.add_argument("--episodes", metavar="FILE",
+                    help="also write every step of every panel episode (each pass) to FILE, one JSON line each: "
+                         "the task, the observation and admissible actions, the response, the parsed action, "
+                         "whether it was valid, the reward, whether the episode was won")
     ev.set_defaults(func=run_eval)
 
     sft = subparsers.add_parser("sft", help="supervised warm start on expert demonstrations (before RL)")
@@ -153,7 +157,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from sdar.skills import SkillLibrary
     from sdar.trainer.checkpoint import resolve_checkpoint
     from sdar.trainer.config import load_config
-    from sdar.trainer.evaluation import load_eval_policy, run_panel
+    from sdar.rollout import rollout_metrics
+    from sdar.trainer.evaluation import episode_rows, load_eval_policy, play_panel
     from sdar.trainer.trainer import make_run_env
 
     checkpoint = None
@@ -181,12 +186,15 @@ def run_eval(args: argparse.Namespace) -> int:
                                 routing=config.teacher.routing, student_layout=config.teacher.student_layout,
                                 chat_template_kwargs=config.model.chat_template_kwargs)
         history = config.env.history_length if config.env.history_length is not None else env.history_length
-        passes = []
+        passes, steps = [], []
         for k in range(args.passes):  # pass k samples from eval.seed + k; the panel stays the same
             if args.passes > 1:
                 print(f"pass {k + 1} of {args.passes}", flush=True)
-            passes.append(run_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
-                                    prefix="val", sample_seed=config.eval.seed + k))
+            rollout = play_panel(model, tokenizer, env, builder, config, history, with_skills=args.with_skills,
+                                 prefix="val", sample_seed=config.eval.seed + k)
+            passes.append(rollout_metrics(rollout, "val"))
+            if args.episodes:
+                steps.extend(episode_rows(rollout, k + 1))
     metrics = {key: sum(p[key] for p in passes) / len(passes) for key in passes[0] if all(key in p for p in passes)}
     result = {
         "checkpoint": str(checkpoint) if checkpoint else None,
@@ -216,6 +224,11 @@ def run_eval(args: argparse.Namespace) -> int:
         "success", "per_task_type", "split", "with_skills")
     print(json.dumps({k: result[k] for k in shown}, indent=2))
     print(f"written: {out}")
+    if args.episodes:
+        episodes = Path(args.episodes)
+        episodes.parent.mkdir(parents=True, exist_ok=True)
+        episodes.write_text("".join(json.dumps(row) + "\n" for row in steps), encoding="utf-8")
+        print(f"episodes: {episodes} ({len(steps)} steps)")
     return 0
 
 

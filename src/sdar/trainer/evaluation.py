@@ -75,14 +75,27 @@ def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, h
               should_stop: Callable[[], bool] | None = None,
               context: DistributedContext = SINGLE, engine=None, sample_seed: int | None = None
               ) -> dict[str, float]:
-    """Play the validation panel once; returns ``{prefix}/success``, per task type, env metrics.
+    """Play the validation panel once; returns ``{prefix}/success``, per task type, env metrics
+    (:func:`play_panel`'s episodes through ``rollout_metrics``; the arguments are the same)."""
+    return rollout_metrics(play_panel(model, tokenizer, env, builder, config, history_length, with_skills, prefix,
+                                      progress, should_stop, context, engine, sample_seed), prefix)
+
+
+def play_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, history_length: int,
+               with_skills: bool = False, prefix: str = "val", progress: bool = True,
+               should_stop: Callable[[], bool] | None = None,
+               context: DistributedContext = SINGLE, engine=None, sample_seed: int | None = None
+               ) -> Rollout:
+    """Play the validation panel once; returns its episodes and step samples (all ranks', in rank
+    order; ``prefix`` labels the progress bar).
 
     ``sample_seed`` seeds the sampling generator instead of ``eval.seed`` (the panel's tasks stay
     ``eval.seed ..``): another pass over the same panel (``sdar eval --passes``).
 
     With ``context`` of several ranks every rank must call this; each plays its share of the panel
-    and every rank returns the metrics of the whole panel. ``engine``: a ``VllmGenerator`` to
-    sample with instead of the transformers path (its weights must be in sync with ``model``).
+    and every rank returns the whole panel (step samples without their environment state:
+    :func:`~sdar.trainer.distributed.gather_rollout`). ``engine``: a ``VllmGenerator`` to sample
+    with instead of the transformers path (its weights must be in sync with ``model``).
     """
     seed = config.eval.seed if sample_seed is None else sample_seed
     generator = torch.Generator().manual_seed(rank_seed(seed, context.rank))
@@ -105,4 +118,25 @@ def run_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, h
                 with_skills=with_skills, should_stop=should_stop,
                 progress=progress and context.is_main, desc=prefix,
             )
-    return rollout_metrics(gather_rollout(context, rollout), prefix)
+    return gather_rollout(context, rollout)
+
+
+def episode_rows(rollout: Rollout, panel_pass: int = 1) -> list[dict[str, Any]]:
+    """One JSON-ready row per step of the panel's episodes (``sdar eval --episodes``), in panel
+    then step order: the pass, the task, the episode's index in the panel, the step, what the agent
+    saw (observation and admissible actions; ``None`` where the state did not travel between ranks
+    or the environment has no list), its response, the parsed action, whether the environment
+    accepted it, the step's reward, and whether the episode was won."""
+    rows, episode = [], -1
+    for s in rollout.samples:  # each episode's steps in order, episodes in panel order (ranks in turn)
+        episode += s.step == 0
+        rows.append({
+            "pass": panel_pass, "task_id": s.task.task_id, "task_type": s.task.task_type, "episode": episode,
+            "step": s.step,
+            "observation": s.state.observation if s.state is not None else None,
+            "admissible_actions": (list(s.state.admissible_actions) if s.state is not None
+                                   and s.state.admissible_actions is not None else None),
+            "response": s.response_text, "action": s.action, "valid_action": s.valid_action,
+            "reward": s.reward, "won": s.won,
+        })
+    return rows
