@@ -57,6 +57,8 @@ LEARNING = "learning.py"
 GRIDS = {"gate_study.py", "teacher_check_grid.py", "alfworld_headroom.py"}
 # read committed result folders and train nothing (tests/test_gate_pool.py, tests/test_alfworld_pool.py)
 REPORTS = {"gate_pool.py", "alfworld_pool.py"}
+# plays the panel with the checkpoints of given run folders (its own test below)
+PANEL_ACTIONS = "panel_actions.py"
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +87,7 @@ def _walk(data, dotted: str):
 
 def test_every_benchmark_script_is_smoke_tested():
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SCRIPTS) | {LEARNING} | GRIDS | REPORTS, "add new benchmark scripts to SCRIPTS in this test"
+    assert scripts == set(SCRIPTS) | {LEARNING, PANEL_ACTIONS} | GRIDS | REPORTS, "add new benchmark scripts to SCRIPTS in this test"
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -456,3 +458,31 @@ def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):
     assert cell["init_checkpoint"] == str(warm) and cell["states"] >= 2
     assert cell["autocast"] == "none" and cell["autocast_ran"] == "none" and "model.autocast=none" in cell["command"]
     assert "| tiny-random | tiny_warm/warm | gate_study | hint | user | none |" in (out / "README.md").read_text()
+
+
+def test_panel_actions_replays_a_runs_last_validation_step_by_step_and_keeps_what_it_played(tmp_path):
+    from helpers import read_jsonl, write_run_config
+
+    run = tmp_path / "run"
+    config = write_run_config(tmp_path / "c.yaml", method="grpo")
+    _run(["-m", "sdar.cli", "train", "--config", str(config), "--output-dir", str(run), "--no-report"])
+    out = tmp_path / "out"
+    first = _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(out)])
+    assert "playing the panel with iter_000002" in first.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    row = summary["runs"][0]
+    assert row["run"] == "run" and row["checkpoint"].endswith("iter_000002") and row["episodes"] == 2
+    # pass 1 samples as the run's validation did: the same success as its logged validation
+    logged = [m["val/success"] for m in read_jsonl(run / "metrics.jsonl") if m.get("iteration") == 2]
+    assert row["logged_validation"] == logged[0] and row["matches_logged_validation"] is True
+    steps = read_jsonl(out / "run.steps.jsonl")
+    assert len(steps) == row["steps"] and {s["pass"] for s in steps} == {1}
+    assert row["invalid_share"] == sum(not s["valid_action"] for s in steps) / len(steps)
+    assert summary["commit"] and summary["machine"]["cpus"] >= 1 and str(ROOT) not in summary["command"]
+    assert "| run | iter_000002 |" in (out / "summary.md").read_text()
+    # a second call tabulates what is there without playing it again; a missing checkpoint is one line
+    again = _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(out)])
+    assert "playing" not in again.stdout and json.loads((out / "summary.json").read_text())["runs"] == [row]
+    missing = subprocess.run([sys.executable, str(BENCH / PANEL_ACTIONS), str(run), "--iteration", "7", "--out",
+                              str(out)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert missing.returncode != 0 and missing.stderr.strip().splitlines()[-1].startswith("no checkpoint iter_000007")

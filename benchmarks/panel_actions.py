@@ -1,0 +1,175 @@
+"""What a trained policy does on the validation panel, step by step: where its actions fail.
+
+A success rate says that a policy fails, not how. For each run folder given, its last checkpoint
+(or ``--iteration``) plays the panel once, pass 1 (``sdar eval --episodes``: the sampling of the
+run's own validation, so at the iteration of a validation it replays that validation exactly), every
+step written, and the table sorts its steps:
+
+- the share of steps whose action the environment refused (invalid), and of those: no action found
+  in the response; the episode's previous action again; an action naming an object or receptacle
+  (``word N``) that no admissible action names; anything else;
+- the actions it took, by verb (the action's first word; ``go`` for ``go to``), over all steps and
+  over the invalid ones; the invalid actions it repeated most.
+
+Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sdar eval`` wrote),
+``summary.json`` (per run: its numbers, the checkpoint, whether pass 1 equals the run's logged
+validation at that iteration; the code commit, the machine and the command) and ``summary.md``;
+``logs/`` (git-ignored) holds each play's output. A run whose two files are already in ``--out``
+for the same checkpoint is not played again.
+
+    python benchmarks/panel_actions.py runs/alfworld_headroom_reader/grpo-lr1e-4-seed0 \\
+        runs/alfworld_headroom_reader/sdar-sibling-l1-lr1e-4-seed0 --out benchmarks/results/alfworld_panel_actions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from _results import machine_info, run_logged, write_result  # noqa: E402
+
+ENTITY = re.compile(r"[a-z]+ \d+")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
+KINDS = ("no action found", "the previous action again", "names something not in the list", "other")
+
+
+def invalid_kind(row: dict, previous: str | None) -> str:
+    """Why an invalid step's action failed, the first of :data:`KINDS` that holds."""
+    action = row["action"]
+    if not action:
+        return KINDS[0]
+    if action == previous:
+        return KINDS[1]
+    listed = " ".join(row["admissible_actions"] or [])
+    if any(entity not in listed for entity in ENTITY.findall(action)):
+        return KINDS[2]
+    return KINDS[3]
+
+
+def verb(action: str) -> str:
+    return action.split()[0] if action else "(none)"
+
+
+def tabulate(rows: list[dict]) -> dict:
+    """A run's numbers from its steps (one pass, in episode then step order)."""
+    episodes: dict[int, list[dict]] = {}
+    for row in rows:
+        episodes.setdefault(row["episode"], []).append(row)
+    kinds, invalid = Counter(), []
+    for steps in episodes.values():
+        previous = None
+        for row in steps:
+            if not row["valid_action"]:
+                kinds[invalid_kind(row, previous)] += 1
+                invalid.append(row)
+            previous = row["action"]
+    n = len(rows)
+    return {
+        "episodes": len(episodes),
+        "success": sum(steps[0]["won"] for steps in episodes.values()) / len(episodes),
+        "steps": n,
+        "steps_per_episode": n / len(episodes),
+        "invalid_share": len(invalid) / n,
+        "invalid_kinds": {kind: kinds[kind] / len(invalid) if invalid else 0.0 for kind in KINDS},
+        "verbs": {v: c / n for v, c in Counter(verb(r["action"]) for r in rows).most_common()},
+        "invalid_verbs": {v: c / len(invalid) for v, c in Counter(verb(r["action"]) for r in invalid).most_common()},
+        "top_invalid_actions": Counter(r["action"] for r in invalid).most_common(5),
+    }
+
+
+def play(run_dir: Path, iteration: int | None, out: Path) -> tuple[Path, dict, list[dict]]:
+    """The checkpoint's pass 1 of the panel with every step: played unless ``out`` holds it."""
+    from sdar.trainer.checkpoint import latest_checkpoint
+
+    ckpt = run_dir / "checkpoints" / f"iter_{iteration:06d}" if iteration is not None else latest_checkpoint(run_dir)
+    if ckpt is None or not (ckpt / "trainer_state.pt").is_file():
+        raise SystemExit(f"no checkpoint {'iter_%06d ' % iteration if iteration is not None else ''}in {run_dir}")
+    result, steps = out / f"{run_dir.name}.eval.json", out / f"{run_dir.name}.steps.jsonl"
+    # played from ROOT, named from there where it can be (the records hold no path of this machine)
+    ckpt = ckpt.resolve()
+    named = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+    if not (result.is_file() and steps.is_file()
+            and (ROOT / json.loads(result.read_text(encoding="utf-8"))["checkpoint"]).resolve() == ckpt):
+        log = out / "logs" / f"{run_dir.name}.log"  # names this machine's paths: git-ignored
+        print(f"{run_dir.name}: playing the panel with {ckpt.name} (progress: {log})", flush=True)
+        run_logged([sys.executable, "-m", "sdar.cli", "eval", str(named), "--output", str(result.resolve()),
+                    "--episodes", str(steps.resolve())], log, ROOT, error=SystemExit)
+    rows = [json.loads(line) for line in steps.read_text(encoding="utf-8").splitlines()]
+    return ckpt, json.loads(result.read_text(encoding="utf-8")), rows
+
+
+def logged_validation(run_dir: Path, iteration: int) -> float | None:
+    """The run's validation success logged at ``iteration`` (None without one)."""
+    from sdar.reporting.run_log import read_metrics
+
+    return next((m["val/success"] for m in read_metrics(run_dir)
+                 if m.get("iteration") == iteration and "val/success" in m), None)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def summary_markdown(summary: dict) -> str:
+    lines = ["# What the policies do on the panel", "",
+             f"Pass 1 of the panel (`sdar eval --episodes`), commit {summary['commit']}, "
+             f"{summary['machine']['cpu']}. Shares in %.", "",
+             "| run | checkpoint | success | = logged validation | steps per episode | invalid | "
+             + " | ".join(KINDS) + " | most repeated invalid actions |",
+             "| --- " * (6 + len(KINDS) + 1) + "|"]
+    for run in summary["runs"]:
+        same = {True: "yes", False: "no", None: "-"}[run["matches_logged_validation"]]
+        top = "; ".join(f"`{a}` x{c}" for a, c in run["top_invalid_actions"][:3])
+        lines.append(f"| {run['run']} | {Path(run['checkpoint']).name} | {_pct(run['success'])} | {same} | "
+                     f"{run['steps_per_episode']:.1f} | {_pct(run['invalid_share'])} | "
+                     + " | ".join(_pct(run["invalid_kinds"][k]) for k in KINDS) + f" | {top} |")
+    lines += ["", "The invalid kinds are shares of the invalid steps. Actions by verb (share of all steps / of the "
+              "invalid ones):", ""]
+    for run in summary["runs"]:
+        verbs = ", ".join(f"{v} {_pct(s)} / {_pct(run['invalid_verbs'].get(v, 0.0))}"
+                          for v, s in run["verbs"].items())
+        lines.append(f"- {run['run']}: {verbs}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders (each with checkpoints/ and metrics.jsonl)")
+    parser.add_argument("--iteration", type=int, help="the checkpoint to play (default: each run's latest)")
+    parser.add_argument("--out", required=True, help="folder for the steps, the eval results and the tables")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for run_dir in map(Path, args.runs):
+        ckpt, result, rows = play(run_dir, args.iteration, out)
+        iteration = int(ckpt.name.split("_")[-1])
+        logged = logged_validation(run_dir, iteration)
+        numbers = tabulate(rows)
+        if abs(numbers["success"] - result["success"]) > 1e-9:  # the steps and the result are one pass
+            raise SystemExit(f"{run_dir.name}: its steps give {numbers['success']}, its result {result['success']}")
+        runs.append({"run": run_dir.name, "checkpoint": result["checkpoint"],
+                     "logged_validation": logged,
+                     "matches_logged_validation": None if logged is None else abs(logged - result["success"]) < 1e-9,
+                     **numbers})
+    command = "python benchmarks/panel_actions.py " + " ".join(
+        str(Path(r).resolve().relative_to(ROOT)) if Path(r).resolve().is_relative_to(ROOT) else r for r in args.runs)
+    summary = {"runs": runs, "eval_config": result["eval_config"], "machine": machine_info(),
+               "command": command + (f" --iteration {args.iteration}" if args.iteration is not None else "")
+               + f" --out {args.out}"}
+    write_result(summary, out / "summary.json")
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
+    print(summary_markdown(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

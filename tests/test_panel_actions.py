@@ -1,0 +1,52 @@
+"""benchmarks/panel_actions.py's table, from hand-made steps (its end-to-end run: test_benchmarks_smoke)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+from panel_actions import KINDS, invalid_kind, summary_markdown, tabulate  # noqa: E402
+
+LISTED = ["go to desk 1", "go to sidetable 1", "look"]
+
+
+def step(episode: int, number: int, action: str, valid: bool, won: bool = False) -> dict:
+    return {"episode": episode, "step": number, "action": action, "valid_action": valid, "won": won,
+            "admissible_actions": LISTED}
+
+
+def test_each_invalid_action_gets_the_first_reason_that_holds():
+    assert invalid_kind(step(0, 1, "", False), None) == KINDS[0]
+    assert invalid_kind(step(0, 1, "go to desk 1", False), "go to desk 1") == KINDS[1]
+    assert invalid_kind(step(0, 1, "go to countertop 1", False), "look") == KINDS[2]
+    assert invalid_kind(step(0, 1, "move keychain 1 to desk 1", False), None) == KINDS[2]  # keychain 1 unlisted
+    assert invalid_kind(step(0, 1, "open desk 1", False), None) == KINDS[3]
+
+
+def test_the_table_counts_steps_episodes_and_reasons_by_hand():
+    rows = [
+        # episode 0: won in two valid steps
+        step(0, 0, "go to desk 1", True, won=True), step(0, 1, "look", True, won=True),
+        # episode 1: lost: an unlisted receptacle, the same again, nothing parsed, a valid step
+        step(1, 0, "go to countertop 1", False), step(1, 1, "go to countertop 1", False),
+        step(1, 2, "", False), step(1, 3, "go to desk 1", True),
+    ]
+    got = tabulate(rows)
+    assert got["episodes"] == 2 and got["steps"] == 6 and got["success"] == 0.5
+    assert got["steps_per_episode"] == 3.0 and got["invalid_share"] == pytest.approx(3 / 6)
+    assert got["invalid_kinds"] == pytest.approx({KINDS[0]: 1 / 3, KINDS[1]: 1 / 3, KINDS[2]: 1 / 3, KINDS[3]: 0.0})
+    assert got["verbs"] == pytest.approx({"go": 4 / 6, "look": 1 / 6, "(none)": 1 / 6})
+    assert got["invalid_verbs"] == pytest.approx({"go": 2 / 3, "(none)": 1 / 3})
+    assert got["top_invalid_actions"] == [("go to countertop 1", 2), ("", 1)]
+    # the previous action is the episode's own: episode 1's first step ("look", as episode 0 ended)
+    # repeats nothing, and its second no longer repeats its first
+    rows[2] = step(1, 0, "look", False)
+    assert tabulate(rows)["invalid_kinds"] == pytest.approx({KINDS[0]: 1 / 3, KINDS[1]: 0.0, KINDS[2]: 1 / 3,
+                                                             KINDS[3]: 1 / 3})
+    table = summary_markdown({"commit": "abc", "machine": {"cpu": "x"}, "runs": [
+        {"run": "r", "checkpoint": "runs/r/checkpoints/iter_000002", "matches_logged_validation": True, **got}]})
+    assert "| r | iter_000002 | 50.0 | yes | 3.0 | 50.0 | 33.3 | 33.3 | 33.3 | 0.0 |" in table
