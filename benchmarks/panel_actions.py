@@ -94,7 +94,7 @@ def play(run_dir: Path, iteration: int | None, out: Path) -> tuple[Path, dict, l
     result, steps = out / f"{run_dir.name}.eval.json", out / f"{run_dir.name}.steps.jsonl"
     # played from ROOT, named from there where it can be (the records hold no path of this machine)
     ckpt = ckpt.resolve()
-    named = ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt
+    named = repo_relative(str(ckpt))
     if not (result.is_file() and steps.is_file()
             and (ROOT / json.loads(result.read_text(encoding="utf-8"))["checkpoint"]).resolve() == ckpt):
         log = out / "logs" / f"{run_dir.name}.log"  # names this machine's paths: git-ignored
@@ -102,7 +102,19 @@ def play(run_dir: Path, iteration: int | None, out: Path) -> tuple[Path, dict, l
         run_logged([sys.executable, "-m", "sdar.cli", "eval", str(named), "--output", str(result.resolve()),
                     "--episodes", str(steps.resolve())], log, ROOT, error=SystemExit)
     rows = [json.loads(line) for line in steps.read_text(encoding="utf-8").splitlines()]
-    return ckpt, json.loads(result.read_text(encoding="utf-8")), rows
+    record = json.loads(result.read_text(encoding="utf-8"))
+    warm = record.get("init_checkpoint")  # the checkpoint records its warm start's absolute path
+    if warm and repo_relative(warm) != warm:
+        record["init_checkpoint"] = repo_relative(warm)
+        result.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return ckpt, record, rows
+
+
+def repo_relative(path: str) -> str:
+    """``path`` named from the repository's root where it lies inside it (records hold no path of
+    the machine they were made on), else as given."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
 
 
 def logged_validation(run_dir: Path, iteration: int) -> float | None:
@@ -159,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                      "logged_validation": logged,
                      "matches_logged_validation": None if logged is None else abs(logged - result["success"]) < 1e-9,
                      **numbers})
-    command = "python benchmarks/panel_actions.py " + " ".join(
-        str(Path(r).resolve().relative_to(ROOT)) if Path(r).resolve().is_relative_to(ROOT) else r for r in args.runs)
+    command = "python benchmarks/panel_actions.py " + " ".join(repo_relative(r) for r in args.runs)
     summary = {"runs": runs, "eval_config": result["eval_config"], "machine": machine_info(),
                "command": command + (f" --iteration {args.iteration}" if args.iteration is not None else "")
                + f" --out {args.out}"}

@@ -479,6 +479,7 @@ def test_panel_actions_replays_a_runs_last_validation_step_by_step_and_keeps_wha
     assert len(steps) == row["steps"] and {s["pass"] for s in steps} == {1}
     assert row["invalid_share"] == sum(not s["valid_action"] for s in steps) / len(steps)
     assert summary["commit"] and summary["machine"]["cpus"] >= 1 and str(ROOT) not in summary["command"]
+    assert json.loads((out / "run.eval.json").read_text())["checkpoint"] == str(run / "checkpoints" / "iter_000002")
     assert "| run | iter_000002 |" in (out / "summary.md").read_text()
     # a second call tabulates what is there without playing it again; a missing checkpoint is one line
     again = _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(out)])

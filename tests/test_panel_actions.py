@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from panel_actions import KINDS, invalid_kind, summary_markdown, tabulate  # noqa: E402
+from panel_actions import KINDS, ROOT, invalid_kind, repo_relative, summary_markdown, tabulate  # noqa: E402
 
 LISTED = ["go to desk 1", "go to sidetable 1", "look"]
 
@@ -50,3 +50,8 @@ def test_the_table_counts_steps_episodes_and_reasons_by_hand():
     table = summary_markdown({"commit": "abc", "machine": {"cpu": "x"}, "runs": [
         {"run": "r", "checkpoint": "runs/r/checkpoints/iter_000002", "matches_logged_validation": True, **got}]})
     assert "| r | iter_000002 | 50.0 | yes | 3.0 | 50.0 | 33.3 | 33.3 | 33.3 | 0.0 |" in table
+
+
+def test_paths_inside_the_repository_are_recorded_from_its_root(tmp_path):
+    assert repo_relative(str(ROOT / "runs" / "x" / "warm")) == "runs/x/warm"
+    assert repo_relative(str(tmp_path / "warm")) == str(tmp_path / "warm")  # elsewhere: as given
