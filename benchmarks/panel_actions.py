@@ -15,10 +15,13 @@ Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sda
 ``summary.json`` (per run: its numbers, the checkpoint, whether pass 1 equals the run's logged
 validation at that iteration; the code commit, the machine and the command) and ``summary.md``;
 ``logs/`` (git-ignored) holds each play's output. A run whose two files are already in ``--out``
-for the same checkpoint is not played again.
+for the same checkpoint is not played again. With ``--start`` what each run started from plays too,
+as the run loaded it (``sdar eval --config`` with the run's config: its warm start folded into the
+weights under a fresh adapter, the run's iteration 0), once per warm start (``start-<folder>``).
 
     python benchmarks/panel_actions.py runs/alfworld_headroom_reader/grpo-lr1e-4-seed0 \\
-        runs/alfworld_headroom_reader/sdar-sibling-l1-lr1e-4-seed0 --out benchmarks/results/alfworld_panel_actions
+        runs/alfworld_headroom_reader/sdar-sibling-l1-lr1e-4-seed0 --start \\
+        --out benchmarks/results/alfworld_panel_actions
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ import json
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import machine_info, run_logged, write_result  # noqa: E402
+from _results import machine_info, run_logged, write_result
 
 ENTITY = re.compile(r"[a-z]+ \d+")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
 KINDS = ("no action found", "the previous action again", "names something not in the list", "other")
@@ -84,30 +88,48 @@ def tabulate(rows: list[dict]) -> dict:
     }
 
 
-def play(run_dir: Path, iteration: int | None, out: Path) -> tuple[Path, dict, list[dict]]:
-    """The checkpoint's pass 1 of the panel with every step: played unless ``out`` holds it."""
+def play(name: str, target: list[str], out: Path, same: Callable[[dict], bool]) -> tuple[dict, list[dict]]:
+    """Pass 1 of the panel with every step, ``sdar eval *target`` from ROOT into ``out`` as ``name``:
+    played unless ``out`` holds both files of a play that ``same`` accepts."""
+    result, steps = out / f"{name}.eval.json", out / f"{name}.steps.jsonl"
+    if not (result.is_file() and steps.is_file() and same(json.loads(result.read_text(encoding="utf-8")))):
+        log = out / "logs" / f"{name}.log"  # names this machine's paths: git-ignored
+        print(f"{name}: playing the panel (progress: {log})", flush=True)
+        run_logged([sys.executable, "-m", "sdar.cli", "eval", *target, "--output", str(result.resolve()),
+                    "--episodes", str(steps.resolve())], log, ROOT, error=SystemExit)
+    rows = [json.loads(line) for line in steps.read_text(encoding="utf-8").splitlines()]
+    record = json.loads(result.read_text(encoding="utf-8"))
+    warm = record.get("init_checkpoint")  # a checkpoint records its warm start's absolute path
+    if warm and repo_relative(warm) != warm:
+        record["init_checkpoint"] = repo_relative(warm)
+        result.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return record, rows
+
+
+def play_checkpoint(run_dir: Path, iteration: int | None, out: Path) -> tuple[Path, dict, list[dict]]:
+    """The run's checkpoint (``iteration``, default its latest) plays the panel (:func:`play`)."""
     from sdar.trainer.checkpoint import latest_checkpoint
 
     ckpt = run_dir / "checkpoints" / f"iter_{iteration:06d}" if iteration is not None else latest_checkpoint(run_dir)
     if ckpt is None or not (ckpt / "trainer_state.pt").is_file():
-        raise SystemExit(f"no checkpoint {'iter_%06d ' % iteration if iteration is not None else ''}in {run_dir}")
-    result, steps = out / f"{run_dir.name}.eval.json", out / f"{run_dir.name}.steps.jsonl"
-    # played from ROOT, named from there where it can be (the records hold no path of this machine)
+        raise SystemExit(f"no checkpoint {f'iter_{iteration:06d} ' if iteration is not None else ''}in {run_dir}")
     ckpt = ckpt.resolve()
-    named = repo_relative(str(ckpt))
-    if not (result.is_file() and steps.is_file()
-            and (ROOT / json.loads(result.read_text(encoding="utf-8"))["checkpoint"]).resolve() == ckpt):
-        log = out / "logs" / f"{run_dir.name}.log"  # names this machine's paths: git-ignored
-        print(f"{run_dir.name}: playing the panel with {ckpt.name} (progress: {log})", flush=True)
-        run_logged([sys.executable, "-m", "sdar.cli", "eval", str(named), "--output", str(result.resolve()),
-                    "--episodes", str(steps.resolve())], log, ROOT, error=SystemExit)
-    rows = [json.loads(line) for line in steps.read_text(encoding="utf-8").splitlines()]
-    record = json.loads(result.read_text(encoding="utf-8"))
-    warm = record.get("init_checkpoint")  # the checkpoint records its warm start's absolute path
-    if warm and repo_relative(warm) != warm:
-        record["init_checkpoint"] = repo_relative(warm)
-        result.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    record, rows = play(run_dir.name, [repo_relative(str(ckpt))], out,
+                        lambda r: r["checkpoint"] is not None and (ROOT / r["checkpoint"]).resolve() == ckpt)
     return ckpt, record, rows
+
+
+def play_start(run_dir: Path, out: Path) -> tuple[str, dict, list[dict]]:
+    """What the run started from plays the panel as the run loaded it (``sdar eval --config`` with
+    the run's config: its ``init_checkpoint`` under a fresh adapter, the run's iteration 0); named
+    ``start-<warm start folder>`` (``start-base`` without one), so runs of one warm start share it."""
+    import yaml
+
+    warm = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")).get("init_checkpoint")
+    name = f"start-{Path(warm).name if warm else 'base'}"
+    record, rows = play(name, ["--config", repo_relative(str(run_dir / "config.yaml"))], out,
+                        lambda r: r["checkpoint"] is None and r["init_checkpoint"] == (warm and repo_relative(warm)))
+    return name, record, rows
 
 
 def repo_relative(path: str) -> str:
@@ -131,19 +153,20 @@ def _pct(x: float) -> str:
 
 def summary_markdown(summary: dict) -> str:
     lines = ["# What the policies do on the panel", "",
-             f"Pass 1 of the panel (`sdar eval --episodes`), commit {summary['commit']}, "
-             f"{summary['machine']['cpu']}. Shares in %.", "",
+             (f"Pass 1 of the panel (`sdar eval --episodes`), commit {summary['commit']}, "
+              f"{summary['machine']['cpu']}. Shares in %."), "",
              "| run | checkpoint | success | = logged validation | steps per episode | invalid | "
              + " | ".join(KINDS) + " | most repeated invalid actions |",
              "| --- " * (6 + len(KINDS) + 1) + "|"]
     for run in summary["runs"]:
         same = {True: "yes", False: "no", None: "-"}[run["matches_logged_validation"]]
         top = "; ".join(f"`{a}` x{c}" for a, c in run["top_invalid_actions"][:3])
-        lines.append(f"| {run['run']} | {Path(run['checkpoint']).name} | {_pct(run['success'])} | {same} | "
+        checkpoint = Path(run["checkpoint"]).name if run["checkpoint"] else "iteration 0"
+        lines.append(f"| {run['run']} | {checkpoint} | {_pct(run['success'])} | {same} | "
                      f"{run['steps_per_episode']:.1f} | {_pct(run['invalid_share'])} | "
                      + " | ".join(_pct(run["invalid_kinds"][k]) for k in KINDS) + f" | {top} |")
-    lines += ["", "The invalid kinds are shares of the invalid steps. Actions by verb (share of all steps / of the "
-              "invalid ones):", ""]
+    lines += ["", ("The invalid kinds are shares of the invalid steps. Actions by verb (share of all steps / of "
+                   "the invalid ones):"), ""]
     for run in summary["runs"]:
         verbs = ", ".join(f"{v} {_pct(s)} / {_pct(run['invalid_verbs'].get(v, 0.0))}"
                           for v, s in run["verbs"].items())
@@ -155,26 +178,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders (each with checkpoints/ and metrics.jsonl)")
     parser.add_argument("--iteration", type=int, help="the checkpoint to play (default: each run's latest)")
+    parser.add_argument("--start", action="store_true",
+                        help="also play what each run started from, as it loaded it (its iteration 0), once per warm start")
     parser.add_argument("--out", required=True, help="folder for the steps, the eval results and the tables")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for run_dir in map(Path, args.runs):
-        ckpt, result, rows = play(run_dir, args.iteration, out)
-        iteration = int(ckpt.name.split("_")[-1])
-        logged = logged_validation(run_dir, iteration)
+    runs, started = [], set()
+
+    def row(name: str, record: dict, rows: list[dict], logged: float | None) -> dict:
         numbers = tabulate(rows)
-        if abs(numbers["success"] - result["success"]) > 1e-9:  # the steps and the result are one pass
-            raise SystemExit(f"{run_dir.name}: its steps give {numbers['success']}, its result {result['success']}")
-        runs.append({"run": run_dir.name, "checkpoint": result["checkpoint"],
-                     "logged_validation": logged,
-                     "matches_logged_validation": None if logged is None else abs(logged - result["success"]) < 1e-9,
-                     **numbers})
+        if abs(numbers["success"] - record["success"]) > 1e-9:  # the steps and the result are one pass
+            raise SystemExit(f"{name}: its steps give {numbers['success']}, its result {record['success']}")
+        return {"run": name, "checkpoint": record["checkpoint"], "init_checkpoint": record["init_checkpoint"],
+                "logged_validation": logged,
+                "matches_logged_validation": None if logged is None else abs(logged - record["success"]) < 1e-9,
+                **numbers}
+
+    for run_dir in map(Path, args.runs):
+        if args.start:
+            name, record, rows = play_start(run_dir, out)
+            if name not in started:
+                started.add(name)
+                runs.append(row(name, record, rows, logged_validation(run_dir, 0)))
+        ckpt, record, rows = play_checkpoint(run_dir, args.iteration, out)
+        runs.append(row(run_dir.name, record, rows, logged_validation(run_dir, int(ckpt.name.split("_")[-1]))))
     command = "python benchmarks/panel_actions.py " + " ".join(repo_relative(r) for r in args.runs)
-    summary = {"runs": runs, "eval_config": result["eval_config"], "machine": machine_info(),
+    summary = {"runs": runs, "eval_config": record["eval_config"], "machine": machine_info(),
                "command": command + (f" --iteration {args.iteration}" if args.iteration is not None else "")
-               + f" --out {args.out}"}
+               + (" --start" if args.start else "") + f" --out {args.out}"}
     write_result(summary, out / "summary.json")
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")

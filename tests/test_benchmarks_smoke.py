@@ -467,10 +467,14 @@ def test_panel_actions_replays_a_runs_last_validation_step_by_step_and_keeps_wha
     config = write_run_config(tmp_path / "c.yaml", method="grpo")
     _run(["-m", "sdar.cli", "train", "--config", str(config), "--output-dir", str(run), "--no-report"])
     out = tmp_path / "out"
-    first = _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(out)])
-    assert "playing the panel with iter_000002" in first.stdout
+    first = _run([str(BENCH / PANEL_ACTIONS), str(run), "--start", "--out", str(out)])
+    assert "start-base: playing the panel" in first.stdout and "run: playing the panel" in first.stdout
     summary = json.loads((out / "summary.json").read_text())
-    row = summary["runs"][0]
+    start, row = summary["runs"]
+    # what the run started from (no warm start: the base model), as its logged iteration 0
+    logged = [m["val/success"] for m in read_jsonl(run / "metrics.jsonl") if m.get("iteration") == 0]
+    assert start["run"] == "start-base" and start["checkpoint"] is None and start["init_checkpoint"] is None
+    assert start["logged_validation"] == logged[0] and start["matches_logged_validation"] is True
     assert row["run"] == "run" and row["checkpoint"].endswith("iter_000002") and row["episodes"] == 2
     # pass 1 samples as the run's validation did: the same success as its logged validation
     logged = [m["val/success"] for m in read_jsonl(run / "metrics.jsonl") if m.get("iteration") == 2]
@@ -482,8 +486,8 @@ def test_panel_actions_replays_a_runs_last_validation_step_by_step_and_keeps_wha
     assert json.loads((out / "run.eval.json").read_text())["checkpoint"] == str(run / "checkpoints" / "iter_000002")
     assert "| run | iter_000002 |" in (out / "summary.md").read_text()
     # a second call tabulates what is there without playing it again; a missing checkpoint is one line
-    again = _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(out)])
-    assert "playing" not in again.stdout and json.loads((out / "summary.json").read_text())["runs"] == [row]
+    again = _run([str(BENCH / PANEL_ACTIONS), str(run), "--start", "--out", str(out)])
+    assert "playing" not in again.stdout and json.loads((out / "summary.json").read_text())["runs"] == [start, row]
     missing = subprocess.run([sys.executable, str(BENCH / PANEL_ACTIONS), str(run), "--iteration", "7", "--out",
                               str(out)], cwd=ROOT, capture_output=True, text=True, check=False)
     assert missing.returncode != 0 and missing.stderr.strip().splitlines()[-1].startswith("no checkpoint iter_000007")

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from panel_actions import KINDS, ROOT, invalid_kind, repo_relative, summary_markdown, tabulate  # noqa: E402
+from panel_actions import KINDS, ROOT, invalid_kind, repo_relative, summary_markdown, tabulate
 
 LISTED = ["go to desk 1", "go to sidetable 1", "look"]
 
