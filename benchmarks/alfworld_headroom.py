@@ -96,6 +96,7 @@ from gate_study import (
     mean_std,
     read_metrics,
     repo_relative,
+    resumable_after,
     run,
     run_machines,
     sdar,
@@ -322,17 +323,15 @@ def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice:
           runs_dir: Path | None = None) -> list[tuple[str, list[str], int]]:
     """The runs to train at the search's ``choice``, in order, each as (name, overrides, seed):
     ``search_runs``, the arms and the controls seed by seed (every arm grows evenly; within a seed
-    the search run, the arms, then the controls). With ``runs_dir``, runs begun there (a complete
-    checkpoint) come first, in that order: a restarted grid finishes what it started before it
-    starts anything new."""
-    from learning import last_checkpoint_iteration
-
+    the search run, the arms, then the controls). With ``runs_dir``, runs begun there (resumable:
+    :func:`gate_study.resumable_after`) come first, in that order: a restarted grid finishes what
+    it started before it starts anything new."""
     def items(arms: tuple[Arm, ...]) -> list[tuple[str, list[str], int]]:
         return [(f"{arm}-{choice['setting']}", [*ro, *choice["overrides"]], seed)
                 for arm, ro, seeds in arms for seed in seeds]
 
     def begun(item: tuple[str, list[str], int]) -> bool:
-        return runs_dir is not None and last_checkpoint_iteration(runs_dir / f"{item[0]}-seed{item[2]}") is not None
+        return runs_dir is not None and resumable_after(runs_dir / f"{item[0]}-seed{item[2]}") is not None
 
     by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: item[2])
     return sorted(by_seed, key=lambda item: not begun(item))

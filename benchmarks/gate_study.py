@@ -218,6 +218,14 @@ def finished_run(name: str, seed: int, runs_dir: Path, out: Path, iterations: in
     return None
 
 
+def resumable_after(run_dir: Path) -> int | None:
+    """The iteration a run folder resumes after (its last complete checkpoint, beside the run's
+    ``config.yaml``), or None where :func:`train_one` would start it anew."""
+    from learning import last_checkpoint_iteration
+
+    return last_checkpoint_iteration(run_dir) if (run_dir / "config.yaml").is_file() else None
+
+
 def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sft_dir: Path,
               overrides: list[str], iterations: int, out: Path, config: Path = CONFIG) -> str:
     """Train run ``name``/``seed`` from ``sft_dir`` into ``runs_dir``: skipped when it finished
@@ -226,15 +234,13 @@ def train_one(name: str, run_overrides: list[str], seed: int, runs_dir: Path, sf
     ``RuntimeError`` naming that process, before anything there is written or deleted (two grids
     started at the same instant can still both pass that check; the trainer's own lock then refuses
     one). Prints a line when the run starts, naming the log that shows its progress."""
-    from learning import last_checkpoint_iteration
-
     run_dir = runs_dir / f"{name}-seed{seed}"
     log = runs_dir / "logs" / f"{name}-seed{seed}.log"
     if finished_run(name, seed, runs_dir, out, iterations):
         return f"{run_dir.name}: finished earlier"
     check_not_in_use(run_dir)
     started = time.perf_counter()
-    done = last_checkpoint_iteration(run_dir) if (run_dir / "config.yaml").is_file() else None  # complete ones only
+    done = resumable_after(run_dir)
     resumable = done is not None
     where = f"resuming after iteration {done}" if resumable else "starting"
     print(f"{run_dir.name}: {where} (progress: {log})", flush=True)

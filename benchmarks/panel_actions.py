@@ -17,7 +17,8 @@ validation at that iteration; the code commit, the machine and the command) and 
 ``logs/`` (git-ignored) holds each play's output. A run whose two files are already in ``--out``
 for the same checkpoint is not played again. With ``--start`` what each run started from plays too,
 as the run loaded it (``sdar eval --config`` with the run's config: its warm start folded into the
-weights under a fresh adapter, the run's iteration 0), once per warm start (``start-<folder>``).
+weights under a fresh adapter, the run's iteration 0), once per warm start (``start-<folder>``;
+``start-<run>`` for a run without one). Two runs or two warm starts of one name are refused.
 
     python benchmarks/panel_actions.py runs/alfworld_headroom_reader/grpo-lr1e-4-seed0 \\
         runs/alfworld_headroom_reader/sdar-sibling-l1-lr1e-4-seed0 --start \\
@@ -39,8 +40,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
 from _results import machine_info, run_logged, write_result
+from gate_study import read_metrics
+from learning import sdar_command
 
-ENTITY = re.compile(r"[a-z]+ \d+")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
+ENTITY = re.compile(r"\b[a-z]+ \d+\b")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
 KINDS = ("no action found", "the previous action again", "names something not in the list", "other")
 
 
@@ -51,7 +54,7 @@ def invalid_kind(row: dict, previous: str | None) -> str:
         return KINDS[0]
     if action == previous:
         return KINDS[1]
-    listed = " ".join(row["admissible_actions"] or [])
+    listed = set(ENTITY.findall(" ".join(row["admissible_actions"] or [])))
     if any(entity not in listed for entity in ENTITY.findall(action)):
         return KINDS[2]
     return KINDS[3]
@@ -62,7 +65,9 @@ def verb(action: str) -> str:
 
 
 def tabulate(rows: list[dict]) -> dict:
-    """A run's numbers from its steps (one pass, in episode then step order)."""
+    """A run's numbers from its steps (one pass, in episode then step order; at least one step)."""
+    if not rows:
+        raise SystemExit("a play with no steps: nothing to tabulate")
     episodes: dict[int, list[dict]] = {}
     for row in rows:
         episodes.setdefault(row["episode"], []).append(row)
@@ -95,8 +100,8 @@ def play(name: str, target: list[str], out: Path, same: Callable[[dict], bool]) 
     if not (result.is_file() and steps.is_file() and same(json.loads(result.read_text(encoding="utf-8")))):
         log = out / "logs" / f"{name}.log"  # names this machine's paths: git-ignored
         print(f"{name}: playing the panel (progress: {log})", flush=True)
-        run_logged([sys.executable, "-m", "sdar.cli", "eval", *target, "--output", str(result.resolve()),
-                    "--episodes", str(steps.resolve())], log, ROOT, error=SystemExit)
+        run_logged(sdar_command("eval", *target, "--output", str(result.resolve()), "--episodes",
+                                str(steps.resolve())), log, ROOT, error=SystemExit)
     rows = [json.loads(line) for line in steps.read_text(encoding="utf-8").splitlines()]
     record = json.loads(result.read_text(encoding="utf-8"))
     warm = record.get("init_checkpoint")  # a checkpoint records its warm start's absolute path
@@ -119,30 +124,39 @@ def play_checkpoint(run_dir: Path, iteration: int | None, out: Path) -> tuple[Pa
     return ckpt, record, rows
 
 
-def play_start(run_dir: Path, out: Path) -> tuple[str, dict, list[dict]]:
-    """What the run started from plays the panel as the run loaded it (``sdar eval --config`` with
-    the run's config: its ``init_checkpoint`` under a fresh adapter, the run's iteration 0); named
-    ``start-<warm start folder>`` (``start-base`` without one), so runs of one warm start share it."""
+def start_of(run_dir: Path) -> tuple[str, str | None]:
+    """The name of the run's start play and its warm start (the config's ``init_checkpoint``, named
+    from the repository's root): ``start-<warm start folder>``, shared by the runs of one warm
+    start, or ``start-<run>`` for a run without one (its config is the start)."""
     import yaml
 
-    warm = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")).get("init_checkpoint")
-    name = f"start-{Path(warm).name if warm else 'base'}"
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise SystemExit(f"{run_dir} has no config.yaml: not a run folder")
+    warm = yaml.safe_load(config.read_text(encoding="utf-8")).get("init_checkpoint")
+    return (f"start-{Path(warm).name}", repo_relative(warm)) if warm else (f"start-{run_dir.name}", None)
+
+
+def play_start(run_dir: Path, out: Path) -> tuple[str, dict, list[dict]]:
+    """What the run started from plays the panel as the run loaded it (``sdar eval --config`` with
+    the run's config: its ``init_checkpoint`` under a fresh adapter, the run's iteration 0), named
+    as :func:`start_of` says."""
+    name, warm = start_of(run_dir)
     record, rows = play(name, ["--config", repo_relative(str(run_dir / "config.yaml"))], out,
-                        lambda r: r["checkpoint"] is None and r["init_checkpoint"] == (warm and repo_relative(warm)))
+                        lambda r: r["checkpoint"] is None and r["init_checkpoint"] == warm)
     return name, record, rows
 
 
 def repo_relative(path: str) -> str:
     """``path`` named from the repository's root where it lies inside it (records hold no path of
-    the machine they were made on), else as given."""
-    resolved = Path(path).resolve()
-    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else path
+    the machine they were made on), else as an absolute path (the plays run from the root)."""
+    from learning import repo_relative as relative
+
+    return str(relative(Path(path).resolve()))
 
 
 def logged_validation(run_dir: Path, iteration: int) -> float | None:
     """The run's validation success logged at ``iteration`` (None without one)."""
-    from sdar.reporting.run_log import read_metrics
-
     return next((m["val/success"] for m in read_metrics(run_dir)
                  if m.get("iteration") == iteration and "val/success" in m), None)
 
@@ -184,6 +198,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    names = [Path(r).name for r in args.runs]
+    if len(set(names)) < len(names):
+        raise SystemExit(f"two runs named alike in {names}: their plays would share files; use two --out folders")
+    if args.start:
+        starts: dict[str, str | None] = {}
+        for run_dir in map(Path, args.runs):
+            name, warm = start_of(run_dir)
+            if starts.setdefault(name, warm) != warm:
+                raise SystemExit(f"two warm starts would both play as {name}: use two --out folders")
     runs, started = [], set()
 
     def row(name: str, record: dict, rows: list[dict], logged: float | None) -> dict:
@@ -202,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
                 started.add(name)
                 runs.append(row(name, record, rows, logged_validation(run_dir, 0)))
         ckpt, record, rows = play_checkpoint(run_dir, args.iteration, out)
-        runs.append(row(run_dir.name, record, rows, logged_validation(run_dir, int(ckpt.name.split("_")[-1]))))
+        iteration = int(ckpt.name.split("_")[-1])  # iter_NNNNNN
+        runs.append(row(run_dir.name, record, rows, logged_validation(run_dir, iteration)))
     command = "python benchmarks/panel_actions.py " + " ".join(repo_relative(r) for r in args.runs)
     summary = {"runs": runs, "eval_config": record["eval_config"], "machine": machine_info(),
                "command": command + (f" --iteration {args.iteration}" if args.iteration is not None else "")
-               + (" --start" if args.start else "") + f" --out {args.out}"}
+               + (" --start" if args.start else "") + f" --out {repo_relative(args.out)}"}
     write_result(summary, out / "summary.json")
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")

@@ -295,12 +295,15 @@ def test_the_reader_regime_trains_its_controls_with_the_comparison_seed_by_seed_
     assert order == [(arm, seed) for seed in (0, 1, 2) for arm in arms]
     # a restarted grid finishes what it began: runs with a complete checkpoint first, in grid order
     runs_dir = tmp_path / "runs"
-    for run, complete in (("sdar-sibling-l1-lr1e-4-seed1", True), ("grpo-lr1e-4-seed1", True),
-                          ("grpo-lr1e-4-seed2", False)):  # no trainer state: nothing to resume
+    for run, complete, config in (("sdar-sibling-l1-lr1e-4-seed1", True, True), ("grpo-lr1e-4-seed1", True, True),
+                                  ("grpo-lr1e-4-seed2", False, True),  # no trainer state: nothing to resume
+                                  ("grpo_opsd-sibling-l1-lr1e-4-seed2", True, False)):  # no config: started anew
         ckpt = runs_dir / run / "checkpoints" / "iter_000007"
         ckpt.mkdir(parents=True)
         if complete:
             (ckpt / "trainer_state.pt").write_bytes(b"")
+        if config:
+            (runs_dir / run / "config.yaml").write_text("seed: 1\n")
     order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice, runs_dir)]
     assert order[:2] == [("grpo-lr1e-4", 1), ("sdar-sibling-l1-lr1e-4", 1)]
     assert order[2:] == [(arm, seed) for seed in (0, 1, 2) for arm in arms if (arm, seed) not in order[:2]]
@@ -355,6 +358,7 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
     write(out / "runs" / "sdar-sibling-l1-lr1e-4-seed0", [{"iteration": 1}])
     (runs_dir / "sdar-sibling-l1-lr1e-4-seed0" / "checkpoints" / "iter_000012").mkdir(parents=True)
     (runs_dir / "sdar-sibling-l1-lr1e-4-seed0" / "checkpoints" / "iter_000012" / "trainer_state.pt").write_bytes(b"")
+    (runs_dir / "sdar-sibling-l1-lr1e-4-seed0" / "config.yaml").write_text("seed: 0\n")
     # GRPO seed 1: a live process holds its folder; a longer committed record of an earlier start
     write(runs_dir / "grpo-lr1e-4-seed1", [{"iteration": 1}, {"iteration": 2}])
     write(out / "runs" / "grpo-lr1e-4-seed1", [{"iteration": i, **({"val/success": 0.5} if i == 10 else {})}

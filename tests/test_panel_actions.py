@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from panel_actions import KINDS, ROOT, invalid_kind, repo_relative, summary_markdown, tabulate
+from panel_actions import KINDS, ROOT, invalid_kind, main, repo_relative, summary_markdown, tabulate
 
 LISTED = ["go to desk 1", "go to sidetable 1", "look"]
 
@@ -25,6 +25,8 @@ def test_each_invalid_action_gets_the_first_reason_that_holds():
     assert invalid_kind(step(0, 1, "go to countertop 1", False), "look") == KINDS[2]
     assert invalid_kind(step(0, 1, "move keychain 1 to desk 1", False), None) == KINDS[2]  # keychain 1 unlisted
     assert invalid_kind(step(0, 1, "open desk 1", False), None) == KINDS[3]
+    # names are whole: "table 1" is not listed because "sidetable 1" is
+    assert invalid_kind(step(0, 1, "go to table 1", False), None) == KINDS[2]
 
 
 def test_the_table_counts_steps_episodes_and_reasons_by_hand():
@@ -52,6 +54,26 @@ def test_the_table_counts_steps_episodes_and_reasons_by_hand():
     assert "| r | iter_000002 | 50.0 | yes | 3.0 | 50.0 | 33.3 | 33.3 | 33.3 | 0.0 |" in table
 
 
-def test_paths_inside_the_repository_are_recorded_from_its_root(tmp_path):
+def test_paths_inside_the_repository_are_recorded_from_its_root(tmp_path, monkeypatch):
     assert repo_relative(str(ROOT / "runs" / "x" / "warm")) == "runs/x/warm"
-    assert repo_relative(str(tmp_path / "warm")) == str(tmp_path / "warm")  # elsewhere: as given
+    assert repo_relative(str(tmp_path / "warm")) == str(tmp_path / "warm")  # elsewhere: absolute
+    monkeypatch.chdir(tmp_path)  # the plays run from the root: a relative path elsewhere is resolved
+    assert repo_relative("warm") == str(tmp_path / "warm")
+
+
+def test_a_play_without_steps_and_ambiguous_names_are_refused_before_anything_plays(tmp_path):
+    with pytest.raises(SystemExit, match="no steps"):
+        tabulate([])
+    for where in ("a", "b"):
+        (tmp_path / where / "run").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="two runs named alike"):
+        main([str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run"), "--out", str(tmp_path / "out")])
+    # two warm starts of one folder name would share the start play's files
+    for where in ("a", "b"):
+        (tmp_path / where / f"run-{where}").mkdir()
+        (tmp_path / where / f"run-{where}" / "config.yaml").write_text(f"init_checkpoint: {tmp_path / where / 'warm'}\n")
+    with pytest.raises(SystemExit, match="two warm starts would both play as start-warm"):
+        main([str(tmp_path / "a" / "run-a"), str(tmp_path / "b" / "run-b"), "--start", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="has no config.yaml"):
+        main([str(tmp_path / "a" / "run"), "--start", "--out", str(tmp_path / "out")])
+    assert not list((tmp_path / "out").glob("*.json"))

@@ -178,3 +178,13 @@ def test_episode_rows_give_each_step_of_each_episode_as_played(tokenizer):
     assert rows[0]["observation"] == "The counter shows 0." and rows[1]["observation"] == "The counter shows 1."
     assert rows[0]["admissible_actions"] == env.reset([0])[0].admissible_actions
     assert {r["task_id"] for r in rows[:4]} != {r["task_id"] for r in rows[4:]}
+    # after a gather of several ranks the step samples travel without their state: rows say None
+    import dataclasses
+
+    from sdar.rollout import Rollout
+
+    light = Rollout([dataclasses.replace(s, state=None, history=[]) for s in rollout.samples], rollout.episodes)
+    gathered = episode_rows(light)
+    assert all(r["observation"] is None and r["admissible_actions"] is None for r in gathered)
+    assert [{k: v for k, v in r.items() if k not in ("observation", "admissible_actions", "pass")} for r in gathered] == [
+        {k: v for k, v in r.items() if k not in ("observation", "admissible_actions", "pass")} for r in rows]

@@ -218,17 +218,17 @@ def run_eval(args: argparse.Namespace) -> int:
         out = run_dir / "eval" / name
     else:
         out = Path(f"eval-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    if args.episodes:  # before the result: a result file always has its steps beside it
+        episodes = Path(args.episodes)
+        episodes.parent.mkdir(parents=True, exist_ok=True)
+        episodes.write_text("".join(json.dumps(row) + "\n" for row in steps), encoding="utf-8")
+        print(f"episodes: {episodes} ({len(steps)} steps)")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2), encoding="utf-8")
     shown = ("success", "success_per_pass", "per_task_type", "split", "with_skills") if args.passes > 1 else (
         "success", "per_task_type", "split", "with_skills")
     print(json.dumps({k: result[k] for k in shown}, indent=2))
     print(f"written: {out}")
-    if args.episodes:
-        episodes = Path(args.episodes)
-        episodes.parent.mkdir(parents=True, exist_ok=True)
-        episodes.write_text("".join(json.dumps(row) + "\n" for row in steps), encoding="utf-8")
-        print(f"episodes: {episodes} ({len(steps)} steps)")
     return 0
 
 

@@ -124,9 +124,10 @@ def play_panel(model, tokenizer, env: AgentEnv, builder: PromptBuilder, config, 
 def episode_rows(rollout: Rollout, panel_pass: int = 1) -> list[dict[str, Any]]:
     """One JSON-ready row per step of the panel's episodes (``sdar eval --episodes``), in panel
     then step order: the pass, the task, the episode's index in the panel, the step, what the agent
-    saw (observation and admissible actions; ``None`` where the state did not travel between ranks
-    or the environment has no list), its response, the parsed action, whether the environment
-    accepted it, the step's reward, and whether the episode was won."""
+    saw (observation and admissible actions; ``None`` after a gather of several ranks, whose step
+    samples travel without their state, and where the environment has no list), its response, the
+    parsed action, whether the environment accepted it, the step's reward, and whether the episode
+    was won."""
     rows, episode = [], -1
     for s in rollout.samples:  # each episode's steps in order, episodes in panel order (ranks in turn)
         episode += s.step == 0
