@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from _results import machine_info, run_logged, write_result
 from gate_study import read_metrics
-from learning import sdar_command
+from learning import last_checkpoint_iteration, sdar_command
 
 ENTITY = re.compile(r"\b[a-z]+ \d+\b")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
 KINDS = ("no action found", "the previous action again", "names something not in the list", "other")
@@ -111,17 +111,17 @@ def play(name: str, target: list[str], out: Path, same: Callable[[dict], bool]) 
     return record, rows
 
 
-def play_checkpoint(run_dir: Path, iteration: int | None, out: Path) -> tuple[Path, dict, list[dict]]:
-    """The run's checkpoint (``iteration``, default its latest) plays the panel (:func:`play`)."""
-    from sdar.trainer.checkpoint import latest_checkpoint
-
-    ckpt = run_dir / "checkpoints" / f"iter_{iteration:06d}" if iteration is not None else latest_checkpoint(run_dir)
+def play_checkpoint(run_dir: Path, iteration: int | None, out: Path) -> tuple[int, dict, list[dict]]:
+    """The run's checkpoint of ``iteration`` (default: its latest) plays the panel (:func:`play`);
+    returns that iteration with the play."""
+    chosen = iteration if iteration is not None else last_checkpoint_iteration(run_dir)
+    ckpt = run_dir / "checkpoints" / f"iter_{chosen:06d}" if chosen is not None else None
     if ckpt is None or not (ckpt / "trainer_state.pt").is_file():
         raise SystemExit(f"no checkpoint {f'iter_{iteration:06d} ' if iteration is not None else ''}in {run_dir}")
     ckpt = ckpt.resolve()
     record, rows = play(run_dir.name, [repo_relative(str(ckpt))], out,
                         lambda r: r["checkpoint"] is not None and (ROOT / r["checkpoint"]).resolve() == ckpt)
-    return ckpt, record, rows
+    return chosen, record, rows
 
 
 def start_of(run_dir: Path) -> tuple[str, str | None]:
@@ -137,14 +137,12 @@ def start_of(run_dir: Path) -> tuple[str, str | None]:
     return (f"start-{Path(warm).name}", repo_relative(warm)) if warm else (f"start-{run_dir.name}", None)
 
 
-def play_start(run_dir: Path, out: Path) -> tuple[str, dict, list[dict]]:
+def play_start(run_dir: Path, name: str, warm: str | None, out: Path) -> tuple[dict, list[dict]]:
     """What the run started from plays the panel as the run loaded it (``sdar eval --config`` with
-    the run's config: its ``init_checkpoint`` under a fresh adapter, the run's iteration 0), named
-    as :func:`start_of` says."""
-    name, warm = start_of(run_dir)
-    record, rows = play(name, ["--config", repo_relative(str(run_dir / "config.yaml"))], out,
-                        lambda r: r["checkpoint"] is None and r["init_checkpoint"] == warm)
-    return name, record, rows
+    the run's config: its ``init_checkpoint`` under a fresh adapter, the run's iteration 0), as
+    ``name`` with its warm start ``warm`` (:func:`start_of`)."""
+    return play(name, ["--config", repo_relative(str(run_dir / "config.yaml"))], out,
+                lambda r: r["checkpoint"] is None and r["init_checkpoint"] == warm)
 
 
 def repo_relative(path: str) -> str:
@@ -201,12 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     names = [Path(r).name for r in args.runs]
     if len(set(names)) < len(names):
         raise SystemExit(f"two runs named alike in {names}: their plays would share files; use two --out folders")
-    if args.start:
-        starts: dict[str, str | None] = {}
-        for run_dir in map(Path, args.runs):
-            name, warm = start_of(run_dir)
-            if starts.setdefault(name, warm) != warm:
-                raise SystemExit(f"two warm starts would both play as {name}: use two --out folders")
+    starts = [start_of(Path(r)) for r in args.runs] if args.start else []  # (name, warm start) per run
+    seen: dict[str, str | None] = {}
+    for name, warm in starts:
+        if seen.setdefault(name, warm) != warm:
+            raise SystemExit(f"two warm starts would both play as {name}: use two --out folders")
     runs, started = [], set()
 
     def row(name: str, record: dict, rows: list[dict], logged: float | None) -> dict:
@@ -218,14 +215,12 @@ def main(argv: list[str] | None = None) -> int:
                 "matches_logged_validation": None if logged is None else abs(logged - record["success"]) < 1e-9,
                 **numbers}
 
-    for run_dir in map(Path, args.runs):
-        if args.start:
-            name, record, rows = play_start(run_dir, out)
-            if name not in started:
-                started.add(name)
-                runs.append(row(name, record, rows, logged_validation(run_dir, 0)))
-        ckpt, record, rows = play_checkpoint(run_dir, args.iteration, out)
-        iteration = int(ckpt.name.split("_")[-1])  # iter_NNNNNN
+    for k, run_dir in enumerate(map(Path, args.runs)):
+        if args.start and starts[k][0] not in started:
+            name, warm = starts[k]
+            started.add(name)
+            runs.append(row(name, *play_start(run_dir, name, warm, out), logged_validation(run_dir, 0)))
+        iteration, record, rows = play_checkpoint(run_dir, args.iteration, out)
         runs.append(row(run_dir.name, record, rows, logged_validation(run_dir, iteration)))
     command = "python benchmarks/panel_actions.py " + " ".join(repo_relative(r) for r in args.runs)
     summary = {"runs": runs, "eval_config": record["eval_config"], "machine": machine_info(),

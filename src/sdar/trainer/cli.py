@@ -153,11 +153,10 @@ def print_success_table(run_dir: Path) -> None:
 def run_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sdar.rollout import PromptBuilder
+    from sdar.rollout import PromptBuilder, rollout_metrics
     from sdar.skills import SkillLibrary
     from sdar.trainer.checkpoint import resolve_checkpoint
     from sdar.trainer.config import load_config
-    from sdar.rollout import rollout_metrics
     from sdar.trainer.evaluation import episode_rows, load_eval_policy, play_panel
     from sdar.trainer.trainer import make_run_env
 
