@@ -50,8 +50,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import code_commit as _commit  # benchmarks/_results.py
 from _results import check_not_in_use, lane_threads, run_lanes, run_logged
+from _results import code_commit as _commit  # benchmarks/_results.py
 
 CONFIG = ROOT / "configs" / "bench" / "gate_study.yaml"
 SEEDS = (0, 1, 2)

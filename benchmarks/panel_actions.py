@@ -9,7 +9,10 @@ step written, and the table sorts its steps:
   in the response; the episode's previous action again; an action naming an object or receptacle
   (``word N``) that no admissible action names; anything else;
 - the actions it took, by verb (the action's first word; ``go`` for ``go to``), over all steps and
-  over the invalid ones; the invalid actions it repeated most.
+  over the invalid ones; the invalid actions it repeated most;
+- the share of steps whose action is the one the prompt's answer format shows as its example
+  (``go to countertop 1``, :data:`sdar.envs.alfworld.prompts.EXAMPLE_ACTION`), whether or not
+  the room has a countertop 1.
 
 Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sdar eval`` wrote),
 ``summary.json`` (per run: its numbers, the checkpoint, whether pass 1 equals the run's logged
@@ -42,6 +45,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from _results import machine_info, run_logged, write_result
 from gate_study import read_metrics
 from learning import last_checkpoint_iteration, sdar_command
+
+from sdar.envs.alfworld.prompts import EXAMPLE_ACTION
 
 ENTITY = re.compile(r"\b[a-z]+ \d+\b")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
 KINDS = ("no action found", "the previous action again", "names something not in the list", "other")
@@ -86,6 +91,7 @@ def tabulate(rows: list[dict]) -> dict:
         "steps": n,
         "steps_per_episode": n / len(episodes),
         "invalid_share": len(invalid) / n,
+        "example_action_share": sum(r["action"] == EXAMPLE_ACTION for r in rows) / n,
         "invalid_kinds": {kind: kinds[kind] / len(invalid) if invalid else 0.0 for kind in KINDS},
         "verbs": {v: c / n for v, c in Counter(verb(r["action"]) for r in rows).most_common()},
         "invalid_verbs": {v: c / len(invalid) for v, c in Counter(verb(r["action"]) for r in invalid).most_common()},
@@ -167,17 +173,20 @@ def summary_markdown(summary: dict) -> str:
     lines = ["# What the policies do on the panel", "",
              (f"Pass 1 of the panel (`sdar eval --episodes`), commit {summary['commit']}, "
               f"{summary['machine']['cpu']}. Shares in %."), "",
-             "| run | checkpoint | success | = logged validation | steps per episode | invalid | "
-             + " | ".join(KINDS) + " | most repeated invalid actions |",
-             "| --- " * (6 + len(KINDS) + 1) + "|"]
+             "| run | checkpoint | success | = logged validation | steps per episode | the prompt's example "
+             "action | invalid | " + " | ".join(KINDS) + " | most repeated invalid actions |",
+             "| --- " * (7 + len(KINDS) + 1) + "|"]
     for run in summary["runs"]:
         same = {True: "yes", False: "no", None: "-"}[run["matches_logged_validation"]]
         top = "; ".join(f"`{a}` x{c}" for a, c in run["top_invalid_actions"][:3])
         checkpoint = Path(run["checkpoint"]).name if run["checkpoint"] else "iteration 0"
         lines.append(f"| {run['run']} | {checkpoint} | {_pct(run['success'])} | {same} | "
-                     f"{run['steps_per_episode']:.1f} | {_pct(run['invalid_share'])} | "
+                     f"{run['steps_per_episode']:.1f} | {_pct(run['example_action_share'])} | "
+                     f"{_pct(run['invalid_share'])} | "
                      + " | ".join(_pct(run["invalid_kinds"][k]) for k in KINDS) + f" | {top} |")
-    lines += ["", ("The invalid kinds are shares of the invalid steps. Actions by verb (share of all steps / of "
+    lines += ["", (f"The prompt's example action: the share of all steps that took `{EXAMPLE_ACTION}`, the "
+                   "action the answer format shows as its example. "
+                   "The invalid kinds are shares of the invalid steps. Actions by verb (share of all steps / of "
                    "the invalid ones):"), ""]
     for run in summary["runs"]:
         verbs = ", ".join(f"{v} {_pct(s)} / {_pct(run['invalid_verbs'].get(v, 0.0))}"

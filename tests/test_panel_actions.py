@@ -9,7 +9,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-from panel_actions import KINDS, ROOT, invalid_kind, main, repo_relative, summary_markdown, tabulate
+from panel_actions import (
+    EXAMPLE_ACTION,
+    KINDS,
+    ROOT,
+    invalid_kind,
+    main,
+    repo_relative,
+    summary_markdown,
+    tabulate,
+)
 
 LISTED = ["go to desk 1", "go to sidetable 1", "look"]
 
@@ -29,6 +38,14 @@ def test_each_invalid_action_gets_the_first_reason_that_holds():
     assert invalid_kind(step(0, 1, "go to table 1", False), None) == KINDS[2]
 
 
+def test_the_example_action_is_the_one_both_answer_formats_show():
+    from sdar.envs.alfworld.prompts import ACTION_ONLY_FORMAT, THINK_FORMAT
+
+    for answer_format in (ACTION_ONLY_FORMAT, THINK_FORMAT):
+        assert f"for example <action>{EXAMPLE_ACTION}</action>." in answer_format
+    assert EXAMPLE_ACTION == "go to countertop 1"
+
+
 def test_the_table_counts_steps_episodes_and_reasons_by_hand():
     rows = [
         # episode 0: won in two valid steps
@@ -44,6 +61,7 @@ def test_the_table_counts_steps_episodes_and_reasons_by_hand():
     assert got["verbs"] == pytest.approx({"go": 4 / 6, "look": 1 / 6, "(none)": 1 / 6})
     assert got["invalid_verbs"] == pytest.approx({"go": 2 / 3, "(none)": 1 / 3})
     assert got["top_invalid_actions"] == [("go to countertop 1", 2), ("", 1)]
+    assert got["example_action_share"] == pytest.approx(2 / 6)  # the answer format's example, twice
     # the previous action is the episode's own: episode 1's first step ("look", as episode 0 ended)
     # repeats nothing, and its second no longer repeats its first
     rows[2] = step(1, 0, "look", False)
@@ -51,7 +69,8 @@ def test_the_table_counts_steps_episodes_and_reasons_by_hand():
                                                              KINDS[3]: 1 / 3})
     table = summary_markdown({"commit": "abc", "machine": {"cpu": "x"}, "runs": [
         {"run": "r", "checkpoint": "runs/r/checkpoints/iter_000002", "matches_logged_validation": True, **got}]})
-    assert "| r | iter_000002 | 50.0 | yes | 3.0 | 50.0 | 33.3 | 33.3 | 33.3 | 0.0 |" in table
+    assert "| r | iter_000002 | 50.0 | yes | 3.0 | 33.3 | 50.0 | 33.3 | 33.3 | 33.3 | 0.0 |" in table
+    assert "`go to countertop 1`, the action the answer format shows as its example" in table
 
 
 def test_paths_inside_the_repository_are_recorded_from_its_root(tmp_path, monkeypatch):

@@ -19,14 +19,16 @@ _TASK_LINE = re.compile(r"Your task is to:\s*(.+?)\s*$", re.MULTILINE)
 # An action the engine can never match: it answers "Nothing happens." and the step counts.
 NO_ACTION = ""
 
+# The action both answer formats show as their example (whatever the room holds).
+EXAMPLE_ACTION = "go to countertop 1"
 THINK_FORMAT = (
     "First reason step by step about what to do next inside <think> </think> tags. Then give "
     "exactly one admissible action inside <action> </action> tags, for example "
-    "<action>go to countertop 1</action>."
+    f"<action>{EXAMPLE_ACTION}</action>."
 )
 ACTION_ONLY_FORMAT = (
     "Answer with exactly one admissible action inside <action> </action> tags and nothing "
-    "else, for example <action>go to countertop 1</action>."
+    f"else, for example <action>{EXAMPLE_ACTION}</action>."
 )
 
 
