@@ -7,7 +7,9 @@ context ``skills``, and for ALFWorld also ``sibling``, a successful trajectory's
 the scripted expert's actions and alternatives with and without the context (untrained models,
 no warm start; ``--init DIR`` loads a warm start instead and writes its cells to ``warm_start/``).
 One JSON per cell under ``--out`` and a ``README.md`` table generated from them. Cells already
-measured are kept (delete a JSON to measure it again).
+measured are kept (delete a JSON to measure it again). ``--probe ACTION`` (repeatable) also scores
+that action at every state (``sdar teacher-check --probe``) and adds a table of the probes; a kept
+cell measured with other probes is refused (use another ``--out``).
 
     python benchmarks/teacher_check_grid.py                      # every cell (about an hour on CPU)
     python benchmarks/teacher_check_grid.py --models smollm2-135m --envs toy_panels
@@ -15,6 +17,9 @@ measured are kept (delete a JSON to measure it again).
         --init runs/gate_study_fp32/warm --float32     # float32 forward passes (a CPU without bfloat16)
     python benchmarks/teacher_check_grid.py --models smollm2-135m --layouts user prefix \
         --envs alfworld_headroom alfworld_headroom_sibling --init runs/alfworld_headroom_long/warm
+    python benchmarks/teacher_check_grid.py --models smollm2-135m --layouts user \
+        --envs alfworld_headroom alfworld_headroom_sibling --init runs/alfworld_headroom_reader/warm \
+        --probe "go to countertop 1" --out benchmarks/results/teacher_probe   # the prompt's example action
 """
 
 from __future__ import annotations
@@ -92,7 +97,33 @@ def table(out: Path) -> str:
             "", ("| model | init | config | context | layout | autocast | states | expert gap | non-expert gap "
                  "| separation | student top-1 | teacher top-1 |"),
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    return "\n".join(head + rows) + "\n"
+    probes = probe_table(out)
+    return "\n".join(head + rows + (["", *probes] if probes else [])) + "\n"
+
+
+def probe_table(out: Path) -> list[str]:
+    """The lines of the probes' table (none without probes): per cell and probe action, its gap
+    beside the expert's and how often teacher and student score it above the expert's action."""
+    rows = []
+    for path in sorted(out.glob("**/*.json")):
+        r = json.loads(path.read_text(encoding="utf-8"))
+        for p in r.get("probes", []):
+            def f(x, pct=False):
+                return "-" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:+.3f}")
+
+            rows.append(f"| {path.stem} | `{p['action']}` | {p['count']} | {f(p['gap_per_token'])} | "
+                        f"{f(r['expert']['gap_per_token'])} | {f(p['student_above_expert'], True)} | "
+                        f"{f(p['teacher_above_expert'], True)} |")
+    if not rows:
+        return []
+    return ["## Probes", "",
+            ("`--probe ACTION`: a fixed action scored at every state (admissible or not; not where it is the "
+             "expert's action). states: where it was scored; probe gap beside the expert's (per-token, nats); "
+             "above expert: share of those states where the student / the teacher gives it a higher total "
+             "log-prob than the expert's action. A probe whose gap exceeds the expert's is weighed up by the "
+             "gate wherever the policy samples it."), "",
+            "| cell | probe | states | probe gap | expert gap | student: above expert | teacher: above expert |",
+            "| --- | --- | --- | --- | --- | --- | --- |", *rows]
 
 
 def stamp(path: Path, cmd: list[str], commit: str) -> None:
@@ -120,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--float32", action="store_true",
                         help="forward passes in float32 (model.autocast=none) instead of bfloat16 autocast, for a "
                              "CPU that emulates bfloat16; cells named with -fp32")
+    parser.add_argument("--probe", action="append", default=[], metavar="ACTION",
+                        help="also score this action at every state (sdar teacher-check --probe); repeat for several")
     args = parser.parse_args(argv)
     if args.init is not None and not (ROOT / args.init).is_dir():
         parser.error(f"--init {args.init}: no such folder (make the warm start first)")
@@ -138,12 +171,17 @@ def main(argv: list[str] | None = None) -> int:
             for layout in args.layouts:
                 path = cells / f"{model}-{env}-{layout}{suffix}.json"
                 if path.is_file():
+                    kept = [p["action"] for p in json.loads(path.read_text(encoding="utf-8")).get("probes", [])]
+                    if kept != args.probe:
+                        parser.error(f"{path} was measured with probes {kept}, not {args.probe}: "
+                                     "delete it or use another --out")
                     continue
                 cmd = [sys.executable, "-m", "sdar.cli", "teacher-check", "--config", config, *extra,
                        f"model.name={model}", f"model.autocast={'none' if args.float32 else 'bf16'}",
                        f"teacher.layout={layout}",
                        f"init_checkpoint={args.init or 'null'}", "--episodes", str(args.episodes), "--max-states",
-                       str(args.max_states), "--output", str(path)]
+                       str(args.max_states), "--output", str(path),
+                       *(a for probe in args.probe for a in ("--probe", probe))]
                 print("$", " ".join(cmd), flush=True)
                 done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
                 if done.returncode != 0:

@@ -434,6 +434,22 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     table = (out / "README.md").read_text()
     assert table.count("| tiny-random | none | gate_study | hint |") == 2
     assert "| tiny-random | none | gate_study | hint | user | bf16 |" in table  # the precision it ran in
+    assert "## Probes" not in table
+    # a kept cell measured without the probes asked for is refused, not reused
+    refused = subprocess.run([sys.executable, str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random",
+                              "--envs", "toy_panels", "--layouts", "user", "--out", str(out), "--probe", "not a word"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert refused.returncode == 2 and "measured with probes [], not ['not a word']" in refused.stderr
+    # --probe: each cell scores the action too, and the README gets the probes' table
+    probed = tmp_path / "probed"
+    _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",
+          "--layouts", "user", "--episodes", "2", "--max-states", "4", "--out", str(probed),
+          "--probe", "not a word"])
+    cell = json.loads((probed / "tiny-random-toy_panels-user.json").read_text())
+    (probe,) = cell["probes"]
+    assert probe["action"] == "not a word" and probe["count"] == cell["states"]
+    assert "--probe not a word" in cell["command"]
+    assert "| tiny-random-toy_panels-user | `not a word` |" in (probed / "README.md").read_text()
 
 
 def test_teacher_check_grid_smoke_on_a_warm_start(tmp_path):

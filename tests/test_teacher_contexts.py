@@ -66,6 +66,50 @@ def test_teacher_check_summary_by_hand():
     assert math.isclose(out["non_expert"]["gap_per_token"], (-1.5 - 0.5) / 3)
     assert math.isclose(out["gap_separation"], 1.5 / 4 + 2.0 / 3)
     assert out["teacher_top1"] == 0.5 and out["student_top1"] == 0.0
+    assert out["probes"] == []
+
+
+def test_teacher_check_probes_are_reported_apart_by_hand():
+    cands = [
+        Candidate(0, True, -3.0, -2.0, 2), Candidate(0, False, -2.5, -4.0, 2),
+        Candidate(1, True, -1.0, -1.0, 1), Candidate(1, False, -2.0, -2.0, 1),
+        # the probe "p": 2 tokens; above the expert for the teacher at state 0 only, for the student at neither
+        Candidate(0, False, -4.0, -1.5, 2, probe="p"), Candidate(1, False, -3.0, -2.5, 2, probe="p"),
+        # "q" at state 1 only (state 0's expert action was "q": not probed there)
+        Candidate(1, False, -0.5, -0.9, 1, probe="q"),
+    ]
+    out = summarise(cands)
+    # the candidates' numbers are those without the probes
+    assert {k: v for k, v in out.items() if k != "probes"} == {
+        k: v for k, v in summarise(cands[:4]).items() if k != "probes"}
+    p, q = out["probes"]
+    assert p["action"] == "p" and p["count"] == 2
+    assert math.isclose(p["gap_per_token"], (2.5 + 0.5) / 4)
+    assert p["teacher_above_expert"] == 0.5 and p["student_above_expert"] == 0.0
+    assert q["action"] == "q" and q["count"] == 1 and math.isclose(q["gap_per_token"], -0.4)
+    assert q["teacher_above_expert"] == 1.0 and q["student_above_expert"] == 1.0
+
+
+def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_expert_action():
+    from sdar.trainer.config import load_config
+    from sdar.trainer.teacher_check import collect_states, teacher_check
+    from sdar.trainer.trainer import make_run_env
+
+    config = load_config("configs/bench/gate_study.yaml", ["model.name=tiny-random", "model.autocast=none"])
+    with make_run_env(config.env, config.env.val_split) as env:
+        visited = collect_states(env, [config.eval.seed, config.eval.seed + 1], config.env.history_length or 0, 6)
+    experts = [expert for _, _, _, expert, _ in visited]
+    plain = teacher_check(config, episodes=2, alternatives=1, max_states=6)
+    probed = teacher_check(config, episodes=2, alternatives=1, max_states=6, probes=("not a word", experts[0]))
+    assert [p["action"] for p in probed["probes"]] == ["not a word", experts[0]]
+    other, expert = probed["probes"]
+    assert other["count"] == probed["states"] == len(experts) and other["gap_per_token"] is not None
+    assert expert["count"] == sum(e != experts[0] for e in experts) < len(experts)  # not where it is the expert's
+    for key in ("states", "ranked_states", "teacher_top1", "student_top1"):
+        assert probed[key] == plain[key]
+    assert probed["expert"]["gap_per_token"] == pytest.approx(plain["expert"]["gap_per_token"], abs=1e-5)
+    with pytest.raises(ValueError, match="distinct, non-empty"):
+        teacher_check(config, probes=("a", "a"))
 
 
 def test_bf16_autocast_scores_close_to_float32_and_is_validated():

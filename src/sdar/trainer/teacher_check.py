@@ -20,6 +20,12 @@ This check answers that in minutes, without training:
 A teacher that can use its context shows a positive expert gap, a lower non-expert gap and a
 teacher top-1 rate above the student's. With ``teacher.context: sibling`` the context is the
 expert episode's own actions (a successful trajectory of the same task).
+
+``probes``: fixed actions scored at every state besides the candidates (admissible or not; not at
+a state whose expert action they are), reported apart from them: their gap, and how often teacher
+and student score them above the expert's action. A probe with a higher gap than the expert's is a
+string the gate would weigh up wherever the policy samples it (for example the action a prompt
+shows as its format example).
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class Candidate:
     """Total log-prob of the response after the student prompt."""
     teacher_log_prob: float
     tokens: int
+    probe: str | None = None
+    """The probe action this candidate is (None: the expert's or an alternative)."""
 
 
 def _response(text: str, think: bool) -> str:
@@ -108,14 +116,17 @@ def collect_states(env: AgentEnv, seeds: list[int], history_length: int, max_sta
 
 
 def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: int = 64,
-                  split: str | None = None) -> dict:
+                  split: str | None = None, probes: tuple[str, ...] = ()) -> dict:
     """Run the check for ``config`` (model, env, ``teacher.context``, ``teacher.layout``, prompt
-    mode, budgets, ``init_checkpoint``); returns the result as a JSON-ready dict."""
+    mode, budgets, ``init_checkpoint``), with ``probes`` (actions) scored at every state besides;
+    returns the result as a JSON-ready dict."""
     from sdar.trainer.checkpoint import apply_warm_start
     from sdar.trainer.trainer import make_run_env
 
     if episodes < 1 or alternatives < 1 or max_states < 1:
         raise ValueError("episodes, alternatives and max_states must be >= 1")
+    if any(not p.strip() for p in probes) or len(set(probes)) < len(probes):
+        raise ValueError(f"probes must be distinct, non-empty actions, got {list(probes)}")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     model, tokenizer = load_policy(config.model)
@@ -133,7 +144,7 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
         seeds = list(range(config.eval.seed, config.eval.seed + episodes))
         visited = collect_states(env, seeds, history_length, max_states)
         rng = random.Random(config.seed)
-        rows = []  # (state index, expert?, response text, state, history, context)
+        rows = []  # (state index, expert?, response text, state, history, context, probe)
         for k, (i, state, history, expert, episode_actions) in enumerate(visited):
             expert_text = _response(expert, think)
             if config.teacher.context == "sibling":
@@ -143,22 +154,24 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
             else:
                 fake = _StateOnly(state, history)
                 context = teacher_contexts(config.teacher.context, builder, [fake])[0]
-            rows.append((k, True, expert_text, state, history, context))
+            rows.append((k, True, expert_text, state, history, context, None))
             for alt in _alternatives(env, i, state, expert_text, alternatives, think, rng):
-                rows.append((k, False, alt, state, history, context))
+                rows.append((k, False, alt, state, history, context, None))
+            rows += [(k, False, _response(p, think), state, history, context, p) for p in probes if p != expert]
     budget = config.rollout.max_prompt_tokens
-    student = [builder.build(s, h, budget).ids for _, _, _, s, h, _ in rows]
+    student = [builder.build(s, h, budget).ids for _, _, _, s, h, _, _ in rows]
     teacher = [builder.build(s, h, config.teacher.max_prompt_tokens, with_skills=True, on_overflow=config.teacher.on_overflow,
-                             context=c).ids for _, _, _, s, h, c in rows]
-    responses = [tokenizer(text, add_special_tokens=False)["input_ids"] for _, _, text, _, _, _ in rows]
+                             context=c).ids for _, _, _, s, h, c, _ in rows]
+    responses = [tokenizer(text, add_special_tokens=False)["input_ids"] for _, _, text, *_ in rows]
     device = next(model.parameters()).device
     with torch.no_grad(), autocast_context(config.model, device):
         s_lp = score_responses(model, student, responses, pad_id=tokenizer.pad_token_id,
                                micro_batch_size=config.optim.micro_batch_size).log_probs.float().cpu()
         t_lp = score_responses(model, teacher, responses, pad_id=tokenizer.pad_token_id,
                                micro_batch_size=config.optim.micro_batch_size).log_probs.float().cpu()
-    candidates = [Candidate(k, expert, float(s_lp[j, : len(r)].sum()), float(t_lp[j, : len(r)].sum()), len(r))
-                  for j, ((k, expert, *_), r) in enumerate(zip(rows, responses))]
+    candidates = [Candidate(k, expert, float(s_lp[j, : len(r)].sum()), float(t_lp[j, : len(r)].sum()), len(r),
+                            probe)
+                  for j, ((k, expert, *_, probe), r) in enumerate(zip(rows, responses))]
     result = summarise(candidates)
     result.update({
         "env": config.env.name, "split": split, "model": config.model.name,
@@ -182,9 +195,14 @@ class _StateOnly:
 
 
 def summarise(candidates: list[Candidate]) -> dict:
-    """Mean per-token gaps of expert and non-expert candidates and top-1 rates of the expert.
+    """Mean per-token gaps of expert and non-expert candidates and top-1 rates of the expert; per
+    probe action (``probes``, in order of appearance) its gap and the shares of its states where
+    the teacher and the student score it above the expert's action.
 
-    A state counts for the top-1 rates only when it has at least one non-expert candidate."""
+    A state counts for the top-1 rates only when it has at least one non-expert candidate; probes
+    count for none of these."""
+    probed = [c for c in candidates if c.probe is not None]
+    candidates = [c for c in candidates if c.probe is None]
     def gap_stats(items: list[Candidate]) -> dict:
         tokens = sum(c.tokens for c in items)
         gap = sum(c.teacher_log_prob - c.student_log_prob for c in items)
@@ -207,9 +225,22 @@ def summarise(candidates: list[Candidate]) -> dict:
     other = gap_stats([c for c in candidates if not c.expert])
     separation = (expert["gap_per_token"] - other["gap_per_token"]
                   if expert["gap_per_token"] is not None and other["gap_per_token"] is not None else None)
+    experts = {c.state_index: c for c in candidates if c.expert}
+
+    def probe_stats(action: str) -> dict:
+        items = [c for c in probed if c.probe == action]
+        rivals = [(c, experts[c.state_index]) for c in items if c.state_index in experts]
+
+        def above(attr: str) -> float | None:
+            return sum(getattr(c, attr) > getattr(e, attr) for c, e in rivals) / len(rivals) if rivals else None
+
+        return {"action": action, **gap_stats(items), "teacher_above_expert": above("teacher_log_prob"),
+                "student_above_expert": above("student_log_prob")}
+
     return {"states": len(by_state), "ranked_states": len(ranked), "expert": expert, "non_expert": other,
             "gap_separation": separation, "teacher_top1": top1("teacher_log_prob"),
-            "student_top1": top1("student_log_prob")}
+            "student_top1": top1("student_log_prob"),
+            "probes": [probe_stats(a) for a in dict.fromkeys(c.probe for c in probed)]}
 
 
 def register(subparsers) -> None:
@@ -223,6 +254,9 @@ def register(subparsers) -> None:
     check.add_argument("--alternatives", type=int, default=3, help="non-expert candidates per state")
     check.add_argument("--max-states", type=int, default=64, help="score at most this many states")
     check.add_argument("--split", help="split to play (default: the config's env.val_split)")
+    check.add_argument("--probe", action="append", default=[], metavar="ACTION",
+                       help="an action to score at every state besides the candidates (admissible or not), "
+                            "reported apart; repeat for several")
     check.add_argument("--output", help="write the result JSON here")
     check.set_defaults(func=run_teacher_check)
 
@@ -231,11 +265,15 @@ def run_teacher_check(args: argparse.Namespace) -> int:
     from sdar.trainer.config import load_config
 
     config = load_config(args.config, args.overrides)
-    result = teacher_check(config, args.episodes, args.alternatives, args.max_states, args.split)
+    result = teacher_check(config, args.episodes, args.alternatives, args.max_states, args.split,
+                           tuple(args.probe))
     shown = {k: result[k] for k in ("env", "model", "teacher_context", "teacher_layout", "states",
                                     "gap_separation", "teacher_top1", "student_top1")}
     shown["expert_gap"] = result["expert"]["gap_per_token"]
     shown["non_expert_gap"] = result["non_expert"]["gap_per_token"]
+    for probe in result["probes"]:
+        shown[f"probe {probe['action']!r}"] = {k: probe[k] for k in ("gap_per_token", "teacher_above_expert",
+                                                                      "student_above_expert")}
     print(json.dumps(shown, indent=2))
     if args.output:
         out = Path(args.output)
