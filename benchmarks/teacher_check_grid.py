@@ -9,7 +9,8 @@ no warm start; ``--init DIR`` loads a warm start instead and writes its cells to
 One JSON per cell under ``--out`` and a ``README.md`` table generated from them. Cells already
 measured are kept (delete a JSON to measure it again). ``--probe ACTION`` (repeatable) also scores
 that action at every state (``sdar teacher-check --probe``) and adds a table of the probes; a kept
-cell measured with other probes is refused (use another ``--out``).
+cell measured with other probes (or the same in another order) is refused before anything is
+measured (use another ``--out``).
 
     python benchmarks/teacher_check_grid.py                      # every cell (about an hour on CPU)
     python benchmarks/teacher_check_grid.py --models smollm2-135m --envs toy_panels
@@ -67,14 +68,15 @@ def config_name(cell: dict, path: Path) -> str:
     return Path(ENVS[max(keys, key=len)][0]).stem
 
 
+def f(x: float | None, pct: bool = False) -> str:
+    """A table cell: a gap in nats with its sign, or a share in %; ``-`` for none."""
+    return "-" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:+.3f}")
+
+
 def table(out: Path) -> str:
     rows = []
     for path in sorted(out.glob("**/*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
-
-        def f(x, pct=False):
-            return "-" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:+.3f}")
-
         init = Path(r["init_checkpoint"]).parent.name + "/" + Path(r["init_checkpoint"]).name if r.get(
             "init_checkpoint") else "none"
         precision = r.get("autocast_ran", r.get("autocast", "none"))  # what ran (cells from before: what was asked)
@@ -108,17 +110,15 @@ def probe_table(out: Path) -> list[str]:
     for path in sorted(out.glob("**/*.json")):
         r = json.loads(path.read_text(encoding="utf-8"))
         for p in r.get("probes", []):
-            def f(x, pct=False):
-                return "-" if x is None else (f"{100 * x:.0f}%" if pct else f"{x:+.3f}")
-
             rows.append(f"| {path.stem} | `{p['action']}` | {p['count']} | {f(p['gap_per_token'])} | "
                         f"{f(r['expert']['gap_per_token'])} | {f(p['student_above_expert'], True)} | "
                         f"{f(p['teacher_above_expert'], True)} |")
     if not rows:
         return []
     return ["## Probes", "",
-            ("`--probe ACTION`: a fixed action scored at every state (admissible or not; not where it is the "
-             "expert's action). states: where it was scored; probe gap beside the expert's (per-token, nats); "
+            ("`--probe ACTION`: a fixed action scored at every state in the expert's response format "
+             "(`<action>ACTION</action>`; admissible or not; not where the expert's action is the same text). "
+             "states: where it was scored; probe gap beside the expert's (per-token, nats); "
              "above expert: share of those states where the student / the teacher gives it a higher total "
              "log-prob than the expert's action. A probe whose gap exceeds the expert's is weighed up by the "
              "gate wherever the policy samples it."), "",
@@ -161,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     cells.mkdir(parents=True, exist_ok=True)
     suffix = (f"-{Path(args.init).parent.name}" if args.init is not None else "") + ("-fp32" if args.float32 else "")
     commit = code_commit()  # the code that measures every cell of this call
+    paths = {(m, e, lay): cells / f"{m}-{e}-{lay}{suffix}.json"
+             for m in args.models for e in args.envs for lay in args.layouts}
+    for path in paths.values():  # a kept cell must answer the same question, checked before any measuring
+        if path.is_file():
+            kept = [p["action"] for p in json.loads(path.read_text(encoding="utf-8")).get("probes", [])]
+            if kept != args.probe:
+                parser.error(f"{path} was measured with probes {kept}, not {args.probe} (in this order): "
+                             "delete it or use another --out")
     failed = []
     for model in args.models:
         if model == "qwen2.5-coder-0.5b" and not qwen_installed():
@@ -169,12 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         for env in args.envs:
             config, extra = ENVS[env]
             for layout in args.layouts:
-                path = cells / f"{model}-{env}-{layout}{suffix}.json"
+                path = paths[(model, env, layout)]
                 if path.is_file():
-                    kept = [p["action"] for p in json.loads(path.read_text(encoding="utf-8")).get("probes", [])]
-                    if kept != args.probe:
-                        parser.error(f"{path} was measured with probes {kept}, not {args.probe}: "
-                                     "delete it or use another --out")
                     continue
                 cmd = [sys.executable, "-m", "sdar.cli", "teacher-check", "--config", config, *extra,
                        f"model.name={model}", f"model.autocast={'none' if args.float32 else 'bf16'}",

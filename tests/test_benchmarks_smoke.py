@@ -439,7 +439,7 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     refused = subprocess.run([sys.executable, str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random",
                               "--envs", "toy_panels", "--layouts", "user", "--out", str(out), "--probe", "not a word"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    assert refused.returncode == 2 and "measured with probes [], not ['not a word']" in refused.stderr
+    assert refused.returncode == 2 and "measured with probes [], not ['not a word'] (in this order)" in refused.stderr
     # --probe: each cell scores the action too, and the README gets the probes' table
     probed = tmp_path / "probed"
     _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",
@@ -448,6 +448,7 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     cell = json.loads((probed / "tiny-random-toy_panels-user.json").read_text())
     (probe,) = cell["probes"]
     assert probe["action"] == "not a word" and probe["count"] == cell["states"]
+    assert probe["scored_as"] == "<action>not a word</action>"
     assert "--probe not a word" in cell["command"]
     assert "| tiny-random-toy_panels-user | `not a word` |" in (probed / "README.md").read_text()
 

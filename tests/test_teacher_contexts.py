@@ -1,6 +1,7 @@
 """teacher.context (skills / hint / sibling), the teacher-check summary and bf16 autocast."""
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -98,18 +99,26 @@ def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_exper
     config = load_config("configs/bench/gate_study.yaml", ["model.name=tiny-random", "model.autocast=none"])
     with make_run_env(config.env, config.env.val_split) as env:
         visited = collect_states(env, [config.eval.seed, config.eval.seed + 1], config.env.history_length or 0, 6)
-    experts = [expert for _, _, _, expert, _ in visited]
+    experts = [re.search(r"<action>(.*?)</action>", response).group(1).strip() for *_, response, _ in visited]
     plain = teacher_check(config, episodes=2, alternatives=1, max_states=6)
-    probed = teacher_check(config, episodes=2, alternatives=1, max_states=6, probes=("not a word", experts[0]))
+    # the plain action, as a user types it (padded: stripped)
+    probed = teacher_check(config, episodes=2, alternatives=1, max_states=6, probes=("not a word", f" {experts[0]} "))
     assert [p["action"] for p in probed["probes"]] == ["not a word", experts[0]]
     other, expert = probed["probes"]
+    # scored as the policy would write it: in the expert's response format, its action replaced
+    assert other["scored_as"] == "<action>not a word</action>"
+    assert expert["scored_as"] == f"<action>{experts[0]}</action>"
     assert other["count"] == probed["states"] == len(experts) and other["gap_per_token"] is not None
     assert expert["count"] == sum(e != experts[0] for e in experts) < len(experts)  # not where it is the expert's
     for key in ("states", "ranked_states", "teacher_top1", "student_top1"):
         assert probed[key] == plain[key]
     assert probed["expert"]["gap_per_token"] == pytest.approx(plain["expert"]["gap_per_token"], abs=1e-5)
     with pytest.raises(ValueError, match="distinct, non-empty"):
-        teacher_check(config, probes=("a", "a"))
+        teacher_check(config, probes=("a", " a"))
+    # an environment answering without an <action> tag has nothing to put a probe in
+    search = load_config("configs/bench/search.yaml", ["model.name=tiny-random", "model.autocast=none"])
+    with pytest.raises(ValueError, match="needs an environment whose responses carry an <action> tag"):
+        teacher_check(search, episodes=1, alternatives=1, max_states=1, probes=("x",))
 
 
 def test_bf16_autocast_scores_close_to_float32_and_is_validated():

@@ -21,9 +21,11 @@ A teacher that can use its context shows a positive expert gap, a lower non-expe
 teacher top-1 rate above the student's. With ``teacher.context: sibling`` the context is the
 expert episode's own actions (a successful trajectory of the same task).
 
-``probes``: fixed actions scored at every state besides the candidates (admissible or not; not at
-a state whose expert action they are), reported apart from them: their gap, and how often teacher
-and student score them above the expert's action. A probe with a higher gap than the expert's is a
+``probes``: fixed actions scored at every state besides the candidates, each written into the
+expert's response in place of its action (``<action>probe</action>``; environments with an action
+tag only), admissible or not and not at a state where the expert's action is the same text,
+reported apart from the candidates: their gap, and how often teacher and student score them above
+the expert's response. A probe with a higher gap than the expert's is a
 string the gate would weigh up wherever the policy samples it (for example the action a prompt
 shows as its format example).
 """
@@ -52,6 +54,7 @@ from sdar.trainer.teacher import teacher_contexts
 logger = logging.getLogger(__name__)
 
 _THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
+_ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)
 
 
 @dataclass
@@ -72,15 +75,21 @@ def _response(text: str, think: bool) -> str:
     return text if think else _THINK.sub("", text).strip()
 
 
+def _with_action(expert: str, action: str) -> str:
+    """The expert's response ``expert`` with ``action`` in place of its own (its ``<action>`` tag)."""
+    match = _ACTION.search(expert)
+    return expert.replace(match.group(0), f"<action>{action}</action>")
+
+
 def _alternatives(env: AgentEnv, index: int, state: EnvState, expert: str, count: int, think: bool,
                   rng: random.Random) -> list[str]:
     """Up to ``count`` responses other than the expert's, in the expert's response format."""
-    action_match = re.search(r"<action>(.*?)</action>", expert, re.DOTALL)
+    action_match = _ACTION.search(expert)
     if state.admissible_actions and action_match:
         expert_action = action_match.group(1).strip()
         others = [a for a in state.admissible_actions if a.strip() != expert_action]
         picked = rng.sample(others, min(count, len(others)))
-        return [expert.replace(action_match.group(0), f"<action>{a}</action>") for a in picked]
+        return [_with_action(expert, a) for a in picked]
     out: list[str] = []
     for _ in range(4 * count):  # the random policy may repeat itself or the expert
         text = _response(env.scripted_action(index, "random", rng), think)
@@ -125,7 +134,8 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
 
     if episodes < 1 or alternatives < 1 or max_states < 1:
         raise ValueError("episodes, alternatives and max_states must be >= 1")
-    if any(not p.strip() for p in probes) or len(set(probes)) < len(probes):
+    probes = tuple(p.strip() for p in probes)
+    if any(not p for p in probes) or len(set(probes)) < len(probes):
         raise ValueError(f"probes must be distinct, non-empty actions, got {list(probes)}")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -157,7 +167,13 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
             rows.append((k, True, expert_text, state, history, context, None))
             for alt in _alternatives(env, i, state, expert_text, alternatives, think, rng):
                 rows.append((k, False, alt, state, history, context, None))
-            rows += [(k, False, _response(p, think), state, history, context, p) for p in probes if p != expert]
+            if probes:
+                match = _ACTION.search(expert_text)
+                if match is None:
+                    raise ValueError(f"--probe needs an environment whose responses carry an <action> tag; "
+                                     f"{env.name!r} answers {expert_text[:80]!r}")
+                rows += [(k, False, _with_action(expert_text, p), state, history, context, p)
+                         for p in probes if p != match.group(1).strip()]
     budget = config.rollout.max_prompt_tokens
     student = [builder.build(s, h, budget).ids for _, _, _, s, h, _, _ in rows]
     teacher = [builder.build(s, h, config.teacher.max_prompt_tokens, with_skills=True, on_overflow=config.teacher.on_overflow,
@@ -173,6 +189,8 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
                             probe)
                   for j, ((k, expert, *_, probe), r) in enumerate(zip(rows, responses))]
     result = summarise(candidates)
+    for probe in result["probes"]:  # the response scored for it at its first state
+        probe["scored_as"] = next(text for _, _, text, _, _, _, p in rows if p == probe["action"])
     result.update({
         "env": config.env.name, "split": split, "model": config.model.name,
         "init_checkpoint": config.init_checkpoint, "teacher_context": config.teacher.context,
