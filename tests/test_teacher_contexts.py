@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from sdar.envs import make_env
+from sdar.errors import UserError
 from sdar.models.loading import ModelConfig, autocast_context, load_policy
 from sdar.models.scoring import score_responses
 from sdar.rollout import PromptBuilder
@@ -113,11 +114,11 @@ def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_exper
     for key in ("states", "ranked_states", "teacher_top1", "student_top1"):
         assert probed[key] == plain[key]
     assert probed["expert"]["gap_per_token"] == pytest.approx(plain["expert"]["gap_per_token"], abs=1e-5)
-    with pytest.raises(ValueError, match="distinct, non-empty"):
+    with pytest.raises(UserError, match="distinct, non-empty"):
         teacher_check(config, probes=("a", " a"))
     # an environment answering without an <action> tag has nothing to put a probe in
     search = load_config("configs/bench/search.yaml", ["model.name=tiny-random", "model.autocast=none"])
-    with pytest.raises(ValueError, match="needs an environment whose responses carry an <action> tag"):
+    with pytest.raises(UserError, match="needs an environment whose responses carry an <action> tag"):
         teacher_check(search, episodes=1, alternatives=1, max_states=1, probes=("x",))
 
 

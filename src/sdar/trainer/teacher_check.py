@@ -45,6 +45,7 @@ import torch
 
 from sdar.envs.base import AgentEnv, EnvState
 from sdar.envs.play import scripted_play
+from sdar.errors import UserError
 from sdar.models.loading import autocast_context, autocast_dtype, cast_frozen_weights, load_policy
 from sdar.models.scoring import score_responses
 from sdar.rollout.prompts import PromptBuilder
@@ -136,7 +137,7 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
         raise ValueError("episodes, alternatives and max_states must be >= 1")
     probes = tuple(p.strip() for p in probes)
     if any(not p for p in probes) or len(set(probes)) < len(probes):
-        raise ValueError(f"probes must be distinct, non-empty actions, got {list(probes)}")
+        raise UserError(f"--probe: probes must be distinct, non-empty actions, got {list(probes)}")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     model, tokenizer = load_policy(config.model)
@@ -170,8 +171,8 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
             if probes:
                 match = _ACTION.search(expert_text)
                 if match is None:
-                    raise ValueError(f"--probe needs an environment whose responses carry an <action> tag; "
-                                     f"{env.name!r} answers {expert_text[:80]!r}")
+                    raise UserError(f"--probe needs an environment whose responses carry an <action> tag; "
+                                    f"{env.name!r} answers {expert_text[:80]!r}: leave --probe out there")
                 rows += [(k, False, _with_action(expert_text, p), state, history, context, p)
                          for p in probes if p != match.group(1).strip()]
     budget = config.rollout.max_prompt_tokens
