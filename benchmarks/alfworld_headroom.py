@@ -1,7 +1,7 @@
 """ALFWorld with headroom: does GRPO raise validation success, and does SDAR add to it?
 
 Setting: offline ALFWorld ``easy`` games (pick-and-place, 3 receptacles), SmolLM2-135M with LoRA in
-bfloat16 autocast, the action tag only, a fixed panel of the first 48 ``valid_seen`` games. Two
+bfloat16 autocast, the action tag only, a fixed panel of the first 48 ``valid_seen`` games. Four
 regimes (``--regime``), each with its config, its search, its runs and its tables:
 
 - ``short`` (``configs/bench/alfworld_headroom.yaml``, ``SEARCH_SHORT``): 6 steps, 4 tasks x group 4,
@@ -16,6 +16,12 @@ regimes (``--regime``), each with its config, its search, its runs and its table
   imitates every expert turn with that sibling context in the teacher's user layout (the turn's
   own episode's actions, :func:`sibling_reading_twins`), as the gate study's warm start learns to
   read its hint; student prompts and everything else as in the long regime.
+- ``plain`` (the reader regime with ``env.options.answer_example=false``, folders
+  ``alfworld_headroom_plain``): made after SDAR's runs of the reader regime fell to the prompt's
+  example action (``go to countertop 1``, which the self-teacher scores above its student wherever
+  it is sampled: results/teacher_probe/, results/alfworld_panel_actions/). Its prompts end without
+  an example answer, as the released template's do; its own warm start (the reader recipe on those
+  prompts), and SDAR's seed trains before GRPO's (``lead``).
 
 1. **Warm start with headroom, shared by every run**: the scripted expert plays ``--demo-episodes``
    episodes of ANOTHER generated game set (``DEMO_OPTIONS``: offline seed 1), its turns (and in the
@@ -64,6 +70,7 @@ restart did not reproduce is moved to ``runs/<run>/earlier/`` before the restart
     python benchmarks/alfworld_headroom.py --jobs 2          # the short regime (many hours on 2 CPU cores)
     python benchmarks/alfworld_headroom.py --regime long --jobs 2  # the long regime
     python benchmarks/alfworld_headroom.py --regime reader --jobs 2  # the long regime, a context-reading warm start
+    python benchmarks/alfworld_headroom.py --regime plain --jobs 2   # the reader regime, no example action in prompts
     python benchmarks/alfworld_headroom.py --aggregate-only  # tables now (runs still training: curves so far;
                                                              # no warm start here: the committed records alone)
     python benchmarks/alfworld_headroom.py --regime reader --status  # where the grid stands (reads only)
@@ -171,6 +178,10 @@ class Regime:
     sibling_twins: bool = False
     arms: tuple[Arm, ...] = (GRPO_ARM, SDAR_ARM)
     controls: tuple[Arm, ...] = ()
+    overrides: tuple[str, ...] = ()
+    """config overrides of every command of the regime, its warm start's included"""
+    lead: str | None = None
+    """the arm whose run trains first within each seed, before the search run (:func:`queue`)"""
 
     def all_arms(self) -> tuple[Arm, ...]:
         return self.arms + self.controls
@@ -191,6 +202,11 @@ REGIMES = {regime.name: regime for regime in (
     # the long regime with a warm start that reads a successful sibling's actions (results/alfworld_headroom_reader/)
     Regime("reader", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
            folder="alfworld_headroom_reader", sibling_twins=True, controls=(GATE_HALF_ARM, SKIP_ARM)),
+    # the reader regime with prompts that name no example action, as the released template
+    # (results/alfworld_headroom_plain/); SDAR first: the question is whether it still falls
+    Regime("plain", ROOT / "configs" / "bench" / "alfworld_headroom_long.yaml", SEARCH_READER,
+           folder="alfworld_headroom_plain", sibling_twins=True, overrides=("env.options.answer_example=false",),
+           lead=SDAR_ARM[0]),
 )}
 TARGET_GAIN = 0.15
 # the final figure of each run and of the warm start: the panel played PASSES times (`sdar eval --passes`,
@@ -244,7 +260,7 @@ def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes
     sft_dir = runs_dir / "warm"
     start_path = runs_dir / "start_eval.json"
     made_path = runs_dir / "warm_start.json"  # how the warm start here was made (not how this call asks)
-    demo_options = [*DEMO_OPTIONS, *(SMOKE_DEMO if overrides == SMOKE else [])]
+    demo_options = [*DEMO_OPTIONS, *(SMOKE_DEMO if set(SMOKE) <= set(overrides) else [])]
     if not list_checkpoints(sft_dir):  # none yet, or an `sdar sft` stopped before its checkpoint was complete
         check_not_in_use(sft_dir, SystemExit)  # an earlier grid's `sdar sft`, still going
         start_path.unlink(missing_ok=True)  # it validated another warm start
@@ -323,7 +339,8 @@ def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice:
           runs_dir: Path | None = None) -> list[tuple[str, list[str], int]]:
     """The runs to train at the search's ``choice``, in order, each as (name, overrides, seed):
     ``search_runs``, the arms and the controls seed by seed (every arm grows evenly; within a seed
-    the search run, the arms, then the controls). With ``runs_dir``, runs begun there (resumable:
+    the regime's ``lead`` arm, the search run, the other arms, then the controls). With
+    ``runs_dir``, runs begun there (resumable:
     :func:`gate_study.resumable_after`) come first, in that order: a restarted grid finishes what
     it started before it starts anything new."""
     def items(arms: tuple[Arm, ...]) -> list[tuple[str, list[str], int]]:
@@ -333,7 +350,8 @@ def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice:
     def begun(item: tuple[str, list[str], int]) -> bool:
         return runs_dir is not None and resumable_after(runs_dir / f"{item[0]}-seed{item[2]}") is not None
 
-    by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: item[2])
+    lead = f"{regime.lead}-{choice['setting']}"
+    by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: (item[2], item[0] != lead))
     return sorted(by_seed, key=lambda item: not begun(item))
 
 
@@ -456,7 +474,7 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
                          "target_met": target_met(gains), "gains_passes": gains_passes,
                          "gain_passes": mean_std(gains_passes), "target_met_passes": target_met(gains_passes)})
     summary = {"state": state, "before_rl": start, "iterations": iterations, "regime": regime.name,
-               "config": str(regime.config.relative_to(ROOT)),
+               "config": str(regime.config.relative_to(ROOT)), "config_overrides": list(regime.overrides),
                "search": [{"setting": s, "overrides": o} for s, o in regime.search], "choice": choice,
                "target": f"every seed +{100 * TARGET_GAIN:.0f} points or more on the panel, mean gain > 2 std",
                "passes": PASSES,
@@ -562,6 +580,8 @@ def summary_markdown(summary: dict) -> str:
               f"{_passes(start['passes']) if start.get('passes') else 'not played yet'}. "
               f"Target: {summary['target']}."),
              f"Search choice: {chose}", "",
+             *([f"Config: `{summary['config']}` with {', '.join(f'`{o}`' for o in summary['config_overrides'])}", ""]
+               if summary.get("config_overrides") else []),
              ("| run | validation curve (iteration: %) | gain (points) | final, " + str(passes) + " passes (each) "
               "| gain, " + str(passes) + " passes | train success | groups with signal "
               "| clip fraction | KL to warm start | PPO KL | entropy | optimizer steps / iteration | invalid actions "
@@ -647,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--regime", choices=sorted(REGIMES), default="short",
                         help="short: configs/bench/alfworld_headroom.yaml; long: alfworld_headroom_long.yaml; "
-                             "reader: the long regime's config with a sibling-reading warm start")
+                             "reader: the long regime's config with a sibling-reading warm start; "
+                             "plain: the reader regime with prompts that name no example action")
     parser.add_argument("--runs-dir", help="where runs and the warm start go (default: runs/<config name>)")
     parser.add_argument("--out", help="where the tables go (default: benchmarks/results/<config name>)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one thread each on CPU)")
@@ -667,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.setting and args.setting not in regime.settings():
         parser.error(f"--setting {args.setting} is not in the {args.regime} regime's search: {regime.settings()}")
     search = regime.search
-    overrides = SMOKE if args.smoke else []
+    overrides = [*regime.overrides, *(SMOKE if args.smoke else [])]
     folder = regime.folder_name()
     runs_dir = ROOT / (args.runs_dir or f"runs/{folder}")
     out = ROOT / (args.out or (f"runs/{folder}_smoke_out" if args.smoke else f"benchmarks/results/{folder}"))

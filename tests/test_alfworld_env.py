@@ -138,6 +138,21 @@ def test_prompt_shows_task_history_admissible_actions_and_format(env):
     assert "<think>" not in short and "<action>" in short and "not taken any action" in short
 
 
+
+def test_answer_example_option_drops_only_the_example_answer(games_dir, env):
+    """``answer_example: false`` (the released template's instruction) names no action; every other
+    line of the prompt is the default's, and the default keeps the example answer."""
+    with make_env("alfworld", data_dir=str(games_dir), answer_example=False) as plain:
+        history = [("You arrive at drawer 1. The drawer 1 is closed.", "open drawer 1")]
+        for think in (True, False):
+            state, plain_state = env.reset([1])[0], plain.reset([1])[0]
+            with_example = env.render_prompt(state, history, think=think).splitlines()
+            without = plain.render_prompt(plain_state, history, think=think).splitlines()
+            assert with_example[:-1] == without[:-1]
+            assert with_example[-1].endswith(", for example <action>go to countertop 1</action>.")
+            assert with_example[-1] == without[-1][:-1] + ", for example <action>go to countertop 1</action>."
+            assert "countertop 1</action>" not in "\n".join(without)
+
 def test_random_policy_picks_admissible_actions(env):
     states = env.reset([2])
     rng = random.Random(5)

@@ -389,3 +389,22 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
         "grpo-lr1e-4-seed1: stopped after iteration 2 of 30; committed record of an earlier start: 24 of 30")
     with lock_held_elsewhere(runs_dir / "warm"):  # `sdar sft` making the warm start
         assert headroom.status_lines(regime, runs_dir, out, 30)[0].startswith("warm start: being made (pid ")
+
+
+def test_the_plain_regime_trains_sdar_first_in_each_seed_on_prompts_without_the_example(headroom):
+    regime = headroom.REGIMES["plain"]
+    choice = {"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}
+    search_runs = [("grpo-lr1e-4", ["method=grpo", "optim.lr=1e-4"], 0)]
+    order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice)]
+    # the SDAR arm, then GRPO (seed 0: the search run), seed by seed
+    assert order == [(arm, seed) for seed in (0, 1, 2) for arm in ("sdar-sibling-l1-lr1e-4", "grpo-lr1e-4")]
+    # everything else is the reader regime's: its config, search, warm-start recipe and arms
+    reader = headroom.REGIMES["reader"]
+    assert (regime.config, regime.search, regime.sibling_twins, regime.arms) == (
+        reader.config, reader.search, reader.sibling_twins, reader.arms)
+    assert regime.controls == () and regime.folder_name() != reader.folder_name()
+    from sdar.trainer.config import load_config
+
+    config = load_config(regime.config, list(regime.overrides))
+    assert config.env.options["answer_example"] is False
+    assert "answer_example" not in load_config(reader.config).env.options  # the default: with the example

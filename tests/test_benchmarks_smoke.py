@@ -420,6 +420,24 @@ def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twin
     assert config["teacher"]["context"] == "sibling" and config["optim"]["lr"] == 1e-4
 
 
+
+def test_alfworld_headroom_plain_regime_smoke_demonstrates_and_trains_without_the_example(tmp_path):
+    # the plain regime's override reaches every command: the demonstrations' prompts, the warm
+    # start's record, the run's config and the tables
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _run([str(BENCH / "alfworld_headroom.py"), "--regime", "plain", "--smoke", "--search-only",
+          "--runs-dir", str(runs), "--out", str(out)])
+    demos = [json.loads(line) for line in (runs / "demos.jsonl").read_text().splitlines()]
+    assert demos and all(d["prompt"].endswith("inside <action> </action> tags and nothing else.") for d in demos)
+    assert not any("go to countertop 1</action>" in d["prompt"] for d in demos)
+    assert any(d.get("sibling_twin") for d in demos)
+    config = yaml.safe_load((runs / "grpo-lr1e-4-seed0" / "config.yaml").read_text())
+    assert config["env"]["options"]["answer_example"] is False
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["regime"] == "plain" and summary["config_overrides"] == ["env.options.answer_example=false"]
+    assert summary["before_rl"]["env_options"]["answer_example"] is False
+    assert "with `env.options.answer_example=false`" in (out / "summary.md").read_text()
+
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
     out = tmp_path / "check"
     _run([str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random", "--envs", "toy_panels",

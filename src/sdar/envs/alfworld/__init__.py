@@ -137,6 +137,7 @@ def make_alfworld_env(
     num_workers: int = 1,
     reset_timeout_s: float = 120.0,
     step_timeout_s: float = 30.0,
+    answer_example: bool = True,
 ):
     """Build an ALFWorld environment (``sdar.envs.alfworld.env.AlfworldEnv``).
 
@@ -160,6 +161,9 @@ def make_alfworld_env(
         num_workers: engine worker processes.
         reset_timeout_s / step_timeout_s: an engine slower than this counts as hung and is
             restarted (the episode fails).
+        answer_example: the prompt's answer format ends with an example answer,
+            ``<action>go to countertop 1</action>`` (this project's prompt, the default); ``False``
+            names no action, as the released template (verl-agent's, which SDAR uses) asks.
     """
     from sdar.envs.alfworld.env import AlfworldEnv
 
@@ -174,6 +178,7 @@ def make_alfworld_env(
         num_workers=num_workers,
         reset_timeout_s=reset_timeout_s,
         step_timeout_s=step_timeout_s,
+        answer_example=answer_example,
     )
 
 

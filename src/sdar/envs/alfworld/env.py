@@ -39,6 +39,8 @@ class AlfworldEnv(AgentEnv):
         history_length: H, the past (observation, action) pairs in the prompt (2 in the paper).
         num_workers: engine processes (episodes are spread over them; see ``engine.EnginePool``).
         reset_timeout_s / step_timeout_s: how long an engine may take before it counts as hung.
+        answer_example: the prompt's answer format names an example action (``go to countertop 1``,
+            this project's prompt); ``False``: none, as the released template.
     """
 
     name = "alfworld"
@@ -56,6 +58,7 @@ class AlfworldEnv(AgentEnv):
         num_workers: int = 1,
         reset_timeout_s: float = 120.0,
         step_timeout_s: float = 30.0,
+        answer_example: bool = True,
     ):
         if not games:
             raise ValueError("AlfworldEnv needs at least one game")
@@ -64,6 +67,7 @@ class AlfworldEnv(AgentEnv):
         self.games = order_for_seeds(list(games))
         self.max_steps = max_steps
         self.history_length = history_length
+        self.answer_example = answer_example
         self._pool = EnginePool(
             num_workers=num_workers, reset_timeout_s=reset_timeout_s, step_timeout_s=step_timeout_s
         )
@@ -191,6 +195,7 @@ class AlfworldEnv(AgentEnv):
             history,
             state.step,
             think=think,
+            example=self.answer_example,
         )
 
     def parse_action(self, response: str) -> ParsedAction:

@@ -19,17 +19,30 @@ _TASK_LINE = re.compile(r"Your task is to:\s*(.+?)\s*$", re.MULTILINE)
 # An action the engine can never match: it answers "Nothing happens." and the step counts.
 NO_ACTION = ""
 
-# The action both answer formats show as their example (whatever the room holds).
+# The action the answer format shows as its example (whatever the room holds), unless the
+# environment's ``answer_example`` option is off.
 EXAMPLE_ACTION = "go to countertop 1"
-THINK_FORMAT = (
+_THINK_ASK = (
     "First reason step by step about what to do next inside <think> </think> tags. Then give "
-    "exactly one admissible action inside <action> </action> tags, for example "
-    f"<action>{EXAMPLE_ACTION}</action>."
+    "exactly one admissible action inside <action> </action> tags"
 )
-ACTION_ONLY_FORMAT = (
-    "Answer with exactly one admissible action inside <action> </action> tags and nothing "
-    f"else, for example <action>{EXAMPLE_ACTION}</action>."
-)
+_ACTION_ONLY_ASK = "Answer with exactly one admissible action inside <action> </action> tags and nothing else"
+
+
+def answer_format(think: bool = True, example: bool = True) -> str:
+    """The prompt's last line: how to answer.
+
+    Args:
+        think: ask for ``<think>`` reasoning before the action tag; ``False``: the tag alone.
+        example: end with an example answer naming :data:`EXAMPLE_ACTION` (this project's prompt);
+            ``False`` names no action, as the released template (verl-agent, SDAR) asks.
+    """
+    ask = _THINK_ASK if think else _ACTION_ONLY_ASK
+    return f"{ask}, for example <action>{EXAMPLE_ACTION}</action>." if example else f"{ask}."
+
+
+THINK_FORMAT = answer_format(think=True)
+ACTION_ONLY_FORMAT = answer_format(think=False)
 
 
 def clean_observation(feedback: str) -> str:
@@ -52,6 +65,7 @@ def render_prompt(
     history: Sequence[tuple[str, str]],
     step: int,
     think: bool = True,
+    example: bool = True,
 ) -> str:
     """The user message for one ALFWorld step.
 
@@ -62,6 +76,7 @@ def render_prompt(
         history: the last H ``(observation, action)`` pairs, oldest first (the caller cuts to H).
         step: actions taken so far in the episode (the prompt numbers steps from it).
         think: ask for ``<think>`` reasoning before the action; ``False`` asks for the action only.
+        example: the answer format names an example action (:func:`answer_format`).
     """
     lines = [
         (
@@ -83,7 +98,7 @@ def render_prompt(
     lines.append(f"[Now, step {step + 1}] Observation: {observation}")
     if admissible:
         lines.append("Admissible actions: " + ", ".join(f"'{a}'" for a in admissible))
-    lines.append(THINK_FORMAT if think else ACTION_ONLY_FORMAT)
+    lines.append(answer_format(think, example))
     return "\n".join(lines)
 
 
