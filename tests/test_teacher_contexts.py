@@ -120,6 +120,12 @@ def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_exper
     search = load_config("configs/bench/search.yaml", ["model.name=tiny-random", "model.autocast=none"])
     with pytest.raises(UserError, match="needs an environment whose responses carry an <action> tag"):
         teacher_check(search, episodes=1, alternatives=1, max_states=1, probes=("x",))
+    # counts below one name their flag, before any model is loaded
+    for kwargs, message in (({"episodes": 0}, "--episodes must be >= 1, got 0"),
+                            ({"alternatives": -1}, "--alternatives must be >= 1, got -1"),
+                            ({"max_states": 0}, "--max-states must be >= 1, got 0")):
+        with pytest.raises(UserError, match=f"^{message}$"):
+            teacher_check(config, **kwargs)
 
 
 def test_bf16_autocast_scores_close_to_float32_and_is_validated():
@@ -279,6 +285,11 @@ def test_teacher_check_plays_each_environments_own_expert():
 
     assert expert_policy(make_env("toy_panels")) == "expert"
     assert expert_policy(make_env("webshop")) == "oracle"
+    # an environment with a random policy only (a user's own) has no expert to play
+    from types import SimpleNamespace
+
+    with pytest.raises(UserError, match=r"'mine' has none \(its policies: random\)$"):
+        expert_policy(SimpleNamespace(name="mine", policies=("random",)))
     env = make_env("toy_panels", panels=2)
     visited = collect_states(env, [0, 1], history_length=2, max_states=10)
     # the expert wins both tasks: two panels each, and each state's history holds the panels before it

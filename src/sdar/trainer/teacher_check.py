@@ -107,7 +107,8 @@ def expert_policy(env: AgentEnv) -> str:
     for name in ("expert", "oracle"):
         if name in env.policies:
             return name
-    raise ValueError(f"environment {env.name!r} has no scripted expert (policies: {env.policies})")
+    raise UserError(f"teacher-check plays the environment's scripted expert, and {env.name!r} has none "
+                    f"(its policies: {', '.join(env.policies) or 'none'})")
 
 
 def collect_states(env: AgentEnv, seeds: list[int], history_length: int, max_states: int):
@@ -133,8 +134,9 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
     from sdar.trainer.checkpoint import apply_warm_start
     from sdar.trainer.trainer import make_run_env
 
-    if episodes < 1 or alternatives < 1 or max_states < 1:
-        raise ValueError("episodes, alternatives and max_states must be >= 1")
+    for flag, value in (("--episodes", episodes), ("--alternatives", alternatives), ("--max-states", max_states)):
+        if value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
     probes = tuple(p.strip() for p in probes)
     if any(not p for p in probes) or len(set(probes)) < len(probes):
         raise UserError(f"--probe: probes must be distinct, non-empty actions, got {list(probes)}")
