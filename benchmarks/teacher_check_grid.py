@@ -49,6 +49,10 @@ ENVS = {
     # warm start (--init runs/alfworld_headroom_long/warm): can the SDAR arm's teacher read its context?
     "alfworld_headroom": ("configs/bench/alfworld_headroom_long.yaml", ["teacher.context=skills"]),
     "alfworld_headroom_sibling": ("configs/bench/alfworld_headroom_long.yaml", ["teacher.context=sibling"]),
+    # the same on prompts without the example answer (the headroom grid's plain regime, its warm start:
+    # --init runs/alfworld_headroom_plain/warm)
+    "alfworld_headroom_plain_sibling": ("configs/bench/alfworld_headroom_long.yaml",
+                                        ["teacher.context=sibling", "env.options.answer_example=false"]),
 }
 DEFAULT_ENVS = ("toy_panels", "alfworld", "alfworld_sibling", "webshop", "search")
 LAYOUTS = ("prefix", "system", "user")
