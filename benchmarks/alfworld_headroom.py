@@ -36,12 +36,13 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    ``--setting NAME`` imposes a setting for this call instead (not recorded as the choice) and
    trains only that setting's search run (with ``--search-only``: nothing else).
 3. **Runs at the chosen setting** (the regime's ``arms``): GRPO seeds 1 and 2 (seed 0 is the search
-   run) and, in the short and reader regimes, SDAR with the teacher reading a successful sibling
+   run) and, in the short, reader and plain regimes, SDAR with the teacher reading a successful sibling
    trajectory inside the user turn at lambda 1 (the only weight that learned on every seed of the
    gate study), seeds 0, 1, 2. The long regime has no SDAR arm: ``sdar teacher-check`` found its
    warm start not reading that context (benchmarks/results/teacher_check/). A search of one
    setting chooses it at once, and its run and the arms train together, seed by seed, with the
-   regime's ``controls`` (each seed: the arms, then the controls; runs begun in ``--runs-dir`` come
+   regime's ``controls`` (each seed: the regime's ``lead`` arm if it has one, the search run, the other
+   arms, then the controls; runs begun in ``--runs-dir`` come
    first, so a restarted grid finishes them before it starts new ones): in the reader regime the
    SDAR arm with its gate held at 0.5 (``grpo_opsd`` at lambda 1, :data:`GATE_HALF_ARM`), which
    tells a teacher that reads nothing from the distillation term's noise alone, and the SDAR arm
@@ -167,9 +168,9 @@ SKIP_ARM: Arm = ("sdar-sibling-skip-l1", ["method=sdar", "loss.sdar_lambda=1.0",
 class Regime:
     """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
     its runs and tables (default: the config's file name), whether its warm start also imitates the
-    sibling-reading twins of its demonstrations, the arms trained at the search's choice, and the
-    controls: arms that check a finding of ``arms``, trained with them seed by seed (:func:`queue`)
-    and tabulated the same way."""
+    sibling-reading twins of its demonstrations, the arms trained at the search's choice, the
+    controls (arms that check a finding of ``arms``, trained with them seed by seed: :func:`queue`,
+    and tabulated the same way), config overrides of all its commands, and the arm it trains first."""
 
     name: str
     config: Path
@@ -181,7 +182,12 @@ class Regime:
     overrides: tuple[str, ...] = ()
     """config overrides of every command of the regime, its warm start's included"""
     lead: str | None = None
-    """the arm whose run trains first within each seed, before the search run (:func:`queue`)"""
+    """the arm whose run trains first within each seed (:func:`queue`), before the search run where
+    the search (of one setting, without ``--setting``) trains with the arms"""
+
+    def __post_init__(self):
+        if self.lead is not None and self.lead not in [arm for arm, _, _ in self.all_arms()]:
+            raise ValueError(f"regime {self.name}: lead {self.lead!r} is none of its arms")
 
     def all_arms(self) -> tuple[Arm, ...]:
         return self.arms + self.controls
@@ -350,8 +356,10 @@ def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice:
     def begun(item: tuple[str, list[str], int]) -> bool:
         return runs_dir is not None and resumable_after(runs_dir / f"{item[0]}-seed{item[2]}") is not None
 
-    lead = f"{regime.lead}-{choice['setting']}"
-    by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: (item[2], item[0] != lead))
+    def led(item: tuple[str, list[str], int]) -> bool:
+        return regime.lead is not None and item[0] == f"{regime.lead}-{choice['setting']}"
+
+    by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: (item[2], not led(item)))
     return sorted(by_seed, key=lambda item: not begun(item))
 
 

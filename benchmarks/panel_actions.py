@@ -12,7 +12,8 @@ step written, and the table sorts its steps:
   over the invalid ones; the invalid actions it repeated most;
 - the share of steps whose action is the one the prompt's answer format shows as its example
   (``go to countertop 1``, :data:`sdar.envs.alfworld.prompts.EXAMPLE_ACTION`), whether or not
-  the room has a countertop 1.
+  the room has a countertop 1; for a run whose prompts name no example (the ALFWorld option
+  ``answer_example: false`` in its config) the share is marked so.
 
 Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sdar eval`` wrote),
 ``summary.json`` (per run: its numbers, the checkpoint, whether pass 1 equals the run's logged
@@ -165,6 +166,15 @@ def logged_validation(run_dir: Path, iteration: int) -> float | None:
                  if m.get("iteration") == iteration and "val/success" in m), None)
 
 
+def example_in_prompt(run_dir: Path) -> bool:
+    """Whether the run's prompts end with the example answer (its config's ALFWorld option
+    ``answer_example``, true unless set)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    return config["env"].get("options", {}).get("answer_example", True)
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -173,19 +183,21 @@ def summary_markdown(summary: dict) -> str:
     lines = ["# What the policies do on the panel", "",
              (f"Pass 1 of the panel (`sdar eval --episodes`), commit {summary['commit']}, "
               f"{summary['machine']['cpu']}. Shares in %."), "",
-             "| run | checkpoint | success | = logged validation | steps per episode | the prompt's example "
-             "action | invalid | " + " | ".join(KINDS) + " | most repeated invalid actions |",
+             "| run | checkpoint | success | = logged validation | steps per episode | the default prompt's "
+             "example action | invalid | " + " | ".join(KINDS) + " | most repeated invalid actions |",
              "| --- " * (7 + len(KINDS) + 1) + "|"]
     for run in summary["runs"]:
         same = {True: "yes", False: "no", None: "-"}[run["matches_logged_validation"]]
         top = "; ".join(f"`{a}` x{c}" for a, c in run["top_invalid_actions"][:3])
         checkpoint = Path(run["checkpoint"]).name if run["checkpoint"] else "iteration 0"
+        example = _pct(run["example_action_share"]) + ("" if run.get("example_in_prompt", True) else " (not in its prompts)")
         lines.append(f"| {run['run']} | {checkpoint} | {_pct(run['success'])} | {same} | "
-                     f"{run['steps_per_episode']:.1f} | {_pct(run['example_action_share'])} | "
+                     f"{run['steps_per_episode']:.1f} | {example} | "
                      f"{_pct(run['invalid_share'])} | "
                      + " | ".join(_pct(run["invalid_kinds"][k]) for k in KINDS) + f" | {top} |")
-    lines += ["", (f"The prompt's example action: the share of all steps that took `{EXAMPLE_ACTION}`, the "
-                   "action the answer format shows as its example. "
+    lines += ["", (f"The default prompt's example action: the share of all steps that took `{EXAMPLE_ACTION}`, "
+                   "the action the answer format shows as its example unless the run's config sets the ALFWorld "
+                   "option `answer_example: false` (marked: not in its prompts). "
                    "The invalid kinds are shares of the invalid steps. Actions by verb (share of all steps / of "
                    "the invalid ones):"), ""]
     for run in summary["runs"]:
@@ -215,22 +227,22 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"two warm starts would both play as {name}: use two --out folders")
     runs, started = [], set()
 
-    def row(name: str, record: dict, rows: list[dict], logged: float | None) -> dict:
+    def row(name: str, record: dict, rows: list[dict], logged: float | None, run_dir: Path) -> dict:
         numbers = tabulate(rows)
         if abs(numbers["success"] - record["success"]) > 1e-9:  # the steps and the result are one pass
             raise SystemExit(f"{name}: its steps give {numbers['success']}, its result {record['success']}")
         return {"run": name, "checkpoint": record["checkpoint"], "init_checkpoint": record["init_checkpoint"],
                 "logged_validation": logged,
                 "matches_logged_validation": None if logged is None else abs(logged - record["success"]) < 1e-9,
-                **numbers}
+                "example_in_prompt": example_in_prompt(run_dir), **numbers}
 
     for k, run_dir in enumerate(map(Path, args.runs)):
         if args.start and starts[k][0] not in started:
             name, warm = starts[k]
             started.add(name)
-            runs.append(row(name, *play_start(run_dir, name, warm, out), logged_validation(run_dir, 0)))
+            runs.append(row(name, *play_start(run_dir, name, warm, out), logged_validation(run_dir, 0), run_dir))
         iteration, record, rows = play_checkpoint(run_dir, args.iteration, out)
-        runs.append(row(run_dir.name, record, rows, logged_validation(run_dir, iteration)))
+        runs.append(row(run_dir.name, record, rows, logged_validation(run_dir, iteration), run_dir))
     command = "python benchmarks/panel_actions.py " + " ".join(repo_relative(r) for r in args.runs)
     summary = {"runs": runs, "eval_config": record["eval_config"], "machine": machine_info(),
                "command": command + (f" --iteration {args.iteration}" if args.iteration is not None else "")

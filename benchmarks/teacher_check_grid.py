@@ -21,6 +21,9 @@ measured (use another ``--out``).
     python benchmarks/teacher_check_grid.py --models smollm2-135m --layouts user \
         --envs alfworld_headroom alfworld_headroom_sibling --init runs/alfworld_headroom_reader/warm \
         --probe "go to countertop 1" --out benchmarks/results/teacher_probe   # the prompt's example action
+    python benchmarks/teacher_check_grid.py --models smollm2-135m --layouts user \
+        --envs alfworld_headroom_plain_sibling --init runs/alfworld_headroom_plain/warm \
+        --probe "go to countertop 1" --out benchmarks/results/teacher_probe_plain  # prompts without it
 """
 
 from __future__ import annotations
@@ -63,11 +66,13 @@ def qwen_installed() -> bool:
 
 
 def config_name(cell: dict, path: Path) -> str:
-    """The config a cell was measured with (``configs/bench/<name>.yaml``): from its command, or for
+    """The config a cell was measured with (``configs/bench/<name>.yaml``), followed by the
+    environment options its command overrode (``answer_example=false``): from its command, or for
     a cell measured before commands were recorded, from the ``ENVS`` key its file is named after."""
     words = cell.get("command", "").split()
     if "--config" in words:
-        return Path(words[words.index("--config") + 1]).stem
+        options = [w.removeprefix("env.options.") for w in words if w.startswith("env.options.")]
+        return ", ".join([Path(words[words.index("--config") + 1]).stem, *options])
     keys = [k for k in ENVS if path.stem.startswith(f"{cell['model']}-{k}-")]
     return Path(ENVS[max(keys, key=len)][0]).stem
 
@@ -93,7 +98,7 @@ def table(out: Path) -> str:
             "row: config, states, gaps, example teacher prompt). Untrained models unless `init` names a warm start; "
             "`autocast`: the precision of the forward passes (bf16 autocast, or none: float32, `--float32`); "
             "expert episodes on the validation split; config: `configs/bench/<config>.yaml` (environment and "
-            "prompt settings); gaps are per-token means of "
+            "prompt settings), with the environment options the command set; gaps are per-token means of "
             "`log pi(y | context, prompt) - log pi(y | prompt)` in nats; top-1: share of states where the "
             "expert action has the highest total log-prob among the candidates (student prompt vs teacher "
             "prompt). A teacher that can use its context has separation > 0 and teacher top-1 > student top-1. "

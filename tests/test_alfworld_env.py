@@ -138,7 +138,6 @@ def test_prompt_shows_task_history_admissible_actions_and_format(env):
     assert "<think>" not in short and "<action>" in short and "not taken any action" in short
 
 
-
 def test_answer_example_option_drops_only_the_example_answer(games_dir, env):
     """``answer_example: false`` (the released template's instruction) names no action; every other
     line of the prompt is the default's, and the default keeps the example answer."""
@@ -152,6 +151,10 @@ def test_answer_example_option_drops_only_the_example_answer(games_dir, env):
             assert with_example[-1].endswith(", for example <action>go to countertop 1</action>.")
             assert with_example[-1] == without[-1][:-1] + ", for example <action>go to countertop 1</action>."
             assert "countertop 1</action>" not in "\n".join(without)
+    # a value that is not a boolean (a string from a CLI option or YAML) is refused, not read as true
+    with pytest.raises(ValueError, match="answer_example must be true or false, got 'False'"):
+        make_env("alfworld", data_dir=str(games_dir), answer_example="False")
+
 
 def test_random_policy_picks_admissible_actions(env):
     states = env.reset([2])

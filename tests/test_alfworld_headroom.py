@@ -391,13 +391,23 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
         assert headroom.status_lines(regime, runs_dir, out, 30)[0].startswith("warm start: being made (pid ")
 
 
-def test_the_plain_regime_trains_sdar_first_in_each_seed_on_prompts_without_the_example(headroom):
+def test_the_plain_regime_trains_sdar_first_in_each_seed_on_prompts_without_the_example(headroom, tmp_path):
     regime = headroom.REGIMES["plain"]
     choice = {"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}
     search_runs = [("grpo-lr1e-4", ["method=grpo", "optim.lr=1e-4"], 0)]
     order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice)]
     # the SDAR arm, then GRPO (seed 0: the search run), seed by seed
     assert order == [(arm, seed) for seed in (0, 1, 2) for arm in ("sdar-sibling-l1-lr1e-4", "grpo-lr1e-4")]
+    # a run begun still comes first: the lead orders what has not begun
+    begun = tmp_path / "runs" / "grpo-lr1e-4-seed0"
+    (begun / "checkpoints" / "iter_000003").mkdir(parents=True)
+    (begun / "checkpoints" / "iter_000003" / "trainer_state.pt").write_bytes(b"")
+    (begun / "config.yaml").write_text("seed: 0\n")
+    resumed = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice, tmp_path / "runs")]
+    assert resumed == [("grpo-lr1e-4", 0), ("sdar-sibling-l1-lr1e-4", 0)] + order[2:]
+    # a lead that names none of the regime's arms is refused
+    with pytest.raises(ValueError, match="lead 'sdar' is none of its arms"):
+        headroom.Regime("x", regime.config, regime.search, lead="sdar")
     # everything else is the reader regime's: its config, search, warm-start recipe and arms
     reader = headroom.REGIMES["reader"]
     assert (regime.config, regime.search, regime.sibling_twins, regime.arms) == (

@@ -420,7 +420,6 @@ def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twin
     assert config["teacher"]["context"] == "sibling" and config["optim"]["lr"] == 1e-4
 
 
-
 def test_alfworld_headroom_plain_regime_smoke_demonstrates_and_trains_without_the_example(tmp_path):
     # the plain regime's override reaches every command: the demonstrations' prompts, the warm
     # start's record, the run's config and the tables
@@ -437,6 +436,26 @@ def test_alfworld_headroom_plain_regime_smoke_demonstrates_and_trains_without_th
     assert summary["regime"] == "plain" and summary["config_overrides"] == ["env.options.answer_example=false"]
     assert summary["before_rl"]["env_options"]["answer_example"] is False
     assert "with `env.options.answer_example=false`" in (out / "summary.md").read_text()
+    # every command the grid ran carries the override: sft, the warm start's eval and passes, the run
+    logs = (runs / "warm.log", runs / "logs" / "grpo-lr1e-4-seed0.log", runs / "logs" / "grpo-lr1e-4-seed0-final.log")
+    commands = [line.split() for log in logs for line in log.read_text().splitlines() if line.startswith("$ ")]
+    assert [c[4] for c in commands] == ["sft", "eval", "eval", "train", "eval"]  # "$ python -m sdar.cli ..."
+    assert all("env.options.answer_example=false" in c for c in commands[:4])
+    assert commands[4][5] == str(runs / "grpo-lr1e-4-seed0")  # the final passes: the run's own config
+
+
+
+def test_teacher_check_grid_names_each_cells_config_with_the_env_options_its_command_set(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+    from teacher_check_grid import config_name
+
+    base = "python -m sdar.cli teacher-check --config configs/bench/alfworld_headroom_long.yaml teacher.context=sibling"
+    plain = {"model": "smollm2-135m", "command": base + " env.options.answer_example=false model.name=smollm2-135m"}
+    assert config_name({"model": "smollm2-135m", "command": base}, Path("x.json")) == "alfworld_headroom_long"
+    assert config_name(plain, Path("x.json")) == "alfworld_headroom_long, answer_example=false"
+    # a cell from before commands were recorded: the config of the ENVS key its file is named after
+    old = Path("smollm2-135m-alfworld_headroom_sibling-user.json")
+    assert config_name({"model": "smollm2-135m"}, old) == "alfworld_headroom_long"
 
 def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_path):
     out = tmp_path / "check"

@@ -38,12 +38,20 @@ def test_each_invalid_action_gets_the_first_reason_that_holds():
     assert invalid_kind(step(0, 1, "go to table 1", False), None) == KINDS[2]
 
 
-def test_the_example_action_is_the_one_both_answer_formats_show():
-    from sdar.envs.alfworld.prompts import ACTION_ONLY_FORMAT, THINK_FORMAT
+def test_the_example_action_is_the_one_both_answer_formats_show_unless_switched_off(tmp_path):
+    from panel_actions import example_in_prompt
 
-    for answer_format in (ACTION_ONLY_FORMAT, THINK_FORMAT):
-        assert f"for example <action>{EXAMPLE_ACTION}</action>." in answer_format
+    from sdar.envs.alfworld.prompts import answer_format
+
+    for think in (False, True):
+        assert f"for example <action>{EXAMPLE_ACTION}</action>." in answer_format(think)
+        assert EXAMPLE_ACTION not in answer_format(think, example=False)
     assert EXAMPLE_ACTION == "go to countertop 1"
+    # which a run used: its config's ALFWorld option, true unless set
+    (tmp_path / "config.yaml").write_text("env:\n  name: alfworld\n  options: {preset: easy}\n")
+    assert example_in_prompt(tmp_path) is True
+    (tmp_path / "config.yaml").write_text("env:\n  options: {preset: easy, answer_example: false}\n")
+    assert example_in_prompt(tmp_path) is False
 
 
 def test_the_table_counts_steps_episodes_and_reasons_by_hand():
@@ -71,6 +79,9 @@ def test_the_table_counts_steps_episodes_and_reasons_by_hand():
         {"run": "r", "checkpoint": "runs/r/checkpoints/iter_000002", "matches_logged_validation": True, **got}]})
     assert "| r | iter_000002 | 50.0 | yes | 3.0 | 33.3 | 50.0 | 33.3 | 33.3 | 33.3 | 0.0 |" in table
     assert "`go to countertop 1`, the action the answer format shows as its example" in table
+    plain = summary_markdown({"commit": "abc", "machine": {"cpu": "x"}, "runs": [
+        {"run": "r", "checkpoint": None, "matches_logged_validation": None, "example_in_prompt": False, **got}]})
+    assert "| r | iteration 0 | 50.0 | - | 3.0 | 33.3 (not in its prompts) | 50.0 |" in plain
 
 
 def test_paths_inside_the_repository_are_recorded_from_its_root(tmp_path, monkeypatch):

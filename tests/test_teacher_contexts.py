@@ -92,7 +92,7 @@ def test_teacher_check_probes_are_reported_apart_by_hand():
     assert q["teacher_above_expert"] == 1.0 and q["student_above_expert"] == 1.0
 
 
-def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_expert_action():
+def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_expert_action(monkeypatch):
     from sdar.trainer.config import load_config
     from sdar.trainer.teacher_check import collect_states, teacher_check
     from sdar.trainer.trainer import make_run_env
@@ -121,6 +121,12 @@ def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_exper
     with pytest.raises(UserError, match="needs an environment whose responses carry an <action> tag"):
         teacher_check(search, episodes=1, alternatives=1, max_states=1, probes=("x",))
     # counts below one name their flag, before any model is loaded
+    import sdar.trainer.teacher_check as check_module
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the counts were checked")
+
+    monkeypatch.setattr(check_module, "load_policy", no_model)
     for kwargs, message in (({"episodes": 0}, "--episodes must be >= 1, got 0"),
                             ({"alternatives": -1}, "--alternatives must be >= 1, got -1"),
                             ({"max_states": 0}, "--max-states must be >= 1, got 0")):

@@ -62,6 +62,8 @@ class AlfworldEnv(AgentEnv):
     ):
         if not games:
             raise ValueError("AlfworldEnv needs at least one game")
+        if not isinstance(answer_example, bool):
+            raise ValueError(f"answer_example must be true or false, got {answer_example!r}")
         self.check_limits(max_steps, history_length)
         self.split = split
         self.games = order_for_seeds(list(games))

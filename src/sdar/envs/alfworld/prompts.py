@@ -26,7 +26,9 @@ _THINK_ASK = (
     "First reason step by step about what to do next inside <think> </think> tags. Then give "
     "exactly one admissible action inside <action> </action> tags"
 )
-_ACTION_ONLY_ASK = "Answer with exactly one admissible action inside <action> </action> tags and nothing else"
+_ACTION_ONLY_ASK = (
+    "Answer with exactly one admissible action inside <action> </action> tags and nothing else"
+)
 
 
 def answer_format(think: bool = True, example: bool = True) -> str:
@@ -39,10 +41,6 @@ def answer_format(think: bool = True, example: bool = True) -> str:
     """
     ask = _THINK_ASK if think else _ACTION_ONLY_ASK
     return f"{ask}, for example <action>{EXAMPLE_ACTION}</action>." if example else f"{ask}."
-
-
-THINK_FORMAT = answer_format(think=True)
-ACTION_ONLY_FORMAT = answer_format(think=False)
 
 
 def clean_observation(feedback: str) -> str:
