@@ -7,6 +7,7 @@ weights, Ctrl-C leaves a resumable checkpoint, and the CLI does all of it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -141,6 +142,60 @@ def test_samples_carry_the_gate_of_the_loss(tmp_path, gate):
         assert all(g >= p - 1e-6 for g, p in zip(gates, gap_gates))
         assert max(g - p for g, p in zip(gates, gap_gates)) > 1e-3
 
+
+
+def test_gate_actions_sum_the_gate_and_gap_per_action_as_logged_token_by_token(tmp_path):
+    # every step sample logged (one optimizer step): gate_actions.jsonl is then the per-action
+    # regrouping of samples.jsonl's gates and gaps, recomputed here by hand. A scripted policy
+    # answers with one of three actions (one of them unparsable: action "")
+    config, _ = make_config(tmp_path, [*ONE_ITERATION, "optim.mini_batch_size=64"])
+    trainer = Trainer(config, tmp_path / "run")
+    answers = itertools.cycle(["<action>increment</action>", "hm", "<action>submit</action>"])
+
+    def scripted(prompt_ids):
+        return [trainer.tokenizer.encode(next(answers), add_special_tokens=False) for _ in prompt_ids]
+
+    trainer._generate_fn = lambda gen_config, generator: scripted
+    trainer.train()
+    records = read_jsonl(tmp_path / "run" / "samples.jsonl")
+    (line,) = read_jsonl(tmp_path / "run" / "gate_actions.jsonl")
+    by_action: dict[str, list] = {}
+    for r in records:
+        acc = by_action.setdefault(r["action"], [0, 0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += len(r["gate"])
+        acc[2] += sum(r["gate"])
+        acc[3] += sum(t - s for t, s in zip(r["teacher_log_probs"], r["log_probs"]))
+    tokens = sum(v[1] for v in by_action.values())
+    mean = sum(v[2] for v in by_action.values()) / tokens
+    assert line["iteration"] == 1 and line["tokens"] == tokens and line["gate_mean"] == pytest.approx(mean)
+    assert line["distinct_actions"] == len(by_action) == len(line["actions"]) == 3 and "" in by_action
+    for row in line["actions"]:
+        n, t, g, gap = by_action[row["action"]]
+        assert (row["step_samples"], row["tokens"]) == (n, t)
+        assert row["gate"] == pytest.approx(g / t) and row["gap"] == pytest.approx(gap / t, abs=1e-6)
+        assert row["push"] == pytest.approx(g - mean * t, abs=1e-6)
+    pushes = [row["push"] for row in line["actions"]]
+    assert pushes == sorted(pushes, reverse=True) and sum(pushes) == pytest.approx(0.0, abs=1e-6)
+    # a method without a gate writes none
+    grpo, _ = make_config(tmp_path, [*ONE_ITERATION, "method=grpo"])
+    Trainer(grpo, tmp_path / "grpo").train()
+    assert not (tmp_path / "grpo" / "gate_actions.jsonl").exists()
+
+
+def test_gate_actions_record_keeps_both_ends_and_counts_every_action_over_ranks():
+    from sdar.trainer.trainer import gate_actions_record
+
+    # two ranks; action "a" on both: [step samples, tokens, gate sum, gap sum]
+    parts = [{"a": [1, 4, 3.0, 0.4], "b": [1, 2, 0.0, -0.2]}, {"a": [1, 2, 1.0, 0.2], "c": [2, 2, 1.0, 0.0]}]
+    record = gate_actions_record(parts, kept=1)
+    # gate mean 5 / 10; push a = 4 - 0.5 * 6 = 1, c = 1 - 1 = 0, b = 0 - 1 = -1
+    assert record["gate_mean"] == 0.5 and record["tokens"] == 10 and record["distinct_actions"] == 3
+    assert [(r["action"], r["push"]) for r in record["actions"]] == [("a", 1.0), ("b", -1.0)]  # c left out
+    assert record["actions"][0] == {"action": "a", "step_samples": 2, "tokens": 6, "gate": 4 / 6,
+                                    "gap": pytest.approx(0.1), "push": 1.0}
+    assert [r["action"] for r in gate_actions_record(parts, kept=2)["actions"]] == ["a", "c", "b"]
+    assert gate_actions_record([{}, {}]) is None
 
 def test_entropy_gate_samples_with_a_separate_old_log_prob_pass(tmp_path):
     # two optimizer steps: the old log-probs and entropies come from their own scoring pass

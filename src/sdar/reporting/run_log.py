@@ -8,6 +8,8 @@ File formats are the contract in ``docs/outputs.md``. In short:
 * ``samples.jsonl``: a few agent turns per iteration, token by token, with the student's and the
   teacher's log-probs and, for a method with one, the gate of its loss (see
   :func:`validate_sample`).
+* ``gate_actions.jsonl``: per iteration of a method with a gate, where the gate pushes: the actions
+  whose tokens it weighs most above and below its mean (see :meth:`RunLogger.log_gate_actions`).
 * ``tensorboard/``: the same scalars, one TensorBoard tag per metric key.
 
 Every write is flushed at once, so a crash loses nothing already logged. A resumed run calls
@@ -31,6 +33,7 @@ METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.jsonl"
 SKILLS_FILE = "skills_used.jsonl"
 """Written by the trainer (the teacher's skill files per iteration); trimmed on resume like the others."""
+GATE_ACTIONS_FILE = "gate_actions.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 SAMPLE_REQUIRED_KEYS = ("task_id", "step", "tokens", "log_probs")
@@ -141,10 +144,18 @@ class RunLogger:
         self._samples_file.write("\n".join(lines) + "\n")
         self._samples_file.flush()
 
+    def log_gate_actions(self, iteration: int, record: Mapping[str, Any]) -> None:
+        """Append one iteration's record of where the gate pushes to ``gate_actions.jsonl``
+        (``record``: :func:`sdar.trainer.trainer.gate_actions_record`'s, written as one line with
+        ``iteration`` first)."""
+        iteration = _check_iteration(iteration)
+        with (self.run_dir / GATE_ACTIONS_FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps({"iteration": iteration, **record}, ensure_ascii=False) + "\n")
+
     # -- resuming -----------------------------------------------------------------------------
     def truncate_after(self, iteration: int) -> None:
-        """Drop every metrics, samples and ``skills_used.jsonl`` line with ``iteration`` greater than
-        the given one.
+        """Drop every metrics, samples, ``skills_used.jsonl`` and ``gate_actions.jsonl`` line with
+        ``iteration`` greater than the given one.
 
         Called when resuming from the checkpoint of ``iteration``: the lines the crashed run wrote
         after that checkpoint are replaced by the resumed run's. TensorBoard events from later
@@ -153,7 +164,8 @@ class RunLogger:
         iteration = _check_iteration(iteration)
         self._close_files()
         dropped = 0
-        for path in (self.metrics_path, self.samples_path, self.run_dir / SKILLS_FILE):
+        for path in (self.metrics_path, self.samples_path, self.run_dir / SKILLS_FILE,
+                     self.run_dir / GATE_ACTIONS_FILE):
             dropped += _truncate_jsonl(path, iteration)
         if dropped:
             log.info("resume: dropped %d log lines after iteration %d", dropped, iteration)
@@ -329,6 +341,7 @@ def validate_sample(sample: Mapping[str, Any], where: str = "sample") -> dict[st
         "iteration",
         "task_type",
         "won",
+        "action",
         "valid_action",
         "advantage",
         "prompt",

@@ -20,10 +20,16 @@ except ImportError:  # not POSIX: no lock (the checks above still hold)
     fcntl = None
 
 from sdar.errors import UserError
-from sdar.reporting.run_log import METRICS_FILE, SAMPLES_FILE, SKILLS_FILE, TENSORBOARD_DIR
+from sdar.reporting.run_log import (
+    GATE_ACTIONS_FILE,
+    METRICS_FILE,
+    SAMPLES_FILE,
+    SKILLS_FILE,
+    TENSORBOARD_DIR,
+)
 from sdar.trainer.checkpoint import list_checkpoints, remove_partial_checkpoints
 
-LOG_FILES = (METRICS_FILE, SAMPLES_FILE, SKILLS_FILE)
+LOG_FILES = (METRICS_FILE, SAMPLES_FILE, SKILLS_FILE, GATE_ACTIONS_FILE)
 """The files a training run appends to; a new run must never mix its lines into an old run's."""
 
 

@@ -130,6 +130,51 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # |teacher - student| log-prob gap (nats) from which a response token counts as one the two disagree on,
 # for the signal metrics (Trainer.signal_metrics); the gap gate at beta 5 is below 0.007 or above 0.993 there
 DISAGREEMENT_NATS = 1.0
+# actions kept at each end of an iteration's gate_actions.jsonl record (gate_actions_record)
+GATE_ACTIONS_KEPT = 10
+
+
+def gate_action_sums(samples, gates: list[torch.Tensor], teacher_log_probs, old_log_probs) -> dict[str, list]:
+    """Per action of these step samples: ``[step samples, tokens, gate sum, gap sum]`` over their
+    response tokens (``gates``: :meth:`Trainer.sample_gates`'s; the gap ``l_T - l_old``), for
+    :func:`gate_actions_record`. Step samples without rollout-time log-probs are left out, as in
+    the signal metrics."""
+    sums: dict[str, list] = {}
+    for i, s in enumerate(samples):
+        if not old_log_probs[i].numel() == len(s.response_ids) > 0:
+            continue
+        acc = sums.setdefault(s.action, [0, 0, 0.0, 0.0])
+        acc[0] += 1
+        acc[1] += old_log_probs[i].numel()
+        acc[2] += float(gates[i].sum())
+        acc[3] += float((teacher_log_probs[i] - old_log_probs[i]).sum())
+    return sums
+
+
+def gate_actions_record(parts: list[dict[str, list]], kept: int = GATE_ACTIONS_KEPT) -> dict | None:
+    """Where the gate pushed in one iteration, from every rank's :func:`gate_action_sums`: the
+    gate's token mean ``gate_mean`` over ``tokens``, and per action its step samples, tokens, mean
+    gate, mean gap and ``push``, the sum over its tokens of ``gate - gate_mean``. On the policy's
+    own samples the term's expected gradient is ``-lambda * Cov(gate, grad log pi)``
+    (docs/algorithm.md, "When the teacher adds nothing"), so an action's ``push`` is the total
+    advantage, per unit of lambda, that the term gives it beyond the baseline: positive pulls the
+    policy toward it. ``actions`` lists the ``kept`` actions of highest push and the ``kept`` of
+    lowest, highest first (all of them when there are at most ``2 * kept``); ``distinct_actions``
+    counts them all. None when no token was gated."""
+    merged: dict[str, list] = {}
+    for part in parts:
+        for action, values in part.items():
+            acc = merged.setdefault(action, [0, 0, 0.0, 0.0])
+            for k, v in enumerate(values):
+                acc[k] += v
+    tokens = sum(v[1] for v in merged.values())
+    if not tokens:
+        return None
+    mean = sum(v[2] for v in merged.values()) / tokens
+    rows = sorted(({"action": a, "step_samples": n, "tokens": t, "gate": g / t, "gap": gap / t, "push": g - mean * t}
+                   for a, (n, t, g, gap) in merged.items()), key=lambda r: (-r["push"], r["action"]))
+    return {"gate_mean": mean, "tokens": tokens, "distinct_actions": len(rows),
+            "actions": rows if len(rows) <= 2 * kept else rows[:kept] + rows[-kept:]}
 
 
 def seed_everything(seed: int) -> None:
@@ -772,6 +817,12 @@ class Trainer:
         # 5. where the learning signal is, token-level samples (the old log-probs are all in now) --
         gates = self.sample_gates(samples, rollout_lp)
         metrics.update(self.signal_metrics(samples, advantages, rollout_lp, gates))
+        if gates is not None:  # where the gate pushed, per action (gate_actions.jsonl)
+            parts = all_gather_objects(self.dist, gate_action_sums(
+                samples, gates, rollout_lp.teacher.log_probs, rollout_lp.old_log_probs))
+            record = gate_actions_record(parts)
+            if self.log is not None and record is not None:
+                self.log.log_gate_actions(iteration, record)
         self._completed_iteration = iteration
         self._log_samples(iteration, self.sample_records(
             iteration, samples, advantages, rollout_lp, gates, offset=offset, total=total))
@@ -1211,7 +1262,7 @@ class Trainer:
             student = old_lp if old_lp.numel() == len(s.response_ids) else None  # None: step skipped
             record = {
                 "iteration": iteration, "task_id": s.task.task_id, "task_type": s.task.task_type, "step": s.step,
-                "won": s.won, "valid_action": s.valid_action, "advantage": float(advantages[i]),
+                "won": s.won, "action": s.action, "valid_action": s.valid_action, "advantage": float(advantages[i]),
                 "skill_files": list(teacher.skill_files[i]) if teacher is not None else list(s.skill_files),
                 "prompt": self.tokenizer.decode(s.prompt_ids, skip_special_tokens=False),
                 "tokens": [self.tokenizer.decode([t]) for t in s.response_ids],
