@@ -487,13 +487,14 @@ def test_resume_clears_leftover_temporary_folders_and_skips_a_corrupt_checkpoint
 
 
 # ---- 10. small ones --------------------------------------------------------------------------------
-def test_resume_trims_skills_used_like_the_metrics(tmp_path):
+def test_resume_trims_skills_used_and_gate_actions_like_the_metrics(tmp_path):
     config = load_config(write_config(tmp_path), ["eval.every=0", "eval.before_training=false", "iterations=2"])
     run = tmp_path / "run"
     Trainer(config, run).train()
     shutil.rmtree(run / "checkpoints" / "iter_000002")  # as if the run died before saving iteration 2
     Trainer(config, run, resume=True).train()
     assert [r["iteration"] for r in read_jsonl(run / "skills_used.jsonl")] == [1, 2]
+    assert [r["iteration"] for r in read_jsonl(run / "gate_actions.jsonl")] == [1, 2]
     assert [r["iteration"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2]
 
 

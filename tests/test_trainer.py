@@ -143,7 +143,6 @@ def test_samples_carry_the_gate_of_the_loss(tmp_path, gate):
         assert max(g - p for g, p in zip(gates, gap_gates)) > 1e-3
 
 
-
 def test_gate_actions_sum_the_gate_and_gap_per_action_as_logged_token_by_token(tmp_path):
     # every step sample logged (one optimizer step): gate_actions.jsonl is then the per-action
     # regrouping of samples.jsonl's gates and gaps, recomputed here by hand. A scripted policy
@@ -177,10 +176,18 @@ def test_gate_actions_sum_the_gate_and_gap_per_action_as_logged_token_by_token(t
         assert row["push"] == pytest.approx(g - mean * t, abs=1e-6)
     pushes = [row["push"] for row in line["actions"]]
     assert pushes == sorted(pushes, reverse=True) and sum(pushes) == pytest.approx(0.0, abs=1e-6)
-    # a method without a gate writes none
-    grpo, _ = make_config(tmp_path, [*ONE_ITERATION, "method=grpo"])
-    Trainer(grpo, tmp_path / "grpo").train()
-    assert not (tmp_path / "grpo" / "gate_actions.jsonl").exists()
+    # a method with a teacher and no gate writes none, and says so on a rank without step samples too
+    rlsd, _ = make_config(tmp_path, [*ONE_ITERATION, "method=rlsd"])
+    trainer = Trainer(rlsd, tmp_path / "rlsd")
+    trainer.train()
+    assert not (tmp_path / "rlsd" / "gate_actions.jsonl").exists()
+    from sdar.trainer.teacher import TeacherScores
+    from sdar.trainer.trainer import RolloutLogProbs
+
+    empty = RolloutLogProbs(old_log_probs=[], ref_log_probs=None, old_entropy=None,
+                            teacher=TeacherScores(log_probs=[], entropy=None, skill_files=[], truncated=0,
+                                                  history_dropped=0, distinct_skill_texts=0, has_context=[]))
+    assert trainer.sample_gates([], empty) is None
 
 
 def test_gate_actions_record_keeps_both_ends_and_counts_every_action_over_ranks():
@@ -196,6 +203,25 @@ def test_gate_actions_record_keeps_both_ends_and_counts_every_action_over_ranks(
                                     "gap": pytest.approx(0.1), "push": 1.0}
     assert [r["action"] for r in gate_actions_record(parts, kept=2)["actions"]] == ["a", "c", "b"]
     assert gate_actions_record([{}, {}]) is None
+
+
+def test_gate_action_sums_leave_out_skipped_steps_non_finite_values_and_undistilled_samples():
+    from types import SimpleNamespace
+
+    from sdar.trainer.trainer import gate_action_sums
+
+    samples = [SimpleNamespace(action=a, response_ids=[1, 2]) for a in ("a", "a", "b", "c", "d")]
+    gates = [torch.tensor([0.5, 0.7]), torch.tensor([0.2, 0.2]), torch.tensor([float("nan"), 0.5]),
+             torch.tensor([0.5, 0.5]), torch.tensor([0.0, 0.0])]
+    old = [torch.tensor([-1.0, -2.0]), torch.tensor([-1.0, -1.0]), torch.tensor([-1.0, -1.0]), torch.tensor([]),
+           torch.tensor([-1.0, -1.0])]
+    teacher = [torch.tensor([-0.5, -2.0]), torch.tensor([-1.5, -1.0]), torch.tensor([-1.0, -1.0]),
+               torch.tensor([-1.0, -1.0]), torch.tensor([-1.0, -1.0])]
+    # b: a NaN gate; c: no old log-probs (its step was skipped); d: left out of the term
+    sums = gate_action_sums(samples, gates, teacher, old, distilled=[True, True, True, True, False])
+    assert sums == {"a": [2, 4, pytest.approx(1.6), pytest.approx(0.0)]}
+    assert set(gate_action_sums(samples, gates, teacher, old)) == {"a", "d"}
+
 
 def test_entropy_gate_samples_with_a_separate_old_log_prob_pass(tmp_path):
     # two optimizer steps: the old log-probs and entropies come from their own scoring pass

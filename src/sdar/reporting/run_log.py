@@ -149,8 +149,9 @@ class RunLogger:
         (``record``: :func:`sdar.trainer.trainer.gate_actions_record`'s, written as one line with
         ``iteration`` first)."""
         iteration = _check_iteration(iteration)
+        line = json.dumps({"iteration": iteration, **record}, ensure_ascii=False, allow_nan=False)
         with (self.run_dir / GATE_ACTIONS_FILE).open("a", encoding="utf-8") as f:
-            f.write(json.dumps({"iteration": iteration, **record}, ensure_ascii=False) + "\n")
+            f.write(line + "\n")
 
     # -- resuming -----------------------------------------------------------------------------
     def truncate_after(self, iteration: int) -> None:

@@ -134,31 +134,38 @@ DISAGREEMENT_NATS = 1.0
 GATE_ACTIONS_KEPT = 10
 
 
-def gate_action_sums(samples, gates: list[torch.Tensor], teacher_log_probs, old_log_probs) -> dict[str, list]:
+def gate_action_sums(samples, gates: list[torch.Tensor], teacher_log_probs, old_log_probs,
+                     distilled: list[bool] | None = None) -> dict[str, list]:
     """Per action of these step samples: ``[step samples, tokens, gate sum, gap sum]`` over their
     response tokens (``gates``: :meth:`Trainer.sample_gates`'s; the gap ``l_T - l_old``), for
-    :func:`gate_actions_record`. Step samples without rollout-time log-probs are left out, as in
-    the signal metrics."""
+    :func:`gate_actions_record`. Left out: step samples without rollout-time log-probs (as in the
+    signal metrics), those with a non-finite gate or gap, and those ``distilled`` marks False (the
+    term leaves them out: ``teacher.no_winner: skip``)."""
     sums: dict[str, list] = {}
     for i, s in enumerate(samples):
-        if not old_log_probs[i].numel() == len(s.response_ids) > 0:
+        if not old_log_probs[i].numel() == len(s.response_ids) > 0 or (distilled is not None and not distilled[i]):
+            continue
+        gate, gap = float(gates[i].sum()), float((teacher_log_probs[i] - old_log_probs[i]).sum())
+        if not (math.isfinite(gate) and math.isfinite(gap)):
             continue
         acc = sums.setdefault(s.action, [0, 0, 0.0, 0.0])
         acc[0] += 1
         acc[1] += old_log_probs[i].numel()
-        acc[2] += float(gates[i].sum())
-        acc[3] += float((teacher_log_probs[i] - old_log_probs[i]).sum())
+        acc[2] += gate
+        acc[3] += gap
     return sums
 
 
 def gate_actions_record(parts: list[dict[str, list]], kept: int = GATE_ACTIONS_KEPT) -> dict | None:
     """Where the gate pushed in one iteration, from every rank's :func:`gate_action_sums`: the
     gate's token mean ``gate_mean`` over ``tokens``, and per action its step samples, tokens, mean
-    gate, mean gap and ``push``, the sum over its tokens of ``gate - gate_mean``. On the policy's
-    own samples the term's expected gradient is ``-lambda * Cov(gate, grad log pi)``
-    (docs/algorithm.md, "When the teacher adds nothing"), so an action's ``push`` is the total
-    advantage, per unit of lambda, that the term gives it beyond the baseline: positive pulls the
-    policy toward it. ``actions`` lists the ``kept`` actions of highest push and the ``kept`` of
+    gate, mean gap and ``push``, the sum over its (response) tokens of ``gate - gate_mean``. On
+    the policy's own samples the term's expected gradient is ``-lambda * Cov(gate, grad log pi)``
+    (docs/algorithm.md, "When the teacher adds nothing"): the term acts as an advantage of
+    ``lambda * gate`` per token, and ``push`` is that advantage summed over the action's tokens,
+    per unit of lambda, against the iteration's mean gate as the baseline (not against the
+    alternatives of the same state): the actions with the highest push are those the term
+    favours most this iteration. ``actions`` lists the ``kept`` actions of highest push and the ``kept`` of
     lowest, highest first (all of them when there are at most ``2 * kept``); ``distinct_actions``
     counts them all. None when no token was gated."""
     merged: dict[str, list] = {}
@@ -818,8 +825,9 @@ class Trainer:
         gates = self.sample_gates(samples, rollout_lp)
         metrics.update(self.signal_metrics(samples, advantages, rollout_lp, gates))
         if gates is not None:  # where the gate pushed, per action (gate_actions.jsonl)
+            distilled = rollout_lp.teacher.has_context if self.config.teacher.no_winner == "skip" else None
             parts = all_gather_objects(self.dist, gate_action_sums(
-                samples, gates, rollout_lp.teacher.log_probs, rollout_lp.old_log_probs))
+                samples, gates, rollout_lp.teacher.log_probs, rollout_lp.old_log_probs, distilled))
             record = gate_actions_record(parts)
             if self.log is not None and record is not None:
                 self.log.log_gate_actions(iteration, record)
@@ -896,9 +904,9 @@ class Trainer:
         (at the first optimizer step of the iteration the policy still has them), from
         :func:`sdar.methods.distillation_gate` with the configured ``loss.gate`` (0 on a step
         sample without a context under ``teacher.no_winner: skip``); ``None`` for a method without
-        a gate. A step sample whose old log-probs are missing (its optimizer step was skipped)
-        gets NaN."""
-        if rollout_lp.teacher is None:
+        a gate, on every rank alike (also one without step samples). A step sample whose old
+        log-probs are missing (its optimizer step was skipped) gets NaN."""
+        if rollout_lp.teacher is None or self.config.loss.spec.distillation != "sdar":
             return None
         teacher, old_entropy = rollout_lp.teacher, rollout_lp.old_entropy
         skip = self.config.teacher.no_winner == "skip"
