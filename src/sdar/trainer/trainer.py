@@ -919,8 +919,6 @@ class Trainer:
                 teacher.entropy[i][None] if teacher.entropy is not None else None,
                 keep=torch.tensor([[teacher.has_context[i]]]) if skip else None,
             )
-            if gate is None:
-                return None
             gates.append(gate[0])
         return gates
 
