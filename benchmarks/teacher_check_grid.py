@@ -8,7 +8,8 @@ the scripted expert's actions and alternatives with and without the context (unt
 no warm start; ``--init DIR`` loads a warm start instead and writes its cells to ``warm_start/``).
 One JSON per cell under ``--out`` and a ``README.md`` table generated from them. Cells already
 measured are kept (delete a JSON to measure it again). ``--probe ACTION`` (repeatable) also scores
-that action at every state (``sdar teacher-check --probe``) and adds a table of the probes; a kept
+that action at every state (``sdar teacher-check --probe``) and adds a table of the probes (cells
+that report gaps per action verb add a table of those too); a kept
 cell measured with other probes (or the same in another order) is refused before anything is
 measured (use another ``--out``).
 
@@ -108,8 +109,25 @@ def table(out: Path) -> str:
             "", ("| model | init | config | context | layout | autocast | states | expert gap | non-expert gap "
                  "| separation | student top-1 | teacher top-1 |"),
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    probes = probe_table(cells)
-    return "\n".join(head + rows + (["", *probes] if probes else [])) + "\n"
+    probes, verbs = probe_table(cells), verb_table(cells)
+    return "\n".join(head + rows + (["", *probes] if probes else []) + (["", *verbs] if verbs else [])) + "\n"
+
+
+def verb_table(cells: list[tuple[Path, dict]]) -> list[str]:
+    """The lines of the gaps-per-verb table (none when no cell has them; cells measured before
+    ``sdar teacher-check`` reported ``by_verb`` have none): per cell and action verb, its
+    candidates, how many of them were the expert's, and their gap."""
+    rows = [f"| {path.stem} | {name} | {v['count']} | {v['expert']} | {number(v['gap_per_token'])} |"
+            for path, r in cells for name, v in r.get("by_verb", {}).items()]
+    if not rows:
+        return []
+    return ["## Gap per action verb", "",
+            ("The candidates (the expert's actions and the other admissible actions scored beside them; no "
+             "probe) grouped by the action's first word (`go` for `go to ...`): how many, how many of them "
+             "the expert's, and their per-token gap in nats. A teacher whose context raises one verb over "
+             "another whatever the state gives the gate a reason to weigh that kind of action up wherever the "
+             "policy samples it."), "",
+            "| cell | verb | candidates | expert's | gap |", "| --- | --- | --- | --- | --- |", *rows]
 
 
 def probe_table(cells: list[tuple[Path, dict]]) -> list[str]:

@@ -57,6 +57,8 @@ LEARNING = "learning.py"
 GRIDS = {"gate_study.py", "teacher_check_grid.py", "alfworld_headroom.py"}
 # read committed result folders and train nothing (tests/test_gate_pool.py, tests/test_alfworld_pool.py)
 REPORTS = {"gate_pool.py", "alfworld_pool.py"}
+# reads given run folders' gate_actions.jsonl (its own test below; the arithmetic: tests/test_gate_actions.py)
+GATE_ACTIONS = "gate_actions.py"
 # plays the panel with the checkpoints of given run folders (its own test below)
 PANEL_ACTIONS = "panel_actions.py"
 
@@ -87,7 +89,7 @@ def _walk(data, dotted: str):
 
 def test_every_benchmark_script_is_smoke_tested():
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
-    assert scripts == set(SCRIPTS) | {LEARNING, PANEL_ACTIONS} | GRIDS | REPORTS, "add new benchmark scripts to SCRIPTS in this test"
+    assert scripts == set(SCRIPTS) | {LEARNING, PANEL_ACTIONS, GATE_ACTIONS} | GRIDS | REPORTS, "add new benchmark scripts to SCRIPTS in this test"
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -472,6 +474,11 @@ def test_teacher_check_grid_smoke_writes_one_json_per_cell_and_the_table(tmp_pat
     assert table.count("| tiny-random | none | gate_study | hint |") == 2
     assert "| tiny-random | none | gate_study | hint | user | bf16 |" in table  # the precision it ran in
     assert "## Probes" not in table
+    # every cell reports its candidates' gaps per verb, and the README has their table
+    assert sum(v["count"] for v in cell["by_verb"].values()) == cell["expert"]["count"] + cell["non_expert"]["count"]
+    assert "## Gap per action verb" in table
+    assert sum(f"| tiny-random-toy_panels-user | {name} | {v['count']} | {v['expert']} |" in table
+               for name, v in cell["by_verb"].items()) == len(cell["by_verb"])
     # a kept cell measured without the probes asked for is refused, not reused
     refused = subprocess.run([sys.executable, str(BENCH / "teacher_check_grid.py"), "--models", "tiny-random",
                               "--envs", "toy_panels", "--layouts", "user", "--out", str(out), "--probe", "not a word"],
@@ -546,3 +553,25 @@ def test_panel_actions_replays_a_runs_last_validation_step_by_step_and_keeps_wha
     missing = subprocess.run([sys.executable, str(BENCH / PANEL_ACTIONS), str(run), "--iteration", "7", "--out",
                               str(out)], cwd=ROOT, capture_output=True, text=True, check=False)
     assert missing.returncode != 0 and missing.stderr.strip().splitlines()[-1].startswith("no checkpoint iter_000007")
+
+
+def test_gate_actions_reads_a_trained_runs_file_whose_pushes_sum_to_zero(tmp_path):
+    from helpers import read_jsonl, write_run_config
+
+    run = tmp_path / "run"
+    config = write_run_config(tmp_path / "c.yaml", eval={"every": 2, "num_tasks": 2})  # SDAR, two iterations
+    _run(["-m", "sdar.cli", "train", "--config", str(config), "--output-dir", str(run), "--no-report"])
+    logged = read_jsonl(run / "gate_actions.jsonl")
+    out = tmp_path / "out"
+    _run([str(BENCH / GATE_ACTIONS), str(run), "--out", str(out)])
+    (row,) = json.loads((out / "summary.json").read_text())["runs"]
+    assert row["env"] == "toy" and row["example_in_prompt"] is None
+    assert row["all"]["iterations"] == [logged[0]["iteration"], logged[-1]["iteration"]]
+    assert row["all"]["lines"] == len(logged) >= 1
+    # a toy run has a handful of distinct actions: each line lists every one, and pushes (gate minus
+    # the iteration's mean gate, over all tokens) then sum to zero over the verbs
+    assert all(line["distinct_actions"] == len(line["actions"]) for line in logged)
+    assert row["all"]["coverage"] == pytest.approx(1.0)
+    assert sum(v["push"] for v in row["all"]["verbs"].values()) == pytest.approx(0.0, abs=1e-4)
+    assert sum(v["tokens"] for v in row["all"]["verbs"].values()) == sum(line["tokens"] for line in logged)
+    assert "| run | " in (out / "summary.md").read_text() and "- (not ALFWorld)" in (out / "summary.md").read_text()

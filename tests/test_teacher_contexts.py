@@ -69,6 +69,27 @@ def test_teacher_check_summary_by_hand():
     assert math.isclose(out["gap_separation"], 1.5 / 4 + 2.0 / 3)
     assert out["teacher_top1"] == 0.5 and out["student_top1"] == 0.0
     assert out["probes"] == []
+    assert out["by_verb"] == {"(none)": {"count": 5, "expert": 3, "gap_per_token": (1.0 + 0.0 + 0.5 - 1.5 - 0.5) / 7,
+                                         "student_log_prob_mean": -12.5 / 5, "teacher_log_prob_mean": -13.0 / 5}}
+
+
+def test_teacher_check_gaps_per_verb_by_hand():
+    from sdar.trainer.teacher_check import verb
+
+    assert verb("go to desk 1") == "go" and verb(" Click[buy now]") == "click" and verb("search[red]") == "search"
+    assert verb(None) == "(none)" and verb("") == "(none)" and verb("42") == "(none)"
+    cands = [
+        Candidate(0, True, -3.0, -2.0, 2, action="go to desk 1"), Candidate(0, False, -2.5, -4.0, 2, action="take key 1"),
+        Candidate(1, True, -1.0, -1.0, 1, action="move key 1 to desk 1"),
+        Candidate(1, False, -2.0, -1.0, 4, action="go to shelf 1"),
+        Candidate(1, False, -4.0, -1.0, 2, probe="go to countertop 1", action="go to countertop 1"),  # not counted
+    ]
+    by_verb = summarise(cands)["by_verb"]
+    assert list(by_verb) == ["go", "take", "move"]  # most candidates first; ties in order of appearance
+    assert by_verb["go"]["count"] == 2 and by_verb["go"]["expert"] == 1
+    assert math.isclose(by_verb["go"]["gap_per_token"], (1.0 + 1.0) / 6)
+    assert math.isclose(by_verb["take"]["gap_per_token"], -1.5 / 2) and by_verb["take"]["expert"] == 0
+    assert by_verb["move"]["gap_per_token"] == 0.0
 
 
 def test_teacher_check_probes_are_reported_apart_by_hand():
@@ -114,6 +135,11 @@ def test_teacher_check_scores_probes_at_every_state_but_where_they_are_the_exper
     for key in ("states", "ranked_states", "teacher_top1", "student_top1"):
         assert probed[key] == plain[key]
     assert probed["expert"]["gap_per_token"] == pytest.approx(plain["expert"]["gap_per_token"], abs=1e-5)
+    # every candidate (no probe) under its action's verb, the experts' own verbs among them
+    by_verb = plain["by_verb"]
+    assert sum(v["count"] for v in by_verb.values()) == plain["expert"]["count"] + plain["non_expert"]["count"]
+    assert sum(v["expert"] for v in by_verb.values()) == plain["expert"]["count"] == len(experts)
+    assert {e.split()[0].lower() for e in experts} <= set(by_verb)
     with pytest.raises(UserError, match="distinct, non-empty"):
         teacher_check(config, probes=("a", " a"))
     # an environment answering without an <action> tag has nothing to put a probe in

@@ -15,7 +15,7 @@ This check answers that in minutes, without training:
 3. Reported per candidate kind (expert / non-expert): the mean per-token gap
    ``log pi(y | context + prompt) - log pi(y | prompt)`` (the gap SDAR's gate reads), and how often
    the expert action is ranked first by total log-prob among the state's candidates, by the
-   teacher and by the student.
+   teacher and by the student; and the gap per action verb (the action's first word, ``by_verb``).
 
 A teacher that can use its context shows a positive expert gap, a lower non-expert gap and a
 teacher top-1 rate above the student's. With ``teacher.context: sibling`` the context is the
@@ -56,6 +56,14 @@ logger = logging.getLogger(__name__)
 
 _THINK = re.compile(r"<think>.*?</think>\s*", re.DOTALL)
 _ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)
+_VERB = re.compile(r"[a-z]+")
+
+
+def verb(action: str | None) -> str:
+    """An action's verb: its first run of lower-case letters (``go`` for ``go to desk 1``, ``click``
+    for ``click[buy now]``); ``(none)`` without an action."""
+    match = _VERB.match(action.strip().lower()) if action else None
+    return match.group(0) if match else "(none)"
 
 
 @dataclass
@@ -70,6 +78,8 @@ class Candidate:
     tokens: int
     probe: str | None = None
     """The probe action this candidate is (None: the expert's or an alternative)."""
+    action: str | None = None
+    """The response's action (inside its ``<action>`` tag; None without one)."""
 
 
 def _response(text: str, think: bool) -> str:
@@ -189,8 +199,8 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
         t_lp = score_responses(model, teacher, responses, pad_id=tokenizer.pad_token_id,
                                micro_batch_size=config.optim.micro_batch_size).log_probs.float().cpu()
     candidates = [Candidate(k, expert, float(s_lp[j, : len(r)].sum()), float(t_lp[j, : len(r)].sum()), len(r),
-                            probe)
-                  for j, ((k, expert, *_, probe), r) in enumerate(zip(rows, responses))]
+                            probe, match.group(1).strip() if (match := _ACTION.search(text)) else None)
+                  for j, ((k, expert, text, *_, probe), r) in enumerate(zip(rows, responses))]
     result = summarise(candidates)
     for probe in result["probes"]:  # the response scored for it at its first state
         probe["scored_as"] = next(text for _, _, text, _, _, _, p in rows if p == probe["action"])
@@ -216,9 +226,11 @@ class _StateOnly:
 
 
 def summarise(candidates: list[Candidate]) -> dict:
-    """Mean per-token gaps of expert and non-expert candidates and top-1 rates of the expert; per
-    probe action (``probes``, in order of appearance) its gap and the shares of its states where
-    the teacher and the student score it above the expert's action.
+    """Mean per-token gaps of expert and non-expert candidates and top-1 rates of the expert; the
+    candidates' gaps per action verb (``by_verb``: expert and non-expert together, most frequent
+    verb first), so a teacher that raises one kind of action whatever the state (walking over
+    placing, say) shows; per probe action (``probes``, in order of appearance) its gap and the
+    shares of its states where the teacher and the student score it above the expert's action.
 
     A state counts for the top-1 rates only when it has at least one non-expert candidate; probes
     count for none of these."""
@@ -258,8 +270,13 @@ def summarise(candidates: list[Candidate]) -> dict:
         return {"action": action, **gap_stats(items), "teacher_above_expert": above("teacher_log_prob"),
                 "student_above_expert": above("student_log_prob")}
 
+    verbs: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        verbs.setdefault(verb(c.action), []).append(c)
+    by_verb = {name: {**gap_stats(items), "expert": sum(c.expert for c in items)}
+               for name, items in sorted(verbs.items(), key=lambda kv: -len(kv[1]))}
     return {"states": len(by_state), "ranked_states": len(ranked), "expert": expert, "non_expert": other,
-            "gap_separation": separation, "teacher_top1": top1("teacher_log_prob"),
+            "gap_separation": separation, "by_verb": by_verb, "teacher_top1": top1("teacher_log_prob"),
             "student_top1": top1("student_log_prob"),
             "probes": [probe_stats(a) for a in dict.fromkeys(c.probe for c in probed)]}
 
@@ -292,6 +309,7 @@ def run_teacher_check(args: argparse.Namespace) -> int:
                                     "gap_separation", "teacher_top1", "student_top1")}
     shown["expert_gap"] = result["expert"]["gap_per_token"]
     shown["non_expert_gap"] = result["non_expert"]["gap_per_token"]
+    shown["gap_by_verb"] = {name: v["gap_per_token"] for name, v in result["by_verb"].items()}
     for probe in result["probes"]:
         shown[f"probe {probe['action']!r}"] = {k: probe[k] for k in ("gap_per_token", "teacher_above_expert",
                                                                       "student_above_expert")}
