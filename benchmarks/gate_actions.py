@@ -37,21 +37,24 @@ sys.path.insert(0, str(ROOT / "src"))
 from _results import write_result
 from panel_actions import EXAMPLE_ACTION, example_in_prompt, repo_relative
 
+from sdar.reporting.run_log import read_gate_actions
 from sdar.trainer.teacher_check import verb
 
 TOP = 5  # actions shown at each end
 
 
 def read_lines(run_dir: Path) -> list[dict]:
-    """The run's ``gate_actions.jsonl`` lines in iteration order; a clear error without one."""
-    path = run_dir / "gate_actions.jsonl"
-    if not path.is_file():
+    """The run's ``gate_actions.jsonl`` lines in iteration order (a half-written last line, of a run
+    still training or killed, skipped); a one-line error without any."""
+    if not (run_dir / "config.yaml").is_file():
+        raise SystemExit(f"{run_dir}: not a run folder (no config.yaml)")
+    if not (run_dir / "gate_actions.jsonl").is_file():
         raise SystemExit(f"{run_dir}: no gate_actions.jsonl (a method without a gate, or a run trained before "
                          "the file existed)")
-    lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = read_gate_actions(run_dir)
     if not lines:
-        raise SystemExit(f"{path}: no iteration logged yet")
-    return sorted(lines, key=lambda line: line["iteration"])
+        raise SystemExit(f"{run_dir}: gate_actions.jsonl has no iteration yet")
+    return lines
 
 
 def add_up(lines: list[dict]) -> dict:
@@ -74,7 +77,7 @@ def add_up(lines: list[dict]) -> dict:
             s["gap_tokens"] += a["gap"] * a["tokens"]
     ranked = sorted(({"action": name, "step_samples": s["step_samples"], "tokens": s["tokens"], "push": s["push"],
                       "gap": s["gap_tokens"] / s["tokens"] if s["tokens"] else 0.0} for name, s in actions.items()),
-                    key=lambda a: -a["push"])
+                    key=lambda a: (-a["push"], a["action"]))  # ties by name, as the trainer lists them
     example = actions.get(EXAMPLE_ACTION)
     return {
         "iterations": [lines[0]["iteration"], lines[-1]["iteration"]],
@@ -110,8 +113,13 @@ def _verbs(part: dict) -> str:
 
 
 def _actions(actions: list[dict]) -> str:
-    return "; ".join(f"`{a['action']}` {a['push']:+.1f} ({a['step_samples']} samples, gap {a['gap']:+.3f})"
+    return "; ".join(f"{_name(a['action'])} {a['push']:+.1f} ({a['step_samples']} samples, gap {a['gap']:+.3f})"
                      for a in actions) or "-"
+
+
+def _name(action: str) -> str:
+    """An action as the table shows it: in backticks, ``(none)`` for a response without one."""
+    return f"`{action}`" if action else "(none)"
 
 
 def summary_markdown(summary: dict) -> str:
@@ -120,20 +128,22 @@ def summary_markdown(summary: dict) -> str:
               "tokens of the gate minus its iteration's mean gate, summed over iterations (per unit of lambda, "
               "the advantage the distillation term gave it beyond the mean). Only the actions an iteration "
               "listed (its 10 highest and 10 lowest) are summed; coverage is their share of the tokens."), "",
-             "| run | iterations (lines) | coverage | push by verb | example action: push (step samples) |",
+             "| run | iterations (lines) | coverage | push by verb | example action: push (listed step samples) |",
              "| --- | --- | --- | --- | --- |"]
     for run in summary["runs"]:
-        parts = [("all", run["all"])] + [(f"{w['from']}-{w['to']}", w) for w in run["windows"]]
-        for label, part in parts:
+        parts = [(run["run"], run["all"])] + [(f"window {w['from']}-{w['to']}", w) for w in run["windows"]]
+        for name, part in parts:
             first, last = part["iterations"]
-            name = run["run"] if label == "all" else f"  {label}"
+            coverage = "-" if part["coverage"] is None else f"{100 * part['coverage']:.0f}%"
             example = f"{part['example_push']:+.1f} ({part['example_step_samples']}"
             example = {True: example + ")", False: example + "; not in its prompts)", None: "- (not ALFWorld)"}[
                 run["example_in_prompt"]]
-            lines.append(f"| {name} | {first}-{last} ({part['lines']}) | {100 * part['coverage']:.0f}% | "
+            lines.append(f"| {name} | {first}-{last} ({part['lines']}) | {coverage} | "
                          f"{_verbs(part)} | {example} |")
     lines += ["", ("Highest and lowest summed push over all logged iterations (action, push, step samples, "
-                   "token-weighted mean gap in nats per token):"), ""]
+                   f"token-weighted mean gap in nats per token; the lowest list holds none of the {TOP} highest, so "
+                   f"with at most {TOP} actions it is empty; with the gate held at 0.5 every push is 0 and the "
+                   "order is by name):"), ""]
     for run in summary["runs"]:
         lines += [f"- {run['run']}, highest: {_actions(run['all']['highest'])}",
                   f"- {run['run']}, lowest: {_actions(run['all']['lowest'])}"]

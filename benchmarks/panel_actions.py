@@ -172,7 +172,7 @@ def example_in_prompt(run_dir: Path) -> bool:
     import yaml
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    return config["env"].get("options", {}).get("answer_example", True)
+    return (config["env"].get("options") or {}).get("answer_example", True)
 
 
 def _pct(x: float) -> str:

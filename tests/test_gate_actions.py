@@ -79,9 +79,33 @@ def test_main_writes_both_files_and_refuses_a_run_without_the_file(tmp_path):
     assert summary["commit"] and "--window 5" in summary["command"]
     table = (out / "summary.md").read_text(encoding="utf-8")
     assert "| sdar-seed0 | 1-11 (3) | 54% | go +3.0 (+0.0750 per token), take -1.0" in table
-    empty = tmp_path / "runs" / "grpo-seed0"
-    empty.mkdir()
+    assert "| window 1-5 | 1-2 (2) | 61% |" in table and "| window 11-15 | 11-11 (1) | 30% |" in table
+    grpo = make_run(tmp_path / "runs" / "grpo-seed0", [])
+    (grpo / "gate_actions.jsonl").unlink()
     with pytest.raises(SystemExit, match="no gate_actions.jsonl"):
-        main([str(empty), "--out", str(out)])
+        main([str(grpo), "--out", str(out)])
+    (grpo / "gate_actions.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(SystemExit, match="has no iteration yet"):
+        main([str(grpo), "--out", str(out)])
+    with pytest.raises(SystemExit, match="not a run folder"):
+        main([str(tmp_path), "--out", str(out)])
+    twin = make_run(tmp_path / "elsewhere" / "sdar-seed0", LINES)
+    with pytest.raises(SystemExit, match="two runs named alike"):
+        main([str(run), str(twin), "--out", str(out)])
     with pytest.raises(SystemExit, match="--window must be at least 1"):
         main([str(run), "--window", "0", "--out", str(out)])
+
+
+def test_a_half_written_last_line_is_skipped_and_no_action_shows_as_none(tmp_path):
+    run = make_run(tmp_path / "sdar-seed0", LINES[:1] + [{"iteration": 2, "gate_mean": 0.5, "tokens": 10,
+                                                          "distinct_actions": 1, "actions": [action("", 1, 10, 0.0, 0.0)]}])
+    with (run / "gate_actions.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"iteration": 3, "gate_mean": 0.')  # a run killed while writing
+    summary = summarise(run, window=10)
+    assert summary["all"]["iterations"] == [1, 2] and summary["all"]["verbs"]["(none)"]["tokens"] == 10
+    out = tmp_path / "out"
+    assert main([str(run), "--out", str(out)]) == 0
+    assert "(none) +0.0 (1 samples" in (out / "summary.md").read_text(encoding="utf-8")
+    # a config without environment options (null) reads as prompts with the example
+    (run / "config.yaml").write_text("env:\n  name: alfworld\n  options: null\n", encoding="utf-8")
+    assert summarise(run, window=10)["example_in_prompt"] is True

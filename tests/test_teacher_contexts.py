@@ -77,7 +77,8 @@ def test_teacher_check_gaps_per_verb_by_hand():
     from sdar.trainer.teacher_check import verb
 
     assert verb("go to desk 1") == "go" and verb(" Click[buy now]") == "click" and verb("search[red]") == "search"
-    assert verb(None) == "(none)" and verb("") == "(none)" and verb("42") == "(none)"
+    assert verb("search: capital of peru") == "search" and verb("answer: lima") == "answer"
+    assert verb(None) == "(none)" and verb(" ") == "(none)" and verb("42 go") == "42"  # no letters first: its first word
     cands = [
         Candidate(0, True, -3.0, -2.0, 2, action="go to desk 1"), Candidate(0, False, -2.5, -4.0, 2, action="take key 1"),
         Candidate(1, True, -1.0, -1.0, 1, action="move key 1 to desk 1"),

@@ -235,6 +235,15 @@ def read_samples(run_dir: str | Path) -> list[dict[str, Any]]:
     return [validate_sample(record, where=f"{path}:{n}") for n, record in _read_jsonl(path)]
 
 
+def read_gate_actions(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All ``gate_actions.jsonl`` lines of a run in iteration order (an empty list when the run
+    wrote none). A malformed last line is skipped with a warning, as for the metrics."""
+    path = Path(run_dir) / GATE_ACTIONS_FILE
+    if not path.is_file():
+        return []
+    return sorted((record for _, record in _read_jsonl(path)), key=lambda record: record["iteration"])
+
+
 def metric_series(metrics: Iterable[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
     """(iterations, values) of one key over the lines that have a finite value for it."""
     iterations, values = [], []

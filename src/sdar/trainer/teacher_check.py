@@ -61,9 +61,13 @@ _VERB = re.compile(r"[a-z]+")
 
 def verb(action: str | None) -> str:
     """An action's verb: its first run of lower-case letters (``go`` for ``go to desk 1``, ``click``
-    for ``click[buy now]``); ``(none)`` without an action."""
-    match = _VERB.match(action.strip().lower()) if action else None
-    return match.group(0) if match else "(none)"
+    for ``click[buy now]``, ``search`` for Search-QA's ``search:...``), else its first word;
+    ``(none)`` without an action."""
+    text = (action or "").strip().lower()
+    if not text:
+        return "(none)"
+    match = _VERB.match(text)
+    return match.group(0) if match else text.split()[0]
 
 
 @dataclass
@@ -79,7 +83,7 @@ class Candidate:
     probe: str | None = None
     """The probe action this candidate is (None: the expert's or an alternative)."""
     action: str | None = None
-    """The response's action (inside its ``<action>`` tag; None without one)."""
+    """The response's action as the environment parses it (None without one)."""
 
 
 def _response(text: str, think: bool) -> str:
@@ -187,6 +191,7 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
                                     f"{env.name!r} answers {expert_text[:80]!r}: leave --probe out there")
                 rows += [(k, False, _with_action(expert_text, p), state, history, context, p)
                          for p in probes if p != match.group(1).strip()]
+        actions = [env.parse_action(text).action or None for _, _, text, *_ in rows]  # as a rollout reads them
     budget = config.rollout.max_prompt_tokens
     student = [builder.build(s, h, budget).ids for _, _, _, s, h, _, _ in rows]
     teacher = [builder.build(s, h, config.teacher.max_prompt_tokens, with_skills=True, on_overflow=config.teacher.on_overflow,
@@ -199,8 +204,8 @@ def teacher_check(config, episodes: int = 8, alternatives: int = 3, max_states: 
         t_lp = score_responses(model, teacher, responses, pad_id=tokenizer.pad_token_id,
                                micro_batch_size=config.optim.micro_batch_size).log_probs.float().cpu()
     candidates = [Candidate(k, expert, float(s_lp[j, : len(r)].sum()), float(t_lp[j, : len(r)].sum()), len(r),
-                            probe, match.group(1).strip() if (match := _ACTION.search(text)) else None)
-                  for j, ((k, expert, text, *_, probe), r) in enumerate(zip(rows, responses))]
+                            probe, action)
+                  for j, ((k, expert, *_, probe), r, action) in enumerate(zip(rows, responses, actions))]
     result = summarise(candidates)
     for probe in result["probes"]:  # the response scored for it at its first state
         probe["scored_as"] = next(text for _, _, text, _, _, _, p in rows if p == probe["action"])
