@@ -49,8 +49,8 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    that leaves the step samples of groups without a winner out of the term
    (``teacher.no_winner: skip``, :data:`SKIP_ARM`).
 4. **Final passes**: each finished run's last checkpoint and the warm start play the panel
-   :data:`PASSES` times (``sdar eval --passes``; ``final_eval.json`` in the run folder,
-   ``start_eval_passes.json``), in the lane that trained the run (the warm start: the first free
+   :data:`PASSES` times (``sdar eval --passes``; ``final_eval.json`` in the run folder with every
+   step in ``final_episodes.jsonl``, ``start_eval_passes.json``), in the lane that trained the run (the warm start: the first free
    lane). Their difference is the second measure of the gain, beside the last validation's.
 5. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before RL and
    at every validation, the gain per seed by both measures, mean +- std, whether the target holds:
@@ -299,22 +299,26 @@ def warm_start(runs_dir: Path, config_path: Path, overrides: list[str], episodes
     return sft_dir, start
 
 
-def passes_eval(target: list[str], path: Path, log: Path) -> dict:
-    """``sdar eval TARGET --passes PASSES`` written to ``path``, made once and then read."""
+def passes_eval(target: list[str], path: Path, log: Path, episodes: Path | None = None) -> dict:
+    """``sdar eval TARGET --passes PASSES`` written to ``path``, made once and then read; with
+    ``episodes``, every step of every pass written there too (``--episodes``)."""
     if not path.is_file():
-        run(sdar("eval", *target, "--passes", str(PASSES), "--output", str(path)), log)
+        steps = ["--episodes", str(episodes)] if episodes is not None else []
+        run(sdar("eval", *target, "--passes", str(PASSES), "--output", str(path), *steps), log)
     return json.loads(path.read_text(encoding="utf-8"))
 
 
 def final_eval(run_dir: Path, log: Path) -> dict | None:
     """The finished run's last checkpoint on the panel, :data:`PASSES` times (``final_eval.json`` in the
-    run folder); ``None`` for a committed record whose checkpoints stayed on another machine."""
+    run folder, every step in ``final_episodes.jsonl`` beside it: ``benchmarks/panel_actions.py``
+    reads pass 1 there instead of playing it again); ``None`` for a committed record whose
+    checkpoints stayed on another machine."""
     from sdar.trainer.checkpoint import latest_checkpoint
 
     path = run_dir / "final_eval.json"
     if not path.is_file() and latest_checkpoint(run_dir) is None:
         return None
-    return passes_eval([str(run_dir)], path, log)
+    return passes_eval([str(run_dir)], path, log, episodes=run_dir / "final_episodes.jsonl")
 
 
 def start_passes_eval(runs_dir: Path, config_path: Path, overrides: list[str], sft_dir: Path) -> dict:

@@ -19,7 +19,9 @@ Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sda
 ``summary.json`` (per run: its numbers, the checkpoint, whether pass 1 equals the run's logged
 validation at that iteration; the code commit, the machine and the command) and ``summary.md``;
 ``logs/`` (git-ignored) holds each play's output. A run whose two files are already in ``--out``
-for the same checkpoint is not played again. With ``--start`` what each run started from plays too,
+for the same checkpoint is not played again, nor one whose final passes wrote their steps
+(``final_eval.json`` and ``final_episodes.jsonl`` in the run folder, benchmarks/alfworld_headroom.py):
+their pass 1 is the play, copied into ``--out``. With ``--start`` what each run started from plays too,
 as the run loaded it (``sdar eval --config`` with the run's config: its warm start folded into the
 weights under a fresh adapter, the run's iteration 0), once per warm start (``start-<folder>``;
 ``start-<run>`` for a run without one). Two runs or two warm starts of one name are refused.
@@ -120,15 +122,43 @@ def play(name: str, target: list[str], out: Path, same: Callable[[dict], bool]) 
 
 def play_checkpoint(run_dir: Path, iteration: int | None, out: Path) -> tuple[int, dict, list[dict]]:
     """The run's checkpoint of ``iteration`` (default: its latest) plays the panel (:func:`play`);
-    returns that iteration with the play."""
+    returns that iteration with the play. Where the run's final passes of that checkpoint wrote
+    their steps (``final_eval.json`` and ``final_episodes.jsonl``, benchmarks/alfworld_headroom.py),
+    their pass 1 is that play: copied into ``out``, not played again."""
     chosen = iteration if iteration is not None else last_checkpoint_iteration(run_dir)
     ckpt = run_dir / "checkpoints" / f"iter_{chosen:06d}" if chosen is not None else None
     if ckpt is None or not (ckpt / "trainer_state.pt").is_file():
         raise SystemExit(f"no checkpoint {f'iter_{iteration:06d} ' if iteration is not None else ''}in {run_dir}")
     ckpt = ckpt.resolve()
-    record, rows = play(run_dir.name, [repo_relative(str(ckpt))], out,
-                        lambda r: r["checkpoint"] is not None and (ROOT / r["checkpoint"]).resolve() == ckpt)
+
+    def same(r: dict) -> bool:
+        return r["checkpoint"] is not None and (ROOT / r["checkpoint"]).resolve() == ckpt
+
+    copy_final_pass(run_dir, same, out)
+    record, rows = play(run_dir.name, [repo_relative(str(ckpt))], out, same)
     return chosen, record, rows
+
+
+def copy_final_pass(run_dir: Path, same: Callable[[dict], bool], out: Path) -> None:
+    """Pass 1 of the run's final passes as a play of ``out`` (``<run>.eval.json``, ``<run>.steps.jsonl``,
+    the result marked ``from_final_passes``), when the run folder holds them for the checkpoint
+    ``same`` accepts and ``out`` has no play of it yet; pass 1 samples as a single play does."""
+    final, episodes = run_dir / "final_eval.json", run_dir / "final_episodes.jsonl"
+    result, steps = out / f"{run_dir.name}.eval.json", out / f"{run_dir.name}.steps.jsonl"
+    if not (final.is_file() and episodes.is_file()) or (result.is_file() and steps.is_file()):
+        return
+    record = json.loads(final.read_text(encoding="utf-8"))
+    if not same(record):
+        return
+    rows = [json.loads(line) for line in episodes.read_text(encoding="utf-8").splitlines() if line.strip()]
+    first = [r for r in rows if r["pass"] == 1]
+    kept = ("checkpoint", "init_checkpoint", "model", "split", "with_skills", "num_tasks", "eval_config")
+    steps.write_text("".join(json.dumps(r) + "\n" for r in first), encoding="utf-8")
+    result.write_text(json.dumps({**{k: record[k] for k in kept if k in record}, "passes": 1,
+                                  "success": record["success_per_pass"][0],
+                                  "from_final_passes": f"pass 1 of {record['passes']} in {repo_relative(str(final))}"},
+                                 indent=2), encoding="utf-8")
+    print(f"{run_dir.name}: pass 1 of its final passes (no play)", flush=True)
 
 
 def start_of(run_dir: Path) -> tuple[str, str | None]:

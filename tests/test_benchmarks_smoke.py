@@ -372,6 +372,9 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
         assert math.isclose(r["gain_passes"], final["success"] - start_passes["success"])
         kept = json.loads((out / "runs" / r["run"] / "final_eval.json").read_text())
         assert kept["passes"] == 3 and str(ROOT) not in json.dumps(kept)
+        # every step of the passes beside the run's result (panel_actions.py reads pass 1 there)
+        steps = [json.loads(line) for line in (runs / r["run"] / "final_episodes.jsonl").read_text().splitlines()]
+        assert {s["pass"] for s in steps} == {1, 2, 3}
     assert all(len(a["gains_passes"]) == 3 for a in summary["arms"] if a["arm"] == "sdar-sibling-l1")
     assert (out / "runs" / f"grpo-{choice['setting']}-seed1" / "metrics.jsonl").is_file()
     assert "trained" in first.stdout
@@ -575,3 +578,29 @@ def test_gate_actions_reads_a_trained_runs_file_whose_pushes_sum_to_zero(tmp_pat
     assert sum(v["push"] for v in row["all"]["verbs"].values()) == pytest.approx(0.0, abs=1e-4)
     assert sum(v["tokens"] for v in row["all"]["verbs"].values()) == sum(line["tokens"] for line in logged)
     assert "| run | " in (out / "summary.md").read_text() and "- (not ALFWorld)" in (out / "summary.md").read_text()
+
+
+def test_panel_actions_reads_pass_1_of_a_runs_final_passes_instead_of_playing_it(tmp_path):
+    from helpers import read_jsonl, write_run_config
+
+    run = tmp_path / "run"
+    config = write_run_config(tmp_path / "c.yaml", method="grpo")
+    _run(["-m", "sdar.cli", "train", "--config", str(config), "--output-dir", str(run), "--no-report"])
+    # the final passes as benchmarks/alfworld_headroom.py plays them: every step written beside the result
+    _run(["-m", "sdar.cli", "eval", str(run), "--passes", "2", "--output", str(run / "final_eval.json"),
+          "--episodes", str(run / "final_episodes.jsonl")])
+    out = tmp_path / "out"
+    done = _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(out)])
+    assert "run: pass 1 of its final passes (no play)" in done.stdout and "playing" not in done.stdout
+    (row,) = json.loads((out / "summary.json").read_text())["runs"]
+    final = json.loads((run / "final_eval.json").read_text())
+    # pass 1 samples as the run's last validation did: the same success, and the same as a play of it
+    assert row["success"] == final["success_per_pass"][0] and row["matches_logged_validation"] is True
+    copied = read_jsonl(out / "run.steps.jsonl")
+    assert copied == [s for s in read_jsonl(run / "final_episodes.jsonl") if s["pass"] == 1] and row["steps"] == len(copied)
+    assert json.loads((out / "run.eval.json").read_text())["from_final_passes"].startswith("pass 1 of 2 in ")
+    played = tmp_path / "played"
+    (run / "final_episodes.jsonl").rename(tmp_path / "aside.jsonl")  # without the steps: a play, as before
+    _run([str(BENCH / PANEL_ACTIONS), str(run), "--out", str(played)])
+    assert read_jsonl(played / "run.steps.jsonl") == copied
+    assert json.loads((played / "summary.json").read_text())["runs"][0]["success"] == row["success"]
