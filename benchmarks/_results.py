@@ -235,6 +235,18 @@ def write_result(result: dict, path: Path) -> Path:
     return path
 
 
+def write_summary(summary: dict, out: Path, markdown: Callable[[dict], str]) -> dict:
+    """``summary.json`` (:func:`write_result`: with the commit) and ``summary.md``, the table
+    ``markdown`` draws from the JSON as written, into ``out``; prints the table and returns the
+    summary as written."""
+    write_result(summary, out / "summary.json")
+    written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    table = markdown(written)
+    (out / "summary.md").write_text(table, encoding="utf-8")
+    print(table)
+    return written
+
+
 def _read_status_kib(key: str) -> int | None:
     """A ``/proc/self/status`` value in KiB (``VmRSS``, ``VmHWM``), or None where there is none."""
     try:

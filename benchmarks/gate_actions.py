@@ -25,7 +25,6 @@ command) and ``summary.md`` into ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import write_result
+from _results import write_summary
 from panel_actions import EXAMPLE_ACTION, example_in_prompt, repo_relative
 
 from sdar.reporting.run_log import read_gate_actions
@@ -165,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [summarise(Path(r), args.window) for r in args.runs]
     command = ("python benchmarks/gate_actions.py " + " ".join(repo_relative(r) for r in args.runs)
                + (f" --window {args.window}" if args.window != 10 else "") + f" --out {repo_relative(args.out)}")
-    write_result({"runs": runs, "window": args.window, "command": command}, out / "summary.json")
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
-    print(summary_markdown(summary))
+    write_summary({"runs": runs, "window": args.window, "command": command}, out, summary_markdown)
     return 0
 
 

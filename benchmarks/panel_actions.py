@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from _results import machine_info, run_logged, write_result
+from _results import machine_info, run_logged, write_summary
 from gate_study import read_metrics
 from learning import last_checkpoint_iteration, sdar_command
 
@@ -277,10 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"runs": runs, "eval_config": record["eval_config"], "machine": machine_info(),
                "command": command + (f" --iteration {args.iteration}" if args.iteration is not None else "")
                + (" --start" if args.start else "") + f" --out {repo_relative(args.out)}"}
-    write_result(summary, out / "summary.json")
-    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    (out / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
-    print(summary_markdown(summary))
+    write_summary(summary, out, summary_markdown)
     return 0
 
 
