@@ -15,13 +15,15 @@ step written, and the table sorts its steps:
   the room has a countertop 1; for a run whose prompts name no example (the ALFWorld option
   ``answer_example: false`` in its config) the share is marked so.
 
-Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sdar eval`` wrote),
-``summary.json`` (per run: its numbers, the checkpoint, whether pass 1 equals the run's logged
-validation at that iteration; the code commit, the machine and the command) and ``summary.md``;
-``logs/`` (git-ignored) holds each play's output. A run whose two files are already in ``--out``
-for the same checkpoint is not played again, nor one whose final passes wrote their steps
-(``final_eval.json`` and ``final_episodes.jsonl`` in the run folder, benchmarks/alfworld_headroom.py):
-their pass 1 is the play, copied into ``--out``. With ``--start`` what each run started from plays too,
+Writes into ``--out``: ``<run>.eval.json`` and ``<run>.steps.jsonl`` (what ``sdar eval`` wrote, or
+pass 1 of the final passes, below), ``summary.json`` (per run: its numbers, the checkpoint, whether
+pass 1 equals the run's logged validation at that iteration; the code commit, the machine and the
+command) and ``summary.md``; ``logs/`` (git-ignored) holds each play's output. A run whose two
+files are already in ``--out`` for the same checkpoint is not played again, nor one whose final
+passes played that checkpoint and wrote their steps (``final_eval.json`` and
+``final_episodes.jsonl`` in the run folder, benchmarks/alfworld_headroom.py): their pass 1 is the
+play, copied into ``--out`` (marked ``from_final_passes``; no log). With ``--iteration`` naming
+another checkpoint the panel is played. With ``--start`` what each run started from plays too,
 as the run loaded it (``sdar eval --config`` with the run's config: its warm start folded into the
 weights under a fresh adapter, the run's iteration 0), once per warm start (``start-<folder>``;
 ``start-<run>`` for a run without one). Two runs or two warm starts of one name are refused.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections import Counter
@@ -140,24 +143,31 @@ def play_checkpoint(run_dir: Path, iteration: int | None, out: Path) -> tuple[in
 
 
 def copy_final_pass(run_dir: Path, same: Callable[[dict], bool], out: Path) -> None:
-    """Pass 1 of the run's final passes as a play of ``out`` (``<run>.eval.json``, ``<run>.steps.jsonl``,
-    the result marked ``from_final_passes``), when the run folder holds them for the checkpoint
-    ``same`` accepts and ``out`` has no play of it yet; pass 1 samples as a single play does."""
+    """Pass 1 of the run's final passes as a play of ``out`` (``<run>.eval.json``, ``<run>.steps.jsonl``;
+    the result holds the fields this script reads, its paths named from the repository's root, and
+    ``from_final_passes``), when the run folder holds them for the checkpoint ``same`` accepts and
+    ``out`` has no play of that checkpoint yet; pass 1 samples as a single play does. Each file is
+    written whole (a temporary name, then renamed; the result last)."""
     final, episodes = run_dir / "final_eval.json", run_dir / "final_episodes.jsonl"
     result, steps = out / f"{run_dir.name}.eval.json", out / f"{run_dir.name}.steps.jsonl"
-    if not (final.is_file() and episodes.is_file()) or (result.is_file() and steps.is_file()):
+    if not (final.is_file() and episodes.is_file()):
+        return
+    if result.is_file() and steps.is_file() and same(json.loads(result.read_text(encoding="utf-8"))):
         return
     record = json.loads(final.read_text(encoding="utf-8"))
     if not same(record):
         return
     rows = [json.loads(line) for line in episodes.read_text(encoding="utf-8").splitlines() if line.strip()]
     first = [r for r in rows if r["pass"] == 1]
-    kept = ("checkpoint", "init_checkpoint", "model", "split", "with_skills", "num_tasks", "eval_config")
-    steps.write_text("".join(json.dumps(r) + "\n" for r in first), encoding="utf-8")
-    result.write_text(json.dumps({**{k: record[k] for k in kept if k in record}, "passes": 1,
-                                  "success": record["success_per_pass"][0],
-                                  "from_final_passes": f"pass 1 of {record['passes']} in {repo_relative(str(final))}"},
-                                 indent=2), encoding="utf-8")
+    kept = ("model", "split", "with_skills", "num_tasks", "eval_config")
+    paths = {k: repo_relative(record[k]) if record.get(k) else record.get(k) for k in ("checkpoint", "init_checkpoint")}
+    copied = {**paths, **{k: record[k] for k in kept if k in record}, "passes": 1,
+              "success": record["success_per_pass"][0],
+              "from_final_passes": f"pass 1 of {record['passes']} in {repo_relative(str(final))}"}
+    for path, text in ((steps, "".join(json.dumps(r) + "\n" for r in first)), (result, json.dumps(copied, indent=2))):
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
     print(f"{run_dir.name}: pass 1 of its final passes (no play)", flush=True)
 
 

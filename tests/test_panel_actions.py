@@ -107,3 +107,38 @@ def test_a_play_without_steps_and_ambiguous_names_are_refused_before_anything_pl
     with pytest.raises(SystemExit, match="has no config.yaml"):
         main([str(tmp_path / "a" / "run"), "--start", "--out", str(tmp_path / "out")])
     assert not list((tmp_path / "out").glob("*.json"))
+
+
+def test_pass_1_of_the_final_passes_is_copied_with_paths_from_the_root_unless_out_has_that_play(tmp_path):
+    import json
+
+    from panel_actions import copy_final_pass
+
+    run, out = tmp_path / "run", tmp_path / "out"
+    run.mkdir()
+    out.mkdir()
+    ckpt = str(ROOT / "runs" / "x" / "checkpoints" / "iter_000030")  # as the grid names it: absolute
+    (run / "final_eval.json").write_text(json.dumps({
+        "checkpoint": ckpt, "init_checkpoint": str(ROOT / "runs" / "x" / "warm"), "model": "m", "passes": 2,
+        "success": 0.25, "success_per_pass": [0.5, 0.0], "per_task_type": {}, "metrics": {}, "eval_config": {"seed": 1}}))
+    steps = [step(0, 0, "look", True, won=True) | {"pass": 1}, step(0, 0, "look", False) | {"pass": 2}]
+    (run / "final_episodes.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+
+    def same(r):
+        return (ROOT / r["checkpoint"]).resolve() == Path(ckpt).resolve()
+
+    copy_final_pass(run, lambda r: False, out)  # another checkpoint asked for: nothing copied
+    assert not list(out.iterdir())
+    copy_final_pass(run, same, out)
+    result = json.loads((out / "run.eval.json").read_text())
+    assert result["checkpoint"] == "runs/x/checkpoints/iter_000030" and result["init_checkpoint"] == "runs/x/warm"
+    assert result["success"] == 0.5 and result["passes"] == 1 and result["from_final_passes"].startswith("pass 1 of 2")
+    assert [json.loads(line) for line in (out / "run.steps.jsonl").read_text().splitlines()] == steps[:1]
+    assert sorted(p.name for p in out.iterdir()) == ["run.eval.json", "run.steps.jsonl"]  # no temporary left
+    # a play of that checkpoint in out is kept; one of another checkpoint is replaced
+    (out / "run.eval.json").write_text(json.dumps({**result, "model": "kept"}))
+    copy_final_pass(run, same, out)
+    assert json.loads((out / "run.eval.json").read_text())["model"] == "kept"
+    (out / "run.eval.json").write_text(json.dumps({**result, "checkpoint": "runs/x/checkpoints/iter_000020"}))
+    copy_final_pass(run, same, out)
+    assert json.loads((out / "run.eval.json").read_text()) == result
