@@ -40,10 +40,11 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    trajectory inside the user turn at lambda 1 (the only weight that learned on every seed of the
    gate study), seeds 0, 1, 2. The long regime has no SDAR arm: ``sdar teacher-check`` found its
    warm start not reading that context (benchmarks/results/teacher_check/). A search of one
-   setting chooses it at once, and its run and the arms train together, seed by seed, with the
-   regime's ``controls`` (each seed: the regime's ``lead`` arm if it has one, the search run, the other
-   arms, then the controls; runs begun in ``--runs-dir`` come
-   first, so a restarted grid finishes them before it starts new ones): in the reader regime the
+   setting chooses it at once, and its run and the arms train together, seed by seed (each seed:
+   the regime's ``lead`` arm if it has one, the search run, the other arms), with the regime's
+   ``controls`` (each control's first seed after the arms' first, its later seeds after all of the
+   arms'; runs begun in ``--runs-dir`` come first, so a restarted grid finishes them before it
+   starts new ones): in the reader regime the
    SDAR arm with its gate held at 0.5 (``grpo_opsd`` at lambda 1, :data:`GATE_HALF_ARM`), which
    tells a teacher that reads nothing from the distillation term's noise alone, and the SDAR arm
    that leaves the step samples of groups without a winner out of the term
@@ -169,7 +170,7 @@ class Regime:
     """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
     its runs and tables (default: the config's file name), whether its warm start also imitates the
     sibling-reading twins of its demonstrations, the arms trained at the search's choice, the
-    controls (arms that check a finding of ``arms``, trained with them seed by seed: :func:`queue`,
+    controls (arms that check a finding of ``arms``, trained after them: :func:`queue`,
     and tabulated the same way), config overrides of all its commands, and the arm it trains first."""
 
     name: str
@@ -348,8 +349,10 @@ def choose(runs: dict[str, list[dict]], iterations: int, search: list[tuple[str,
 def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice: dict,
           runs_dir: Path | None = None) -> list[tuple[str, list[str], int]]:
     """The runs to train at the search's ``choice``, in order, each as (name, overrides, seed):
-    ``search_runs``, the arms and the controls seed by seed (every arm grows evenly; within a seed
-    the regime's ``lead`` arm, the search run, the other arms, then the controls). With
+    ``search_runs`` and the arms seed by seed (every arm grows evenly; within a seed the regime's
+    ``lead`` arm, the search run, then the other arms), each control's first seed right after the
+    arms' first seed, and the controls' later seeds after all of the arms' (the comparison's seeds
+    come before a control's repeats). With
     ``runs_dir``, runs begun there (resumable:
     :func:`gate_study.resumable_after`) come first, in that order: a restarted grid finishes what
     it started before it starts anything new."""
@@ -363,7 +366,13 @@ def queue(regime: Regime, search_runs: list[tuple[str, list[str], int]], choice:
     def led(item: tuple[str, list[str], int]) -> bool:
         return regime.lead is not None and item[0] == f"{regime.lead}-{choice['setting']}"
 
-    by_seed = sorted([*search_runs, *items(regime.all_arms())], key=lambda item: (item[2], not led(item)))
+    first_seed = {f"{arm}-{choice['setting']}": min(seeds) for arm, _, seeds in regime.controls}
+
+    def repeat(item: tuple[str, list[str], int]) -> bool:  # a control's later seed
+        return item[0] in first_seed and item[2] > first_seed[item[0]]
+
+    by_seed = sorted([*search_runs, *items(regime.all_arms())],
+                     key=lambda item: (repeat(item), item[2], not led(item)))
     return sorted(by_seed, key=lambda item: not begun(item))
 
 

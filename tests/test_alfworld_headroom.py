@@ -286,13 +286,18 @@ def test_aggregate_only_on_a_new_machine_tabulates_the_committed_records_without
         (r["run"], r["finished"], r["iterations_done"], r["gain"], r["gain_passes"]) for r in before["runs"]]
 
 
-def test_the_reader_regime_trains_its_controls_with_the_comparison_seed_by_seed_begun_runs_first(headroom, tmp_path):
+def test_the_reader_regime_trains_the_comparison_then_the_controls_repeats_begun_runs_first(headroom, tmp_path):
     regime = headroom.REGIMES["reader"]
     choice = {"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]}
     search_runs = [("grpo-lr1e-4", ["method=grpo", "optim.lr=1e-4"], 0)]
-    arms = ("grpo-lr1e-4", "sdar-sibling-l1-lr1e-4", "grpo_opsd-sibling-l1-lr1e-4", "sdar-sibling-skip-l1-lr1e-4")
+    comparison = ("grpo-lr1e-4", "sdar-sibling-l1-lr1e-4")
+    controls = ("grpo_opsd-sibling-l1-lr1e-4", "sdar-sibling-skip-l1-lr1e-4")
     order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice)]
-    assert order == [(arm, seed) for seed in (0, 1, 2) for arm in arms]
+    # each control's seed 0 with the comparison's seed 0; its seeds 1 and 2 after the comparison's three
+    assert order == ([(arm, 0) for arm in comparison + controls]
+                     + [(arm, seed) for seed in (1, 2) for arm in comparison]
+                     + [(arm, seed) for seed in (1, 2) for arm in controls])
+    arms = comparison + controls
     # a restarted grid finishes what it began: runs with a complete checkpoint first, in grid order
     runs_dir = tmp_path / "runs"
     for run, complete, config in (("sdar-sibling-l1-lr1e-4-seed1", True, True), ("grpo-lr1e-4-seed1", True, True),
@@ -306,8 +311,17 @@ def test_the_reader_regime_trains_its_controls_with_the_comparison_seed_by_seed_
             (runs_dir / run / "config.yaml").write_text("seed: 1\n")
     order = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice, runs_dir)]
     assert order[:2] == [("grpo-lr1e-4", 1), ("sdar-sibling-l1-lr1e-4", 1)]
-    assert order[2:] == [(arm, seed) for seed in (0, 1, 2) for arm in arms if (arm, seed) not in order[:2]]
-    assert headroom.grid_runs(regime, choice, runs_dir) == order
+    unbegun = [(arm, seed) for seed in (0, 1, 2) for arm in arms if (arm, seed) not in order[:2]]
+    assert order[2:] == sorted(unbegun, key=lambda run: (run[0] in controls and run[1] > 0, run[1]))
+    # a control begun at a later seed comes before the comparison's seeds that have not begun
+    ckpt = runs_dir / "grpo_opsd-sibling-l1-lr1e-4-seed1" / "checkpoints" / "iter_000029"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.pt").write_bytes(b"")
+    (ckpt.parent.parent / "config.yaml").write_text("seed: 1\n")
+    resumed = [(name, seed) for name, _, seed in headroom.queue(regime, search_runs, choice, runs_dir)]
+    assert resumed[:3] == [("grpo-lr1e-4", 1), ("sdar-sibling-l1-lr1e-4", 1), ("grpo_opsd-sibling-l1-lr1e-4", 1)]
+    assert resumed[3:6] == [("grpo-lr1e-4", 0), ("sdar-sibling-l1-lr1e-4", 0), ("grpo_opsd-sibling-l1-lr1e-4", 0)]
+    assert headroom.grid_runs(regime, choice, runs_dir) == resumed
     runs = {(name, seed): overrides for name, overrides, seed in headroom.queue(regime, [], choice)}
     control = runs[("grpo_opsd-sibling-l1-lr1e-4", 2)]
     assert control == ["method=grpo_opsd", "loss.sdar_lambda=1.0", "optim.lr=1e-4"]
@@ -369,11 +383,11 @@ def test_status_names_each_run_in_training_order_from_the_folders_and_writes_not
         before = sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*"))
         lines = headroom.status_lines(regime, runs_dir, out, 30)
         assert sorted((p, p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")) == before
-    # the run begun here first (the grid resumes it first), then every arm seed by seed
-    arms = ("grpo", "sdar-sibling-l1", "grpo_opsd-sibling-l1", "sdar-sibling-skip-l1")
+    # the run begun here first (the grid resumes it first), then the queue's order
     begun = "sdar-sibling-l1-lr1e-4-seed0"
-    assert [line.split(":")[0] for line in lines[1:]] == [begun, *(
-        f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2) for arm in arms if f"{arm}-lr1e-4-seed{seed}" != begun)]
+    queued = [f"{name}-seed{seed}" for name, seed in headroom.grid_runs(
+        regime, {"setting": "lr1e-4", "overrides": ["optim.lr=1e-4"]})]
+    assert [line.split(":")[0] for line in lines[1:]] == [begun, *(run for run in queued if run != begun)]
     by_run = {line.split(":")[0]: line for line in lines[1:]}
     assert lines[0] == "warm start: 25.0% of the panel; 3 passes 23.6"
     assert [by_run[run] for run in ("grpo-lr1e-4-seed0", begun, "grpo-lr1e-4-seed1", "sdar-sibling-l1-lr1e-4-seed1",
