@@ -141,8 +141,8 @@ def summary_markdown(summary: dict) -> str:
          "seed; gate on disagreement: the gate's token mean where teacher and student log-probs differ by 1 "
          "nat or more, on samples with positive / negative advantage, averaged over the folders that logged "
          "it (`-`: none did). Settings: `sdar-l<lambda>-c<share of tasks with corrupted hints>`, "
-         "`opsd_sampled` at coefficient 0.1, `grpo_opsd` the released naive GRPO+OPSD (gate held at 0.5) at "
-         "lambda 0.01 or, `-l1`, 1."), "",
+         "`opsd_sampled` at coefficient 0.1 (`-k1.25`: 1.25), `grpo_opsd` the released naive GRPO+OPSD "
+         "(gate held at 0.5) at lambda 0.01 or, `-l1`, 1."), "",
         table(summary)])
 
 

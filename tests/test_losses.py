@@ -446,6 +446,54 @@ def test_sdar_expected_gradient_is_zero_when_the_teacher_equals_the_student():
     assert stepped[2] > torch.softmax(logits, -1)[2]
 
 
+def expected_opsd_gradient(logits, teacher_logits):
+    """Exact expectation, over one token sampled from ``softmax(logits)``, of the gradient of
+    ``opsd_sampled_loss`` with respect to the student's ``logits`` (one response position)."""
+    logits = logits.clone().requires_grad_()
+    p_sample = torch.softmax(logits.detach(), -1)
+    student = torch.log_softmax(logits, -1)
+    teacher = torch.log_softmax(teacher_logits, -1)
+    total = sum(p_sample[y] * opsd_sampled_loss(student[y].view(1, 1), teacher[y].view(1, 1), torch.ones(1, 1))[0]
+                for y in range(len(logits)))
+    (grad,) = torch.autograd.grad(total, logits)
+    return grad
+
+
+def test_sdar_term_is_textbook_opsd_at_beta_over_4_for_small_gaps_and_bounded_for_large_ones():
+    # What docs/algorithm.md "What the gate is, to first order" states. On the policy's own samples
+    # the term's expected gradient is -E[(g - 1/2) grad log pi]; with g = sigmoid(beta * gap) =
+    # 1/2 + beta * gap / 4 + O(gap^3) it is beta / 4 times textbook OPSD's (the reverse-KL
+    # gradient), up to a relative error of order gap^2; for large gaps |g - 1/2| < 1/2 bounds it
+    # whatever the teacher says, where OPSD's grows with the gap.
+    logits = torch.tensor([1.5, -0.3, 0.2, 2.0, -1.1, 0.0], dtype=torch.float64)
+    direction = torch.tensor([0.3, -1.0, 2.0, -0.5, 0.7, 1.1], dtype=torch.float64)
+    errors = []
+    for scale in (0.03, 0.003):
+        teacher = logits + scale * direction
+        sdar = expected_sdar_gradient(logits, logits, teacher, beta=5.0)
+        opsd = expected_opsd_gradient(logits, teacher)
+        assert opsd.norm() > 0.1 * scale  # not a comparison of two zeros
+        errors.append(((sdar - 1.25 * opsd).norm() / (1.25 * opsd).norm()).item())
+    assert errors[0] < 0.05 and errors[1] < errors[0] / 50  # shrinks as the square of the gap
+    # the same at beta 1: the factor is beta / 4, not a constant
+    teacher = logits + 0.003 * direction
+    torch.testing.assert_close(expected_sdar_gradient(logits, logits, teacher, beta=1.0),
+                               0.25 * expected_opsd_gradient(logits, teacher), rtol=1e-3, atol=1e-12)
+    # large gaps: OPSD's expected gradient grows with the teacher's gap, SDAR's stays below
+    # 1/2 E_pi |grad log pi| (per logit), the bound of a weight in [0, 1]
+    p = torch.softmax(logits, -1)
+    score = torch.eye(6, dtype=torch.float64) - p  # row y: grad of log pi(y) w.r.t. the logits
+    bound = 0.5 * (p[:, None] * score.abs()).sum(0)
+    norms = {}
+    for scale in (2.0, 20.0):
+        teacher = logits + scale * direction
+        sdar = expected_sdar_gradient(logits, logits, teacher, beta=5.0)
+        assert (sdar.abs() <= bound + 1e-12).all()
+        norms[scale] = (sdar.norm().item(), expected_opsd_gradient(logits, teacher).norm().item())
+    assert norms[20.0][1] > 8 * norms[2.0][1]  # OPSD: about ten times the gap, ten times the step
+    assert norms[20.0][0] < 1.5 * norms[2.0][0]  # SDAR: saturated
+
+
 def test_sdar_expected_gradient_with_constant_gate_pulls_back_to_the_sampling_policy():
     # After the first mini-batch the policy differs from the one that sampled: with the gate at
     # 0.5 (beta 0, or a teacher equal to the student) the expected gradient is exactly that of
