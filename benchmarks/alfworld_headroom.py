@@ -162,7 +162,8 @@ GATE_HALF_ARM: Arm = ("grpo_opsd-sibling-l1", ["method=grpo_opsd", "loss.sdar_la
 SKIP_ARM: Arm = ("sdar-sibling-skip-l1", ["method=sdar", "loss.sdar_lambda=1.0", "teacher.no_winner=skip"], SEEDS)
 # The controls first trained after all six runs of the comparison. Once SDAR had fallen on all three
 # finished seeds over two warm starts (results/alfworld_pool/) while GRPO rose, the controls' seed 0
-# said more per CPU-hour than the comparison's seed 2, so they now train with the arms, seed by seed
+# said more per CPU-hour than the comparison's seed 2, so their seed 0 trains with the arms' seed 0;
+# their later seeds train after the comparison's seed 2, so that the comparison reaches three seeds first
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,8 @@ class Regime:
     """One setting of the benchmark: its name (``--regime``), its config, its search, the folder name of
     its runs and tables (default: the config's file name), whether its warm start also imitates the
     sibling-reading twins of its demonstrations, the arms trained at the search's choice, the
-    controls (arms that check a finding of ``arms``, trained after them: :func:`queue`,
+    controls (arms that check a finding of ``arms``: seed 0 after the arms' seed 0, later seeds after all
+    of the arms', :func:`queue`;
     and tabulated the same way), config overrides of all its commands, and the arm it trains first."""
 
     name: str

@@ -21,7 +21,8 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
    released naive GRPO+OPSD (beta 0, whose gradient does not read the teacher, so it runs once per
    seed) at the released lambda 0.01 and at lambda 1 (SDAR lambda 1 without its gate); textbook
    OPSD (``opsd_sampled``, coefficient 0.1, and at 1.25, SDAR lambda 1's weight for small gaps:
-   ``opsd_sampled-k1.25``); each distillation method with correct hints and with
+   ``opsd_sampled-k1.25``, with correct and all-corrupted hints only); each other distillation
+   method with correct hints and with
    half and all of them corrupted. The core comparisons (``CORE``) run first, seed
    by seed, so that one seed of each finishes before the next seed starts. Resumable: finished runs
    are skipped, interrupted ones resumed; on a new machine the warm start is remade, checked against
@@ -77,10 +78,12 @@ RUNS: list[tuple[str, list[str]]] = [
     ("sdar-l0.1-c0.5", ["method=sdar", "loss.sdar_lambda=0.1", "env.options.hint_corruption=0.5"]),
     ("sdar-l0.01-c1", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=1.0"]),
     ("sdar-l0.01-c0.5", ["method=sdar", "loss.sdar_lambda=0.01", "env.options.hint_corruption=0.5"]),
-    # textbook OPSD at SDAR lambda 1's weight for small gaps (lambda * beta / 4 = 1.25: the two expected
-    # gradients agree to first order in the gap, docs/algorithm.md "What the gate is, to first order");
-    # where the gap is large only SDAR's gate caps each token's weight, so these runs tell the cap from
-    # the weight (added after the rest of the grid)
+    # textbook OPSD at SDAR lambda 1's weight for small gaps (lambda * beta / 4 = 1.25: on the first
+    # mini-batch the two expected gradients agree to first order in the gap, docs/algorithm.md "What the
+    # gate is, to first order"). They differ in SDAR's cap on large gaps, its zero-mean noise of weight
+    # lambda / 2 and its pull back to the sampling policy on later mini-batches; grpo_opsd-l1 (the noise
+    # and the pull-back without the teacher) is the third point. Correct and corrupted hints only (added
+    # after the rest of the grid)
     ("opsd_sampled-k1.25-c0", ["method=opsd_sampled", "loss.opsd_coef=1.25"]),
     ("opsd_sampled-k1.25-c1", ["method=opsd_sampled", "loss.opsd_coef=1.25", "env.options.hint_corruption=1.0"]),
 ]
