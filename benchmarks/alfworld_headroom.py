@@ -57,7 +57,7 @@ regimes (``--regime``), each with its config, its search, its runs and its table
    at every validation, the gain per seed by both measures, mean +- std, whether the target holds:
    every seed +15 points or more and a mean gain above twice its standard deviation; the signal per run:
    groups with advantage spread, clip fraction, KL to the warm start, entropy, optimizer steps per
-   iteration), ``curves.png`` and each run's config and metrics under ``runs/``.
+   iteration), ``curves.png`` and each run's record under ``runs/`` (``RECORD_FILES``).
 
 Stopped cleanly by Ctrl-C or SIGTERM (``_results.run_lanes``: each running run saves a checkpoint,
 no new run starts). Resumable like the gate study (``gate_study.train_one``): finished runs are skipped, interrupted

@@ -29,7 +29,7 @@ that name a wrong word of the panel instead (0.5: half the tasks, 1.0: all of th
    the committed one (weights digest, or its validation record), and the committed runs count.
 3. **Aggregate** into ``--out``: ``summary.json`` / ``summary.md`` (validation success before and
    after, mean +- std over seeds; the gate and gap on tokens with positive / negative advantage),
-   ``curves.png``, and each run's config and metrics under ``runs/``.
+   ``curves.png``, and each run's record under ``runs/`` (:data:`RECORD_FILES`).
 
     python benchmarks/gate_study.py --jobs 2          # the whole grid (hours on 2 CPU cores)
     python benchmarks/gate_study.py --aggregate-only  # tables from the runs finished so far
@@ -353,7 +353,9 @@ def aggregate(runs_dir: Path, out: Path, start: dict, iterations: int, seeds: li
     return summary
 
 
-RECORD_FILES = ("config.yaml", "metrics.jsonl", "commit.txt", "machine.jsonl")  # a run's committed record
+# a run's committed record: its config, metrics, code and machine, and the logged step samples and gate
+# pushes (docs/outputs.md) that the tables' prose quotes; a run that logged none has none
+RECORD_FILES = ("config.yaml", "metrics.jsonl", "commit.txt", "machine.jsonl", "samples.jsonl", "gate_actions.jsonl")
 
 
 def keep_run_record(run_dir: Path, dest: Path) -> str:

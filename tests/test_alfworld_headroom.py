@@ -93,10 +93,17 @@ def test_keep_run_record_copies_repo_relative_and_returns_every_part_commit(head
     (run_dir / "config.yaml").write_text(f"init_checkpoint: {gate_study.ROOT}/runs/x/warm\n")
     (run_dir / "metrics.jsonl").write_text('{"iteration": 1}\n')
     (run_dir / "commit.txt").write_text("abc123\n\ndef456 (resumed)\n")
+    (run_dir / "samples.jsonl").write_text('{"iteration": 1, "tokens": ["<"]}\n')
+    (run_dir / "gate_actions.jsonl").write_text('{"iteration": 1, "top": []}\n')
+    (run_dir / "checkpoints" / "iter_000001").mkdir(parents=True)
     dest = tmp_path / "out" / "runs" / "grpo-seed0"
     assert gate_study.keep_run_record(run_dir, dest) == "abc123; def456 (resumed)"
     assert (dest / "config.yaml").read_text() == "init_checkpoint: runs/x/warm\n"
     assert (dest / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
+    # the step samples and gate pushes the prose quotes come along; the weights do not
+    assert (dest / "samples.jsonl").read_text() == '{"iteration": 1, "tokens": ["<"]}\n'
+    assert (dest / "gate_actions.jsonl").read_text() == '{"iteration": 1, "top": []}\n'
+    assert not (dest / "checkpoints").exists()
     # a run trained before commits were recorded; a record that already lies where it is kept
     (run_dir / "commit.txt").unlink()
     other = tmp_path / "elsewhere"
