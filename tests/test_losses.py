@@ -494,6 +494,25 @@ def test_sdar_term_is_textbook_opsd_at_beta_over_4_for_small_gaps_and_bounded_fo
     assert ((sdar - 1.25 * opsd).norm() / (1.25 * opsd).norm()).item() > 0.2
 
 
+def test_sdar_term_never_lowers_a_sampled_token_so_a_collapsed_wrong_policy_gets_no_gradient():
+    # docs/algorithm.md "What the gate is, to first order": each sample's gradient raises its token
+    # with weight g in [0, 1]. A policy collapsed onto token 0, which the teacher rejects by ~12 nats,
+    # samples only token 0: the SDAR term's batch gradient is then ~0 (g = sigmoid(5 * -12)), where
+    # textbook OPSD's weight is the gap itself and lowers token 0.
+    logits = torch.tensor([6.0, 0.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    teacher = torch.log_softmax(torch.tensor([-6.0, 6.0, 0.0, 0.0], dtype=torch.float64), -1)
+    student = torch.log_softmax(logits, -1)
+    batch = student[0].expand(2, 3)  # 6 samples, all token 0
+    mask = torch.ones(2, 3)
+    sdar, metrics = sdar_loss(batch, teacher[0].expand(2, 3), mask, beta=5.0)
+    (sdar_grad,) = torch.autograd.grad(sdar, logits, retain_graph=True)
+    opsd, _ = opsd_sampled_loss(batch, teacher[0].expand(2, 3), mask)
+    (opsd_grad,) = torch.autograd.grad(opsd, logits)
+    assert metrics["gate_mean"].item() < 1e-20 and sdar_grad.abs().max().item() < 1e-20
+    assert opsd_grad[0].item() > 1e-2  # a descent step lowers token 0's logit
+    assert (opsd_grad[1:] < 0).all()  # and raises the others
+
+
 def test_sdar_expected_gradient_with_constant_gate_pulls_back_to_the_sampling_policy():
     # After the first mini-batch the policy differs from the one that sampled: with the gate at
     # 0.5 (beta 0, or a teacher equal to the student) the expected gradient is exactly that of
