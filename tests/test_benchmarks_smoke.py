@@ -402,7 +402,7 @@ def test_alfworld_headroom_smoke_searches_chooses_trains_the_arms_and_resumes(tm
 
 def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twins(tmp_path):
     # the reader regime: a warm start with sibling-reading twins; its search of one setting is
-    # chosen at once and its run trains with the arms, seed by seed
+    # chosen at once and its run trains with the arms, seed by seed, the controls' seed 0 with them
     runs, out = tmp_path / "runs", tmp_path / "out"
     done = _run([str(BENCH / "alfworld_headroom.py"), "--regime", "reader", "--smoke",
                  "--runs-dir", str(runs), "--out", str(out)])
@@ -415,9 +415,12 @@ def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twin
     assert summary["state"] == "12 of 12 runs finished (complete)"
     assert summary["choice"]["rule"] == "the only setting of this regime's search"
     order = [line.split(": trained in ")[0] for line in done.stdout.splitlines() if ": trained in " in line]
-    # seed by seed: the comparison's two arms, then the two controls
-    assert order == [f"{arm}-lr1e-4-seed{seed}" for seed in (0, 1, 2)
-                     for arm in ("grpo", "sdar-sibling-l1", "grpo_opsd-sibling-l1", "sdar-sibling-skip-l1")]
+    # seed 0: the comparison's two arms, then the two controls; then the comparison's seeds 1 and 2,
+    # then the controls' (the comparison reaches three seeds first)
+    comparison, controls = ("grpo", "sdar-sibling-l1"), ("grpo_opsd-sibling-l1", "sdar-sibling-skip-l1")
+    assert order == ([f"{arm}-lr1e-4-seed0" for arm in comparison + controls]
+                     + [f"{arm}-lr1e-4-seed{seed}" for seed in (1, 2) for arm in comparison]
+                     + [f"{arm}-lr1e-4-seed{seed}" for seed in (1, 2) for arm in controls])
     assert [a["arm"] for a in summary["arms"]] == ["grpo", "sdar-sibling-l1", "grpo_opsd-sibling-l1",
                                                    "sdar-sibling-skip-l1"]
     skip = yaml.safe_load((runs / "sdar-sibling-skip-l1-lr1e-4-seed0" / "config.yaml").read_text())
