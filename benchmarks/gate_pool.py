@@ -40,7 +40,7 @@ from _results import write_result  # benchmarks/_results.py
 from gate_study import RUNS, _fmt, mean_std
 
 # the committed folders of gate_study.py, in the order they were made
-STUDIES = ("gate_study", "gate_study_fp32", "gate_study_avx512")
+STUDIES = ("gate_study", "gate_study_fp32", "gate_study_avx512", "gate_study_amx")
 LEARNED = 0.5
 # what every pooled folder must share (the warm start, machine and precision may differ)
 SAME = ("config", "iterations", "seeds")
