@@ -392,6 +392,15 @@ def grid_runs(regime: Regime, choice: dict | None, runs_dir: Path | None = None)
     return [(name, seed) for name, _, seed in runs]
 
 
+def grid_names(regime: Regime) -> list[str]:
+    """Every run the regime's grid can train, named as its run folder (``<name>-seed<seed>``): the
+    search runs and, at each setting of the search, the arms and controls."""
+    names = [f"grpo-{setting}-seed0" for setting, _ in regime.search]
+    for setting in regime.settings():
+        names += [f"{arm}-{setting}-seed{seed}" for arm, _, seeds in regime.all_arms() for seed in seeds]
+    return list(dict.fromkeys(names))
+
+
 def status_lines(regime: Regime, runs_dir: Path, out: Path, iterations: int) -> list[str]:
     """Where the grid stands, from what is on disk (run folders here, records committed in ``out``);
     writes nothing. The warm start's validation, then one line per run in training order: finished
@@ -700,6 +709,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train this setting's search run, then the arms at it, instead of waiting for the "
                              "search's choice (not recorded as the choice)")
     parser.add_argument("--search-only", action="store_true", help="train the search runs only")
+    parser.add_argument("--only", nargs="+", metavar="RUN",
+                        help="train these runs only, named as --status names them (for example "
+                             "grpo-lr1e-4-seed2); the tables always cover the whole grid")
     parser.add_argument("--aggregate-only", action="store_true",
                         help="train nothing: write the tables from the runs so far (unfinished runs: their iterations so far)")
     parser.add_argument("--status", action="store_true",
@@ -711,6 +723,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.setting and args.setting not in regime.settings():
         parser.error(f"--setting {args.setting} is not in the {args.regime} regime's search: {regime.settings()}")
     search = regime.search
+    if args.only:
+        known = grid_names(regime)
+        unknown = [name for name in args.only if name not in known]
+        if unknown:
+            parser.error(f"--only: {', '.join(unknown)} not in the {args.regime} regime's grid: {', '.join(known)}")
     overrides = [*regime.overrides, *(SMOKE if args.smoke else [])]
     folder = regime.folder_name()
     runs_dir = ROOT / (args.runs_dir or f"runs/{folder}")
@@ -763,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
                 msg = f"{name}-seed{seed}: FAILED"
             print(msg, flush=True)
 
+        if args.only:
+            items = [item for item in items if f"{item[0]}-seed{item[2]}" in args.only]
         run_lanes(one, [None, *items] if start_passes else items, args.jobs)
 
     # the search (with --setting: only that setting's run, which is also GRPO's seed 0 there)

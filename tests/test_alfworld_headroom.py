@@ -439,3 +439,13 @@ def test_the_plain_regime_trains_sdar_first_in_each_seed_on_prompts_without_the_
     config = load_config(regime.config, list(regime.overrides))
     assert config.env.options["answer_example"] is False
     assert "answer_example" not in load_config(reader.config).env.options  # the default: with the example
+
+
+def test_grid_names_are_every_run_folder_a_grid_can_train(headroom):
+    # what --only accepts: the search runs, then every arm and control at each setting of the search
+    long = headroom.grid_names(headroom.REGIMES["long"])
+    assert long == ["grpo-lr1e-4-seed0", "grpo-lr1e-4-dynamic-seed0", "grpo-lr1e-4-seed1", "grpo-lr1e-4-seed2",
+                    "grpo-lr1e-4-dynamic-seed1", "grpo-lr1e-4-dynamic-seed2"]
+    reader = headroom.grid_names(headroom.REGIMES["reader"])
+    assert len(reader) == len(set(reader)) == 12  # the search run is GRPO's seed 0: named once
+    assert {"sdar-sibling-skip-l1-lr1e-4-seed2", "grpo_opsd-sibling-l1-lr1e-4-seed0"} <= set(reader)

@@ -432,6 +432,21 @@ def test_alfworld_headroom_reader_regime_smoke_imitates_the_sibling_reading_twin
     assert config["teacher"]["context"] == "sibling" and config["optim"]["lr"] == 1e-4
 
 
+def test_alfworld_headroom_only_trains_the_named_runs_and_refuses_a_name_outside_the_grid(tmp_path):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    base = [str(BENCH / "alfworld_headroom.py"), "--regime", "reader", "--smoke", "--runs-dir", str(runs),
+            "--out", str(out)]
+    done = _run([*base, "--only", "sdar-sibling-l1-lr1e-4-seed2"])
+    trained = [line.split(": trained in ")[0] for line in done.stdout.splitlines() if ": trained in " in line]
+    assert trained == ["sdar-sibling-l1-lr1e-4-seed2"]
+    assert sorted(p.name for p in runs.glob("*-seed*") if (p / "config.yaml").is_file()) == trained
+    assert json.loads((out / "summary.json").read_text())["state"] == "1 of 12 runs finished (partial: rerun to continue)"
+    refused = subprocess.run([sys.executable, *base, "--only", "grpo-lr1e-4-seed3"], capture_output=True, text=True,
+                             cwd=ROOT, timeout=300, check=False)
+    assert refused.returncode == 2
+    assert "--only: grpo-lr1e-4-seed3 not in the reader regime's grid: grpo-lr1e-4-seed0," in refused.stderr
+
+
 def test_alfworld_headroom_plain_regime_smoke_demonstrates_and_trains_without_the_example(tmp_path):
     # the plain regime's override reaches every command: the demonstrations' prompts, the warm
     # start's record, the run's config and the tables
