@@ -393,11 +393,10 @@ def grid_runs(regime: Regime, choice: dict | None, runs_dir: Path | None = None)
 
 
 def grid_names(regime: Regime) -> list[str]:
-    """Every run the regime's grid can train, named as its run folder (``<name>-seed<seed>``): the
-    search runs and, at each setting of the search, the arms and controls."""
-    names = [f"grpo-{setting}-seed0" for setting, _ in regime.search]
-    for setting in regime.settings():
-        names += [f"{arm}-{setting}-seed{seed}" for arm, _, seeds in regime.all_arms() for seed in seeds]
+    """Every run the regime's grid can train, named as its run folder (``<name>-seed<seed>``):
+    :func:`grid_runs` at each setting of the search as if it were the choice, in that order."""
+    names = [f"{name}-seed{seed}" for setting, overrides in regime.search
+             for name, seed in grid_runs(regime, {"setting": setting, "overrides": overrides})]
     return list(dict.fromkeys(names))
 
 
