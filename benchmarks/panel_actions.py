@@ -8,7 +8,7 @@ step written, and the table sorts its steps:
 - the share of steps whose action the environment refused (invalid), and of those: no action found
   in the response; the episode's previous action again; an action naming an object or receptacle
   (``word N``) that no admissible action names; anything else;
-- the actions it took, by verb (the action's first word; ``go`` for ``go to``), over all steps and
+- the actions it took, by verb (:func:`sdar.trainer.teacher_check.verb`; ``go`` for ``go to``), over all steps and
   over the invalid ones; the invalid actions it repeated most;
 - the share of steps whose action is the one the prompt's answer format shows as its example
   (``go to countertop 1``, :data:`sdar.envs.alfworld.prompts.EXAMPLE_ACTION`), whether or not
@@ -53,6 +53,7 @@ from gate_study import read_metrics
 from learning import last_checkpoint_iteration, sdar_command
 
 from sdar.envs.alfworld.prompts import EXAMPLE_ACTION
+from sdar.trainer.teacher_check import verb
 
 ENTITY = re.compile(r"\b[a-z]+ \d+\b")  # an ALFWorld object or receptacle: "countertop 1", "keychain 2"
 KINDS = ("no action found", "the previous action again", "names something not in the list", "other")
@@ -69,10 +70,6 @@ def invalid_kind(row: dict, previous: str | None) -> str:
     if any(entity not in listed for entity in ENTITY.findall(action)):
         return KINDS[2]
     return KINDS[3]
-
-
-def verb(action: str) -> str:
-    return action.split()[0] if action else "(none)"
 
 
 def tabulate(rows: list[dict]) -> dict:
