@@ -8,8 +8,8 @@ step written, and the table sorts its steps:
 - the share of steps whose action the environment refused (invalid), and of those: no action found
   in the response; the episode's previous action again; an action naming an object or receptacle
   (``word N``) that no admissible action names; anything else;
-- the actions it took, by verb (:func:`sdar.trainer.teacher_check.verb`; ``go`` for ``go to``), over all steps and
-  over the invalid ones; the invalid actions it repeated most;
+- the actions it took, by verb (:func:`sdar.trainer.teacher_check.verb`; ``go`` for ``go to``),
+  over all steps and over the invalid ones; the invalid actions it repeated most;
 - the share of steps whose action is the one the prompt's answer format shows as its example
   (``go to countertop 1``, :data:`sdar.envs.alfworld.prompts.EXAMPLE_ACTION`), whether or not
   the room has a countertop 1; for a run whose prompts name no example (the ALFWorld option
