@@ -67,7 +67,8 @@ are kept. An unfinished run whose checkpoints stayed on another machine starts a
 its committed partial record stays in the tables until the restart holds more iterations, the two
 are compared iteration by iteration (every logged value but timings; the table says whether the
 restart is identical so far or from which iteration it differs), and a committed record that the
-restart did not reproduce is moved to ``runs/<run>/earlier/`` before the restart's replaces it.
+restart did not reproduce is moved to ``runs/<run>/earlier/`` before the restart's replaces it,
+also where the restart finished before the tables were drawn again.
 
     python benchmarks/alfworld_headroom.py --jobs 2          # the short regime (many hours on 2 CPU cores)
     python benchmarks/alfworld_headroom.py --regime long --jobs 2  # the long regime
@@ -473,6 +474,8 @@ def aggregate(runs_dir: Path, out: Path, regime: Regime, start: dict, iterations
             where, earlier = partial_record(runs_dir / name, out / "runs" / name)
             if where is None:
                 continue
+        elif where == runs_dir / name:  # finished here: a committed record of another start is compared too
+            earlier = partial_record(where, out / "runs" / name)[1]
         metrics = read_metrics(where)
         train = [m for m in metrics if m.get("iteration", 0) >= 1]
         curve = val_curve(metrics, start["success"])
@@ -549,7 +552,8 @@ def partial_record(here: Path, committed: Path) -> tuple[Path | None, dict | Non
     that holds more training iterations (the run stopped on another machine whose checkpoints are
     gone, and this machine restarted it from scratch: a shorter restart never hides the longer
     record). With records of two starts (their first iterations logged at different times), also how
-    they compare (:func:`same_iterations`). ``(None, None)``: no record."""
+    they compare (:func:`same_iterations`); :func:`aggregate` asks for that comparison of a run that
+    finished here as well. ``(None, None)``: no record."""
     mine, theirs = read_metrics(here), read_metrics(committed)
     if not theirs or here.resolve() == committed.resolve():
         return (here if mine else None), None
@@ -624,12 +628,15 @@ def summary_markdown(summary: dict) -> str:
         gate = ("-" if s["teacher/gate_pos_adv"] is None
                 else f"{s['teacher/gate_pos_adv']:.2f} / {s['teacher/gate_neg_adv']:.2f}")
         run = r["run"] if r["finished"] else f"{r['run']} (training: {r['iterations_done']} of {summary['iterations']}"
-        if not r["finished"] and r.get("earlier_record"):
+        if r.get("earlier_record"):
             e = r["earlier_record"]
             same = ("identical so far" if e["first_difference"] is None
                     else f"differs from iteration {e['first_difference']}")
-            run += (f"; restarted here from scratch: {e['iterations_here']} of {summary['iterations']}, {same}"
-                    if e["iterations"] > e["iterations_here"] else f"; an earlier record of {e['iterations']}: {same}")
+            if r["finished"]:
+                run += f" (an earlier record of {e['iterations']}: {same})"
+            else:
+                run += (f"; restarted here from scratch: {e['iterations_here']} of {summary['iterations']}, {same}"
+                        if e["iterations"] > e["iterations_here"] else f"; an earlier record of {e['iterations']}: {same}")
         run += "" if r["finished"] else ")"
         gain = "-" if r["gain"] is None else f"{100 * r['gain']:+.1f}"
         gain_passes = "-" if r.get("gain_passes") is None else f"{100 * r['gain_passes']:+.1f}"

@@ -276,6 +276,39 @@ def test_aggregate_keeps_a_longer_committed_record_and_saves_one_the_restart_did
     assert "an earlier record of 5: differs from iteration 2" in (out / "summary.md").read_text()
 
 
+def test_aggregate_saves_a_committed_record_that_a_restart_finished_here_did_not_reproduce(headroom, tmp_path):
+    # the restart trains to the end before the tables are drawn again (one lane, no stop in between)
+    regime = headroom.REGIMES["long"]
+    out, runs_dir = tmp_path / "out", tmp_path / "runs"
+    name = "grpo-lr1e-4-seed0"
+    committed = _write_run(out / "runs" / name, _rows([0.5, 0.4, 0.3], 7.0), "aaa")
+    original = (committed / "metrics.jsonl").read_text()
+    rows = _rows([0.5, 0.45] + [0.1] * 28, 9.0)
+    rows[-1]["val/success"] = 0.5  # a finished run's last validation
+    _write_run(runs_dir / name, rows, "bbb")
+    start = {"success": 0.125, "num_tasks": 48, "passes": None}
+    summary = headroom.aggregate(runs_dir, out, regime, start, 30, None, "0 of 2")
+    row = next(r for r in summary["runs"] if r["run"] == name)
+    assert row["finished"] and row["earlier_record"] == {"iterations": 3, "iterations_here": 30, "compared": 3,
+                                                         "first_difference": 2}
+    assert (committed / "earlier" / "metrics.jsonl").read_text() == original
+    assert (committed / "metrics.jsonl").read_text() == (runs_dir / name / "metrics.jsonl").read_text()
+    assert summary["run_commits"][name] == "bbb"
+    assert f"| {name} (an earlier record of 3: differs from iteration 2) |" in (out / "summary.md").read_text()
+    # drawn again: the earlier record stays as it was, and the finished run is not compared with its own copy
+    summary = headroom.aggregate(runs_dir, out, regime, start, 30, None, "0 of 2")
+    assert (committed / "earlier" / "metrics.jsonl").read_text() == original
+    # the same start finished here (its first iteration logged at the committed record's time): nothing kept
+    out2, runs2 = tmp_path / "out2", tmp_path / "runs2"
+    _write_run(out2 / "runs" / name, _rows([0.5, 0.4, 0.3], 7.0), "aaa")
+    rows = _rows([0.5, 0.4, 0.3] + [0.1] * 27, 7.0)
+    rows[-1]["val/success"] = 0.5
+    _write_run(runs2 / name, rows, "aaa")
+    summary = headroom.aggregate(runs2, out2, regime, start, 30, None, "0 of 2")
+    row = next(r for r in summary["runs"] if r["run"] == name)
+    assert row["finished"] and row["earlier_record"] is None and not (out2 / "runs" / name / "earlier").exists()
+
+
 def test_aggregate_only_on_a_new_machine_tabulates_the_committed_records_without_a_warm_start(headroom, tmp_path):
     import json
     import shutil
